@@ -1,0 +1,159 @@
+"""Supervised classes from labelled points/polygons: cross-validated report, saved model, class + confidence rasters."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..embedding_raster import EmbeddingRaster
+from ..errors import GAIRError
+from .rasters import CLASS_NODATA, OutputRaster, scan, stage
+from .report import classification_report, write_report
+from .sampling import (check_class_counts, check_model_matches, load_model_file, save_model_file, sorted_classes,
+                       training_data)
+
+CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    report: dict
+    report_paths: list[Path] = field(default_factory=list)
+    samples: int = 0
+    features: int = 0
+    skipped_outside: int = 0
+    skipped_nodata: int = 0
+    skipped_unlabelled: int = 0
+    applied: "ApplyResult | None" = None
+
+
+@dataclass
+class ApplyResult:
+    path: Path
+    confidence_path: Path | None
+    counts: dict[str, int]  # pixels per class (classification) or {"pixels": n} (regression)
+    seconds: float = 0.0
+
+
+def make_classifier(method: str, seed: int, n_train: int):
+    """scikit-learn estimators with settings that suit embedding vectors (scaled linear model, cosine kNN)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if method == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    if method == "random_forest":
+        return RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=-1)
+    if method == "knn":
+        return KNeighborsClassifier(n_neighbors=max(1, min(5, n_train // 2)), weights="distance", metric="cosine")
+    if method == "gradient_boosting":
+        return HistGradientBoostingClassifier(max_iter=200, random_state=seed)
+    raise GAIRError(f"unknown classifier {method!r}; choose one of {CLASSIFIERS}")
+
+
+def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathLike, class_field: str,
+                     model_path: str | os.PathLike, *, method: str = "logistic", folds: int = 5, seed: int = 0,
+                     layer: str | None = None, report_paths: list[str | os.PathLike] = (),
+                     max_pixels_per_feature: int = 1000, output_path: str | os.PathLike | None = None,
+                     confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
+                     progress: Callable[[float], None] | None = None,
+                     cancel: Callable[[], bool] | None = None) -> TrainResult:
+    """Cross-validate (stratified k-fold, grouped by feature so a polygon's pixels never sit on both sides),
+    fit on all samples, save the model with its embedding identity; optionally apply it to the raster."""
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+
+    if method not in CLASSIFIERS:
+        raise GAIRError(f"unknown classifier {method!r}; choose one of {CLASSIFIERS}")
+    if folds < 2:
+        raise GAIRError("cross-validation needs folds >= 2")
+    with EmbeddingRaster.open(raster_path) as raster:
+        data = training_data(raster, labels_path, class_field, layer, max_pixels_per_feature=max_pixels_per_feature,
+                             seed=seed)
+        labels = data.targets.astype(str)
+        check_class_counts(labels, data.groups, folds)
+        classes = sorted_classes(labels)
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[v] for v in labels], np.int64)
+        if progress is not None:
+            progress(0.1)
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        predicted = cross_val_predict(make_classifier(method, seed, len(y) * (folds - 1) // folds), data.vectors, y,
+                                      groups=data.groups, cv=splitter)
+        report = classification_report(y, predicted, classes, method, folds, data.grouped)
+        report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space, class_field=class_field)
+        if progress is not None:
+            progress(0.6)
+        estimator = make_classifier(method, seed, len(y)).fit(data.vectors, y)
+        saved = save_model_file(model_path, raster, task="classification", method=method, estimator=estimator,
+                                classes=classes, field=class_field, report=report)
+        written = [write_report(report, p) for p in report_paths]
+    result = TrainResult(saved, report, written, len(y), data.features, data.skipped_outside, data.skipped_nodata,
+                         data.skipped_unlabelled)
+    if output_path is not None:
+        result.applied = apply_classifier(raster_path, saved, output_path, confidence_path=confidence_path,
+                                          block_size=block_size, progress=stage(progress, 0.7, 1.0), cancel=cancel)
+    elif progress is not None:
+        progress(1.0)
+    return result
+
+
+def apply_classifier(raster_path: str | os.PathLike, model_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                     confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
+                     progress: Callable[[float], None] | None = None,
+                     cancel: Callable[[], bool] | None = None) -> ApplyResult:
+    """Apply a saved classifier (Byte class raster named by class, + float32 confidence = top probability)
+    or regressor (float32 prediction raster) to an embedding raster in the space it was trained on."""
+    started = time.perf_counter()
+    bundle = load_model_file(model_path)
+    estimator = bundle["estimator"]
+    regression = bundle.get("task") == "regression"
+    with EmbeddingRaster.open(raster_path) as raster:
+        check_model_matches(bundle, raster, model_path)
+        tags = {"GAIR_ANALYSIS_MODEL": Path(model_path).name, "GAIR_METHOD": bundle["method"]}
+        if regression:
+            out = OutputRaster(out_path, raster, "float32", float("nan"), f"predicted {bundle['field']}", tags)
+            conf = None
+        else:
+            out = OutputRaster(out_path, raster, "uint8", CLASS_NODATA, f"class ({bundle['field']})", tags,
+                               class_names=list(bundle["classes"]))
+            conf = OutputRaster(confidence_path, raster, "float32", float("nan"), "confidence (top probability)",
+                                tags) if confidence_path is not None else None
+        outputs = [o for o in (out, conf) if o is not None]
+        counts = np.zeros(len(bundle.get("classes", [])) + 1, np.int64)
+        try:
+            for window, pixels in scan(raster, block_size, progress, cancel):
+                valid = np.isfinite(pixels).all(axis=1)
+                if regression:
+                    values = np.full(len(pixels), np.nan, np.float32)
+                    if valid.any():
+                        values[valid] = estimator.predict(pixels[valid])
+                    counts[0] += int(valid.sum())
+                    out.write(window, values)
+                    continue
+                classes = np.full(len(pixels), CLASS_NODATA, np.uint8)
+                confidence = np.full(len(pixels), np.nan, np.float32)
+                if valid.any():
+                    proba = estimator.predict_proba(pixels[valid])
+                    classes[valid] = estimator.classes_[np.argmax(proba, axis=1)] + 1
+                    confidence[valid] = proba.max(axis=1)
+                counts += np.bincount(classes, minlength=len(counts))
+                out.write(window, classes)
+                if conf is not None:
+                    conf.write(window, confidence)
+            for o in outputs:
+                o.commit()
+        except BaseException:
+            for o in outputs:
+                o.abort()
+            raise
+    named = {"pixels": int(counts[0])} if regression else dict(zip(bundle["classes"], counts[1:].tolist()))
+    return ApplyResult(Path(out_path), Path(confidence_path) if conf is not None else None, named,
+                       time.perf_counter() - started)

@@ -1,0 +1,151 @@
+"""Unsupervised classes: k-means fitted on a pixel sample, applied to the whole raster in blocks."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..embedding_raster import EmbeddingRaster, sample_pixels
+from ..errors import Cancelled, GAIRError
+from .rasters import CLASS_NODATA, MAX_CLASSES, OutputRaster, scan, stage
+from .vectors import write_gpkg
+
+SILHOUETTE_SAMPLE = 4000
+
+
+@dataclass
+class ClusterResult:
+    path: Path
+    k: int
+    counts: list[int]  # pixels per class 1..k
+    silhouettes: dict[int, float] = field(default_factory=dict)  # per k tried (automatic k only)
+    inertia: float = 0.0
+    sample_size: int = 0
+    polygons_path: Path | None = None
+    polygons: int = 0
+    seconds: float = 0.0
+
+
+def fit_kmeans(sample: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Centroids (k, K) ordered by cluster size in the sample (largest = class 1), and the sample inertia."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    if not 2 <= k < MAX_CLASSES:
+        raise GAIRError(f"k must be between 2 and {MAX_CLASSES - 1}, got {k}")
+    if len(sample) < 10 * k:
+        raise GAIRError(f"{len(sample)} valid sample pixels are too few for {k} clusters; "
+                        f"use a larger sample (>= {10 * k}) or a smaller k")
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=min(4096, len(sample)),
+                         max_iter=200).fit(sample)
+    sizes = np.bincount(km.labels_, minlength=k)
+    order = np.lexsort((np.arange(k), -sizes))
+    return np.ascontiguousarray(km.cluster_centers_[order], dtype=np.float32), float(km.inertia_)
+
+
+def choose_k(sample: np.ndarray, k_min: int, k_max: int, seed: int = 0,
+             cancel: Callable[[], bool] | None = None) -> tuple[int, dict[int, float]]:
+    """The k in [k_min, k_max] with the best silhouette on (a subsample of) the sample."""
+    from sklearn.metrics import silhouette_score
+
+    if not 2 <= k_min <= k_max:
+        raise GAIRError(f"automatic k needs 2 <= k_min <= k_max, got {k_min}..{k_max}")
+    rng = np.random.default_rng(seed)
+    sub = sample[rng.choice(len(sample), min(SILHOUETTE_SAMPLE, len(sample)), replace=False)]
+    scores: dict[int, float] = {}
+    for k in range(k_min, k_max + 1):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled while choosing k")
+        centroids, _ = fit_kmeans(sample, k, seed)
+        labels = assign(sub, centroids)
+        scores[k] = float(silhouette_score(sub, labels)) if len(np.unique(labels)) > 1 else -1.0
+    return max(scores, key=lambda k: (scores[k], -k)), scores
+
+
+def assign(pixels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Class (1..k, uint8) of the nearest centroid per pixel row; 0 for rows with NaN. One BLAS product per block."""
+    half_sq = 0.5 * np.einsum("ij,ij->i", centroids, centroids)
+    scores = pixels @ centroids.T  # nearest centroid = argmax(x.c - |c|^2/2)
+    scores -= half_sq
+    labels = np.argmax(scores, axis=1).astype(np.uint8) + 1
+    labels[np.isnan(scores[:, 0])] = CLASS_NODATA
+    return labels
+
+
+def cluster_raster(raster_path: str | os.PathLike, out_path: str | os.PathLike, *, k: int = 8,
+                   k_range: tuple[int, int] | None = None, sample_size: int = 20000, seed: int = 0,
+                   polygons_path: str | os.PathLike | None = None, sieve_pixels: int = 0,
+                   block_size: int | None = None, progress: Callable[[float], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> ClusterResult:
+    """Byte class raster (0 = nodata, 1..k, colour table) from k-means; optionally the classes as polygons.
+
+    `k_range=(lo, hi)` picks k by silhouette on the sample. `sieve_pixels` merges polygon pieces smaller than
+    that many pixels into their neighbours (polygons only; the raster keeps every pixel's class).
+    """
+    started = time.perf_counter()
+    with EmbeddingRaster.open(raster_path) as raster:
+        sample, _, _ = sample_pixels(raster, sample_size, seed, cancel, stage(progress, 0.0, 0.1))
+        silhouettes: dict[int, float] = {}
+        if k_range is not None:
+            k, silhouettes = choose_k(sample, int(k_range[0]), int(k_range[1]), seed, cancel)
+        centroids, inertia = fit_kmeans(sample, int(k), seed)
+        if progress is not None:
+            progress(0.2)
+        out = OutputRaster(out_path, raster, "uint8", CLASS_NODATA, "k-means class",
+                           tags={"GAIR_KMEANS_K": str(k), "GAIR_SEED": str(seed)},
+                           class_names=[f"cluster {i}" for i in range(1, k + 1)])
+        counts = np.zeros(k + 1, np.int64)
+        polygons, polygons_written = 0, False
+        try:
+            for window, pixels in scan(raster, block_size, stage(progress, 0.2, 0.9 if polygons_path else 1.0),
+                                       cancel):
+                labels = assign(pixels, centroids)
+                counts += np.bincount(labels, minlength=k + 1)
+                out.write(window, labels)
+            out.close()
+            if polygons_path is not None:
+                polygons = _write_class_polygons(out.tmp, polygons_path, raster.crs, sieve_pixels, cancel)
+                polygons_written = True
+            out.commit()
+        except BaseException:
+            out.abort()
+            if polygons_written:
+                Path(polygons_path).unlink(missing_ok=True)
+            raise
+    if progress is not None:
+        progress(1.0)
+    return ClusterResult(Path(out_path), int(k), counts[1:].tolist(), silhouettes, inertia, len(sample),
+                         Path(polygons_path) if polygons_path else None, polygons, time.perf_counter() - started)
+
+
+def _write_class_polygons(class_path: Path, polygons_path, crs, sieve_pixels: int,
+                          cancel: Callable[[], bool] | None) -> int:
+    """Vectorise a class raster (whole array: polygons must cross block edges) to a GeoPackage."""
+    import rasterio
+    import shapely
+    from rasterio.features import shapes, sieve
+    from shapely.geometry import shape
+
+    with rasterio.open(class_path) as ds:
+        classes = ds.read(1)
+        transform = ds.transform
+    if sieve_pixels > 1:
+        valid = classes != CLASS_NODATA
+        classes = np.where(valid, sieve(classes, size=int(sieve_pixels), mask=valid), CLASS_NODATA)
+    geoms, values = [], []
+    for i, (geom, value) in enumerate(shapes(classes, mask=classes != CLASS_NODATA, transform=transform)):
+        if i % 10000 == 0 and cancel is not None and cancel():
+            raise Cancelled("cancelled while writing polygons")
+        geoms.append(shape(geom))
+        values.append(int(value))
+    if not geoms:
+        raise GAIRError("the class raster has no valid pixels to turn into polygons")
+    geoms = np.array(geoms, dtype=object)
+    values = np.array(values, np.int32)
+    fields = {"class": values, "name": np.array([f"cluster {v}" for v in values], dtype=object),
+              "area": shapely.area(geoms)}
+    write_gpkg(polygons_path, geoms, fields, crs, layer="clusters")
+    return len(geoms)

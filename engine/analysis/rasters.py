@@ -1,0 +1,125 @@
+"""Single-band analysis outputs (class, confidence, similarity, mask rasters) written atomically on the input grid."""
+from __future__ import annotations
+
+import colorsys
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from ..embedding_raster import EmbeddingRaster, default_block_size, temp_path_for
+from ..errors import Cancelled, GAIRError
+
+CLASS_NODATA = 0  # class rasters: 0 = no data, classes 1..n
+MAX_CLASSES = 255
+MASK_NODATA = 255
+# Well separated first colours (ColorBrewer Set1/Dark2-like), then golden-ratio hues.
+_BASE = [(228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (255, 255, 51),
+         (166, 86, 40), (247, 129, 191), (27, 158, 119), (117, 112, 179), (102, 166, 30), (230, 171, 2)]
+
+
+def palette(n: int) -> list[tuple[int, int, int]]:
+    colours = list(_BASE[:n])
+    for i in range(len(colours), n):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65 + 0.3 * (i % 2), 0.85)
+        colours.append((int(r * 255), int(g * 255), int(b * 255)))
+    return colours
+
+
+class OutputRaster:
+    """One-band GeoTIFF on the grid of an embedding raster; temp file until commit(), removed by abort()."""
+
+    def __init__(self, path: str | os.PathLike, like: EmbeddingRaster, dtype: str, nodata: float,
+                 description: str = "", tags: dict | None = None, class_names: list[str] | None = None) -> None:
+        import rasterio
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.resolve() == like.path.resolve():
+            raise GAIRError(f"output {self.path} would overwrite its input raster; choose another name")
+        self.tmp = temp_path_for(self.path)
+        self.class_names = class_names
+        profile = dict(driver="GTiff", width=like.width, height=like.height, count=1, dtype=dtype, crs=like.crs,
+                       transform=like.transform, nodata=nodata, tiled=True, blockxsize=like.tile_shape[1],
+                       blockysize=like.tile_shape[0], compress="deflate", BIGTIFF="IF_SAFER")
+        self.ds = rasterio.open(self.tmp, "w", **profile)
+        tags = dict(tags or {}, GAIR_MODEL=like.meta.model, GAIR_SPACE=like.meta.space)
+        if class_names is not None:
+            if len(class_names) > MAX_CLASSES - 1:
+                raise GAIRError(f"{len(class_names)} classes do not fit a Byte class raster (at most 254)")
+            tags["GAIR_CLASSES"] = json.dumps(class_names)
+            self.ds.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*c, 255)
+                                                           for i, c in enumerate(palette(len(class_names)))}})
+        self.ds.update_tags(**tags)
+        self.ds.set_band_description(1, description)
+
+    def write(self, window, values: np.ndarray) -> None:
+        self.ds.write(values.reshape(1, int(window.height), int(window.width)), window=window)
+
+    def close(self) -> Path:
+        """Finish writing; the temp file can be read back (e.g. for peak finding) before commit()."""
+        if not self.ds.closed:
+            self.ds.close()
+        return self.tmp
+
+    def commit(self) -> Path:
+        self.close()
+        try:
+            if self.class_names is not None:
+                _write_class_pam(Path(str(self.path) + ".aux.xml"), self.class_names)
+            os.replace(self.tmp, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        self.close()
+        self.tmp.unlink(missing_ok=True)
+        Path(str(self.tmp) + ".aux.xml").unlink(missing_ok=True)
+
+
+def _write_class_pam(path: Path, class_names: list[str]) -> None:
+    """GDAL PAM sidecar with category names and a thematic raster attribute table, so GIS tools show class names."""
+    colours = palette(len(class_names))
+    categories = "".join(f"<Category>{escape(n)}</Category>" for n in ["", *class_names])
+    fields = "".join(f'<FieldDefn index="{i}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage></FieldDefn>'
+                     for i, (n, t, u) in enumerate([("value", 0, 5), ("class", 2, 2), ("red", 0, 6),
+                                                    ("green", 0, 7), ("blue", 0, 8)]))
+    rows = "".join(f'<Row index="{i}"><F>{i + 1}</F><F>{escape(n)}</F><F>{c[0]}</F><F>{c[1]}</F><F>{c[2]}</F></Row>'
+                   for i, (n, c) in enumerate(zip(class_names, colours)))
+    xml = (f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{categories}</CategoryNames>'
+           f'<GDALRasterAttributeTable tableType="thematic">{fields}{rows}</GDALRasterAttributeTable>'
+           f"</PAMRasterBand></PAMDataset>\n")
+    tmp = temp_path_for(path, ".xml")
+    tmp.write_text(xml, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names of a class raster written here (value v is class_names[v - 1])."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return json.loads(ds.tags().get("GAIR_CLASSES", "[]"))
+
+
+def scan(raster: EmbeddingRaster, block_size: int | None, progress: Callable[[float], None] | None,
+         cancel: Callable[[], bool] | None) -> Iterator[tuple[object, np.ndarray]]:
+    """Yield (window, pixel-major (h*w, K) float32 vectors with NaN rows for nodata) over tile-aligned blocks."""
+    windows = raster.windows(block_size or default_block_size(raster))
+    for i, window in enumerate(windows):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        yield window, raster.read_pixels(window)
+        if progress is not None:
+            progress((i + 1) / len(windows))
+
+
+def stage(progress: Callable[[float], None] | None, start: float, end: float) -> Callable[[float], None] | None:
+    """Map a sub-task's 0..1 progress onto [start, end] of the caller's bar."""
+    if progress is None:
+        return None
+    return lambda f: progress(start + (end - start) * min(max(f, 0.0), 1.0))

@@ -1,0 +1,278 @@
+"""Cosine similarity to reference places: a streamed raster scan, top-k peaks, threshold mask; feature ranking.
+
+The scan is a memory-bound matrix-vector product: references are normalised once, pixel blocks are read
+pixel-major (h*w, K) and processed in cache-sized chunks so the dot product and the pixel norm share one trip
+through memory.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..embedding_raster import EmbeddingMeta, EmbeddingRaster, check_same_space
+from ..errors import GAIRError
+from .rasters import MASK_NODATA, OutputRaster, scan, stage
+from .vectors import (pixel_centres, read_embedding_layer, read_layer, read_pixels_at, reproject, samples_from_layer,
+                      world_to_pixel, write_gpkg)
+
+AGGREGATES = ("mean", "max")
+CHUNK_BYTES = 2**19  # pixels per chunk so a chunk stays in L2/L3 between the dot product and the norm
+
+
+@dataclass
+class SimilarityHit:
+    rank: int
+    score: float
+    x: float
+    y: float
+    row: int
+    col: int
+
+
+@dataclass
+class SimilarityResult:
+    path: Path
+    references: int
+    hits: list[SimilarityHit] = field(default_factory=list)
+    hits_path: Path | None = None
+    mask_path: Path | None = None
+    mask_pixels: int = 0
+    valid_pixels: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RankResult:
+    path: Path
+    references: int
+    ranking: list[tuple[int, float]]  # (fid, score), best first
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not np.all(norms > 0) or not np.isfinite(vectors).all():
+        raise GAIRError("a reference vector is zero or not finite (a nodata pixel?); pick another reference")
+    return np.ascontiguousarray(vectors / norms)
+
+
+def query_matrix(references: np.ndarray, aggregate: str) -> np.ndarray:
+    """(r, K) unit references -> the (K, m) matrix the scan multiplies by: their normalised mean (m=1) or all (max)."""
+    if aggregate not in AGGREGATES:
+        raise GAIRError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    refs = unit_rows(references)
+    if aggregate == "mean":
+        refs = unit_rows(refs.mean(axis=0))
+    return np.ascontiguousarray(refs.T)
+
+
+def cosine_scan(pixels: np.ndarray, query: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(n, K) float32 C-contiguous pixels x (K, m) unit query -> (n,) max cosine over the m columns (NaN nodata)."""
+    n, k = pixels.shape
+    out = np.empty(n, np.float32) if out is None else out
+    chunk = max(64, CHUNK_BYTES // (4 * k))
+    vector_query = query.shape[1] == 1
+    q = query[:, 0].copy() if vector_query else query
+    for start in range(0, n, chunk):
+        x = pixels[start:start + chunk]
+        dots = x @ q if vector_query else (x @ q).max(axis=1)
+        norms = np.einsum("ij,ij->i", x, x)
+        np.sqrt(norms, out=norms)
+        np.maximum(norms, 1e-30, out=norms)
+        np.divide(dots, norms, out=out[start:start + chunk])
+    return out
+
+
+def reference_vectors(raster: EmbeddingRaster, points: Sequence[tuple[float, float]] | None = None,
+                      points_crs=None, reference_layer: str | os.PathLike | None = None,
+                      layer: str | None = None) -> np.ndarray:
+    """References in the raster's space: points (x, y in points_crs, default the raster CRS), or a layer's
+    features (a per-feature embedding layer's vectors, projected through the raster's PCA; otherwise the
+    raster's vectors under each feature, a polygon's pixels averaged)."""
+    refs = []
+    if points:
+        import shapely
+
+        pts = shapely.points(np.asarray(points, np.float64))
+        if points_crs is not None:
+            pts = reproject(pts, points_crs, raster.crs)
+        xy = shapely.get_coordinates(pts)
+        rows, cols = world_to_pixel(raster, xy[:, 0], xy[:, 1])
+        inside = (rows >= 0) & (rows < raster.height) & (cols >= 0) & (cols < raster.width)
+        if not inside.all():
+            raise GAIRError(f"reference point(s) {np.flatnonzero(~inside).tolist()} lie outside {raster.path.name}; "
+                            "check the coordinates and their CRS (lon/lat need points_crs='EPSG:4326')")
+        vecs = read_pixels_at(raster, rows, cols)
+        bad = ~np.isfinite(vecs).all(axis=1)
+        if bad.any():
+            raise GAIRError(f"reference point(s) {np.flatnonzero(bad).tolist()} fall on nodata pixels")
+        refs.append(vecs)
+    if reference_layer is not None:
+        refs.append(_layer_references(raster, reference_layer, layer))
+    if not refs:
+        raise GAIRError("give reference points or a reference layer")
+    return np.concatenate(refs)
+
+
+def _layer_references(raster: EmbeddingRaster, path, layer) -> np.ndarray:
+    try:
+        _, vectors, meta = read_embedding_layer(path, layer)
+    except GAIRError as exc:
+        if "no gair_000" not in str(exc):
+            raise
+        samples = samples_from_layer(raster, read_layer(path, layer))
+        owners, inverse = np.unique(samples.feature_index, return_inverse=True)
+        sums = np.zeros((len(owners), raster.dims), np.float64)
+        np.add.at(sums, inverse, samples.vectors)
+        return (sums / np.bincount(inverse)[:, None]).astype(np.float32)
+    if meta is None:
+        raise GAIRError(f"{Path(path).name} has embedding fields but no GAIR_MODEL metadata; cannot tell which "
+                        "space they are in. Re-create it with the engine's embed commands")
+    if meta.space == raster.meta.space:
+        return vectors
+    if meta.model == raster.meta.model and meta.space == meta.model:  # full-dims vectors, PCA-reduced raster
+        return raster.project(vectors)
+    check_same_space(meta, raster)  # raises: another model or another reduction
+    return vectors
+
+
+def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                      points: Sequence[tuple[float, float]] | None = None, points_crs=None,
+                      reference_layer: str | os.PathLike | None = None, layer: str | None = None,
+                      aggregate: str = "mean", top_k: int = 10, min_distance_px: int = 5,
+                      threshold: float | None = None, mask_path: str | os.PathLike | None = None,
+                      hits_path: str | os.PathLike | None = None, block_size: int | None = None,
+                      progress: Callable[[float], None] | None = None,
+                      cancel: Callable[[], bool] | None = None) -> SimilarityResult:
+    """Cosine-similarity raster (float32, NaN nodata) to the references, its top-k peaks and a threshold mask."""
+    if mask_path is not None and threshold is None:
+        raise GAIRError("a mask needs a threshold (cosine similarity, e.g. 0.8)")
+    started = time.perf_counter()
+    with EmbeddingRaster.open(raster_path) as raster:
+        references = reference_vectors(raster, points, points_crs, reference_layer, layer)
+        query = query_matrix(references, aggregate)
+        out = OutputRaster(out_path, raster, "float32", float("nan"), "cosine similarity",
+                           tags={"GAIR_AGGREGATE": aggregate})
+        mask = OutputRaster(mask_path, raster, "uint8", MASK_NODATA, f"similarity >= {threshold}") \
+            if mask_path is not None else None
+        outputs = [o for o in (out, mask) if o is not None]
+        try:
+            valid = masked = 0
+            for window, pixels in scan(raster, block_size, stage(progress, 0.0, 0.9), cancel):
+                sim = cosine_scan(pixels, query)
+                out.write(window, sim)
+                finite = np.isfinite(sim)
+                valid += int(finite.sum())
+                if mask is not None:
+                    hit = sim >= threshold
+                    masked += int(hit.sum())
+                    mask.write(window, np.where(finite, hit, MASK_NODATA).astype(np.uint8))
+            hits = _top_peaks(raster, out.close(), top_k, min_distance_px, threshold) if top_k > 0 else []
+            written_hits = _write_hits(hits_path, hits, raster.crs) if hits_path is not None and hits else None
+            for o in outputs:
+                o.commit()
+        except BaseException:
+            for o in outputs:
+                o.abort()
+            raise
+    if progress is not None:
+        progress(1.0)
+    return SimilarityResult(Path(out_path), len(references), hits,
+                            written_hits, Path(mask_path) if mask_path else None, masked, valid,
+                            time.perf_counter() - started)
+
+
+def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance: int,
+               threshold: float | None) -> list[SimilarityHit]:
+    """Local maxima of the similarity raster (no higher value within min_distance pixels), best first."""
+    import rasterio
+    from rasterio.windows import Window
+    from scipy.ndimage import maximum_filter
+
+    r = max(int(min_distance), 1)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = xx**2 + yy**2 <= r * r
+    candidates = []
+    with rasterio.open(sim_path) as ds:
+        for window in raster.windows():
+            c0, r0 = max(int(window.col_off) - r, 0), max(int(window.row_off) - r, 0)
+            c1 = min(int(window.col_off + window.width) + r, raster.width)
+            r1 = min(int(window.row_off + window.height) + r, raster.height)
+            sim = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+            sim = np.where(np.isfinite(sim), sim, -np.inf)
+            peak = (sim == maximum_filter(sim, footprint=disk, mode="constant", cval=-np.inf)) & np.isfinite(sim)
+            if threshold is not None:
+                peak &= sim >= threshold
+            core = np.zeros_like(peak)
+            core[int(window.row_off) - r0:int(window.row_off + window.height) - r0,
+                 int(window.col_off) - c0:int(window.col_off + window.width) - c0] = True
+            rows, cols = np.nonzero(peak & core)
+            scores = sim[rows, cols]
+            best = np.argsort(-scores, kind="stable")[: 2 * top_k + 8]
+            candidates += [(float(scores[i]), int(rows[i]) + r0, int(cols[i]) + c0) for i in best]
+    candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+    chosen: list[tuple[float, int, int]] = []
+    for score, row, col in candidates:
+        if all((row - rr) ** 2 + (col - cc) ** 2 >= r * r for _, rr, cc in chosen):
+            chosen.append((score, row, col))
+            if len(chosen) == top_k:
+                break
+    xs, ys = pixel_centres(raster, [c[1] for c in chosen], [c[2] for c in chosen])
+    return [SimilarityHit(i + 1, s, float(x), float(y), row, col)
+            for i, ((s, row, col), x, y) in enumerate(zip(chosen, np.atleast_1d(xs), np.atleast_1d(ys)))]
+
+
+def _write_hits(path, hits: list[SimilarityHit], crs) -> Path:
+    import shapely
+
+    geoms = shapely.points([h.x for h in hits], [h.y for h in hits])
+    fields = {"rank": np.array([h.rank for h in hits], np.int32), "score": np.array([h.score for h in hits]),
+              "row": np.array([h.row for h in hits], np.int32), "col": np.array([h.col for h in hits], np.int32)}
+    return write_gpkg(path, geoms, fields, crs, layer="similar_places")
+
+
+def rank_features(layer_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                  reference_fids: Sequence[int] | None = None, reference_layer: str | os.PathLike | None = None,
+                  aggregate: str = "mean", layer: str | None = None, reference_layer_name: str | None = None,
+                  progress: Callable[[float], None] | None = None) -> RankResult:
+    """Rank the features of a per-feature embedding layer by cosine similarity to some of its own features
+    (`reference_fids`) or to another embedding layer's features in the same space; writes a GeoPackage with
+    `similarity` and `sim_rank` fields, best first."""
+    data, vectors, meta = read_embedding_layer(layer_path, layer)
+    refs = []
+    if reference_fids:
+        missing = sorted(set(reference_fids) - set(data.fids.tolist()))
+        if missing:
+            raise GAIRError(f"feature ids {missing} are not in {Path(layer_path).name}")
+        refs.append(vectors[np.isin(data.fids, list(reference_fids))])
+    if reference_layer is not None:
+        _, ref_vectors, ref_meta = read_embedding_layer(reference_layer, reference_layer_name)
+        if meta is not None and ref_meta is not None:
+            check_same_space(meta, ref_meta)
+        if ref_vectors.shape[1] != vectors.shape[1]:
+            raise GAIRError(f"reference vectors have {ref_vectors.shape[1]} dims, the layer {vectors.shape[1]}; "
+                            "they come from different embedding spaces")
+        refs.append(ref_vectors)
+    if not refs:
+        raise GAIRError("give reference feature ids or a reference embedding layer")
+    query = query_matrix(np.concatenate(refs), aggregate)
+    valid = np.isfinite(vectors).all(axis=1)
+    scores = np.full(len(vectors), np.nan, np.float32)
+    scores[valid] = cosine_scan(np.ascontiguousarray(vectors[valid]), query)
+    order = np.argsort(np.where(valid, -scores, np.inf), kind="stable")
+    ranks = np.empty(len(order), np.int32)
+    ranks[order] = np.arange(1, len(order) + 1)
+    fields = {name: values[order] for name, values in data.fields.items()}
+    fields.update(similarity=scores[order].astype(np.float64), sim_rank=ranks[order])
+    metadata = {"GAIR_MODEL": meta.model, "GAIR_SPACE": meta.space} if meta else None
+    write_gpkg(out_path, data.geometries[order], fields, data.crs, layer=Path(out_path).stem,
+               layer_metadata=metadata)
+    if progress is not None:
+        progress(1.0)
+    ranking = [(int(data.fids[i]), float(scores[i])) for i in order if valid[i]]
+    return RankResult(Path(out_path), sum(len(r) for r in refs), ranking)

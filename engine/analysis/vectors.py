@@ -1,0 +1,250 @@
+"""Vector layers in and out: labelled/reference layers, per-feature embedding layers, GeoPackage outputs.
+
+Read and written with pyogrio's numpy API (no pandas); geometries are shapely arrays reprojected with pyproj.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..embedding_raster import BAND_PREFIX, EmbeddingMeta, EmbeddingRaster, temp_path_for
+from ..errors import GAIRError
+
+EMBEDDING_FIELD = re.compile(rf"^{BAND_PREFIX}\d{{3,}}$")
+META_TABLE = "gair_meta"
+
+
+@dataclass
+class Layer:
+    """A vector layer held in memory: shapely geometries, attribute columns, CRS (WKT/auth string)."""
+
+    path: Path
+    name: str
+    geometries: np.ndarray
+    fields: dict[str, np.ndarray]
+    crs: str | None
+    fids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self.fields:
+            raise GAIRError(f"{self.path.name} has no field {name!r}; fields: {sorted(self.fields)}")
+        return self.fields[name]
+
+
+def read_layer(path: str | os.PathLike, layer: str | int | None = None, require_crs: bool = True) -> Layer:
+    """Read a GeoPackage/GeoJSON/shapefile layer; a layer without a CRS is an error (we could not place it)."""
+    import pyogrio
+    import shapely
+
+    path = Path(path)
+    if not path.exists():
+        raise GAIRError(f"vector file {path} does not exist")
+    if layer is None and path.suffix.lower() == ".gpkg":
+        names = [n for n, _ in pyogrio.list_layers(path) if n != META_TABLE]
+        layer = names[0] if names else None
+    try:
+        meta, fids, wkb, columns = pyogrio.raw.read(path, layer=layer, return_fids=True)
+    except Exception as exc:  # pyogrio raises its own DataSourceError/DataLayerError
+        raise GAIRError(f"cannot read vector layer {path} (layer {layer!r}): {exc}") from exc
+    if require_crs and not meta.get("crs"):
+        raise GAIRError(f"{path.name} has no CRS; assign one (e.g. in QGIS: Layer > Set CRS) and save it again")
+    geometries = shapely.from_wkb(wkb) if wkb is not None else np.array([None] * len(fids))
+    fields = {str(n): np.asarray(c) for n, c in zip(meta["fields"], columns)}
+    return Layer(path, str(meta.get("layer_name") or layer or path.stem), geometries, fields, meta.get("crs"),
+                 np.asarray(fids))
+
+
+def reproject(geometries: np.ndarray, src_crs, dst_crs) -> np.ndarray:
+    """Geometries from src_crs to dst_crs (x/y in each CRS's easting/northing or lon/lat order)."""
+    import shapely
+    from pyproj import Transformer
+
+    src, dst = to_pyproj(src_crs), to_pyproj(dst_crs)
+    if src == dst:
+        return geometries
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+    return shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+def layer_in_raster_crs(layer: Layer, raster: EmbeddingRaster) -> np.ndarray:
+    return reproject(layer.geometries, layer.crs, raster.crs)
+
+
+def world_to_pixel(raster: EmbeddingRaster, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (row, col) of the pixels holding map coordinates (may be outside the raster)."""
+    cols, rows = ~raster.transform * (np.asarray(xs, np.float64), np.asarray(ys, np.float64))
+    return np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+
+
+def pixel_centres(raster: EmbeddingRaster, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = raster.transform * (np.asarray(cols, np.float64) + 0.5, np.asarray(rows, np.float64) + 0.5)
+    return np.asarray(xs), np.asarray(ys)
+
+
+def read_pixels_at(raster: EmbeddingRaster, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(N, K) vectors at pixel positions, reading each touched tile window once (NaN rows for nodata)."""
+    from rasterio.windows import Window
+
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    out = np.full((len(rows), raster.dims), np.nan, np.float32)
+    th, tw = raster.tile_shape
+    tile_ids = (rows // th) * ((raster.width + tw - 1) // tw) + cols // tw
+    for tile in np.unique(tile_ids):
+        idx = np.flatnonzero(tile_ids == tile)
+        r0, c0 = rows[idx].min(), cols[idx].min()
+        window = Window(c0, r0, cols[idx].max() - c0 + 1, rows[idx].max() - r0 + 1)
+        block = raster.read_pixels(window)
+        out[idx] = block[(rows[idx] - r0) * int(window.width) + (cols[idx] - c0)]
+    return out
+
+
+@dataclass
+class Samples:
+    """Pixel vectors gathered from a layer: X (n, K), the feature index each came from, and what was skipped."""
+
+    vectors: np.ndarray
+    feature_index: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    skipped_outside: int
+    skipped_nodata: int
+
+
+def samples_from_layer(raster: EmbeddingRaster, layer: Layer) -> Samples:
+    """Points -> the pixel under each; polygons -> every pixel whose centre is inside (at least the centroid's)."""
+    import shapely
+    from rasterio.features import geometry_mask
+    from rasterio.windows import transform as window_transform
+
+    geoms = layer_in_raster_crs(layer, raster)
+    rows_all, cols_all, owner = [], [], []
+    outside = 0
+    for i, geom in enumerate(geoms):
+        if geom is None or shapely.is_empty(geom):
+            outside += 1
+            continue
+        if shapely.get_type_id(geom) in (0, 4):  # Point, MultiPoint
+            pts = shapely.get_coordinates(geom)
+            r, c = world_to_pixel(raster, pts[:, 0], pts[:, 1])
+        else:
+            window = _clipped_window(raster, shapely.bounds(geom))
+            if window is None:
+                outside += 1
+                continue
+            transform = window_transform(window, raster.transform)
+            inside = ~geometry_mask([geom], (int(window.height), int(window.width)), transform)
+            r, c = np.nonzero(inside)
+            r, c = r + int(window.row_off), c + int(window.col_off)
+            if len(r) == 0:  # smaller than a pixel: use the pixel under its representative point
+                p = shapely.get_coordinates(shapely.point_on_surface(geom))
+                r, c = world_to_pixel(raster, p[:, 0], p[:, 1])
+        keep = (r >= 0) & (r < raster.height) & (c >= 0) & (c < raster.width)
+        if not keep.any():
+            outside += 1
+            continue
+        rows_all.append(r[keep])
+        cols_all.append(c[keep])
+        owner.append(np.full(keep.sum(), i))
+    if not rows_all:
+        raise GAIRError(f"all {len(layer)} features of {layer.path.name} lie outside {raster.path.name}; "
+                        f"check that the layer covers the raster and has the right CRS (layer CRS: "
+                        f"{_crs_name(layer.crs)}, raster CRS: {_crs_name(raster.crs)})")
+    rows, cols, owner = np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(owner)
+    vectors = read_pixels_at(raster, rows, cols)
+    valid = np.isfinite(vectors).all(axis=1)
+    nodata_features = len(np.setdiff1d(np.unique(owner), np.unique(owner[valid])))
+    if not valid.any():
+        raise GAIRError(f"every feature of {layer.path.name} falls on nodata pixels of {raster.path.name}")
+    return Samples(vectors[valid], owner[valid], rows[valid], cols[valid], outside, nodata_features)
+
+
+def to_pyproj(crs):
+    """A pyproj CRS from a rasterio CRS, WKT, or 'EPSG:n'."""
+    from pyproj import CRS
+
+    return CRS.from_wkt(crs.to_wkt()) if hasattr(crs, "to_wkt") else CRS.from_user_input(crs)
+
+
+def _clipped_window(raster: EmbeddingRaster, bounds):
+    """The pixel window covering map bounds, clipped to the raster; None when they do not overlap."""
+    from rasterio.windows import Window
+
+    minx, miny, maxx, maxy = bounds
+    cols, rows = ~raster.transform * (np.array([minx, maxx, minx, maxx]), np.array([miny, miny, maxy, maxy]))
+    c0, r0 = max(int(np.floor(cols.min())), 0), max(int(np.floor(rows.min())), 0)
+    c1, r1 = min(int(np.ceil(cols.max())), raster.width), min(int(np.ceil(rows.max())), raster.height)
+    return Window(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
+
+
+def _crs_name(crs) -> str:
+    if crs is None:
+        return "none"
+    c = to_pyproj(crs)
+    return c.name if c.to_epsg() is None else f"EPSG:{c.to_epsg()}"
+
+
+def read_embedding_layer(path: str | os.PathLike, layer: str | int | None = None
+                         ) -> tuple[Layer, np.ndarray, EmbeddingMeta | None]:
+    """A per-feature embedding layer: its features, their (N, K) `gair_###` vectors, and the space they live in."""
+    layer_data = read_layer(path, layer, require_crs=False)
+    names = sorted((n for n in layer_data.fields if EMBEDDING_FIELD.match(n)), key=lambda n: int(n[len(BAND_PREFIX):]))
+    if not names:
+        raise GAIRError(f"{Path(path).name} has no {BAND_PREFIX}000.. fields; it is not a per-feature embedding "
+                        "layer (make one with `python -m engine embed-points`)")
+    vectors = np.column_stack([layer_data.fields[n].astype(np.float32) for n in names])
+    return layer_data, vectors, read_layer_meta(path, layer_data.name, len(names))
+
+
+def read_layer_meta(path: str | os.PathLike, layer_name: str, dims: int) -> EmbeddingMeta | None:
+    """GAIR_MODEL/GAIR_SPACE from the `gair_meta` table or the layer metadata; None when neither is there."""
+    import pyogrio
+
+    values: dict[str, str] = {}
+    try:
+        if META_TABLE in {n for n, _ in pyogrio.list_layers(path)}:
+            meta, _, _, cols = pyogrio.raw.read(path, layer=META_TABLE, read_geometry=False)
+            values = {str(n).upper(): str(c[0]) for n, c in zip(meta["fields"], cols) if len(c)}
+        if "GAIR_MODEL" not in values:
+            info = pyogrio.read_info(path, layer=layer_name)
+            values = {str(k).upper(): str(v) for k, v in (info.get("layer_metadata") or {}).items()}
+    except Exception:  # a GeoJSON/shapefile has neither; the caller decides whether that matters
+        return None
+    if "GAIR_MODEL" not in values:
+        return None
+    return EmbeddingMeta(model=values["GAIR_MODEL"], space=values.get("GAIR_SPACE", values["GAIR_MODEL"]),
+                         dims=dims, model_dims=int(values.get("GAIR_MODEL_DIMS", dims) or dims))
+
+
+def write_gpkg(path: str | os.PathLike, geometries: np.ndarray, fields: dict[str, np.ndarray], crs,
+               layer: str | None = None, layer_metadata: dict | None = None) -> Path:
+    """Write a GeoPackage atomically (temp name in the same folder, then os.replace)."""
+    import pyogrio
+    import shapely
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path, ".gpkg")
+    crs_text = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
+    types = {shapely.get_type_id(g) for g in geometries if g is not None}
+    if types and types <= {3, 6}:
+        geometry_type = "MultiPolygon" if 6 in types else "Polygon"
+    else:
+        geometry_type = "Point" if types == {0} else "Unknown"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="'crs' was not provided")  # attribute tables may have none
+            pyogrio.raw.write(tmp, shapely.to_wkb(geometries), list(fields.values()), list(fields), driver="GPKG",
+                              layer=layer or path.stem, geometry_type=geometry_type, crs=crs_text,
+                              promote_to_multi=geometry_type == "MultiPolygon", layer_metadata=layer_metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

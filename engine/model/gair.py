@@ -1,0 +1,170 @@
+"""GAIRModel: the three encoders, the point queries and the dense field behind one config-driven class.
+
+Parameter names follow the official checkpoint so it loads without renaming. Methods take torch tensors (autograd
+kept, for pretraining) or numpy arrays (inference: no grad, numpy out), so pipelines can treat the torch and ONNX
+backends alike.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import QUERY_MODES, GAIRConfig
+from .encoders import LocationEncoder, RSEncoder, SVEncoder
+from .grid import pixel_centres
+from .layers import QueryTransformer, sincos_1d, sincos_2d_grid
+from .query import dense_interp, dense_nili, interp_points, nili_points, nili_points_projected
+
+# Above this many points per crop, projecting all cells once beats evaluating imnet four times per point.
+_PROJECT_CELLS_FACTOR = 0.25
+
+
+def array_io(method):
+    """Accept numpy or torch; numpy input runs without grad on the model's device/dtype and returns numpy."""
+
+    @functools.wraps(method)
+    def wrapper(self: "GAIRModel", first, *args, **kwargs):
+        if isinstance(first, torch.Tensor):
+            return method(self, first, *args, **kwargs)
+        with torch.inference_mode():
+            out = method(self, torch.as_tensor(np.asarray(first), device=self.device, dtype=self.dtype), *args, **kwargs)
+        return out.detach().cpu().numpy()
+
+    return wrapper
+
+
+def relative_positions(lonlat: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+    """[lon, lat] points inside bbox [lon_min, lat_max, lon_max, lat_min] -> (x from west, y from north), float64.
+
+    Done in float64: in float32, raw degrees over a 0.02-degree crop lose ~1e-3 of the position.
+    """
+    lonlat = np.asarray(lonlat, dtype=np.float64)
+    bbox = np.asarray(bbox, dtype=np.float64)[:, None, :]
+    x = (lonlat[..., 0] - bbox[..., 0]) / (bbox[..., 2] - bbox[..., 0])
+    y = (bbox[..., 1] - lonlat[..., 1]) / (bbox[..., 1] - bbox[..., 3])
+    return np.stack([x, y], axis=-1)
+
+
+class GAIRModel(nn.Module):
+    def __init__(self, config: GAIRConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or GAIRConfig()
+        self.config = cfg
+        d = cfg.embed_dim
+        self.query_feature = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.rs_patch_pos_encoding = nn.Parameter(sincos_2d_grid(d, cfg.rs_grid).float()[None], requires_grad=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)), requires_grad=False)
+        self.register_buffer("queue_for_location", nn.functional.normalize(torch.randn(2, cfg.queue_size), dim=0))
+        self.register_buffer("queue_ptr_location", torch.zeros(1, dtype=torch.long))
+        self.rs_encoder = RSEncoder(cfg)
+        self.sv_encoder = SVEncoder(cfg)
+        self.location_encoder = LocationEncoder(cfg)
+        self.nerf_fn = QueryTransformer(d, cfg.query_depth, cfg.query_heads)
+        self.imnet = nn.Linear(cfg.imnet_in, d)
+        self.radar_proj = nn.Linear(d, d)
+        self.optical_proj = nn.Linear(d, d)
+        self.location_proj = nn.Linear(d, d)
+        self._fingerprint: str | None = None
+
+    # ---- identity -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.imnet.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.imnet.weight.dtype
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the weights: the identity of the embedding space this model produces."""
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=8)
+            for name, tensor in sorted(self.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._fingerprint = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ---- encoders -------------------------------------------------------------------------------------------
+    @array_io
+    def rs_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) preprocessed crops -> (B, G*G, D) tokens, row-major, row 0 at the north edge."""
+        expected = (self.config.rs_channels, self.config.rs_input_size, self.config.rs_input_size)
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"RS input must be (B, {expected[0]}, {expected[1]}, {expected[2]}) after preprocess_rs; got {tuple(x.shape)}")
+        return self.rs_encoder(x)
+
+    @array_io
+    def encode_rs(self, x: torch.Tensor) -> torch.Tensor:
+        """Crop embedding: mean of the tokens (no final norm, no head), as the reference."""
+        return self.rs_tokens(x).mean(dim=1)
+
+    @array_io
+    def encode_sv(self, x: torch.Tensor, aligned: bool = False) -> torch.Tensor:
+        """Street-view pooler output; aligned=True applies `optical_proj`, the side the RS-SV loss compared."""
+        pooled = self.sv_encoder(x)
+        return self.optical_proj(pooled) if aligned else pooled
+
+    @array_io
+    def encode_location(self, lonlat: torch.Tensor) -> torch.Tensor:
+        """(B, 2) [lon, lat] degrees -> (B, D)."""
+        return self.location_encoder(lonlat)
+
+    # ---- queries --------------------------------------------------------------------------------------------
+    @array_io
+    def query_tokens(self, tokens: torch.Tensor, rel_xy, mode: str = "nili") -> torch.Tensor:
+        """Embeddings at points of each crop: rel_xy (B, N, 2) in [0, 1], x from west, y from north -> (B, N, D)."""
+        rel = rel_xy.detach().cpu().double().numpy() if isinstance(rel_xy, torch.Tensor) else np.asarray(rel_xy, np.float64)
+        if rel.ndim != 3 or rel.shape[0] != tokens.shape[0] or rel.shape[2] != 2:
+            raise ValueError(f"rel_xy must be (B, N, 2) with B={tokens.shape[0]}; got {rel.shape}")
+        if mode == "nili":
+            fn = nili_points_projected if rel.shape[1] > _PROJECT_CELLS_FACTOR * tokens.shape[1] else nili_points
+            return fn(tokens, rel, self.imnet, self.config.nili_convention)
+        if mode in ("bilinear", "bicubic"):
+            return interp_points(tokens, rel, mode)
+        if mode == "transformer":
+            return self._transformer_query(tokens, rel)
+        raise ValueError(f"unknown query mode {mode!r}; use one of {QUERY_MODES}")
+
+    def _transformer_query(self, tokens: torch.Tensor, rel: np.ndarray) -> torch.Tensor:
+        """The reference's `nerf_fn`: a learned query token with a sin-cos code of the point, one pass per point."""
+        b, n, _ = rel.shape
+        g, d = self.config.rs_grid, self.config.embed_dim
+        point = torch.from_numpy(rel.reshape(-1, 2) * g).to(self.device)
+        code = torch.cat([sincos_1d(d // 2, point[:, k], torch.float32) for k in (0, 1)], dim=1).to(tokens.dtype)
+        seq = torch.cat([tokens.repeat_interleave(n, dim=0), self.query_feature.expand(b * n, -1, -1)], dim=1)
+        pos = torch.cat([self.rs_patch_pos_encoding.to(tokens.dtype).expand(b * n, -1, -1), code[:, None]], dim=1)
+        return self.nerf_fn(seq, pos)[:, -1].reshape(b, n, d)
+
+    @array_io
+    def query_localized(self, x: torch.Tensor, lonlat, bbox, mode: str = "nili") -> torch.Tensor:
+        """Embedding of crop x at [lon, lat] inside bbox [lon_min, lat_max, lon_max, lat_min] -> (B, D) or (B, N, D)."""
+        ll = np.asarray(lonlat.detach().cpu() if isinstance(lonlat, torch.Tensor) else lonlat, dtype=np.float64)
+        bb = np.asarray(bbox.detach().cpu() if isinstance(bbox, torch.Tensor) else bbox, dtype=np.float64)
+        single = ll.ndim == 2
+        rel = relative_positions(ll[:, None] if single else ll, bb)
+        out = self.query_tokens(self.rs_tokens(x), rel, mode)
+        return out[:, 0] if single else out
+
+    @array_io
+    def dense_field(self, tokens: torch.Tensor, height: int, width: int, mode: str = "nili") -> torch.Tensor:
+        """(B, H, W, D) embeddings at the pixel centres of an HxW grid over each crop."""
+        if mode == "nili":
+            return dense_nili(tokens, height, width, self.imnet, self.config.nili_convention)
+        if mode in ("bilinear", "bicubic"):
+            return dense_interp(tokens, height, width, mode)
+        if mode == "transformer":
+            grid = np.stack(np.meshgrid(pixel_centres(width), pixel_centres(height)), axis=-1).reshape(1, -1, 2)
+            rel = np.repeat(grid, tokens.shape[0], axis=0)
+            return self._transformer_query(tokens, rel).reshape(tokens.shape[0], height, width, -1)
+        raise ValueError(f"unknown query mode {mode!r}; use one of {QUERY_MODES}")

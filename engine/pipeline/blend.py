@@ -1,0 +1,51 @@
+"""Blending per-crop NILI fields into one seamless field, block by block.
+
+Every output pixel is the weighted mean of the fields of all crops covering it, with the crops' tapered weights
+(see tiling.CropLayout.weights). Projection to PCA dims happens per crop before blending, which is exact: the
+blend is a convex combination and the projection is affine.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..embedding_raster import PCAProjection
+
+
+def crop_field(model, tokens: np.ndarray, height: int, width: int, mode: str = "nili",
+               pca: PCAProjection | None = None) -> np.ndarray:
+    """(height, width, K) field of one crop at the centres of a height x width grid over it (K = PCA or model dims)."""
+    field = np.asarray(model.dense_field(tokens[None], height, width, mode=mode))[0]
+    if pca is not None:
+        field = pca.transform(field.reshape(-1, field.shape[-1])).reshape(height, width, -1)
+    return field.astype(np.float32, copy=False)
+
+
+class BlockBlender:
+    """Running sums of w*f and w over one output block at rows [row0, row0+height), cols [col0, col0+width)."""
+
+    def __init__(self, row0: int, col0: int, height: int, width: int, dims: int) -> None:
+        self.row0, self.col0, self.height, self.width = row0, col0, height, width
+        self.sum_wf = np.zeros((height, width, dims), dtype=np.float32)
+        self.sum_w = np.zeros((height, width), dtype=np.float32)
+
+    def add(self, field: np.ndarray, wy: np.ndarray, wx: np.ndarray, row0: int, col0: int) -> None:
+        """Add a crop's (h, w, K) field placed at output (row0, col0), weighted by the outer product wy x wx."""
+        h, w = field.shape[:2]
+        r0, r1 = max(row0, self.row0), min(row0 + h, self.row0 + self.height)
+        c0, c1 = max(col0, self.col0), min(col0 + w, self.col0 + self.width)
+        if r0 >= r1 or c0 >= c1:
+            return
+        weight = np.outer(wy[r0 - row0:r1 - row0], wx[c0 - col0:c1 - col0])
+        part = field[r0 - row0:r1 - row0, c0 - col0:c1 - col0]
+        self.sum_wf[r0 - self.row0:r1 - self.row0, c0 - self.col0:c1 - self.col0] += part * weight[..., None]
+        self.sum_w[r0 - self.row0:r1 - self.row0, c0 - self.col0:c1 - self.col0] += weight
+
+    def result(self, valid: np.ndarray | None = None) -> np.ndarray:
+        """(K, height, width) blended field, NaN where no crop contributed or the input is nodata."""
+        covered = self.sum_w > 0
+        if valid is not None:
+            covered &= valid
+        out = np.full((self.sum_wf.shape[2], self.height, self.width), np.nan, dtype=np.float32)
+        rows, cols = np.nonzero(covered)
+        out[:, rows, cols] = (self.sum_wf[rows, cols] / self.sum_w[rows, cols, None]).T
+        return out

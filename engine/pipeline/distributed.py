@@ -1,0 +1,107 @@
+"""Sharding crop encoding over torch.distributed ranks (torchrun): gloo on CPU, nccl on GPU.
+
+Every rank walks the same blocks and builds the same global batches of crops; batch j is encoded by rank
+j % world_size and its tokens go to rank 0, which blends and writes. Because a batch holds the same crops whichever
+rank encodes it, the output equals a single-process run's.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among the ranks; rank 0 writes the output."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"  # where tensors travel (nccl needs CUDA tensors)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, batch_index: int) -> bool:
+        return batch_index % self.world_size == self.rank
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_from_env() -> Shard:
+    """Join the process group that torchrun describes in RANK/WORLD_SIZE/LOCAL_RANK (a no-op when run alone)."""
+    if env_world_size() <= 1:
+        return Shard()
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and os.environ.get("GAIR_DIST_BACKEND", "") != "gloo"
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return current_shard()
+
+
+def current_shard() -> Shard:
+    """The active process group's shard, or a single-process shard (without importing torch when unused)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return Shard()
+    import torch
+
+    nccl = dist.get_backend() == "nccl"
+    device = f"cuda:{torch.cuda.current_device()}" if nccl else "cpu"
+    return Shard(dist.get_rank(), dist.get_world_size(), device)
+
+
+def barrier(shard: Shard) -> None:
+    if shard.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shutdown(shard: Shard) -> None:
+    if shard.world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def gather_batches(shard: Shard, sizes: list[int], token_shape: tuple[int, int],
+                   encode: Callable[[int], np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    """Encode batch j (of sizes[j] crops) on rank j % world; rank 0 yields (j, tokens) in order, others nothing.
+
+    `encode(j)` returns float32 (sizes[j], *token_shape). Non-main ranks send without waiting for rank 0.
+    """
+    if shard.world_size == 1:
+        for j in range(len(sizes)):
+            yield j, encode(j)
+        return
+    import torch
+    import torch.distributed as dist
+
+    pending = []
+    for j, size in enumerate(sizes):
+        owner = j % shard.world_size
+        if shard.is_main:
+            if owner == 0:
+                yield j, encode(j)
+            else:
+                buf = torch.empty((size, *token_shape), dtype=torch.float32, device=shard.device)
+                dist.recv(buf, src=owner)
+                yield j, buf.cpu().numpy()
+        elif owner == shard.rank:
+            tensor = torch.from_numpy(np.ascontiguousarray(encode(j), dtype=np.float32)).to(shard.device)
+            pending.append((dist.isend(tensor, dst=0), tensor))
+    for work, _ in pending:
+        work.wait()

@@ -1,0 +1,278 @@
+"""Raster -> continuous embedding raster: crops laid with overlap, encoded in batches, NILI fields blended seamlessly.
+
+Work goes block by block (output blocks aligned with the GeoTIFF tiles) with crop tokens cached only until their
+last block is done, so memory is bounded by the block size, not by the raster. See docs/ENGINE_API.md.
+"""
+from __future__ import annotations
+
+import math
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..config import QUERY_MODES
+from ..embedding_raster import DTYPES, EmbeddingRasterWriter, PCAProjection, int16_scale_offset, temp_path_for
+from ..errors import Cancelled, GAIRError
+from .blend import BlockBlender, crop_field
+from .distributed import Shard, barrier, current_shard, gather_batches
+from .source import OutputGrid, SourceRaster
+from .tiling import CropLayout
+
+Progress = Callable[[float], None] | None
+Cancel = Callable[[], bool] | None
+
+TILE = 256
+BLOCK_BUDGET_BYTES = 128 * 2**20   # blend accumulators of one block
+FIELD_CACHE_BYTES = 256 * 2**20    # crop fields kept for the next block of the same block row
+SAMPLE_CROPS, SAMPLE_PIXELS = 16, 32768
+QUICKLOOK_SIDE = 1024
+
+
+def as_model(model, device: str = "auto", backend: str = "auto"):
+    """A loaded model (torch or ONNX backend) as it is; a path or None goes through engine.load_model."""
+    if hasattr(model, "rs_tokens") and hasattr(model, "config"):
+        return model
+    from ..checkpoint import load_model
+
+    return load_model(model, device=device, backend=backend)
+
+
+def quicklook_path(raster_path: str | os.PathLike) -> Path:
+    path = Path(raster_path)
+    return path.with_name(path.stem + ".quicklook.png")
+
+
+class Quicklook:
+    """A small RGB (+alpha for nodata) PNG of three principal components, filled block by block."""
+
+    def __init__(self, height: int, width: int, sample: np.ndarray, first_three: bool) -> None:
+        dims = sample.shape[1]
+        if first_three:
+            self.mean, self.basis = np.zeros(dims, np.float32), np.eye(min(3, dims), dims, dtype=np.float32)
+        else:
+            from sklearn.decomposition import PCA
+
+            pca = PCA(n_components=min(3, *sample.shape), random_state=0).fit(sample)
+            self.mean, self.basis = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+        rgb = (sample - self.mean) @ self.basis.T
+        self.lo, self.hi = np.percentile(rgb, 2, axis=0), np.percentile(rgb, 98, axis=0)
+        self.step = max(1, math.ceil(max(height, width) / QUICKLOOK_SIDE))
+        self.image = np.zeros((math.ceil(height / self.step), math.ceil(width / self.step), 4), np.uint8)
+
+    def add(self, block: np.ndarray, row0: int, col0: int) -> None:
+        rows = np.arange(-row0 % self.step, block.shape[1], self.step)
+        cols = np.arange(-col0 % self.step, block.shape[2], self.step)
+        if not len(rows) or not len(cols):
+            return
+        pixels = block[:, rows][:, :, cols]
+        valid = np.isfinite(pixels).all(axis=0)
+        rgb = np.einsum("khw,ck->hwc", np.nan_to_num(pixels) - self.mean[:, None, None], self.basis)
+        scaled = np.clip((rgb - self.lo) / np.maximum(self.hi - self.lo, 1e-12) * 255, 0, 255).astype(np.uint8)
+        out = self.image[(row0 + rows[0]) // self.step:, (col0 + cols[0]) // self.step:][:len(rows), :len(cols)]
+        out[..., :scaled.shape[-1]] = scaled
+        out[..., 3] = np.where(valid, 255, 0)
+
+    def save(self, path: Path) -> None:
+        from PIL import Image
+
+        Image.fromarray(self.image, "RGBA").save(path, format="PNG")
+
+
+class _RasterJob:
+    """State of one embed_raster run: which crops exist, which are encoded, their cached tokens and fields."""
+
+    def __init__(self, model, src: SourceRaster, grid: OutputGrid, layout: CropLayout, keep: np.ndarray,
+                 dims: int, mode: str, batch_size: int, shard: Shard, progress: Progress, cancel: Cancel) -> None:
+        self.model, self.src, self.grid, self.layout, self.keep = model, src, grid, layout, keep
+        self.dims, self.mode, self.batch_size, self.shard = dims, mode, max(1, int(batch_size)), shard
+        self.progress, self.cancel = progress, cancel
+        self.encoded: set[int] = set()
+        self.tokens: dict[int, np.ndarray] = {}
+        self.fields: dict[int, np.ndarray] = {}
+        # output blocks: tile multiples whose blend accumulators fit the budget
+        side = int(math.sqrt(BLOCK_BUDGET_BYTES / (4 * (dims + 1)))) // TILE * TILE
+        self.block_side = min(max(TILE, side), 8 * TILE)
+        self.blocks = [(r, c) for r in range(0, grid.height, self.block_side)
+                       for c in range(0, grid.width, self.block_side)]
+        self.work_total = int(keep.sum()) + len(self.blocks)
+        self.work_done = 0
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("embedding cancelled; no output was written")
+
+    def report(self, units: int = 1) -> None:
+        self.work_done += units
+        if self.progress is not None and self.shard.is_main:
+            self.progress(min(1.0, self.work_done / max(1, self.work_total)))
+
+    def crop_window(self, index: int):
+        row0, col0 = self.layout.origin(index)
+        return self.src.window_of(self.grid, row0, col0, self.layout.crop_h, self.layout.crop_w)
+
+    def encode(self, ids: list[int]) -> None:
+        """Make tokens of `ids` available on rank 0 (crops not yet encoded, in global batches over the ranks)."""
+        from ..preprocess import preprocess_rs
+
+        todo = [i for i in ids if i not in self.encoded]
+        batches = [todo[k:k + self.batch_size] for k in range(0, len(todo), self.batch_size)]
+        cfg = self.model.config
+
+        def run(j: int) -> np.ndarray:
+            self.check_cancel()
+            crops = np.stack([self.src.read(self.crop_window(i))[0] for i in batches[j]])
+            return np.asarray(self.model.rs_tokens(preprocess_rs(crops, cfg)), dtype=np.float32)
+
+        for j, tokens in gather_batches(self.shard, [len(b) for b in batches], (cfg.rs_tokens, cfg.embed_dim), run):
+            self.tokens.update(zip(batches[j], tokens))
+            self.report(len(batches[j]))
+            self.check_cancel()
+        self.encoded.update(todo)
+
+    def field(self, index: int, pca: PCAProjection | None, keep: bool) -> np.ndarray:
+        """A crop's (projected) field, from the cache when the previous block kept it; `keep` caches it."""
+        field = self.fields.get(index)
+        if field is None:
+            field = crop_field(self.model, self.tokens[index], self.layout.crop_h, self.layout.crop_w, self.mode, pca)
+            if keep:
+                self.fields[index] = field
+        return field
+
+    def sample(self, seed: int) -> np.ndarray | None:
+        """(N, D) model-space pixels from up to SAMPLE_CROPS valid crops spread over the raster (rank 0 only)."""
+        kept = np.flatnonzero(self.keep)
+        picks = np.unique(np.rint(np.linspace(0, len(kept) - 1, min(SAMPLE_CROPS, len(kept)))).astype(int))
+        chosen = [int(kept[p]) for p in picks]
+        self.encode(chosen)
+        if not self.shard.is_main:
+            return None
+        rng = np.random.default_rng(seed)
+        per_crop, rows = max(64, SAMPLE_PIXELS // len(chosen)), []
+        for i in chosen:
+            field = crop_field(self.model, self.tokens[i], self.layout.crop_h, self.layout.crop_w, self.mode)
+            valid = np.flatnonzero(self.src.valid(self.crop_window(i), field.shape[:2]))
+            if len(valid):
+                pick = rng.choice(valid, size=min(per_crop, len(valid)), replace=False)
+                rows.append(field.reshape(-1, field.shape[-1])[np.sort(pick)])
+        if not rows:
+            raise GAIRError(f"{Path(self.src.path).name}: no valid pixels in the crops sampled for scaling/PCA")
+        return np.concatenate(rows)
+
+    def run_blocks(self, writer, pca: PCAProjection | None, quicklook: Quicklook | None) -> None:
+        """Blend and write every block (rank 0); all ranks walk the blocks to encode their share of the crops."""
+        from rasterio.windows import Window
+
+        side, height, width = self.block_side, self.grid.height, self.grid.width
+        n_block_cols = math.ceil(width / side)
+        last_block = {}  # a crop's tokens and field are dropped after the last block (row-major) it touches
+        for i in map(int, np.flatnonzero(self.keep)):
+            r0, c0 = self.layout.origin(i)
+            last_block[i] = ((r0 + self.layout.crop_h - 1) // side * n_block_cols
+                             + (c0 + self.layout.crop_w - 1) // side)
+        field_cap = max(1, FIELD_CACHE_BYTES // (4 * self.dims * self.layout.crop_h * self.layout.crop_w))
+        for b, (row0, col0) in enumerate(self.blocks):
+            self.check_cancel()
+            h, w = min(side, height - row0), min(side, width - col0)
+            ids = [i for i in self.layout.touching(row0, row0 + h, col0, col0 + w) if self.keep[i]]
+            self.encode(ids)
+            # fields the next block of this block row uses again are cached, within the budget
+            nxt = set(self.layout.touching(row0, row0 + h, col0 + w, col0 + w + side)) if col0 + w < width else set()
+            reuse = [i for i in ids if i in nxt and last_block[i] > b][:field_cap]
+            if self.shard.is_main:
+                blender = BlockBlender(row0, col0, h, w, self.dims)
+                for i in ids:
+                    wy, wx = self.layout.weights(i)
+                    blender.add(self.field(i, pca, i in reuse), wy, wx, *self.layout.origin(i))
+                block = blender.result(self.src.valid(self.src.window_of(self.grid, row0, col0, h, w), (h, w)))
+                writer.write(Window(col0, row0, w, h), block)
+                if quicklook is not None:
+                    quicklook.add(block, row0, col0)
+            self.fields = {i: self.fields[i] for i in reuse if i in self.fields}
+            for i in ids:
+                if last_block[i] == b:
+                    self.tokens.pop(i, None)
+            self.report()
+
+
+def _kept_crops(src: SourceRaster, grid: OutputGrid, layout: CropLayout, min_valid: float) -> np.ndarray:
+    """Crops whose valid fraction (from a coarse validity map) reaches min_valid; empty raster -> clear error."""
+    cover = src.coverage()
+    if not cover.any():
+        raise GAIRError(f"{Path(src.path).name} holds only nodata in the model's bands "
+                        f"(nodata value {src.ds.nodata}); nothing to embed. Check the file or its nodata setting")
+    sy, sx = cover.shape[0] / src.height * grid.factor_y, cover.shape[1] / src.width * grid.factor_x
+    keep = np.zeros(len(layout), dtype=bool)
+    for i in range(len(layout)):
+        r0, c0 = layout.origin(i)
+        a, b = int(r0 * sy), max(int(r0 * sy) + 1, math.ceil((r0 + layout.crop_h) * sy))
+        c, d = int(c0 * sx), max(int(c0 * sx) + 1, math.ceil((c0 + layout.crop_w) * sx))
+        keep[i] = cover[a:b, c:d].mean() >= min_valid
+    if not keep.any():
+        raise GAIRError(f"no crop of {Path(src.path).name} is at least {min_valid:.0%} valid data; the valid area is "
+                        "too small or too scattered for the model's crops")
+    return keep
+
+
+def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, bands=None,
+                 pixel_size_m: float | None = None, dims: int | None = None, dtype: str = "float32",
+                 mode: str = "nili", overlap: float = 0.5, batch_size: int = 8, min_valid: float = 0.5,
+                 quicklook: bool = True, seed: int = 0, progress: Progress = None, cancel: Cancel = None) -> Path:
+    """Embed a Sentinel-2 raster into a continuous GAIR field (GeoTIFF, one band per dim); returns the output path.
+
+    bands: see pipeline.bands.resolve_bands. pixel_size_m: output pixel size (default: the input's). dims: reduce to
+    this many principal components (sidecar `<stem>.pca.npz`). overlap: fraction of a crop shared with the next
+    one. min_valid: crops with less valid data are skipped. Under torchrun, crops are sharded over the ranks and
+    rank 0 writes.
+    """
+    if mode not in QUERY_MODES:
+        raise GAIRError(f"query mode must be one of {QUERY_MODES}, got {mode!r}")
+    if dtype not in DTYPES:
+        raise GAIRError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    model = as_model(model)
+    cfg, shard, output_path = model.config, current_shard(), Path(output_path)
+    if dims is not None and not 1 <= int(dims) <= cfg.embed_dim:
+        raise GAIRError(f"--dims must be between 1 and the model's {cfg.embed_dim} dims, got {dims}")
+    with SourceRaster(input_path, cfg, bands) as src:
+        grid = src.output_grid(pixel_size_m)
+        crop_h, crop_w = src.crop_size_px(grid.res_m)
+        if min(crop_h, crop_w) < 4:
+            raise GAIRError(f"pixel size {grid.res_m[0]:g} m is too coarse: a crop ({cfg.crop_ground_m:g} m) must "
+                            "span at least 4 output pixels; choose a smaller --pixel-size")
+        layout = CropLayout(grid.height, grid.width, crop_h, crop_w, overlap)
+        out_dims = int(dims) if dims is not None else cfg.embed_dim
+        job = _RasterJob(model, src, grid, layout, _kept_crops(src, grid, layout, min_valid), out_dims, mode,
+                         batch_size, shard, progress, cancel)
+        sample = job.sample(seed)
+        pca = scale = offset = look = None
+        if shard.is_main:
+            if dims is not None:
+                pca = PCAProjection.from_sample(sample, out_dims, model.fingerprint, seed)
+                sample = pca.transform(sample)
+            if dtype == "int16":
+                scale, offset = int16_scale_offset(sample)
+            look = Quicklook(grid.height, grid.width, sample, first_three=pca is not None) if quicklook else None
+        look_tmp = temp_path_for(quicklook_path(output_path), ".png")
+        writer = (EmbeddingRasterWriter(output_path, width=grid.width, height=grid.height, crs=src.ds.crs,
+                                        transform=grid.transform, dims=out_dims, model=model.fingerprint,
+                                        query_mode=mode, crop_pixels=cfg.crop_pixels,
+                                        crop_ground_m=cfg.crop_ground_m, dtype=dtype, pca=pca, scale=scale,
+                                        offset=offset, tile=TILE,
+                                        extra_tags={"GAIR_OVERLAP": repr(float(overlap)),
+                                                    "GAIR_SOURCE": Path(src.path).name,
+                                                    "GAIR_SOURCE_BANDS": ",".join(map(str, src.indexes))})
+                  if shard.is_main else nullcontext())
+        try:
+            with writer:
+                job.run_blocks(writer, pca, look)
+                job.check_cancel()
+                if look is not None:
+                    look.save(look_tmp)
+            if look is not None:
+                os.replace(look_tmp, quicklook_path(output_path))
+        finally:
+            look_tmp.unlink(missing_ok=True)
+    barrier(shard)
+    return output_path

@@ -1,0 +1,154 @@
+"""The input Sentinel-2 raster: validation, the model's band pick, and reads of crops at the model's ground sampling.
+
+Reads return raw digital numbers (the reference scaling uses them as they are: no BOA offset) in the model's band
+order, with nodata pixels set to 0 as the reference sees them, plus a validity mask.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import GAIRConfig
+from ..errors import GAIRError
+from .bands import band_labels, resolve_bands
+from .tiling import metres_per_unit
+
+# A pixel size within this fraction of the model's is read as it is (no resampling), as the reference does.
+NATIVE_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class OutputGrid:
+    """The output pixel grid: same origin and CRS as the input, `factor` input pixels per output pixel per axis."""
+
+    width: int
+    height: int
+    transform: object  # affine.Affine
+    factor_x: float
+    factor_y: float
+    res_m: tuple[float, float]  # output pixel size on the ground (x, y), metres
+
+
+class SourceRaster:
+    """An open input raster checked for what the pipeline needs (CRS, north-up grid, the model's bands)."""
+
+    def __init__(self, path: str | os.PathLike, config: GAIRConfig, bands=None) -> None:
+        import rasterio
+
+        self.path = str(path)
+        self.config = config
+        try:
+            self.ds = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise GAIRError(f"cannot open raster {self.path}: {exc}") from exc
+        try:
+            t = self.ds.transform
+            if self.ds.crs is None:
+                raise GAIRError(f"{os.path.basename(self.path)} has no CRS, so its pixels cannot be placed on the "
+                                "ground; assign one (gdal_edit.py -a_srs EPSG:32633 file.tif, or in QGIS: "
+                                "Layer > Set CRS, then export) and retry")
+            if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+                raise GAIRError(f"{os.path.basename(self.path)} is rotated or not north-up ({t}); warp it to a "
+                                "north-up grid first (gdalwarp input.tif output.tif)")
+            self.metres_per_unit = metres_per_unit(self.ds.crs)
+            self.res_m = (t.a * self.metres_per_unit, -t.e * self.metres_per_unit)
+            self.indexes = [i + 1 for i in resolve_bands(band_labels(self.ds), config.rs_bands, bands)]
+        except Exception:
+            self.ds.close()
+            raise
+
+    # -- geometry --------------------------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        return self.ds.width
+
+    @property
+    def height(self) -> int:
+        return self.ds.height
+
+    def crop_size_px(self, res_m: tuple[float, float]) -> tuple[int, int]:
+        """(rows, cols) of one crop on a grid of res_m pixels: the model's crop ground size."""
+        ground = self.config.crop_ground_m
+        return max(1, int(round(ground / res_m[1]))), max(1, int(round(ground / res_m[0])))
+
+    def output_grid(self, pixel_size_m: float | None = None) -> OutputGrid:
+        """The input grid, or one of `pixel_size_m` pixels over the same extent (never past the input's edge)."""
+        from affine import Affine
+
+        if pixel_size_m is None:
+            return OutputGrid(self.width, self.height, self.ds.transform, 1.0, 1.0, self.res_m)
+        if not pixel_size_m > 0:
+            raise GAIRError(f"pixel size must be positive metres, got {pixel_size_m}")
+        fx, fy = pixel_size_m / self.res_m[0], pixel_size_m / self.res_m[1]
+        width, height = int(math.floor(self.width / fx + 1e-9)), int(math.floor(self.height / fy + 1e-9))
+        if width < 1 or height < 1:
+            raise GAIRError(f"pixel size {pixel_size_m} m is larger than the raster ({self.width * self.res_m[0]:.0f}"
+                            f" x {self.height * self.res_m[1]:.0f} m)")
+        t = self.ds.transform
+        transform = Affine(t.a * fx, 0.0, t.c, 0.0, t.e * fy, t.f)
+        return OutputGrid(width, height, transform, fx, fy, (pixel_size_m, pixel_size_m))
+
+    def window_of(self, grid: OutputGrid, row0: float, col0: float, rows: float, cols: float):
+        """The input window (float offsets allowed) under output pixels [row0, row0+rows) x [col0, col0+cols)."""
+        from rasterio.windows import Window
+
+        return Window(col0 * grid.factor_x, row0 * grid.factor_y, cols * grid.factor_x, rows * grid.factor_y)
+
+    def model_shape(self, window) -> tuple[int, int]:
+        """Pixels at the model's ground sampling over an input window (the window's own size when it is native)."""
+        gsd = self.config.gsd_m
+        sy, sx = self.res_m[1] / gsd, self.res_m[0] / gsd
+        if abs(sx - 1) <= NATIVE_TOLERANCE and abs(sy - 1) <= NATIVE_TOLERANCE:
+            sx = sy = 1.0
+        return max(1, int(round(window.height * sy))), max(1, int(round(window.width * sx)))
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def _resampling(self, window, out_shape):
+        from rasterio.enums import Resampling
+
+        native = (window.height == out_shape[0] and window.width == out_shape[1]
+                  and float(window.col_off).is_integer() and float(window.row_off).is_integer())
+        if native:
+            return Resampling.nearest
+        return Resampling.average if out_shape[0] < window.height else Resampling.bilinear
+
+    def read(self, window, out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(10, h, w) float32 raw DN in model band order (nodata -> 0) and (h, w) validity, over an input window."""
+        shape = out_shape or self.model_shape(window)
+        resampling = self._resampling(window, shape)
+        n = len(self.indexes)
+        data = self.ds.read(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling,
+                            out_dtype=np.float32)
+        masks = self.ds.read_masks(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling)
+        band_ok = (masks > 0) & np.isfinite(data)
+        data[~band_ok] = 0.0
+        return data, band_ok.any(axis=0)
+
+    def valid(self, window, out_shape: tuple[int, int]) -> np.ndarray:
+        """(h, w) validity (any model band not nodata) sampled at out_shape pixel centres over an input window."""
+        from rasterio.enums import Resampling
+
+        n = len(self.indexes)
+        masks = self.ds.read_masks(self.indexes, window=window, out_shape=(n, *out_shape),
+                                   resampling=Resampling.nearest)
+        return (masks > 0).any(axis=0)
+
+    def coverage(self, max_side: int = 1024) -> np.ndarray:
+        """A coarse (at most max_side pixels a side) validity map of the whole raster, for skipping empty crops."""
+        from rasterio.windows import Window
+
+        step = max(1, math.ceil(max(self.width, self.height) / max_side))
+        shape = (max(1, self.height // step), max(1, self.width // step))
+        return self.valid(Window(0, 0, self.width, self.height), shape)
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def __enter__(self) -> "SourceRaster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

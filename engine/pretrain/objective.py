@@ -1,0 +1,104 @@
+"""The GAIR pretraining objective as one nn.Module, so DDP and torch.compile see the whole step.
+
+r = localized RS embedding at the photo point (unprojected), s = optical_proj(SV pooler), l = location embedding
+(unprojected), all L2-normalised:
+    total = (w_rs_sv * (CE(s->r) + CE(r->s)) + w_sv_loc * L(s, l) + w_rs_loc * L(r, l)) / 2  [+ distillation]
+L(., l) contrasts each embedding with its own location against a FIFO queue of raw [lon, lat] of past batches
+(from all ranks), re-encoded every step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ObjectiveSection
+from .losses import distill_loss, gather_no_grad, info_nce, location_loss
+
+
+class LocationQueue:
+    """FIFO of raw [lon, lat] kept in the model's `queue_for_location` (2, Q) / `queue_ptr_location` buffers.
+
+    `filled` counts valid entries, so a fresh queue never contrasts against placeholder values.
+    """
+
+    def __init__(self, model: nn.Module, filled: int = 0) -> None:
+        self.model = model
+        self.filled = filled
+
+    @property
+    def size(self) -> int:
+        return self.model.queue_for_location.shape[1]
+
+    def reset(self) -> None:
+        self.model.queue_for_location.zero_()
+        self.model.queue_ptr_location.zero_()
+        self.filled = 0
+
+    def lonlat(self) -> torch.Tensor:
+        """(filled, 2) valid past locations."""
+        return self.model.queue_for_location[:, : self.filled].T
+
+    @torch.no_grad()
+    def push(self, lonlat: torch.Tensor) -> None:
+        """Enqueue (N, 2) locations at the pointer, wrapping around; keeps the newest Q when N > Q."""
+        q = self.model.queue_for_location
+        lonlat = lonlat[-self.size:].to(q.dtype)
+        n, ptr = lonlat.shape[0], int(self.model.queue_ptr_location.item())
+        first = min(n, self.size - ptr)
+        q[:, ptr:ptr + first] = lonlat[:first].T
+        if n > first:
+            q[:, : n - first] = lonlat[first:].T
+        self.model.queue_ptr_location[0] = (ptr + n) % self.size
+        self.filled = min(self.filled + n, self.size)
+
+
+def localized(model: nn.Module, tokens: torch.Tensor, rel_xy: torch.Tensor, mode: str) -> torch.Tensor:
+    """(B, D) embedding of each crop at its query point; "mean" is the no-localization ablation."""
+    if mode == "mean":
+        return tokens.mean(dim=1)
+    return model.query_tokens(tokens, rel_xy[:, None, :], mode)[:, 0]
+
+
+class GAIRObjective(nn.Module):
+    def __init__(self, model: nn.Module, cfg: ObjectiveSection, teacher: nn.Module | None = None,
+                 queue_filled: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self._teacher = (teacher,)  # a tuple keeps the frozen teacher out of parameters(), DDP and state_dict
+        self.queue = LocationQueue(model, queue_filled)
+
+    def forward(self, rs: torch.Tensor, sv: torch.Tensor, rel_xy: torch.Tensor, lonlat: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, m = self.cfg, self.model
+        tokens = m.rs_tokens(rs)
+        r = F.normalize(localized(m, tokens, rel_xy, cfg.query_mode).float(), dim=-1)
+        pooled = m.encode_sv(sv)
+        s = F.normalize(m.optical_proj(pooled).float(), dim=-1)
+        past = self.queue.lonlat() if cfg.loc_negatives != "batch" else lonlat[:0]
+        locations = m.encode_location(torch.cat([lonlat, past.to(lonlat.dtype)]))
+        locations = F.normalize(locations.float(), dim=-1)
+        loc, queue = locations[: lonlat.shape[0]], locations[lonlat.shape[0]:]
+        s2r, r2s = info_nce(s, r, cfg.rs_sv_temperature, cfg.gather_negatives)
+        sv_loc = location_loss(s, loc, queue, cfg.loc_temperature, cfg.loc_negatives)
+        rs_loc = location_loss(r, loc, queue, cfg.loc_temperature, cfg.loc_negatives)
+        total = (cfg.rs_sv_weight * (s2r + r2s) + cfg.sv_loc_weight * sv_loc + cfg.rs_loc_weight * rs_loc) / 2
+        parts = {"s2r": s2r, "r2s": r2s, "sv_loc": sv_loc, "rs_loc": rs_loc}
+        teacher = self._teacher[0]
+        if cfg.distill and teacher is not None:
+            with torch.no_grad():
+                t_sv, t_rs = teacher.encode_sv(sv), teacher.rs_tokens(rs).mean(dim=1)
+            distill = distill_loss(pooled, t_sv) + distill_loss(tokens.mean(dim=1), t_rs)
+            total = total + cfg.distill_weight * distill
+            parts["distill"] = distill
+        return {"loss": total, **parts}
+
+    def after_step(self, lonlat: torch.Tensor) -> None:
+        """Enqueue this step's locations from every rank (same order everywhere, so all queues agree)."""
+        self.queue.push(gather_no_grad(lonlat.to(self.model.queue_for_location.device)))
+
+    def extra_state(self) -> dict:
+        return {"queue_filled": self.queue.filled}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.queue.filled = int(state.get("queue_filled", self.queue.filled))

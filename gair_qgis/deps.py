@@ -1,0 +1,78 @@
+"""Which Python packages the plugin needs, which are missing, and the exact pip command to install them.
+
+Dependency installation is the top complaint about GeoAI plugins, so the message names the interpreter QGIS really
+runs (not `python`/`pip` on PATH, which is often another Python) and works when pasted into a terminal/OSGeo4W shell.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+
+# import name -> pip name; needed whatever the backend
+REQUIRED = {"numpy": "numpy", "rasterio": "rasterio", "pyproj": "pyproj", "shapely": "shapely", "sklearn": "scikit-learn"}
+# at least one runtime: torch runs everything (official checkpoint, training, ONNX export), onnxruntime runs models
+BACKENDS = {"torch": "torch", "onnxruntime": "onnxruntime"}
+TORCH_EXTRA = {"safetensors": "safetensors"}
+
+
+def has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def python_executable() -> str:
+    """The Python interpreter of this QGIS (inside QGIS on Windows/macOS sys.executable is the QGIS binary)."""
+    exe = sys.executable or ""
+    if os.path.basename(exe).lower().startswith("python"):
+        return exe
+    names = ("python.exe", "python3.exe") if os.name == "nt" else ("python3", "python")
+    for folder in (sys.exec_prefix, os.path.join(sys.exec_prefix, "bin"), os.path.dirname(exe)):
+        for name in names:
+            candidate = os.path.join(folder, name)
+            if os.path.isfile(candidate):
+                return candidate
+    return shutil.which("python3") or exe or "python3"
+
+
+def pip_command(packages: list[str]) -> str:
+    return f'"{python_executable()}" -m pip install ' + " ".join(packages)
+
+
+def missing_packages() -> tuple[list[str], list[str]]:
+    """(missing required pip names, available backends)."""
+    missing = [pip for mod, pip in REQUIRED.items() if not has_module(mod)]
+    backends = [mod for mod in BACKENDS if has_module(mod)]
+    if "torch" in backends:
+        missing += [pip for mod, pip in TORCH_EXTRA.items() if not has_module(mod)]
+    return missing, backends
+
+
+def missing_dependency_message() -> str | None:
+    """A message for the user when something is missing, or None when GAIR can run."""
+    missing, backends = missing_packages()
+    if not missing and backends:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"GAIR needs {', '.join(missing)} in the Python that QGIS uses.")
+    if not backends:
+        parts.append(
+            "GAIR needs a model runtime: onnxruntime (small; runs exported ONNX models) or torch (runs the official "
+            "checkpoint, trains and exports ONNX); neither is installed."
+        )
+    install = missing + ([] if backends else ["onnxruntime"])
+    parts.append(f"Install with: {pip_command(install)}")
+    if not backends:
+        parts.append(f"For the official checkpoint add PyTorch: {pip_command(['torch', 'safetensors'])}")
+    parts.append("then restart QGIS.")
+    return " ".join(parts)
+
+
+def dependency_report() -> list[tuple[str, bool]]:
+    """(package, installed) for every package GAIR may use; shown in the settings dialog."""
+    names = {**REQUIRED, **BACKENDS, **TORCH_EXTRA}
+    return [(pip, has_module(mod)) for mod, pip in names.items()]

@@ -1,0 +1,1 @@
+"""Similarity map tool: click the canvas, get a similarity layer and the top-k most similar places."""

@@ -1,0 +1,74 @@
+"""Plugin object QGIS creates: registers the Processing provider, the map tool, its dock and the settings."""
+from __future__ import annotations
+
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from . import resources_path
+from .deps import missing_dependency_message
+from .processing.provider import GAIRProvider
+
+MENU = "&GAIR"
+
+
+class GAIRPlugin:
+    """Thin shell: all work is in the provider's algorithms and the map tool."""
+
+    def __init__(self, iface) -> None:
+        self.iface = iface
+        self.provider: GAIRProvider | None = None
+        self.actions: list[QAction] = []
+        self.dock = None
+
+    def initProcessing(self) -> None:  # noqa: N802  (qgis_process calls this for hasProcessingProvider=yes)
+        if self.provider is None:
+            self.provider = GAIRProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802
+        self.initProcessing()
+        icon = QIcon(resources_path("icon.png"))
+        similarity = QAction(icon, "GAIR similarity map tool", self.iface.mainWindow())
+        similarity.setCheckable(True)
+        similarity.setToolTip("Click the map to find similar places (GAIR embeddings)")
+        similarity.toggled.connect(self._toggle_dock)
+        settings = QAction(icon, "GAIR settings…", self.iface.mainWindow())
+        settings.triggered.connect(self.show_settings)
+        self.iface.addToolBarIcon(similarity)
+        for action in (similarity, settings):
+            self.iface.addPluginToMenu(MENU, action)
+        self.actions = [similarity, settings]
+        message = missing_dependency_message()
+        if message:
+            self.iface.messageBar().pushMessage("GAIR", message, level=Qgis.Warning, duration=0)
+
+    def unload(self) -> None:
+        if self.dock is not None:
+            self.dock.shutdown()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+            self.iface.removeToolBarIcon(action)
+        self.actions = []
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    def _toggle_dock(self, checked: bool) -> None:
+        if self.dock is None:
+            from .maptool.dock import SimilarityDock
+
+            self.dock = SimilarityDock(self.iface)
+            self.dock.closed.connect(lambda: self.actions[0].setChecked(False))
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.dock.setVisible(checked)
+        self.dock.set_tool_active(checked)
+
+    def show_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        SettingsDialog(self.iface.mainWindow()).exec_()

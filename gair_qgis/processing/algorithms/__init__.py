@@ -1,0 +1,30 @@
+"""One Processing algorithm per module; `algorithm_classes()` lists them in toolbox order."""
+from __future__ import annotations
+
+import importlib
+
+MODULES = (
+    "embed_raster",
+    "embed_features",
+    "embed_photos",
+    "embed_locations",
+    "cluster",
+    "similarity",
+    "train_classifier",
+    "apply_classifier",
+    "train_regressor",
+    "convert_model",
+    "export_onnx",
+)
+
+
+def algorithm_classes() -> list[type]:
+    """Every algorithm class; each module exposes exactly one `Algorithm`."""
+    classes = []
+    for module in MODULES:
+        try:
+            classes.append(importlib.import_module(f"{__name__}.{module}").Algorithm)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{module}":
+                raise
+    return classes

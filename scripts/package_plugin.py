@@ -1,0 +1,167 @@
+"""Build dist/gair_qgis.zip, installable with QGIS "Plugins > Manage and Install Plugins > Install from ZIP".
+
+The zip holds one top folder, `gair_qgis/`, as QGIS expects:
+  gair_qgis/...                        the plugin code (repo gair_qgis/)
+  gair_qgis/metadata.txt, resources/   from the repo's top level
+  gair_qgis/engine/                    a copy of the repo's engine/, so the installed plugin is self-contained
+  gair_qgis/LICENSE                    when the repo has one
+Caches, hidden files and tests stay out. Entries are sorted and carry fixed times and permissions, so the
+same tree always gives the same bytes (reproducible releases, cacheable CI artefacts).
+
+Usage: python scripts/package_plugin.py [--output dist/gair_qgis.zip]
+"""
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import re
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.errors import GAIRError  # noqa: E402  (needs ROOT on sys.path when run as a script)
+
+PLUGIN = "gair_qgis"
+DEFAULT_OUTPUT = ROOT / "dist" / f"{PLUGIN}.zip"
+# What plugins.qgis.org requires; QGIS itself refuses a plugin without name/version/qgisMinimumVersion.
+REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
+                     "repository")
+SKIP_DIRS = {"__pycache__", "tests", "test"}
+SKIP_SUFFIXES = (".pyc", ".pyo", ".orig", ".rej", ".swp")
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold
+FILE_MODE = 0o100644
+DIR_MODE = 0o040755
+
+
+def _skipped(path: Path) -> bool:
+    name = path.name
+    if name.startswith(".") or name.endswith(".egg-info"):
+        return True
+    if path.is_dir():
+        return name in SKIP_DIRS
+    return name.endswith(SKIP_SUFFIXES) or name == "conftest.py" or (name.startswith("test_") and name.endswith(".py"))
+
+
+def _walk(source: Path, arc_prefix: str) -> dict[str, Path]:
+    """Files under `source` (or the file itself) keyed by their path inside the zip."""
+    if source.is_file():
+        return {arc_prefix: source}
+    files: dict[str, Path] = {}
+    for entry in sorted(source.iterdir()):
+        if _skipped(entry):
+            continue
+        files.update(_walk(entry, f"{arc_prefix}/{entry.name}"))
+    return files
+
+
+def collect_files(root: Path = ROOT) -> dict[str, Path]:
+    """Map of zip path -> source file for the plugin; raises GAIRError naming what is missing or clashing."""
+    plugin_dir = root / PLUGIN
+    init = plugin_dir / "__init__.py"
+    if not init.is_file():
+        raise GAIRError(f"{init} is missing: the plugin package {PLUGIN}/ must exist at the repo root")
+    if not re.search(r"^def classFactory\(", init.read_text(encoding="utf-8"), re.MULTILINE):
+        raise GAIRError(f"{init} defines no classFactory(iface): QGIS needs it to start the plugin")
+    files = _walk(plugin_dir, PLUGIN)
+    extras = {"metadata.txt": root / "metadata.txt", "resources": root / "resources", "engine": root / "engine",
+              "LICENSE": root / "LICENSE"}
+    for name, source in extras.items():
+        if not source.exists():
+            if name == "LICENSE":
+                continue
+            raise GAIRError(f"{source} is missing: the plugin zip needs {name} from the repo root")
+        if (plugin_dir / name).exists():
+            raise GAIRError(f"{plugin_dir / name} clashes with {source}, which the zip puts at {PLUGIN}/{name}: "
+                            "keep only the top-level one")
+        files.update(_walk(source, f"{PLUGIN}/{name}"))
+    return dict(sorted(files.items()))
+
+
+def check_metadata(metadata_path: Path, files: dict[str, Path], engine_init: Path) -> configparser.SectionProxy:
+    """QGIS-readable metadata whose version matches the bundled engine and whose icon is in the zip."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(metadata_path.read_text(encoding="utf-8"), source=str(metadata_path))
+    except configparser.Error as exc:
+        raise GAIRError(f"{metadata_path} is not a valid metadata file: {exc}") from exc
+    if not parser.has_section("general"):
+        raise GAIRError(f"{metadata_path} has no [general] section")
+    general = parser["general"]
+    missing = [key for key in REQUIRED_METADATA if not general.get(key, "").strip()]
+    if missing:
+        raise GAIRError(f"{metadata_path} lacks {', '.join(missing)} in [general]")
+    match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', engine_init.read_text(encoding="utf-8"), re.MULTILINE)
+    engine_version = match.group(1) if match else None
+    if general["version"] != engine_version:
+        raise GAIRError(f"metadata.txt version {general['version']} differs from engine.__version__ "
+                        f"{engine_version}: bump both together")
+    icon = general.get("icon", "").strip()
+    if icon and f"{PLUGIN}/{icon}" not in files:
+        raise GAIRError(f"metadata.txt names icon={icon}, which is not in the plugin (looked for {PLUGIN}/{icon})")
+    return general
+
+
+def _directories(arcnames: list[str]) -> list[str]:
+    dirs = {"/".join(name.split("/")[:depth]) for name in arcnames for depth in range(1, name.count("/") + 1)}
+    return sorted(f"{d}/" for d in dirs)
+
+
+def _entry(arcname: str, mode: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(arcname, date_time=ZIP_TIME)
+    info.create_system = 3  # unix, so the permission bits below are honoured by unzip
+    info.external_attr = mode << 16
+    if arcname.endswith("/"):
+        info.external_attr |= 0x10  # MS-DOS directory flag
+    else:
+        info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def build_zip(output: Path = DEFAULT_OUTPUT, root: Path = ROOT) -> Path:
+    """Write the plugin zip atomically to `output` and return its path."""
+    root = Path(root).resolve()
+    files = collect_files(root)
+    check_metadata(root / "metadata.txt", files, root / "engine" / "__init__.py")
+    output = Path(output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    try:
+        with zipfile.ZipFile(tmp_name, "w", compresslevel=9) as archive:
+            entries: dict[str, Path | None] = {**dict.fromkeys(_directories(list(files))), **files}
+            for arcname in sorted(entries):
+                source = entries[arcname]
+                if source is None:
+                    archive.writestr(_entry(arcname, DIR_MODE), b"")
+                else:
+                    archive.writestr(_entry(arcname, FILE_MODE), source.read_bytes())
+        os.replace(tmp_name, output)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"zip to write (default {DEFAULT_OUTPUT})")
+    args = parser.parse_args(argv)
+    try:
+        output = build_zip(args.output)
+    except GAIRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with zipfile.ZipFile(output) as archive:
+        count = sum(1 for info in archive.infolist() if not info.is_dir())
+    print(f"wrote {output} ({count} files, {output.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

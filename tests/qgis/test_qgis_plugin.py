@@ -1,0 +1,130 @@
+"""Plugin shell: loading, provider registration, dependency messages, settings, styling helpers, feedback bridge."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsPalettedRasterRenderer,
+    QgsProcessingFeedback,
+    QgsRasterLayer,
+    QgsSingleBandPseudoColorRenderer,
+)
+
+import gair_qgis
+from gair_qgis import deps
+from gair_qgis.processing.base import EngineBridge
+
+
+def test_plugin_registers_and_unregisters_provider(qgis_iface, qgis_processing):
+    plugin = gair_qgis.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        provider = QgsApplication.processingRegistry().providerById("gair")
+        assert provider is not None
+        groups = {alg.groupId() for alg in provider.algorithms()}
+        assert groups <= {"embeddings", "analysis", "model"}
+        for alg in provider.algorithms():
+            assert alg.shortHelpString(), f"{alg.id()} has no help text"
+            assert alg.id().startswith("gair:")
+        assert len(plugin.actions) == 2
+    finally:
+        plugin.unload()
+    assert QgsApplication.processingRegistry().providerById("gair") is None
+
+
+def test_missing_backends_message_gives_exact_pip_command(monkeypatch):
+    monkeypatch.setattr(deps, "has_module", lambda name: name not in ("torch", "onnxruntime"))
+    message = deps.missing_dependency_message()
+    assert message is not None and "neither is installed" in message
+    assert f'"{deps.python_executable()}" -m pip install onnxruntime' in message
+    assert "torch" in message
+
+
+def test_torch_missing_is_fine_with_onnxruntime(monkeypatch):
+    monkeypatch.setattr(deps, "has_module", lambda name: name != "torch")
+    assert deps.missing_dependency_message() is None
+
+
+def test_missing_required_package_is_named(monkeypatch):
+    monkeypatch.setattr(deps, "has_module", lambda name: name != "rasterio")
+    message = deps.missing_dependency_message()
+    assert "rasterio" in message and "-m pip install rasterio" in message
+
+
+def test_python_executable_is_an_interpreter():
+    exe = deps.python_executable()
+    assert "python" in exe.lower()
+    if sys.executable and "python" in sys.executable.lower():
+        assert exe == sys.executable
+
+
+def test_bridge_maps_progress_and_cancel():
+    feedback = QgsProcessingFeedback()
+    seen = []
+    feedback.progressChanged.connect(seen.append)
+    bridge = EngineBridge(feedback).part(0.5, 1.0)
+    bridge.progress(0.5)
+    bridge.progress(2.0)
+    assert seen == [75.0, 100.0]
+    assert not bridge.cancel()
+    feedback.cancel()
+    assert bridge.cancel()
+
+
+def test_settings_round_trip_and_model_path_normalisation(tmp_path):
+    from gair_qgis.settings import GAIRSettings, normalise_model_path
+
+    old = GAIRSettings.load()
+    try:
+        GAIRSettings(str(tmp_path), "onnx", "cpu").save()
+        assert GAIRSettings.load() == GAIRSettings(str(tmp_path), "onnx", "cpu")
+    finally:
+        old.save()
+    assert normalise_model_path(str(tmp_path / "bundle" / "config.json")) == str(tmp_path / "bundle")
+    assert normalise_model_path("") is None
+
+
+@pytest.fixture
+def small_raster(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "classes.tif"
+    data = np.arange(12, dtype=np.float32).reshape(1, 3, 4) / 11.0
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=3, count=1, dtype="float32",
+                       crs="EPSG:32617", transform=from_origin(500000, 4700000, 10, 10)) as ds:
+        ds.write(data)
+    layer = QgsRasterLayer(str(path), "r", "gdal")
+    assert layer.isValid()
+    return layer
+
+
+def test_paletted_renderer_carries_class_names(small_raster):
+    from gair_qgis.styling import paletted_renderer, save_default_style
+
+    paletted_renderer(small_raster, [(1, "water"), (2, "forest"), (3, "urban")])
+    renderer = small_raster.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [c.label for c in renderer.classes()] == ["water", "forest", "urban"]
+    assert len({c.color.name() for c in renderer.classes()}) == 3
+    save_default_style(small_raster)
+    reopened = QgsRasterLayer(small_raster.source(), "again", "gdal")
+    assert isinstance(reopened.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in reopened.renderer().classes()] == ["water", "forest", "urban"]
+
+
+def test_similarity_ramp_makes_similar_stand_out_and_threshold_hides(small_raster):
+    from gair_qgis.styling import band_range, similarity_renderer
+
+    vmin, vmax = band_range(small_raster)
+    assert (vmin, vmax) == pytest.approx((0.0, 1.0))
+    renderer = similarity_renderer(small_raster, vmin, vmax)
+    assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)
+    items = renderer.shader().rasterShaderFunction().colorRampItemList()
+    assert items[0].color.alpha() < items[-1].color.alpha() == 255  # dissimilar fades, similar is opaque
+    similarity_renderer(small_raster, vmin, vmax, threshold=0.5)
+    ramp = small_raster.renderer().shader().rasterShaderFunction()
+    assert ramp.clip() and ramp.minimumValue() == pytest.approx(0.5)

@@ -1,0 +1,135 @@
+"""Embedding raster format: round trips, tags, int16 scaling, PCA sidecar, atomic writes, space checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from engine import Cancelled, GAIRError
+from engine.embedding_raster import (INT16_NODATA, EmbeddingRaster, EmbeddingRasterWriter, PCAProjection,
+                                     band_names, check_same_space, create_embedding_raster, int16_scale_offset,
+                                     sample_pixels, sidecar_path)
+
+H, W, K = 70, 90, 6
+TRANSFORM = from_origin(500000.0, 4100000.0, 10.0, 10.0)
+
+
+def _data(seed: int = 0, dims: int = K) -> np.ndarray:
+    data = np.random.default_rng(seed).normal(size=(dims, H, W)).astype(np.float32)
+    data[:, :5, :7] = np.nan  # a nodata corner
+    return data
+
+
+def _write(path, data, **kwargs):
+    kw = dict(width=W, height=H, crs="EPSG:32633", transform=TRANSFORM, dims=data.shape[0], model="abc123",
+              crop_pixels=224, crop_ground_m=2240.0, tile=32)
+    kw.update(kwargs)
+    with create_embedding_raster(path, **kw) as writer:
+        for r in range(0, H, 32):  # windows that do not match the tiles, to test partial writes
+            writer.write(Window(0, r, W, min(32, H - r)), data[:, r:r + 32])
+    return path
+
+
+def test_float32_round_trip_and_tags(tmp_path):
+    data = _data()
+    path = _write(tmp_path / "e.tif", data)
+    with EmbeddingRaster.open(path) as er:
+        assert (er.meta.model, er.meta.space, er.meta.dims, er.meta.model_dims) == ("abc123", "abc123", K, K)
+        assert (er.meta.query_mode, er.meta.crop_pixels, er.meta.crop_ground_m, er.meta.pca) == ("nili", 224, 2240.0, "")
+        assert er.crs.to_epsg() == 32633 and er.transform == TRANSFORM and np.isnan(er.nodata)
+        assert list(er._ds.descriptions) == band_names(K) and er.tile_shape == (32, 32)
+        full = np.full_like(data, np.nan)
+        for window, block in er.iter_blocks():
+            assert block.dtype == np.float32 and window.col_off % 32 == 0 and window.row_off % 32 == 0
+            full[:, window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width] = block
+        np.testing.assert_array_equal(full, data)
+        win = Window(10, 20, 30, 15)
+        pixels = er.read_pixels(win)
+        assert pixels.flags.c_contiguous and pixels.shape == (15 * 30, K)
+        np.testing.assert_array_equal(pixels, data[:, 20:35, 10:40].reshape(K, -1).T)
+    assert [p.name for p in tmp_path.iterdir()] == ["e.tif"]  # no temp files left
+
+
+def test_int16_scaled_round_trip(tmp_path):
+    data = _data(1) * 3 + 5
+    scale, offset = int16_scale_offset(data.reshape(K, -1).T)
+    path = _write(tmp_path / "q.tif", data, dtype="int16", scale=scale, offset=offset)
+    with EmbeddingRaster.open(path) as er:
+        assert er.int16 and er.nodata == INT16_NODATA
+        block = er.read_block(Window(0, 0, W, H))
+        assert block.dtype == np.float32
+        assert np.array_equal(np.isnan(block), np.isnan(data))
+        err = np.nanmax(np.abs(block - data))
+        assert err <= scale.max() * 0.51 + 1e-6 and err < 1e-3
+        np.testing.assert_allclose(er.read_pixels(Window(0, 0, W, H)), block.reshape(K, -1).T)
+    with pytest.raises(GAIRError, match="scale"):
+        EmbeddingRasterWriter(tmp_path / "x.tif", width=4, height=4, crs="EPSG:4326", transform=TRANSFORM, dims=2,
+                              model="m", dtype="int16")
+
+
+def test_pca_sidecar_space_and_projection(tmp_path):
+    rng = np.random.default_rng(2)
+    vectors = (rng.normal(size=(500, 16)) * np.linspace(5, 0.1, 16)).astype(np.float32)
+    pca = PCAProjection.from_sample(vectors, 4, model="fp1", seed=0)
+    assert pca.space.startswith("fp1-pca4-") and pca.explained_variance_ratio[0] > pca.explained_variance_ratio[-1]
+    reduced = pca.transform(vectors)
+    data = np.full((4, H, W), np.nan, np.float32)
+    data[:, :5, :100] = reduced[: 5 * W].T.reshape(4, 5, W)
+    path = _write(tmp_path / "p.tif", data, pca=pca, model="fp1")
+    side = sidecar_path(path)
+    assert side.name == "p.pca.npz" and side.is_file()
+    with EmbeddingRaster.open(path) as er:
+        assert er.meta.space == pca.space and er.meta.pca == "p.pca.npz" and er.meta.model_dims == 16
+        np.testing.assert_allclose(er.project(vectors[:3]), reduced[:3], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(er.project(reduced[:3]), reduced[:3])  # already in raster space
+        with pytest.raises(GAIRError, match="dims"):
+            er.project(np.zeros((1, 7)))
+        full = _write(tmp_path / "f.tif", _data(3, 16), model="fp1")
+        with EmbeddingRaster.open(full) as ef:
+            np.testing.assert_array_equal(ef.project(vectors[:2]), vectors[:2])
+            with pytest.raises(GAIRError, match="different embedding spaces"):
+                check_same_space(er, ef)
+        check_same_space(er, pca.space)
+    side.unlink()
+    with pytest.raises(GAIRError, match="sidecar"):
+        EmbeddingRaster.open(path)
+
+
+def test_abort_and_cancel_leave_nothing(tmp_path):
+    with pytest.raises(Cancelled):
+        with create_embedding_raster(tmp_path / "c.tif", width=W, height=H, crs="EPSG:4326", transform=TRANSFORM,
+                                     dims=2, model="m") as writer:
+            writer.write(Window(0, 0, W, H), np.zeros((2, H, W), np.float32))
+            raise Cancelled("stop")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(GAIRError, match="block shape"):
+        with create_embedding_raster(tmp_path / "c.tif", width=W, height=H, crs="EPSG:4326", transform=TRANSFORM,
+                                     dims=2, model="m") as writer:
+            writer.write(Window(0, 0, W, H), np.zeros((3, H, W), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_an_embedding_raster(tmp_path):
+    import rasterio
+
+    path = tmp_path / "plain.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="float32") as ds:
+        ds.write(np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(GAIRError, match="not a GAIR embedding raster"):
+        EmbeddingRaster.open(path)
+
+
+def test_sample_pixels_valid_distinct_seeded(tmp_path):
+    data = _data(4)
+    path = _write(tmp_path / "s.tif", data)
+    with EmbeddingRaster.open(path) as er:
+        vec, rows, cols = sample_pixels(er, 200, seed=7)
+        vec2, rows2, cols2 = sample_pixels(er, 200, seed=7)
+        _, rows3, _ = sample_pixels(er, 200, seed=8)
+        everything, _, _ = sample_pixels(er, 10**6, seed=0)
+    assert vec.shape == (200, K) and np.isfinite(vec).all()
+    assert np.array_equal(rows, rows2) and np.array_equal(cols, cols2) and not np.array_equal(rows, rows3)
+    assert len(set(zip(rows.tolist(), cols.tolist()))) == 200
+    np.testing.assert_array_equal(vec, data[:, rows, cols].T)
+    assert everything.shape[0] == H * W - 35

@@ -1,0 +1,126 @@
+"""The plugin zip: layout, reproducibility, clear errors, and QGIS (in-process and qgis_process) loading it."""
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from engine import GAIRError
+from tests.qgis_helpers import PLUGIN, ROOT, build_plugin_zip, loaded_plugin, unzip_plugin
+
+SOURCES = ("gair_qgis", "engine", "resources", "metadata.txt", "LICENSE")
+
+
+@pytest.fixture
+def source_tree(tmp_path: Path) -> Path:
+    """A frozen copy of the parts the zip is made of (the checkout may change while tests run)."""
+    tree = tmp_path / "src"
+    for name in SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.is_file():
+            tree.mkdir(exist_ok=True)
+            shutil.copy2(source, tree / name)
+    return tree
+
+
+def _zip_names(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+
+
+def test_zip_holds_one_self_contained_plugin_folder(source_tree: Path, tmp_path: Path) -> None:
+    # Litter that must stay out of the zip.
+    (source_tree / "engine" / "__pycache__").mkdir(exist_ok=True)
+    (source_tree / "engine" / "__pycache__" / "config.cpython-311.pyc").write_bytes(b"\0")
+    (source_tree / "gair_qgis" / "tests").mkdir(exist_ok=True)
+    (source_tree / "gair_qgis" / "tests" / "test_inner.py").write_text("def test_x(): pass\n")
+    (source_tree / "engine" / ".notes.swp").write_text("x")
+
+    names = _zip_names(build_plugin_zip(tmp_path / "out" / "gair_qgis.zip", root=source_tree))
+
+    assert names == sorted(names)
+    assert {name.split("/")[0] for name in names} == {PLUGIN}
+    files = {name for name in names if not name.endswith("/")}
+    expected = {f"{PLUGIN}/metadata.txt", f"{PLUGIN}/__init__.py", f"{PLUGIN}/engine/__init__.py",
+                f"{PLUGIN}/engine/config.py", f"{PLUGIN}/engine/errors.py"}
+    expected |= {f"{PLUGIN}/resources/{p.name}" for p in (source_tree / "resources").iterdir() if p.is_file()}
+    assert expected <= files
+    every_engine_module = {f"{PLUGIN}/{p.relative_to(source_tree).as_posix()}"
+                           for p in (source_tree / "engine").rglob("*.py")
+                           if "__pycache__" not in p.parts and "tests" not in p.parts}
+    assert every_engine_module <= files
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/tests/" in n or "/." in n]
+
+
+def test_zip_is_byte_reproducible_with_fixed_metadata(source_tree: Path, tmp_path: Path) -> None:
+    first = build_plugin_zip(tmp_path / "a.zip", root=source_tree).read_bytes()
+    (source_tree / "engine" / "config.py").touch()  # a newer mtime must not change the bytes
+    second = build_plugin_zip(tmp_path / "b.zip", root=source_tree).read_bytes()
+    assert first == second
+    with zipfile.ZipFile(tmp_path / "a.zip") as archive:
+        infos = archive.infolist()
+    assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert {info.external_attr >> 16 for info in infos if not info.is_dir()} == {0o100644}
+    assert not list(tmp_path.glob(".*.tmp"))  # the temp file was renamed into place
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda t: (t / "metadata.txt").write_text(
+            re.sub(r"(?m)^email=.*\n", "", (t / "metadata.txt").read_text())), "lacks email"),
+        (lambda t: (t / "metadata.txt").write_text(
+            re.sub(r"(?m)^version=.*$", "version=9.9.9", (t / "metadata.txt").read_text())),
+         "differs from engine.__version__"),
+        (lambda t: shutil.copytree(t / "resources", t / "gair_qgis" / "resources"), "clashes with"),
+        (lambda t: shutil.rmtree(t / "engine"), "needs engine"),
+    ],
+    ids=["missing-metadata-field", "version-mismatch", "duplicate-resources", "no-engine"],
+)
+def test_broken_tree_gives_a_clear_error_and_no_zip(source_tree, tmp_path, damage, message) -> None:
+    damage(source_tree)
+    output = tmp_path / "out" / "gair_qgis.zip"
+    with pytest.raises(GAIRError, match=message):
+        build_plugin_zip(output, root=source_tree)
+    assert not output.exists()
+
+
+def test_cli_writes_the_zip(tmp_path: Path) -> None:
+    output = tmp_path / "dist" / "gair_qgis.zip"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "package_plugin.py"), "--output", str(output)],
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert f"wrote {output}" in result.stdout
+    assert f"{PLUGIN}/metadata.txt" in _zip_names(output)
+
+
+def test_qgis_loads_plugin_installed_from_zip(qgis_iface, plugin_zip: Path, tmp_path: Path) -> None:
+    from qgis.core import QgsApplication
+
+    plugins_dir = tmp_path / "profiles" / "default" / "python" / "plugins"
+    plugin_dir = unzip_plugin(plugin_zip, plugins_dir)
+    registry = QgsApplication.processingRegistry()
+    with loaded_plugin(plugins_dir) as plugin:
+        assert Path(sys.modules[PLUGIN].__file__).parent == plugin_dir
+        # Self-contained: once the plugin is loaded, `engine` resolves to its bundled copy, not the checkout.
+        assert Path(importlib.import_module("engine").__file__).parent == plugin_dir / "engine"
+        assert type(plugin).__module__.startswith(PLUGIN)
+        assert registry.providerById("gair") is not None
+    assert registry.providerById("gair") is None
+    assert Path(sys.modules["engine"].__file__).parent == ROOT / "engine"
+
+
+def test_qgis_process_lists_and_loads_plugin(qgis_process_with_plugin) -> None:
+    runner = qgis_process_with_plugin
+    assert runner.plugins().get(PLUGIN) is True, "qgis_process did not load the enabled plugin"
+    text = runner.run("plugins").stdout
+    assert re.search(rf"^\* {PLUGIN}$", text, re.MULTILINE), text
+    # The provider comes from the zip installed in the private profile; its algorithms carry the gair: prefix.
+    assert all(alg.startswith("gair:") for alg in runner.algorithm_ids("gair"))
