@@ -213,7 +213,7 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", back
     if backend not in ("auto", "torch", "onnx"):
         raise GAIRError(f"backend must be auto, torch or onnx, got {backend!r}")
     if backend == "auto":
-        has_onnx = p.is_dir() and any(p.glob("*.onnx"))
+        has_onnx = p.suffix == ".onnx" or (p.is_dir() and any(p.glob("*.onnx")))
         backend = "onnx" if has_onnx and not (p / BUNDLE_WEIGHTS).is_file() else _default_backend()
     if backend == "onnx":
         from .onnx_backend import OnnxGAIR

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import GAIRConfig
-from .model.grid import CUBIC_A
+from .grid import CUBIC_A
 
 # 12-band L2A order B1 B2 B3 B4 B5 B6 B7 B8 B8A B9 B11 B12 -> the model's 10 bands (the reference's own pick).
 L2A_12_TO_MODEL = (1, 2, 3, 4, 5, 6, 7, 8, 10, 11)

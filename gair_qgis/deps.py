@@ -76,3 +76,17 @@ def dependency_report() -> list[tuple[str, bool]]:
     """(package, installed) for every package GAIR may use; shown in the settings dialog."""
     names = {**REQUIRED, **BACKENDS, **TORCH_EXTRA}
     return [(pip, has_module(mod)) for mod, pip in names.items()]
+
+
+def runtime_problem(backend: str = "auto") -> str | None:
+    """Why a model cannot run with `backend` here (with the pip command that fixes it), or None."""
+    missing, backends = missing_packages()
+    if missing or not backends:
+        return missing_dependency_message()
+    if backend == "torch" and "torch" not in backends:
+        return (f"The GAIR backend is set to torch but PyTorch is not installed; install it with "
+                f"{pip_command(['torch', 'safetensors'])} or set the backend to auto/onnx in GAIR settings.")
+    if backend == "onnx" and "onnxruntime" not in backends:
+        return (f"The GAIR backend is set to onnx but onnxruntime is not installed; install it with "
+                f"{pip_command(['onnxruntime'])} or set the backend to auto/torch in GAIR settings.")
+    return None

@@ -1,7 +1,7 @@
 """Plugin object QGIS creates: registers the Processing provider, the map tool, its dock and the settings."""
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsApplication
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
@@ -24,8 +24,12 @@ class GAIRPlugin:
 
     def initProcessing(self) -> None:  # noqa: N802  (qgis_process calls this for hasProcessingProvider=yes)
         if self.provider is None:
-            self.provider = GAIRProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = GAIRProvider()
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
+            else:  # the registry refused (and deleted) it: another copy of GAIR is already loaded
+                QgsMessageLog.logMessage("A 'gair' Processing provider is already registered; keeping it.", "GAIR",
+                                         Qgis.Warning)
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()

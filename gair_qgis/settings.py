@@ -66,18 +66,45 @@ def load_model(path: str | None = None, backend: str | None = None, device: str 
     """The engine model for `path` (or the configured one), loaded once and shared; thread-safe."""
     import engine
 
+    from .deps import runtime_problem
+
     settings = GAIRSettings.load()
     path = normalise_model_path(path) or normalise_model_path(settings.model_path)
     backend = backend or settings.backend
     device = device or settings.device
+    problem = runtime_problem(backend)
+    if problem:
+        raise engine.GAIRError(problem)
     key = (path, backend, device, _stamp(path))
     with _lock:
         model = _cache.get(key)
         if model is None:
-            model = engine.load_model(path=path, device=device, backend=backend)
+            try:
+                model = engine.load_model(path=path, device=device, backend=backend)
+            except engine.GAIRError as exc:
+                if path is None and not os.environ.get("GAIR_CHECKPOINT"):
+                    raise engine.GAIRError(
+                        "No GAIR model is set: choose the official checkpoint.pth, a bundle or an ONNX export in "
+                        f"Plugins > GAIR > GAIR settings, or in the algorithm's Model parameter ({exc})"
+                    ) from exc
+                raise
             _cache.clear()  # keep one model in memory: they are large
             _cache[key] = model
     return model
+
+
+def model_problem(path: str | None) -> str | None:
+    """Up-front check of a model choice (no loading): runtime installed, path exists."""
+    from .deps import runtime_problem
+
+    settings = GAIRSettings.load()
+    problem = runtime_problem(settings.backend)
+    if problem:
+        return problem
+    path = normalise_model_path(path) or normalise_model_path(settings.model_path)
+    if path and not os.path.exists(path):
+        return f"The GAIR model {path} does not exist; choose another in the Model parameter or in GAIR settings."
+    return None
 
 
 def clear_model_cache() -> None:

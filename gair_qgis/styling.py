@@ -22,29 +22,51 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-# qualitative palette (12 colours, colour-blind aware ordering); repeats with a shade change past 12 classes
-PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e7ba52",
-)
 # similarity: dull and transparent where unlike the reference, hot and opaque where alike
-SIMILARITY_STOPS = ((0.0, "#30123b", 0), (0.35, "#4662d7", 90), (0.6, "#1ae4b6", 170), (0.8, "#faba39", 230), (1.0, "#ff2a00", 255))
+SIMILARITY_STOPS = ((0.0, "#30123b", 0), (0.4, "#4662d7", 70), (0.7, "#1ae4b6", 150), (0.85, "#faba39", 220),
+                    (1.0, "#ff2a00", 255))
 SEQUENTIAL_STOPS = ((0.0, "#440154", 255), (0.25, "#3b528b", 255), (0.5, "#21918c", 255), (0.75, "#5ec962", 255), (1.0, "#fde725", 255))
 
 
-def class_color(index: int) -> QColor:
-    color = QColor(PALETTE[index % len(PALETTE)])
-    return color.darker(100 + 40 * (index // len(PALETTE)))
+def class_colors(count: int) -> list[QColor]:
+    """The engine's class palette, so the GeoTIFF colour table and the QGIS style agree."""
+    from engine.analysis.rasters import palette
+
+    return [QColor(*rgb) for rgb in palette(count)]
 
 
 def paletted_renderer(layer: QgsRasterLayer, classes: list[tuple[int, str]], band: int = 1) -> QgsPalettedRasterRenderer:
     """One colour per class value, labelled with the class name (shown in the legend)."""
-    items = [
-        QgsPalettedRasterRenderer.Class(int(value), class_color(i), str(name)) for i, (value, name) in enumerate(classes)
-    ]
+    colors = class_colors(len(classes))
+    items = [QgsPalettedRasterRenderer.Class(int(value), color, str(name))
+             for (value, name), color in zip(classes, colors)]
     renderer = QgsPalettedRasterRenderer(layer.dataProvider(), band, items)
     layer.setRenderer(renderer)
     return renderer
+
+
+def class_raster_renderer(layer: QgsRasterLayer) -> QgsPalettedRasterRenderer:
+    """Paletted renderer for a GAIR class raster (value v is the v-th class name stored in the file)."""
+    from engine.analysis import read_class_names
+
+    names = read_class_names(layer.source().split("|")[0])
+    return paletted_renderer(layer, [(i + 1, name) for i, name in enumerate(names)])
+
+
+def class_polygon_renderer(layer: QgsVectorLayer, value_field: str = "class", name_field: str = "name") -> None:
+    """Categories per class value, coloured like the class raster, labelled with the class names."""
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsRendererCategory
+
+    values = sorted({f[value_field] for f in layer.getFeatures()})
+    names = {f[value_field]: f[name_field] for f in layer.getFeatures()} if layer.fields().indexOf(name_field) >= 0 \
+        else {}
+    colors = class_colors(max(values) if values else 0)
+    categories = []
+    for value in values:
+        symbol = QgsFillSymbol.createSimple({"color": colors[int(value) - 1].name(), "outline_color": "#00000080",
+                                             "outline_width": "0.1"})
+        categories.append(QgsRendererCategory(value, symbol, str(names.get(value, value))))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(value_field, categories))
 
 
 def _ramp_renderer(layer: QgsRasterLayer, vmin: float, vmax: float, stops, clip: bool, band: int = 1):
@@ -108,11 +130,42 @@ def top_k_renderer(layer: QgsVectorLayer, rank_field: str = "rank") -> None:
         layer.setLabelsEnabled(True)
 
 
+def true_color_renderer(layer: QgsRasterLayer, percentiles: tuple[float, float] = (2.0, 98.0)) -> bool:
+    """Red/green/blue from the Sentinel-2 bands B4/B3/B2 (found by band description), stretched between
+    percentiles; False when the raster does not name those bands."""
+    from osgeo import gdal
+    from qgis.core import QgsContrastEnhancement, QgsMultiBandColorRenderer
+
+    dataset = gdal.Open(layer.source().split("|")[0])
+    if dataset is None:
+        return False
+    descriptions = {dataset.GetRasterBand(i).GetDescription().strip().upper(): i
+                    for i in range(1, dataset.RasterCount + 1)}
+    dataset = None
+    bands = [descriptions.get(name) for name in ("B4", "B3", "B2")]
+    if None in bands:
+        return False
+    provider = layer.dataProvider()
+    renderer = QgsMultiBandColorRenderer(provider, *bands)
+    for band, setter in zip(bands, (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
+                                    renderer.setBlueContrastEnhancement)):
+        low, high = provider.cumulativeCut(band, percentiles[0] / 100.0, percentiles[1] / 100.0)
+        enhancement = QgsContrastEnhancement(provider.dataType(band))
+        enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        enhancement.setMinimumValue(low)
+        enhancement.setMaximumValue(high)
+        setter(enhancement)
+    layer.setRenderer(renderer)
+    return True
+
+
 def save_default_style(layer: QgsMapLayer) -> None:
     """Persist the style so the file opens styled anywhere: a .qml beside file rasters, the GeoPackage's
     layer_styles table for vectors."""
-    if isinstance(layer, QgsVectorLayer) and layer.dataProvider().storageType().lower().startswith("geopackage"):
-        layer.saveStyleToDatabase(layer.name(), "GAIR default style", True, "")
+    if isinstance(layer, QgsVectorLayer) and layer.dataProvider().isSaveAndLoadStyleToDatabaseSupported():
+        error = layer.saveStyleToDatabase(layer.name(), "GAIR default style", True, "")
+        if error:
+            raise RuntimeError(f"could not store the style in {layer.source()}: {error}")
         return
     source = layer.source().split("|")[0]
     if os.path.isfile(source):

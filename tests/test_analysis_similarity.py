@@ -32,10 +32,11 @@ def test_cosine_scan_matches_naive():
     refs = rng.normal(size=(3, 48)).astype(np.float32)
     unit = pixels / np.linalg.norm(pixels, axis=1, keepdims=True)
     runit = refs / np.linalg.norm(refs, axis=1, keepdims=True)
-    got_max = cosine_scan(pixels, query_matrix(refs, "max"))
+    bands = np.ascontiguousarray(pixels.T)  # the scan works on band-major (K, n) blocks
+    got_max = cosine_scan(bands, query_matrix(refs, "max"))
     np.testing.assert_allclose(got_max[~np.isnan(got_max)], np.delete((unit @ runit.T).max(axis=1), 7), atol=1e-5)
     mean_q = runit.mean(axis=0)
-    got_mean = cosine_scan(pixels, query_matrix(refs, "mean"))
+    got_mean = cosine_scan(bands, query_matrix(refs, "mean"))
     np.testing.assert_allclose(np.delete(got_mean, 7), np.delete(unit @ (mean_q / np.linalg.norm(mean_q)), 7),
                                atol=1e-5)
     assert np.isnan(got_max[7]) and np.isnan(got_mean[7])

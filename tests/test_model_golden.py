@@ -20,14 +20,35 @@ def ref():
     return reference_outputs()
 
 
+@pytest.fixture(scope="module")
+def golden_checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("golden")
+    paths = {dtype: write_official_checkpoint(folder / f"checkpoint_{str(dtype)[6:]}.pth", dtype)
+             for dtype in (torch.float64, torch.float32)}
+    yield paths
+    for path in paths.values():
+        path.unlink()
+
+
 @pytest.fixture(scope="module", params=[torch.float64, torch.float32], ids=["float64", "float32"])
-def golden_model(request, tmp_path_factory):
+def golden_model(request, golden_checkpoints):
     dtype = request.param
-    path = write_official_checkpoint(tmp_path_factory.mktemp("golden") / "checkpoint.pth", dtype)
-    model = engine.load_model(path, device="cpu", dtype=dtype)
-    path.unlink()
+    model = engine.load_model(golden_checkpoints[dtype], device="cpu", dtype=dtype)
     tol = 1e-9 if dtype == torch.float64 else 1e-4
     return model, tol
+
+
+def test_cli_convert_gives_the_same_model(golden_checkpoints, ref, tmp_path):
+    from engine.cli import main
+
+    path = golden_checkpoints[torch.float32]
+    assert main(["convert", str(path), str(tmp_path / "bundle")]) == 0
+    bundle = engine.load_model(tmp_path / "bundle", device="cpu")
+    official = engine.load_model(path, device="cpu")
+    assert bundle.fingerprint == official.fingerprint
+    sv = ref["input/sv"][:1].astype(np.float32)
+    np.testing.assert_array_equal(bundle.encode_sv(sv), official.encode_sv(sv))
+    assert rel_err(bundle.encode_sv(sv), ref["out/sv"][:1]) < 1e-4
 
 
 def test_encoders_match_reference(golden_model, ref):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine import GAIRError
-from tests.qgis_helpers import PLUGIN, ROOT, build_plugin_zip, loaded_plugin, unzip_plugin
+from tests.qgis_helpers import (PLUGIN, ROOT, QgisProcess, QgisProcessError, build_plugin_zip, loaded_plugin,
+                                 unzip_plugin)
 
 SOURCES = ("gair_qgis", "engine", "resources", "metadata.txt", "LICENSE")
 
@@ -124,3 +125,17 @@ def test_qgis_process_lists_and_loads_plugin(qgis_process_with_plugin) -> None:
     assert re.search(rf"^\* {PLUGIN}$", text, re.MULTILINE), text
     # The provider comes from the zip installed in the private profile; its algorithms carry the gair: prefix.
     assert all(alg.startswith("gair:") for alg in runner.algorithm_ids("gair"))
+
+
+def test_qgis_process_helper_runs_algorithms_and_reports_failures(tmp_path: Path) -> None:
+    import rasterio
+
+    runner = QgisProcess(tmp_path / "config")
+    output = tmp_path / "constant.tif"
+    results = runner.run_algorithm("native:createconstantrasterlayer", EXTENT="0,1,0,1 [EPSG:4326]",
+                                   TARGET_CRS="EPSG:4326", PIXEL_SIZE=0.25, NUMBER=3, OUTPUT=output)
+    assert results == {"OUTPUT": str(output)}
+    with rasterio.open(output) as raster:
+        assert raster.shape == (4, 4) and raster.read(1).tolist() == [[3] * 4] * 4
+    with pytest.raises(QgisProcessError, match="PIXEL_SIZE"):
+        runner.run_algorithm("native:createconstantrasterlayer", EXTENT="0,1,0,1", OUTPUT=tmp_path / "bad.tif")

@@ -129,19 +129,20 @@ def apply_classifier(raster_path: str | os.PathLike, model_path: str | os.PathLi
         outputs = [o for o in (out, conf) if o is not None]
         counts = np.zeros(len(bundle.get("classes", [])) + 1, np.int64)
         try:
-            for window, pixels in scan(raster, block_size, progress, cancel):
-                valid = np.isfinite(pixels).all(axis=1)
+            for window, bands in scan(raster, block_size, progress, cancel):
+                valid = np.isfinite(bands).all(axis=0)
+                pixels = bands[:, valid].T  # (n_valid, K) for scikit-learn
                 if regression:
-                    values = np.full(len(pixels), np.nan, np.float32)
+                    values = np.full(len(valid), np.nan, np.float32)
                     if valid.any():
-                        values[valid] = estimator.predict(pixels[valid])
+                        values[valid] = estimator.predict(pixels)
                     counts[0] += int(valid.sum())
                     out.write(window, values)
                     continue
-                classes = np.full(len(pixels), CLASS_NODATA, np.uint8)
-                confidence = np.full(len(pixels), np.nan, np.float32)
+                classes = np.full(len(valid), CLASS_NODATA, np.uint8)
+                confidence = np.full(len(valid), np.nan, np.float32)
                 if valid.any():
-                    proba = estimator.predict_proba(pixels[valid])
+                    proba = estimator.predict_proba(pixels)
                     classes[valid] = estimator.classes_[np.argmax(proba, axis=1)] + 1
                     confidence[valid] = proba.max(axis=1)
                 counts += np.bincount(classes, minlength=len(counts))

@@ -20,9 +20,10 @@ def _progress_bar(description: str, enabled: bool = True) -> Iterator:
         return
     from tqdm import tqdm
 
-    with tqdm(total=1000, desc=description, unit="‰", leave=False, file=sys.stderr) as bar:
+    with tqdm(total=100, desc=description, leave=False, file=sys.stderr,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
         def update(fraction: float) -> None:
-            bar.update(max(0, int(fraction * 1000) - bar.n))
+            bar.update(max(0.0, round(fraction * 100, 1) - bar.n))
 
         yield update
 

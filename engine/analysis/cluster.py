@@ -14,7 +14,7 @@ from ..errors import Cancelled, GAIRError
 from .rasters import CLASS_NODATA, MAX_CLASSES, OutputRaster, scan, stage
 from .vectors import write_gpkg
 
-SILHOUETTE_SAMPLE = 4000
+SILHOUETTE_SAMPLE = 3000
 
 
 @dataclass
@@ -46,8 +46,8 @@ def fit_kmeans(sample: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, f
     return np.ascontiguousarray(km.cluster_centers_[order], dtype=np.float32), float(km.inertia_)
 
 
-def choose_k(sample: np.ndarray, k_min: int, k_max: int, seed: int = 0,
-             cancel: Callable[[], bool] | None = None) -> tuple[int, dict[int, float]]:
+def choose_k(sample: np.ndarray, k_min: int, k_max: int, seed: int = 0, cancel: Callable[[], bool] | None = None,
+             progress: Callable[[float], None] | None = None) -> tuple[int, dict[int, float]]:
     """The k in [k_min, k_max] with the best silhouette on (a subsample of) the sample."""
     from sklearn.metrics import silhouette_score
 
@@ -60,18 +60,22 @@ def choose_k(sample: np.ndarray, k_min: int, k_max: int, seed: int = 0,
         if cancel is not None and cancel():
             raise Cancelled("cancelled while choosing k")
         centroids, _ = fit_kmeans(sample, k, seed)
-        labels = assign(sub, centroids)
+        labels = assign(np.ascontiguousarray(sub.T), centroids)
         scores[k] = float(silhouette_score(sub, labels)) if len(np.unique(labels)) > 1 else -1.0
+        if progress is not None:
+            progress((k - k_min + 1) / (k_max - k_min + 1))
     return max(scores, key=lambda k: (scores[k], -k)), scores
 
 
-def assign(pixels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Class (1..k, uint8) of the nearest centroid per pixel row; 0 for rows with NaN. One BLAS product per block."""
-    half_sq = 0.5 * np.einsum("ij,ij->i", centroids, centroids)
-    scores = pixels @ centroids.T  # nearest centroid = argmax(x.c - |c|^2/2)
-    scores -= half_sq
-    labels = np.argmax(scores, axis=1).astype(np.uint8) + 1
-    labels[np.isnan(scores[:, 0])] = CLASS_NODATA
+def assign(bands: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Class (1..k, uint8) of the nearest centroid per pixel column of a (K, n) block; 0 for NaN columns.
+
+    One BLAS product per block: the nearest centroid maximises x.c - |c|^2 / 2.
+    """
+    scores = centroids @ bands
+    scores -= 0.5 * np.einsum("ij,ij->i", centroids, centroids)[:, None]
+    labels = np.argmax(scores, axis=0).astype(np.uint8) + 1
+    labels[np.isnan(scores[0])] = CLASS_NODATA
     return labels
 
 
@@ -90,19 +94,20 @@ def cluster_raster(raster_path: str | os.PathLike, out_path: str | os.PathLike, 
         sample, _, _ = sample_pixels(raster, sample_size, seed, cancel, stage(progress, 0.0, 0.1))
         silhouettes: dict[int, float] = {}
         if k_range is not None:
-            k, silhouettes = choose_k(sample, int(k_range[0]), int(k_range[1]), seed, cancel)
+            k, silhouettes = choose_k(sample, int(k_range[0]), int(k_range[1]), seed, cancel,
+                                      stage(progress, 0.1, 0.5))
         centroids, inertia = fit_kmeans(sample, int(k), seed)
         if progress is not None:
-            progress(0.2)
+            progress(0.55)
         out = OutputRaster(out_path, raster, "uint8", CLASS_NODATA, "k-means class",
                            tags={"GAIR_KMEANS_K": str(k), "GAIR_SEED": str(seed)},
                            class_names=[f"cluster {i}" for i in range(1, k + 1)])
         counts = np.zeros(k + 1, np.int64)
         polygons, polygons_written = 0, False
         try:
-            for window, pixels in scan(raster, block_size, stage(progress, 0.2, 0.9 if polygons_path else 1.0),
+            for window, bands in scan(raster, block_size, stage(progress, 0.55, 0.9 if polygons_path else 1.0),
                                        cancel):
-                labels = assign(pixels, centroids)
+                labels = assign(bands, centroids)
                 counts += np.bincount(labels, minlength=k + 1)
                 out.write(window, labels)
             out.close()

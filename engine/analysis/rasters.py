@@ -108,12 +108,15 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
 
 def scan(raster: EmbeddingRaster, block_size: int | None, progress: Callable[[float], None] | None,
          cancel: Callable[[], bool] | None) -> Iterator[tuple[object, np.ndarray]]:
-    """Yield (window, pixel-major (h*w, K) float32 vectors with NaN rows for nodata) over tile-aligned blocks."""
+    """Yield (window, band-major (K, h*w) float32 block, NaN columns = nodata) over tile-aligned windows.
+
+    Band-major is how GDAL reads fastest; BLAS multiplies it by (m, K) matrices without a transpose.
+    """
     windows = raster.windows(block_size or default_block_size(raster))
     for i, window in enumerate(windows):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
-        yield window, raster.read_pixels(window)
+        yield window, raster.read_block(window).reshape(raster.dims, -1)
         if progress is not None:
             progress((i + 1) / len(windows))
 

@@ -1,8 +1,8 @@
 """Cosine similarity to reference places: a streamed raster scan, top-k peaks, threshold mask; feature ranking.
 
-The scan is a memory-bound matrix-vector product: references are normalised once, pixel blocks are read
-pixel-major (h*w, K) and processed in cache-sized chunks so the dot product and the pixel norm share one trip
-through memory.
+The scan is a memory-bound matrix-vector product: references are normalised once, tile-aligned blocks are read
+band-major (K, h*w) and processed in cache-sized column chunks so the dot product and the pixel norm share one
+trip through memory.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .vectors import (pixel_centres, read_embedding_layer, read_layer, read_pixe
                       world_to_pixel, write_gpkg)
 
 AGGREGATES = ("mean", "max")
-CHUNK_BYTES = 2**19  # pixels per chunk so a chunk stays in L2/L3 between the dot product and the norm
+CHUNK_COLUMNS = 4096  # pixels per chunk: long enough rows for BLAS, small enough to stay in cache for the norm
 
 
 @dataclass
@@ -62,29 +62,28 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def query_matrix(references: np.ndarray, aggregate: str) -> np.ndarray:
-    """(r, K) unit references -> the (K, m) matrix the scan multiplies by: their normalised mean (m=1) or all (max)."""
+    """(r, K) references -> the (m, K) unit rows the scan multiplies by: their normalised mean (m=1) or all (max)."""
     if aggregate not in AGGREGATES:
         raise GAIRError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     refs = unit_rows(references)
-    if aggregate == "mean":
-        refs = unit_rows(refs.mean(axis=0))
-    return np.ascontiguousarray(refs.T)
+    return unit_rows(refs.mean(axis=0)) if aggregate == "mean" else refs
 
 
-def cosine_scan(pixels: np.ndarray, query: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(n, K) float32 C-contiguous pixels x (K, m) unit query -> (n,) max cosine over the m columns (NaN nodata)."""
-    n, k = pixels.shape
+def cosine_scan(bands: np.ndarray, query: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(K, n) float32 band-major pixels x (m, K) unit query rows -> (n,) max cosine over the rows (NaN nodata).
+
+    Column chunks keep the dot product and the pixel norms to one trip through memory for the block.
+    """
+    k, n = bands.shape
     out = np.empty(n, np.float32) if out is None else out
-    chunk = max(64, CHUNK_BYTES // (4 * k))
-    vector_query = query.shape[1] == 1
-    q = query[:, 0].copy() if vector_query else query
-    for start in range(0, n, chunk):
-        x = pixels[start:start + chunk]
-        dots = x @ q if vector_query else (x @ q).max(axis=1)
-        norms = np.einsum("ij,ij->i", x, x)
+    q = np.ascontiguousarray(query[0] if len(query) == 1 else query, dtype=np.float32)
+    for start in range(0, n, CHUNK_COLUMNS):
+        x = bands[:, start:start + CHUNK_COLUMNS]
+        dots = q @ x if q.ndim == 1 else (q @ x).max(axis=0)
+        norms = np.einsum("kn,kn->n", x, x)
         np.sqrt(norms, out=norms)
         np.maximum(norms, 1e-30, out=norms)
-        np.divide(dots, norms, out=out[start:start + chunk])
+        np.divide(dots, norms, out=out[start:start + CHUNK_COLUMNS])
     return out
 
 
@@ -163,8 +162,8 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
         outputs = [o for o in (out, mask) if o is not None]
         try:
             valid = masked = 0
-            for window, pixels in scan(raster, block_size, stage(progress, 0.0, 0.9), cancel):
-                sim = cosine_scan(pixels, query)
+            for window, bands in scan(raster, block_size, stage(progress, 0.0, 0.9), cancel):
+                sim = cosine_scan(bands, query)
                 out.write(window, sim)
                 finite = np.isfinite(sim)
                 valid += int(finite.sum())
@@ -263,7 +262,7 @@ def rank_features(layer_path: str | os.PathLike, out_path: str | os.PathLike, *,
     query = query_matrix(np.concatenate(refs), aggregate)
     valid = np.isfinite(vectors).all(axis=1)
     scores = np.full(len(vectors), np.nan, np.float32)
-    scores[valid] = cosine_scan(np.ascontiguousarray(vectors[valid]), query)
+    scores[valid] = cosine_scan(np.ascontiguousarray(vectors[valid].T), query)
     order = np.argsort(np.where(valid, -scores, np.inf), kind="stable")
     ranks = np.empty(len(order), np.int32)
     ranks[order] = np.arange(1, len(order) + 1)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import QUERY_MODES, GAIRConfig
 from .encoders import LocationEncoder, RSEncoder, SVEncoder
-from .grid import pixel_centres
+from ..grid import pixel_centres, relative_positions
 from .layers import QueryTransformer, sincos_1d, sincos_2d_grid
 from .query import dense_interp, dense_nili, interp_points, nili_points, nili_points_projected
 
@@ -36,18 +36,6 @@ def array_io(method):
         return out.detach().cpu().numpy()
 
     return wrapper
-
-
-def relative_positions(lonlat: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-    """[lon, lat] points inside bbox [lon_min, lat_max, lon_max, lat_min] -> (x from west, y from north), float64.
-
-    Done in float64: in float32, raw degrees over a 0.02-degree crop lose ~1e-3 of the position.
-    """
-    lonlat = np.asarray(lonlat, dtype=np.float64)
-    bbox = np.asarray(bbox, dtype=np.float64)[:, None, :]
-    x = (lonlat[..., 0] - bbox[..., 0]) / (bbox[..., 2] - bbox[..., 0])
-    y = (bbox[..., 1] - lonlat[..., 1]) / (bbox[..., 1] - bbox[..., 3])
-    return np.stack([x, y], axis=-1)
 
 
 class GAIRModel(nn.Module):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grid import AREA_EPS, grid_coords, interp_axis, nili_axis, pixel_centres, taps_matrix
+from ..grid import AREA_EPS, grid_coords, interp_axis, nili_axis, pixel_centres, taps_matrix
 
 
 def token_grid(tokens: torch.Tensor) -> torch.Tensor:
@@ -64,9 +64,15 @@ def nili_points(tokens: torch.Tensor, rel_xy: np.ndarray, imnet: torch.nn.Linear
 
 
 def project_cells(tokens: torch.Tensor, imnet: torch.nn.Linear) -> torch.Tensor:
-    """imnet applied once per cell to its unfolded features, bias included: (B, G, G, D)."""
+    """imnet applied once per cell to its unfolded features, bias included: (B, G, G, D) (a strided view).
+
+    Computed as W (D x 9D) @ unfold (9D x G*G), which reads `F.unfold`'s output in place.
+    """
+    grid = token_grid(tokens)
+    b, d, g, _ = grid.shape
     d9 = imnet.in_features - 2
-    return F.linear(unfold3x3(tokens), imnet.weight[:, :d9], imnet.bias)
+    cols = torch.matmul(imnet.weight[:, :d9], F.unfold(grid, 3, padding=1)) + imnet.bias[:, None]
+    return cols.view(b, -1, g, g).permute(0, 2, 3, 1)
 
 
 def nili_points_projected(tokens: torch.Tensor, rel_xy: np.ndarray, imnet: torch.nn.Linear, convention: str = "released") -> torch.Tensor:
@@ -105,45 +111,51 @@ def interp_points(tokens: torch.Tensor, rel_xy: np.ndarray, mode: str) -> torch.
     return out
 
 
-def _row_pass(taps: torch.Tensor, stacked: torch.Tensor, height: int, width: int, finish) -> torch.Tensor:
-    """out[b, r] = finish(taps[r] @ stacked[b]) in row chunks that stay in cache."""
+def _row_pass(taps: torch.Tensor, stacked: torch.Tensor, height: int, width: int, scale: torch.Tensor | None) -> torch.Tensor:
+    """out[b, r] = (taps[r] @ stacked[b]) * scale[r], in blocks of 64 rows (smaller blocks starve the GEMM)."""
     b, k, _, d = stacked.shape
     out = torch.empty(b, height, width, d, dtype=stacked.dtype, device=stacked.device)
     flat = stacked.reshape(b, k, width * d)
-    step = max(1, (1 << 21) // max(1, width * d))
+    step = 64
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
-        chunk = out[:, r0:r1].view(b, r1 - r0, width * d)
-        torch.matmul(taps[r0:r1], flat, out=chunk)
-        finish(out[:, r0:r1], r0, r1)
+        torch.matmul(taps[r0:r1], flat, out=out[:, r0:r1].view(b, r1 - r0, width * d))
+        if scale is not None:
+            out[:, r0:r1].mul_(scale[r0:r1, :, None])
     return out
 
 
 def dense_nili(tokens: torch.Tensor, height: int, width: int, imnet: torch.nn.Linear, convention: str = "released") -> torch.Tensor:
-    """NILI at every pixel centre of an HxW grid over the crop: (B, H, W, D), equal to `nili_points` there."""
-    cells = project_cells(tokens, imnet)  # (B, G, G, D), rows x cols
-    g = cells.shape[1]
+    """NILI at every pixel centre of an HxW grid over the crop: (B, H, W, D), equal to `nili_points` there.
+
+    With u the opposite-corner area factors, S their sums and e = AREA_EPS, a pixel's value is
+    [sum_rows (u_r T_u + e T_1) + (a_r S_c + 2e b_r) w_row] / (S_r S_c + 4e), where the column pass gives
+    T_u = sum_cols u_c (P + rel_c w_col), T_1 = sum_cols (P + rel_c w_col), a_r = sum u_r rel_r, b_r = sum rel_r.
+    Appending w_col as an extra grid column and w_row as an extra grid row turns all of it into two matmuls
+    ((W x G+1) per grid row, then (H x 2G+2) over rows) and one scaling pass.
+    """
+    cells = project_cells(tokens, imnet)  # (B, G, G, D), bias included (the blend weights sum to one)
+    b, g, _, d = cells.shape
     w_col_rel, w_row_rel = imnet.weight[:, -2], imnet.weight[:, -1]
+    aug = cells.new_zeros(b, g + 1, g + 1, d)
     # c0 follows output columns and c1 output rows in both conventions; legacy reads the grid transposed.
-    grid = cells if convention == "released" else cells.transpose(1, 2)
+    aug[:, :g, :g] = cells if convention == "released" else cells.transpose(1, 2)
+    aug[:, :g, g] = w_col_rel
+    aug[:, g, :g] = w_row_rel
     c0, _ = grid_coords(np.stack([pixel_centres(width), np.zeros(width)], -1), convention)
     _, c1 = grid_coords(np.stack([np.zeros(height), pixel_centres(height)], -1), convention)
     col, row = nili_axis(c0, g), nili_axis(c1, g)
-    # column pass: T_u = sum_v u (P + rel w0), T_1 = sum_v (P + rel w0)
-    area_cols = _as_tensor(taps_matrix(col.index, col.area, g), cells)
-    unit_cols = _as_tensor(taps_matrix(col.index, np.ones_like(col.area), g), cells)
-    t_u = torch.einsum("cj,bijd->bicd", area_cols, grid) + _as_tensor((col.area * col.rel).sum(0), cells)[:, None] * w_col_rel
-    t_1 = torch.einsum("cj,bijd->bicd", unit_cols, grid) + _as_tensor(col.rel.sum(0), cells)[:, None] * w_col_rel
-    stacked = torch.cat([t_u, t_1], dim=1)
-    taps = _as_tensor(np.concatenate([taps_matrix(row.index, row.area, g), AREA_EPS * taps_matrix(row.index, np.ones_like(row.area), g)], axis=1), cells)
-    # row-offset term and the normaliser, per pixel: (S_c * sum u rel + 2e sum rel) w1 and 1 / (S_r S_c + 4e)
-    row_term = _as_tensor(np.outer((row.area * row.rel).sum(0), col.span) + 2 * AREA_EPS * row.rel.sum(0)[:, None], cells)
+    ones = np.ones_like(col.area)
+    col_taps = np.stack([
+        np.hstack([taps_matrix(col.index, col.area, g), (col.area * col.rel).sum(0)[:, None]]),
+        np.hstack([taps_matrix(col.index, ones, g), col.rel.sum(0)[:, None]]),
+    ])
+    stacked = torch.matmul(_as_tensor(col_taps, cells)[None, :, None], aug[:, None])  # (B, 2, G+1, W, D)
+    row_taps = np.hstack([taps_matrix(row.index, row.area, g), (row.area * row.rel).sum(0)[:, None],
+                          AREA_EPS * taps_matrix(row.index, np.ones_like(row.area), g),
+                          AREA_EPS * row.rel.sum(0)[:, None]])
     inv_total = _as_tensor(1.0 / (np.outer(row.span, col.span) + 4 * AREA_EPS), cells)
-
-    def finish(block: torch.Tensor, r0: int, r1: int) -> None:
-        block.add_(row_term[r0:r1, :, None] * w_row_rel).mul_(inv_total[r0:r1, :, None])
-
-    return _row_pass(taps, stacked, height, width, finish)
+    return _row_pass(_as_tensor(row_taps, cells), stacked.flatten(1, 2), height, width, inv_total)
 
 
 def dense_interp(tokens: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
@@ -152,5 +164,5 @@ def dense_interp(tokens: torch.Tensor, height: int, width: int, mode: str) -> to
     g = cells.shape[1]
     ix, wx = interp_axis(2 * pixel_centres(width) - 1, g, mode)
     iy, wy = interp_axis(2 * pixel_centres(height) - 1, g, mode)
-    cols = torch.einsum("cj,bijd->bicd", _as_tensor(taps_matrix(ix, wx, g), cells), cells)
-    return _row_pass(_as_tensor(taps_matrix(iy, wy, g), cells), cols, height, width, lambda *_: None)
+    cols = torch.matmul(_as_tensor(taps_matrix(ix, wx, g), cells), cells)
+    return _row_pass(_as_tensor(taps_matrix(iy, wy, g), cells), cols, height, width, None)

@@ -41,11 +41,12 @@ class BlockBlender:
         self.sum_w[r0 - self.row0:r1 - self.row0, c0 - self.col0:c1 - self.col0] += weight
 
     def result(self, valid: np.ndarray | None = None) -> np.ndarray:
-        """(K, height, width) blended field, NaN where no crop contributed or the input is nodata."""
+        """(K, height, width) blended field, NaN where no crop contributed or the input is nodata.
+
+        Divides the sums in place (no second block-sized buffer), so call it once, last.
+        """
         covered = self.sum_w > 0
         if valid is not None:
             covered &= valid
-        out = np.full((self.sum_wf.shape[2], self.height, self.width), np.nan, dtype=np.float32)
-        rows, cols = np.nonzero(covered)
-        out[:, rows, cols] = (self.sum_wf[rows, cols] / self.sum_w[rows, cols, None]).T
-        return out
+        self.sum_wf /= np.where(covered, self.sum_w, np.nan)[..., None]
+        return self.sum_wf.transpose(2, 0, 1)

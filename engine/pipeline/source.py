@@ -131,10 +131,10 @@ class SourceRaster:
         """(h, w) validity (any model band not nodata) sampled at out_shape pixel centres over an input window."""
         from rasterio.enums import Resampling
 
-        n = len(self.indexes)
-        masks = self.ds.read_masks(self.indexes, window=window, out_shape=(n, *out_shape),
-                                   resampling=Resampling.nearest)
-        return (masks > 0).any(axis=0)
+        valid = np.zeros(out_shape, dtype=bool)
+        for index in self.indexes:  # band by band: one (h, w) mask in memory, not ten
+            valid |= self.ds.read_masks(index, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
+        return valid
 
     def coverage(self, max_side: int = 1024) -> np.ndarray:
         """A coarse (at most max_side pixels a side) validity map of the whole raster, for skipping empty crops."""

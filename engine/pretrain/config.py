@@ -178,19 +178,17 @@ class PretrainConfig:
             raise GAIRError(f"bad [model] overrides {self.model.overrides}: {exc}") from exc
 
 
-def _build(cls, data: dict, where: str):
+def _build(cls, data: dict, where: str = ""):
     if not isinstance(data, dict):
         raise GAIRError(f"[{where}] must be a table, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        name = f"{where}.{key}" if where else key
         if key not in fields:
-            raise GAIRError(f"unknown option {where}.{key}; known: {', '.join(sorted(fields))}")
+            raise GAIRError(f"unknown option {name}; known: {', '.join(sorted(fields))}")
         default = getattr(cls(), key)
-        if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value, f"{where}.{key}")
-        else:
-            kwargs[key] = _coerce(value, default, f"{where}.{key}")
+        kwargs[key] = _build(type(default), value, name) if dataclasses.is_dataclass(default) else _coerce(value, default, name)
     return cls(**kwargs)
 
 
@@ -222,7 +220,7 @@ def config_from_dict(data: dict) -> PretrainConfig:
         overrides = dict(model.pop("overrides", {}))
         overrides.update(model)
         data["model"] = {"preset": preset, "overrides": overrides}
-    return _build(PretrainConfig, data, "config").validate()
+    return _build(PretrainConfig, data).validate()
 
 
 def _parse_value(text: str) -> Any:
@@ -233,19 +231,24 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """`section.key=value` strings into the raw config tree (before validation)."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
+def apply_overrides(data: dict, overrides: list[str], values: dict[str, Any] | None = None) -> dict:
+    """`section.key=value` strings (TOML values) and {dotted key: python value} into the raw config tree."""
+    items = [(item.partition("=")[0], item.partition("=")[2], item) for item in overrides if "=" in item]
+    bad = [item for item in overrides if "=" not in item]
+    if bad:
+        raise GAIRError(f"override {bad[0]!r} must look like section.key=value, e.g. optim.lr=1e-3")
+    typed = [(key, _parse_value(text.strip()), item) for key, text, item in items]
+    typed += [(key, value, key) for key, value in (values or {}).items() if value is not None]
+    for key, value, item in typed:
         parts = key.strip().split(".")
-        if not sep or len(parts) < 2 or not all(parts):
-            raise GAIRError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-3")
+        if len(parts) < 2 or not all(parts):
+            raise GAIRError(f"override {item!r} must name section.key, e.g. optim.lr=1e-3")
         node = data
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise GAIRError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = _parse_value(value.strip())
+        node[parts[-1]] = value
     return data
 
 
@@ -264,10 +267,11 @@ def read_config_file(path: str | Path) -> dict:
         raise GAIRError(f"cannot parse {path}: {exc}") from exc
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
-    """Config file (TOML or YAML; none = defaults) plus `section.key=value` overrides, validated.
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> PretrainConfig:
+    """Config file (TOML or YAML; none = defaults), then `section.key=value` overrides, then typed `values`.
 
     Relative paths are taken from the working directory, as any command-line path.
     """
     data = read_config_file(path) if path else {}
-    return config_from_dict(apply_overrides(data, list(overrides or [])))
+    return config_from_dict(apply_overrides(data, list(overrides or []), values))

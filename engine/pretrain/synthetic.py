@@ -47,6 +47,9 @@ class WorldSpec:
     size_px: int = 768
     patch_sigma_px: float = 5.0
     trend_strength: float = 1.2
+    illumination: float = 0.12  # amplitude of the smooth multiplicative brightness field
+    haze: float = 0.0  # amplitude (DN) of a smooth additive haze, strongest in blue, fading towards SWIR
+    noise: float = 0.02  # relative sensor noise
     n_photos: int = 1500
     n_labels: int = 600
     photo_size: int = 40
@@ -106,12 +109,12 @@ def _textures(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rows, cols = np.mgrid[0:n, 0:n].astype(np.float32)
     parcel = (rows // 16).astype(int) * (n // 16 + 1) + (cols // 16).astype(int)
     angle = rng.uniform(0, np.pi, parcel.max() + 1)[parcel]
-    stripes = np.sin(2 * np.pi * (cols * np.cos(angle) + rows * np.sin(angle)) / 4.0)
+    stripes = np.sin(2 * np.pi * (cols * np.cos(angle) + rows * np.sin(angle)) / 6.0)
     blocks = np.kron(rng.standard_normal((n // 3 + 1, n // 3 + 1)), np.ones((3, 3)))[:n, :n]
     canopy = _smooth_noise(rng, (n, n), 1.5)
     white = rng.standard_normal((n, n))
     calm = _smooth_noise(rng, (n, n), 3.0)
-    amp = np.array([0.03, 0.15, 0.12, 0.05, 0.25], np.float32)
+    amp = np.array([0.03, 0.15, 0.3, 0.05, 0.25], np.float32)
     pattern = np.select([cover == k for k in range(5)], [calm, canopy, stripes, white, blocks])
     return 1.0 + amp[cover] * pattern.astype(np.float32)
 
@@ -119,9 +122,11 @@ def _textures(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def render_s2(cover: np.ndarray, spec: WorldSpec, rng: np.random.Generator) -> np.ndarray:
     """(10, H, W) uint16 DN with a nodata (0) triangle in the south-east corner."""
     n = cover.shape[0]
-    illumination = 1.0 + 0.12 * _smooth_noise(rng, (n, n), 60.0)
+    illumination = 1.0 + spec.illumination * _smooth_noise(rng, (n, n), 60.0)
     signal = SPECTRA[cover].transpose(2, 0, 1) * (_textures(cover, rng) * illumination)[None]
-    noisy = signal * (1.0 + 0.02 * rng.standard_normal(signal.shape, dtype=np.float32))
+    haze = np.maximum(spec.haze * (1.0 + _smooth_noise(rng, (n, n), 40.0)), 0.0)
+    signal += np.linspace(1.0, 0.1, len(S2_BANDS), dtype=np.float32)[:, None, None] * haze[None]
+    noisy = signal * (1.0 + spec.noise * rng.standard_normal(signal.shape, dtype=np.float32))
     dn = np.clip(noisy, 1, 10000).astype(np.uint16)
     side = int(spec.nodata_corner * n)
     if side:

@@ -76,15 +76,13 @@ def load_croma(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     return notes
 
 
-def load_geoclip(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Map GeoCLIP's `LocEnc{i}.capsule.*` into our capsules; start fresh heads. Returns notes."""
-    encoder = model.location_encoder
+def load_geoclip(encoder: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Map GeoCLIP's `LocEnc{i}.capsule.*` into a location encoder's capsules; start fresh heads. Returns notes."""
     capsules = [name for name, _ in encoder.named_children()]
     ours = encoder.state_dict()
     mapped = {}
     for name in capsules:
-        keys = [k for k in ours if k.startswith(f"{name}.capsule.")]
-        for key in keys:
+        for key in (k for k in ours if k.startswith(f"{name}.capsule.")):
             if key not in state:
                 raise GAIRError(f"GeoCLIP weights lack {key}; give geoclip/model/weights/location_encoder_weights.pth "
                                 "(scripts/fetch_geoclip_weights.py extracts it)")
@@ -98,12 +96,14 @@ def load_geoclip(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
                         "set model loc_sigmas to GeoCLIP's (1, 16, 256)")
     ours.update(mapped)
     encoder.load_state_dict(ours)
+    widths = set()
     for name in capsules:
         for layer in getattr(encoder, name).head:
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
-    return [f"GeoCLIP: mapped {len(mapped)} capsule tensors ({len(capsules)} scales); new "
-            f"{model.config.embed_dim}-wide heads (GeoCLIP's are 512)"]
+                widths.add(layer.out_features)
+    return [f"GeoCLIP: mapped {len(mapped)} capsule tensors ({len(capsules)} scales); new {sorted(widths)}-wide heads "
+            "(GeoCLIP's are 512)"]
 
 
 def build_start(cfg: PretrainConfig):
@@ -127,7 +127,7 @@ def build_start(cfg: PretrainConfig):
     if cfg.init.croma:
         report.notes += load_croma(model, croma_state(_load_pickle(cfg.init.croma)))
     if cfg.init.geoclip:
-        report.notes += load_geoclip(model, _load_pickle(cfg.init.geoclip))
+        report.notes += load_geoclip(model.location_encoder, _load_pickle(cfg.init.geoclip))
     refresh_fingerprint(model)
     return model.train(), report
 

@@ -138,10 +138,9 @@ class SimilarityController(QObject):
         path = source.source().split("|")[0]
         bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
         out = os.path.join(self.workdir, f"embedding_{uuid.uuid4().hex[:8]}.tif")
-        crs_wkt = source.crs().toWkt()
 
         def work(progress, cancel):
-            return run_embed_raster(path, out, bounds=bounds, bounds_crs=crs_wkt, model_path=model_path,
+            return run_embed_raster(path, out, bounds=bounds, model=model_path,
                                     progress=progress, cancel=cancel)
 
         self._start(EngineTask("GAIR embed visible extent", work, self._embed_done))

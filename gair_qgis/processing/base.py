@@ -2,11 +2,9 @@
 from parameters or settings, user-facing validation, layer-to-path materialisation and output clean-up."""
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
@@ -52,7 +50,7 @@ class EngineBridge:
 
 
 class GAIRAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses set NAME, DISPLAY, GROUP, HELP and implement initAlgorithm, `validate` and `run`."""
+    """Subclasses set NAME, DISPLAY, GROUP, HELP and implement initAlgorithm, `validate` and `run_engine`."""
 
     NAME = ""
     DISPLAY = ""
@@ -99,6 +97,11 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(param)
 
+    def add_embedded_count_output(self) -> None:
+        from qgis.core import QgsProcessingOutputNumber
+
+        self.addOutput(QgsProcessingOutputNumber("EMBEDDED", self.tr("Features embedded")))
+
     def load_model(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback):
         from ..settings import load_model
 
@@ -127,7 +130,12 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         if not ok:
             return ok, message
         try:
-            problem = self.validate(parameters, context)
+            problem = None
+            if self.parameterDefinition(self.MODEL) is not None:
+                from ..settings import model_problem
+
+                problem = model_problem(self.parameterAsFile(parameters, self.MODEL, context))
+            problem = problem or self.validate(parameters, context)
         except QgsProcessingException as exc:
             problem = str(exc)
         except Exception as exc:  # engine.GAIRError and friends: show the user-facing text
@@ -149,7 +157,7 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
 
         self._outputs_written = []
         try:
-            result = self.run(parameters, context, feedback, EngineBridge(feedback))
+            result = self.run_engine(parameters, context, feedback, EngineBridge(feedback))
             if feedback.isCanceled():
                 raise engine.Cancelled("cancelled")
             return result
@@ -167,17 +175,23 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
             self._remove_outputs()
             raise
 
-    def run(self, parameters, context, feedback, bridge: EngineBridge) -> dict:
-        raise QgsProcessingException(f"{type(self).__name__}.run is missing")
+    def run_engine(self, parameters, context, feedback, bridge: EngineBridge) -> dict:
+        raise QgsProcessingException(f"{type(self).__name__}.run_engine is missing")
+
+    def finish_layer_result(self, result, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        """Report an engine.pipeline LayerResult (per-feature embeddings) and hand its GeoPackage to Processing."""
+        from .outputs import finish_output
+
+        path = self.track_output(str(result.path))
+        (feedback.pushWarning if result.problems else feedback.pushInfo)(result.summary())
+        finish_output(context, path, "GAIR embeddings", "OUTPUT")
+        return {"OUTPUT": path, "EMBEDDED": result.embedded}
 
     def _remove_outputs(self) -> None:
+        from .outputs import remove_file_set
+
         for path in self._outputs_written:
-            for candidate in (path, os.path.splitext(path)[0] + ".qml", path + ".aux.xml"):
-                if os.path.isfile(candidate):
-                    try:
-                        os.remove(candidate)
-                    except OSError:
-                        pass
+            remove_file_set(path)
         self._outputs_written = []
 
 
@@ -191,4 +205,12 @@ def raster_layer_path(layer: QgsRasterLayer) -> str:
     return layer.source().split("|")[0]
 
 
-TEMPORARY_OUTPUT = QgsProcessing.TEMPORARY_OUTPUT
+def require_embedding_raster(layer: QgsRasterLayer | None) -> str | None:
+    """None when `layer` is a GAIR embedding raster, else what to do about it."""
+    from ..layers import raster_tag
+
+    if layer is None:
+        return "Choose an embedding raster."
+    if layer.providerType() != "gdal" or not raster_tag(raster_layer_path(layer), "GAIR_SPACE"):
+        return f"'{layer.name()}' is not a GAIR embedding raster; create one with Embed raster first."
+    return None

@@ -19,6 +19,9 @@ from gair_qgis.processing.base import EngineBridge
 
 
 def test_plugin_registers_and_unregisters_provider(qgis_iface, qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("gair") is not None:  # registered by another test's fixture
+        registry.removeProvider("gair")
     plugin = gair_qgis.classFactory(qgis_iface)
     plugin.initGui()
     try:

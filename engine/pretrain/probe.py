@@ -1,0 +1,69 @@
+"""Linear probe of localized embeddings at labelled points: how much land cover a model's embedding space holds.
+
+Each labelled point gets a crop that contains it at a random offset (as in pretraining); its embedding is the
+model's query at the point (NILI etc.) or the crop mean. A standardised logistic regression is fitted on one half
+of the points and scored on the other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import GAIRError
+from .data import PretrainDataset
+from .manifest import Sample, read_manifest
+
+
+@dataclass
+class ProbeResult:
+    accuracy: float
+    n_train: int
+    n_test: int
+    classes: int
+
+
+def label_samples(rasters: list[str | Path], points: list[dict], out_manifest: str | Path, ground_m: float,
+                  seed: int = 1) -> list[Sample]:
+    """Plan crops around label points (no photos) and return them as samples; labels come from the points."""
+    from .build_dataset import build_manifest
+
+    build_manifest(rasters, points, out_manifest, ground_m, seed=seed, require_photos=False)
+    return read_manifest(out_manifest, require_photos=False)
+
+
+@torch.no_grad()
+def point_embeddings(model, samples: list[Sample], mode: str = "nili", batch_size: int = 64) -> np.ndarray:
+    """(N, D) embedding of each sample's crop at its query point; mode "mean" = the crop mean."""
+    from .objective import localized
+
+    dataset = PretrainDataset(samples, model.config, train=False, photos=False)
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        rs = torch.stack([it["rs"] for it in items]).to(model.device, model.dtype)
+        rel = torch.stack([it["rel_xy"] for it in items])
+        out.append(localized(model, model.rs_tokens(rs), rel, mode).float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out)
+
+
+def linear_probe(features: np.ndarray, labels: list[str] | np.ndarray, seed: int = 0, train_fraction: float = 0.5) -> ProbeResult:
+    """Accuracy of a standardised logistic regression on a stratified held-out split."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise GAIRError("the probe needs at least two classes among the labelled points")
+    x_train, x_test, y_train, y_test = train_test_split(features, labels, train_size=train_fraction, random_state=seed,
+                                                        stratify=labels)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    clf.fit(x_train, y_train)
+    return ProbeResult(float(clf.score(x_test, y_test)), len(y_train), len(y_test), len(np.unique(labels)))

@@ -1,0 +1,122 @@
+"""Benchmark the analysis scans against this machine's memory read bandwidth, measured in the same run.
+
+Prints a table, then `RESULT similarity_vs_membw=<fraction> kmeans_mpix_per_s=<x>` as the last line:
+- memory bandwidth: numpy sum over a 1 GiB float32 array (one thread, best of 5);
+- similarity scan: `cosine_scan` over the raster's tile-aligned blocks already in memory (one BLAS thread),
+  as pixels/s and GB/s, for a 64-dim and a 768-dim embedding raster; similarity_vs_membw is the lower of the
+  two fractions (target >= 0.5). The end-to-end `similarity_search` (GeoTIFF read + scan + output + peaks)
+  is printed too;
+- k-means apply: end-to-end `cluster_raster` apply stage (read, assign, write) on the 64-dim raster, Mpix/s.
+
+Usage: python scripts/bench_analysis.py [--side64 1024] [--side768 384]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.analysis import cluster_raster, similarity_search  # noqa: E402
+from engine.analysis.rasters import scan  # noqa: E402
+from engine.analysis.similarity import cosine_scan, query_matrix  # noqa: E402
+from engine.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter  # noqa: E402
+
+
+def memory_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
+    """Bytes/s of a single-threaded numpy sum over a large float32 array (a pure streaming read)."""
+    array = np.ones(int(gib * 2**30) // 4, np.float32)
+    array.sum()
+    best = min(_timed(array.sum) for _ in range(repeats))
+    return array.nbytes / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def make_raster(path: Path, dims: int, side: int, seed: int = 0) -> Path:
+    """Random embeddings with a smooth component, written with the project's writer (default layout)."""
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(seed)
+    with EmbeddingRasterWriter(path, width=side, height=side, crs="EPSG:32633",
+                               transform=from_origin(500000, 4200000, 10, 10), dims=dims, model="bench") as writer:
+        for row in range(0, side, 256):
+            h = min(256, side - row)
+            writer.write(Window(0, row, side, h), rng.normal(size=(dims, h, side)).astype(np.float32))
+    return path
+
+
+def bench_similarity(path: Path, out_dir: Path, membw: float) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    with EmbeddingRaster.open(path) as raster:
+        blocks = [bands for _, bands in scan(raster, None, None, None)]
+        dims, pixels = raster.dims, raster.width * raster.height
+        query = query_matrix(np.random.default_rng(1).normal(size=(1, dims)), "mean")
+    nbytes = sum(b.nbytes for b in blocks)
+    outs = [np.empty(b.shape[1], np.float32) for b in blocks]
+    with threadpool_limits(1):
+        kernel = min(_timed(lambda: [cosine_scan(b, query, o) for b, o in zip(blocks, outs)]) for _ in range(3))
+    del blocks
+    x, y = 500000 + 5 * 10 + 5, 4200000 - 5 * 10 - 5
+    similarity_search(path, out_dir / "sim.tif", points=[(x, y)], top_k=10)  # warm the page cache
+    end_to_end = min(_timed(lambda: similarity_search(path, out_dir / "sim.tif", points=[(x, y)], top_k=10))
+                     for _ in range(2))
+    return dict(dims=dims, pixels=pixels, gb=nbytes / 1e9, kernel_pix_s=pixels / kernel, kernel_gb_s=nbytes / kernel / 1e9,
+                fraction=nbytes / kernel / membw, e2e_pix_s=pixels / end_to_end, e2e_gb_s=nbytes / end_to_end / 1e9)
+
+
+def bench_kmeans(path: Path, out_dir: Path, k: int = 8) -> dict:
+    marks: dict[str, float] = {}
+
+    def progress(fraction: float) -> None:
+        if fraction >= 0.55 and "apply" not in marks:  # cluster_raster reports 0.55 when fitting is done
+            marks["apply"] = time.perf_counter()
+
+    cluster_raster(path, out_dir / "warm.tif", k=k, sample_size=20000)
+    result = cluster_raster(path, out_dir / "clusters.tif", k=k, sample_size=20000, progress=progress)
+    apply_s = time.perf_counter() - marks["apply"]
+    pixels = sum(result.counts)
+    return dict(k=k, pixels=pixels, total_s=result.seconds, apply_s=apply_s, mpix_s=pixels / apply_s / 1e6)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side64", type=int, default=1024, help="side in pixels of the 64-dim raster")
+    parser.add_argument("--side768", type=int, default=384, help="side in pixels of the 768-dim raster")
+    args = parser.parse_args()
+    membw = memory_bandwidth()
+    print(f"memory read bandwidth (numpy sum, 1 thread): {membw / 1e9:.2f} GB/s")
+    with tempfile.TemporaryDirectory(prefix="gair-bench-") as folder:
+        folder = Path(folder)
+        rows = []
+        for dims, side in ((64, args.side64), (768, args.side768)):
+            path = make_raster(folder / f"emb{dims}.tif", dims, side)
+            rows.append(bench_similarity(path, folder, membw))
+            if dims == 64:
+                km = bench_kmeans(path, folder)
+            path.unlink()
+    print(f"{'dims':>5} {'pixels':>9} {'GB':>6} | {'scan Mpix/s':>11} {'scan GB/s':>9} {'vs membw':>8} | "
+          f"{'end-to-end Mpix/s':>17} {'GB/s':>6}")
+    for r in rows:
+        print(f"{r['dims']:>5} {r['pixels']:>9} {r['gb']:>6.2f} | {r['kernel_pix_s'] / 1e6:>11.2f} "
+              f"{r['kernel_gb_s']:>9.2f} {r['fraction']:>8.2f} | {r['e2e_pix_s'] / 1e6:>17.2f} {r['e2e_gb_s']:>6.2f}")
+    print(f"k-means (k={km['k']}, 64 dims) apply: {km['pixels']} pixels in {km['apply_s']:.2f}s "
+          f"= {km['mpix_s']:.2f} Mpix/s end-to-end (read, assign, write); whole cluster_raster {km['total_s']:.2f}s")
+    fraction = min(r["fraction"] for r in rows)
+    print(f"RESULT similarity_vs_membw={fraction:.3f} kmeans_mpix_per_s={km['mpix_s']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Throughput and memory of the embedding pipeline with the official-size model (random weights), in one run.
+
+Prints a table and, last, `RESULT km2_per_min=<x> encoder_vs_sgemm=<x> onnx_vs_torch=<speedup> rss_4x_vs_1x=<x>`:
+  km2_per_min       end-to-end embed_raster over a synthetic 10 m Sentinel-2 raster (the 4x run), --dims output
+  encoder_vs_sgemm  RS encoder GFLOP/s (analytic FLOPs) over this machine's float32 matmul GFLOP/s
+  onnx_vs_torch     RS encoder time with torch / with onnxruntime (> 1: onnxruntime faster)
+  rss_4x_vs_1x      peak RSS of embed_raster on 4x the pixels over 1x (each in a fresh process)
+
+    python scripts/bench_embed.py [--side 1024] [--dims 32] [--batch 8] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def encoder_flops(cfg) -> float:
+    """Multiply-adds x 2 of one RS crop through the encoder (patch embedding, attention and MLP matmuls)."""
+    n, d = cfg.rs_tokens, cfg.embed_dim
+    patch = 2 * n * cfg.rs_channels * cfg.rs_patch_size**2 * d
+    per_layer = 2 * n * d * d * (3 + 1 + 2 * cfg.rs_mlp_ratio) + 2 * 2 * n * n * d
+    return patch + cfg.rs_depth * per_layer
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def matmul_and_encoder(model, batch: int, rounds: int = 4, size: int = 2048) -> tuple[float, float]:
+    """Best-of-`rounds` seconds of a size^3 float32 matmul and of one RS encoder batch, measured in turns so
+    load from other processes on a shared machine hits both alike."""
+    import torch
+
+    cfg = model.config
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    x = np.random.default_rng(0).random((batch, cfg.rs_channels, cfg.rs_input_size, cfg.rs_input_size),
+                                        dtype=np.float32)
+    t_mm, t_enc = [], []
+    for _ in range(rounds):
+        t_mm.append(best_time(lambda: torch.matmul(a, b), 2))
+        t_enc.append(best_time(lambda: model.rs_tokens(x), 1))
+    return min(t_mm), min(t_enc)
+
+
+def measure_encoders(args, tmp: Path) -> tuple[list, float, float]:
+    """Table rows, encoder/sgemm and torch/onnxruntime time ratios; saves the model's bundle in tmp for the runs."""
+    import torch
+
+    import engine
+    from engine.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = engine.GAIRModel(engine.GAIRConfig()).eval()
+    flops = encoder_flops(model.config)
+    t_mm, t_torch = matmul_and_encoder(model, args.batch)
+    sgemm, enc = 2 * 2048**3 / t_mm / 1e9, flops * args.batch / t_torch / 1e9
+    args.bundle = engine.save_bundle(model, tmp / "bundle")
+    onnx = engine.load_model(export_onnx(args.bundle, tmp / "onnx", check=False), backend="onnx", device="cpu")
+    x = np.random.default_rng(0).random((args.batch, 10, 96, 96), dtype=np.float32)
+    t_onnx = best_time(lambda: onnx.rs_tokens(x), 3)
+    rows = [("float32 matmul 2048^3 (torch)", f"{sgemm:.1f} GFLOP/s"),
+            ("RS encoder FLOPs per crop", f"{flops / 1e9:.2f} GFLOP"),
+            (f"RS encoder torch (batch {args.batch})", f"{args.batch / t_torch:.2f} crops/s, {enc:.1f} GFLOP/s"),
+            ("encoder / sgemm", f"{enc / sgemm:.2f}"),
+            (f"RS encoder onnxruntime (batch {args.batch})",
+             f"{args.batch / t_onnx:.2f} crops/s, {flops * args.batch / t_onnx / 1e9:.1f} GFLOP/s"),
+            ("onnxruntime speed-up over torch", f"{t_torch / t_onnx:.2f}x")]
+    return rows, enc / sgemm, t_torch / t_onnx
+
+
+def write_raster(path: Path, side: int, seed: int = 0) -> None:
+    """Smooth random 12-band L2A-like uint16 raster at 10 m (UTM), band descriptions set."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from engine.config import S2_MEAN, S2_STD
+    from engine.pipeline.bands import L2A_12
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((3, side // 16 + 2, side // 16 + 2)).astype(np.float32)
+    base = np.kron(coarse, np.ones((16, 16), np.float32))[:, :side, :side]
+    base += 0.3 * rng.standard_normal(base.shape).astype(np.float32)
+    picks = [1, 2, 3, 4, 5, 6, 7, 8, 10, 11]
+    mean = np.interp(np.arange(12), picks, S2_MEAN)[:, None, None].astype(np.float32)
+    std = np.interp(np.arange(12), picks, S2_STD)[:, None, None].astype(np.float32)
+    mix = rng.standard_normal((12, 3)).astype(np.float32) / np.sqrt(3)
+    profile = dict(driver="GTiff", width=side, height=side, count=12, dtype="uint16", crs="EPSG:32633", nodata=0,
+                   transform=from_origin(500000, 4500000, 10, 10), tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate")
+    with rasterio.open(path, "w", **profile) as ds:
+        for i, name in enumerate(L2A_12):
+            band = mean[i] + 0.8 * std[i] * np.tensordot(mix[i], base, axes=1)
+            ds.write(np.clip(band, 1, 10000).astype(np.uint16), i + 1)
+            ds.set_band_description(i + 1, name)
+
+
+def child(args) -> None:
+    """One embed_raster run in this fresh process; prints JSON with its time and peak RSS."""
+    import torch
+
+    import engine
+    from engine.pipeline import embed_raster
+
+    torch.set_num_threads(args.threads)
+    model = engine.load_model(args.bundle, device="cpu")
+    t = time.perf_counter()
+    embed_raster(args.raster, args.out, model, dims=args.dims, batch_size=args.batch, quicklook=False)
+    seconds = time.perf_counter() - t
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    print(json.dumps({"seconds": seconds, "rss_mb": hwm / 1024}))
+
+
+def run_child(args, raster: Path, out: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--bundle", str(args.bundle), "--raster", str(raster),
+           "--out", str(out), "--dims", str(args.dims), "--batch", str(args.batch), "--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"child failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--side", type=int, default=1024, help="side of the 4x raster in 10 m pixels")
+    parser.add_argument("--dims", type=int, default=32, help="output dims (PCA) of the end-to-end runs")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--raster", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="gair-bench-") as tmp:
+        tmp = Path(tmp)
+        rows, encoder_ratio, onnx_speedup = measure_encoders(args, tmp)
+        runs = {}
+        for label, side in (("1x", args.side // 2), ("4x", args.side)):
+            raster = tmp / f"s2_{side}.tif"
+            write_raster(raster, side)
+            runs[label] = run_child(args, raster, tmp / f"out_{side}.tif")
+            km2 = (side * 10 / 1000) ** 2
+            runs[label]["km2"] = km2
+            rows.append((f"embed_raster {side}x{side} px ({km2:.1f} km2, dims {args.dims})",
+                         f"{runs[label]['seconds']:.1f} s, {km2 / runs[label]['seconds'] * 60:.2f} km2/min, "
+                         f"peak RSS {runs[label]['rss_mb']:.0f} MB"))
+    km2_per_min = runs["4x"]["km2"] / runs["4x"]["seconds"] * 60
+    rss_ratio = runs["4x"]["rss_mb"] / runs["1x"]["rss_mb"]
+    rows.append(("peak RSS 4x / 1x", f"{rss_ratio:.3f}"))
+
+    width = max(len(name) for name, _ in rows)
+    print(f"threads {args.threads}, torch {torch.__version__}, batch {args.batch}")
+    for name, value in rows:
+        print(f"| {name.ljust(width)} | {value} |")
+    print(f"RESULT km2_per_min={km2_per_min:.3f} encoder_vs_sgemm={encoder_ratio:.3f} "
+          f"onnx_vs_torch={onnx_speedup:.3f} rss_4x_vs_1x={rss_ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Fixtures for the plugin tests: a tiny random GAIR bundle set as the plugin's model, a sample Sentinel-2 raster,
+and its embedding raster (made once by the engine so analysis algorithms have input)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    import torch
+
+    import engine
+
+    torch.manual_seed(0)
+    return engine.save_bundle(engine.GAIRModel(engine.GAIRConfig.tiny()), tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def gair_settings(qgis_app, tiny_bundle):
+    """The plugin's settings point at the tiny bundle on the CPU (as a user would set them)."""
+    from gair_qgis.settings import GAIRSettings, clear_model_cache
+
+    old = GAIRSettings.load()
+    GAIRSettings(str(tiny_bundle), "torch", "cpu").save()
+    clear_model_cache()
+    yield GAIRSettings.load()
+    old.save()
+    clear_model_cache()
+
+
+@pytest.fixture(scope="session")
+def sample_raster(examples, tmp_path_factory) -> Path:
+    """Detroit's 12-band L2A crop (EPSG:4326), copied so tests never write beside the shared file."""
+    row = next(r for r in examples if r["id"] == "detroit")
+    target = tmp_path_factory.mktemp("samples") / "detroit_rs.tif"
+    shutil.copy(row["rs_path"], target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def sample_embedding(sample_raster, tiny_bundle, tmp_path_factory) -> Path:
+    import engine
+
+    out = tmp_path_factory.mktemp("embedding") / "detroit_gair.tif"
+    return Path(engine.embed_raster(sample_raster, out, str(tiny_bundle)))
+
+
+_PROVIDERS: list = []  # the registry does not own Python providers: keep them alive for the session
+
+
+@pytest.fixture
+def gair_provider(qgis_processing, gair_settings):
+    """The `gair` provider registered in the Processing registry (as initProcessing does)."""
+    from qgis.core import QgsApplication
+
+    from gair_qgis.processing.provider import GAIRProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("gair")
+    if provider is None:
+        provider = GAIRProvider()
+        _PROVIDERS.append(provider)
+        registry.addProvider(provider)
+    return provider

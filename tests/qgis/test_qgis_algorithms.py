@@ -1,0 +1,291 @@
+"""Every GAIR algorithm through processing.run on the shared samples: outputs exist, are georeferenced in the
+right CRS, are styled and hold sane values; memory layers in other CRSs work; cancel leaves nothing; bad inputs
+give the algorithm's own message."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import processing
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsPalettedRasterRenderer,
+    QgsPointXY,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsSingleBandPseudoColorRenderer,
+    QgsVectorLayer,
+)
+
+UTM17N = QgsCoordinateReferenceSystem("EPSG:32617")  # Detroit's UTM zone; the sample raster is EPSG:4326
+EXPECTED = {
+    "embeddings": {"embed_raster", "embed_features", "embed_photos", "embed_locations"},
+    "analysis": {"cluster_embeddings", "similarity_search", "train_classifier", "apply_classifier",
+                 "train_regressor"},
+    "model": {"convert_model", "export_onnx"},
+}
+
+
+def read(path) -> np.ndarray:
+    """All bands (rasterio: the system GDAL's numpy bridge is built for another numpy)."""
+    import rasterio
+
+    with rasterio.open(path) as dataset:
+        return dataset.read()
+
+
+def layer_of(path) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), "out", "gdal")
+    assert layer.isValid(), path
+    return layer
+
+
+def memory_points(crs: QgsCoordinateReferenceSystem, extent_4326, count: int, fields: str, values,
+                  seed: int = 0) -> QgsVectorLayer:
+    """A memory layer of `count` points inside `extent_4326`, stored in `crs`; values(x, y) -> attribute list."""
+    layer = QgsVectorLayer(f"Point?crs={crs.authid()}&{fields}", "points", "memory")
+    to_crs = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"), crs, QgsProject.instance())
+    rng = random.Random(seed)
+    features = []
+    for _ in range(count):
+        x = extent_4326.xMinimum() + (0.1 + 0.8 * rng.random()) * extent_4326.width()
+        y = extent_4326.yMinimum() + (0.1 + 0.8 * rng.random()) * extent_4326.height()
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPointXY(to_crs.transform(QgsPointXY(x, y))))
+        feature.setAttributes(values(x, y))
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+@pytest.fixture(scope="module")
+def embedding_extent(sample_embedding):
+    return layer_of(sample_embedding).extent()
+
+
+@pytest.fixture
+def labels(embedding_extent):
+    """30 points in UTM (not the raster's CRS) in a memory layer: class by side of the scene, value = x."""
+    centre = embedding_extent.center().x()
+    return memory_points(UTM17N, embedding_extent, 30, "field=cls:string&field=value:double",
+                         lambda x, y: ["east" if x > centre else "west", (x - centre) * 1e4])
+
+
+def test_provider_groups_and_help(gair_provider):
+    found = {}
+    for alg in gair_provider.algorithms():
+        found.setdefault(alg.groupId(), set()).add(alg.name())
+        assert len(alg.shortHelpString()) > 150, alg.id()
+    assert found == EXPECTED
+
+
+def test_embed_raster_extent_in_another_crs_int16_pca(gair_provider, sample_raster, tmp_path):
+    source = layer_of(sample_raster)
+    full = source.extent()
+    west_half = QgsGeometry.fromRect(full).boundingBox()
+    west_half.setXMaximum(full.center().x())
+    west_half.setYMinimum(full.center().y())
+    utm = QgsCoordinateTransform(source.crs(), UTM17N, QgsProject.instance()).transformBoundingBox(west_half)
+    extent = f"{utm.xMinimum()},{utm.xMaximum()},{utm.yMinimum()},{utm.yMaximum()} [EPSG:32617]"
+    # the UTM box, back in the raster's CRS and cut to the raster, is what must be embedded
+    wanted = QgsCoordinateTransform(UTM17N, source.crs(), QgsProject.instance()).transformBoundingBox(utm)
+    wanted = wanted.intersect(full)
+    out = tmp_path / "west.tif"
+    result = processing.run("gair:embed_raster", {"INPUT": source, "EXTENT": extent, "DIMS": 4, "DTYPE": 1,
+                                                  "OUTPUT": str(out)})
+    assert result["OUTPUT"] == str(out)
+    embedding = layer_of(out)
+    assert embedding.crs() == source.crs() and embedding.bandCount() == 4
+    pixel = source.rasterUnitsPerPixelX()
+    got = embedding.extent()
+    for side in ("xMinimum", "xMaximum", "yMinimum", "yMaximum"):
+        assert getattr(got, side)() == pytest.approx(getattr(wanted, side)(), abs=1.01 * pixel), side
+    assert got.width() < 0.7 * full.width() and got.height() < 0.7 * full.height()
+    dataset = gdal.Open(str(out))
+    assert dataset.GetMetadataItem("GAIR_DIMS") == "4" and dataset.GetRasterBand(1).DataType == gdal.GDT_Int16
+    assert dataset.GetRasterBand(1).GetDescription() == "gair_000"
+    assert (tmp_path / "west.pca.npz").is_file()
+    values = read(out).astype(np.float64) * dataset.GetRasterBand(1).GetScale()
+    assert np.isfinite(values).all() and values.std() > 0
+    quicklook = layer_of(result["QUICKLOOK"])
+    assert quicklook.crs() == source.crs()
+    assert quicklook.extent().contains(embedding.extent().center())
+    assert abs(quicklook.extent().width() - embedding.extent().width()) < 0.05 * embedding.extent().width()
+
+
+def test_cluster_gives_paletted_classes_and_polygons(gair_provider, sample_embedding, tmp_path):
+    result = processing.run("gair:cluster_embeddings", {"INPUT": str(sample_embedding), "K": 3,
+                                                        "OUTPUT": str(tmp_path / "c.tif"),
+                                                        "POLYGONS": str(tmp_path / "c.gpkg")})
+    classes = layer_of(result["OUTPUT"])
+    assert classes.crs().authid() == "EPSG:4326" and classes.extent() == layer_of(sample_embedding).extent()
+    assert isinstance(classes.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in classes.renderer().classes()] == ["cluster 1", "cluster 2", "cluster 3"]
+    values = read(result["OUTPUT"])
+    assert set(np.unique(values)) <= {0, 1, 2, 3} and len(set(np.unique(values)) - {0}) == 3
+    polygons = QgsVectorLayer(result["POLYGONS"], "p", "ogr")
+    assert polygons.featureCount() > 0 and polygons.crs().authid() == "EPSG:4326"
+    assert polygons.renderer().type() == "categorizedSymbol"
+    assert result["K"] == 3
+
+
+def test_similarity_with_memory_reference_layer_in_utm(gair_provider, sample_embedding, embedding_extent,
+                                                       tmp_path):
+    reference = memory_points(UTM17N, embedding_extent, 1, "field=id:integer", lambda x, y: [1])
+    result = processing.run("gair:similarity_search", {
+        "INPUT": str(sample_embedding), "REFERENCE_LAYER": reference, "TOP_K": 4, "THRESHOLD": 0.9,
+        "OUTPUT": str(tmp_path / "s.tif"), "TOP_K_OUTPUT": str(tmp_path / "top.gpkg"), "MASK": str(tmp_path / "m.tif")})
+    similarity = layer_of(result["OUTPUT"])
+    assert similarity.crs().authid() == "EPSG:4326"
+    assert isinstance(similarity.renderer(), QgsSingleBandPseudoColorRenderer)
+    values = read(result["OUTPUT"])[0]
+    assert np.nanmax(values) == pytest.approx(1.0, abs=1e-5) and np.nanmin(values) >= -1.0 - 1e-6
+    point_4326 = QgsCoordinateTransform(UTM17N, similarity.crs(), QgsProject.instance()).transform(
+        next(reference.getFeatures()).geometry().asPoint())
+    assert similarity.dataProvider().sample(point_4326, 1)[0] == pytest.approx(1.0, abs=1e-5)
+    top = QgsVectorLayer(result["TOP_K_OUTPUT"], "top", "ogr")
+    ranked = sorted(top.getFeatures(), key=lambda f: f["rank"])
+    assert [f["rank"] for f in ranked] == [1, 2, 3, 4]
+    assert [f["score"] for f in ranked] == sorted((f["score"] for f in ranked), reverse=True)
+    assert top.crs().authid() == "EPSG:4326" and top.renderer().symbol().symbolLayer(0).properties()["name"] == "star"
+    mask = read(result["MASK"])[0]
+    assert set(np.unique(mask)) <= {0, 1, 255} and (mask == 1).sum() == (values >= 0.9).sum()
+
+
+def test_train_apply_classifier_and_regressor(gair_provider, sample_embedding, labels, tmp_path):
+    result = processing.run("gair:train_classifier", {
+        "INPUT": str(sample_embedding), "LABELS": labels, "FIELD": "cls", "METHOD": 0, "FOLDS": 3,
+        "MODEL_OUTPUT": str(tmp_path / "m.joblib"), "REPORT": str(tmp_path / "report.html"),
+        "OUTPUT": str(tmp_path / "cls.tif"), "CONFIDENCE": str(tmp_path / "conf.tif")})
+    classes = layer_of(result["OUTPUT"])
+    assert classes.crs().authid() == "EPSG:4326"
+    assert [c.label for c in classes.renderer().classes()] == ["east", "west"]
+    predicted = read(result["OUTPUT"])[0]
+    assert set(np.unique(predicted)) == {1, 2}
+    confidence = read(result["CONFIDENCE"])[0]
+    assert np.nanmin(confidence) >= 0.5 - 1e-6 and np.nanmax(confidence) <= 1.0 + 1e-6  # two classes
+    assert isinstance(layer_of(result["CONFIDENCE"]).renderer(), QgsSingleBandPseudoColorRenderer)
+    assert 0.0 <= result["ACCURACY"] <= 1.0
+    report = (tmp_path / "report.html").read_text().lower()
+    assert "accuracy" in report and "<td>east</td>" in report and "<td>west</td>" in report
+
+    applied = processing.run("gair:apply_classifier", {"INPUT": str(sample_embedding),
+                                                       "CLASSIFIER": result["MODEL_OUTPUT"],
+                                                       "OUTPUT": str(tmp_path / "again.tif")})
+    np.testing.assert_array_equal(read(applied["OUTPUT"])[0], predicted)
+    assert isinstance(layer_of(applied["OUTPUT"]).renderer(), QgsPalettedRasterRenderer)
+
+    regression = processing.run("gair:train_regressor", {
+        "INPUT": str(sample_embedding), "LABELS": labels, "FIELD": "value", "METHOD": 1, "FOLDS": 3,
+        "MODEL_OUTPUT": str(tmp_path / "r.joblib"), "OUTPUT": str(tmp_path / "value.tif")})
+    values = read(regression["OUTPUT"])[0]
+    assert np.isfinite(values).all() and values.std() > 0
+    assert isinstance(layer_of(regression["OUTPUT"]).renderer(), QgsSingleBandPseudoColorRenderer)
+    assert np.isfinite(regression["R2"])
+
+
+def test_embed_features_locations_photos(gair_provider, sample_raster, embedding_extent, examples, labels,
+                                         tmp_path):
+    features = processing.run("gair:embed_features", {"INPUT": labels, "RASTER": str(sample_raster),
+                                                      "OUTPUT": str(tmp_path / "f.gpkg")})
+    layer = QgsVectorLayer(features["OUTPUT"], "f", "ogr")
+    assert layer.crs() == UTM17N and layer.featureCount() == 30 and features["EMBEDDED"] == 30
+    names = layer.fields().names()
+    assert {"cls", "value", "gair_000", "gair_031", "gair_status"} <= set(names)
+    first = next(layer.getFeatures())
+    vector = np.array([first[f"gair_{i:03d}"] for i in range(32)], float)
+    assert np.isfinite(vector).all() and np.linalg.norm(vector) > 0
+
+    locations = processing.run("gair:embed_locations", {"INPUT": labels, "OUTPUT": str(tmp_path / "l.gpkg")})
+    assert locations["EMBEDDED"] == 30
+
+    photos = QgsVectorLayer("Point?crs=EPSG:4326&field=photo:string", "photos", "memory")
+    row = examples[0]
+    feature = QgsFeature(photos.fields())
+    feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(row["lon"], row["lat"])))
+    feature["photo"] = str(row["sv_path"])
+    broken = QgsFeature(photos.fields())
+    broken.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(row["lon"], row["lat"])))
+    broken["photo"] = "no_such_photo.jpg"
+    photos.dataProvider().addFeatures([feature, broken])
+    with pytest.warns(UserWarning, match="unreadable photo"):
+        result = processing.run("gair:embed_photos", {"INPUT": photos, "PHOTO_FIELD": "photo",
+                                                      "OUTPUT": str(tmp_path / "p.gpkg")})
+    assert result["EMBEDDED"] == 1
+    statuses = [f["gair_status"] for f in QgsVectorLayer(result["OUTPUT"], "p", "ogr").getFeatures()]
+    assert statuses[0] == "ok" and statuses[1].startswith("unreadable photo")
+
+
+class CancelAfterFirstProgress(QgsProcessingFeedback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.progressChanged.connect(lambda value: value > 0 and self.cancel())
+
+
+@pytest.mark.parametrize("algorithm", ["embed_raster", "cluster_embeddings", "similarity_search"])
+def test_cancel_leaves_no_output(gair_provider, sample_raster, sample_embedding, embedding_extent, tmp_path,
+                                 algorithm):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    centre = embedding_extent.center()
+    parameters = {
+        "embed_raster": {"INPUT": str(sample_raster)},
+        "cluster_embeddings": {"INPUT": str(sample_embedding), "POLYGONS": str(out_dir / "p.gpkg")},
+        "similarity_search": {"INPUT": str(sample_embedding), "POINT": f"{centre.x()},{centre.y()} [EPSG:4326]",
+                              "TOP_K_OUTPUT": str(out_dir / "top.gpkg")},
+    }[algorithm]
+    parameters["OUTPUT"] = str(out_dir / "out.tif")
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run(f"gair:{algorithm}", parameters, feedback=CancelAfterFirstProgress())
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize(("algorithm", "parameters", "message"), [
+    ("similarity_search", {"INPUT": "{raster}", "POINT": "{centre}"}, "not a GAIR embedding raster"),
+    ("similarity_search", {"INPUT": "{embedding}"}, "Give a reference point or a reference layer"),
+    ("similarity_search", {"INPUT": "{embedding}", "POINT": "0,0 [EPSG:4326]"}, "outside the embedding raster"),
+    ("similarity_search", {"INPUT": "{embedding}", "POINT": "{centre}", "MASK": "{tmp}/m.tif"}, "needs a threshold"),
+    ("embed_raster", {"INPUT": "{embedding}"}, "B2"),
+    ("embed_raster", {"INPUT": "{raster}", "EXTENT": "0,1,0,1 [EPSG:4326]"}, "does not overlap"),
+    ("train_classifier", {"INPUT": "{embedding}", "LABELS": "{one_class}", "FIELD": "cls"}, "at least two"),
+    ("cluster_embeddings", {"INPUT": "{raster}"}, "Embed raster first"),
+    ("convert_model", {"CHECKPOINT": "{tmp}/missing.pth"}, "is not a file"),
+])
+def test_invalid_inputs_give_the_algorithms_message(gair_provider, sample_raster, sample_embedding,
+                                                    embedding_extent, tmp_path, algorithm, parameters, message):
+    one_class = memory_points(UTM17N, embedding_extent, 6, "field=cls:string", lambda x, y: ["water"])
+    centre = embedding_extent.center()
+    values = {"{raster}": str(sample_raster), "{embedding}": str(sample_embedding), "{tmp}": str(tmp_path),
+              "{centre}": f"{centre.x()},{centre.y()} [EPSG:4326]"}
+    resolved = {}
+    for key, value in parameters.items():
+        if value == "{one_class}":
+            resolved[key] = one_class
+            continue
+        for token, replacement in values.items():
+            value = value.replace(token, replacement)
+        resolved[key] = value
+    for output in gair_provider.algorithm(algorithm).destinationParameterDefinitions():
+        resolved.setdefault(output.name(), str(tmp_path / "out") + {"folderDestination": ""}.get(output.type(), "")
+                            if output.name() == "OUTPUT" else "TEMPORARY_OUTPUT")
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run(f"gair:{algorithm}", resolved)
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_convert_refuses_a_file_that_is_not_a_gair_checkpoint(gair_provider, tmp_path):
+    import torch
+
+    bogus = tmp_path / "other.pth"
+    torch.save({"model": {"encoder.weight": torch.zeros(2, 2)}}, bogus)
+    with pytest.raises(QgsProcessingException, match="does not match the GAIR architecture"):
+        processing.run("gair:convert_model", {"CHECKPOINT": str(bogus), "OUTPUT": str(tmp_path / "bundle")})
+    assert not (tmp_path / "bundle").exists()

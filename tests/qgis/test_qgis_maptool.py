@@ -1,0 +1,170 @@
+"""The similarity map tool driven on a real canvas: click -> similarity layer + top-k points in the GAIR group,
+shift-click adds references, the slider thresholds, clear removes; work runs in a QgsTask."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+)
+from qgis.gui import QgsMapMouseEvent
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QPoint, Qt
+
+
+def wait_for(controller, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while controller.busy:
+        QCoreApplication.processEvents()
+        if time.monotonic() > deadline:
+            raise AssertionError("the similarity task did not finish")
+        time.sleep(0.01)
+    QCoreApplication.processEvents()
+
+
+def sized_canvas(qgis_iface, width: int = 400, height: int = 300):
+    """The canvas at a real size (QgsMapCanvas applies a resize to its map settings after a short timer)."""
+    canvas = qgis_iface.mapCanvas()
+    qgis_iface.mainWindow().resize(width, height)
+    qgis_iface.mainWindow().show()  # offscreen platform: nothing is displayed, but resize events are delivered
+    canvas.resize(width, height)
+    deadline = time.monotonic() + 5
+    while canvas.mapSettings().outputSize().width() < width - 4 and time.monotonic() < deadline:  # minus frame
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    assert canvas.mapSettings().outputSize().width() >= width - 4
+    return canvas
+
+
+def click(dock, canvas, point_canvas_crs: QgsPointXY, shift: bool = False) -> None:
+    pixel = canvas.getCoordinateTransform().transform(point_canvas_crs)
+    event = QgsMapMouseEvent(canvas, QEvent.MouseButtonRelease, QPoint(round(pixel.x()), round(pixel.y())),
+                             Qt.LeftButton, Qt.LeftButton, Qt.ShiftModifier if shift else Qt.NoModifier)
+    dock.tool.canvasReleaseEvent(event)
+
+
+@pytest.fixture
+def dock(qgis_iface, qgis_new_project, gair_settings, sample_embedding):
+    from gair_qgis.maptool.dock import SimilarityDock
+
+    layer = QgsRasterLayer(str(sample_embedding), "embedding", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    canvas = sized_canvas(qgis_iface)
+    web_mercator = QgsCoordinateReferenceSystem("EPSG:3857")  # the canvas CRS differs from the raster's (4326)
+    canvas.setDestinationCrs(web_mercator)
+    to_canvas = QgsCoordinateTransform(layer.crs(), web_mercator, QgsProject.instance())
+    canvas.setExtent(to_canvas.transformBoundingBox(layer.extent()))
+    canvas.refresh()
+    widget = SimilarityDock(qgis_iface)
+    widget.layer_box.setLayer(layer)
+    widget.set_tool_active(True)
+    yield widget, canvas, layer, to_canvas
+    widget.shutdown()
+
+
+def test_click_makes_similarity_layer_and_top_k_points(dock):
+    widget, canvas, layer, to_canvas = dock
+    controller = widget.controller
+    assert canvas.mapTool() is widget.tool
+    assert controller.embedding_layer is layer and not widget.embed_button.isEnabled()
+    centre = layer.extent().center()
+    widget.top_k.setValue(5)
+    click(widget, canvas, to_canvas.transform(centre))
+    assert controller.busy  # runs off the GUI thread
+    wait_for(controller)
+
+    similarity, points = controller.similarity_layer, controller.points_layer
+    assert similarity is not None and points is not None, widget.status.text()
+    group = QgsProject.instance().layerTreeRoot().findGroup("GAIR")
+    assert {node.layerId() for node in group.findLayers()} == {similarity.id(), points.id()}
+    assert similarity.crs().authid() == "EPSG:4326" and similarity.extent() == layer.extent()
+    assert similarity.renderer().type() == "singlebandpseudocolor"
+    assert points.featureCount() == 5 and points.renderer().symbol().symbolLayer(0).properties()["name"] == "star"
+    # the clicked pixel (within a canvas pixel of the centre) is the most similar place: cosine 1 with itself
+    (reference,) = controller.references
+    assert reference.distance(centre) < 2 * layer.rasterUnitsPerPixelX()
+    value, ok = similarity.dataProvider().sample(reference, 1)
+    assert ok and value == pytest.approx(1.0, abs=1e-5)
+    best = next(f for f in points.getFeatures() if f["rank"] == 1)
+    assert best["score"] == pytest.approx(1.0, abs=1e-5)
+    assert best.geometry().asPoint().distance(reference) < layer.rasterUnitsPerPixelX()
+    scores = [f["score"] for f in sorted(points.getFeatures(), key=lambda f: f["rank"])]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_shift_click_adds_references_slider_thresholds_clear_removes(dock):
+    widget, canvas, layer, to_canvas = dock
+    controller = widget.controller
+    extent = layer.extent()
+    first = QgsPointXY(extent.xMinimum() + 0.3 * extent.width(), extent.yMinimum() + 0.5 * extent.height())
+    second = QgsPointXY(extent.xMinimum() + 0.7 * extent.width(), extent.yMinimum() + 0.5 * extent.height())
+    click(widget, canvas, to_canvas.transform(first))
+    wait_for(controller)
+    click(widget, canvas, to_canvas.transform(second), shift=True)
+    wait_for(controller)
+    assert len(controller.references) == 2
+    assert [p.x() for p in controller.references] == pytest.approx([first.x(), second.x()],
+                                                                    abs=layer.rasterUnitsPerPixelX())
+    similarity = controller.similarity_layer
+    both = [similarity.dataProvider().sample(p, 1)[0] for p in (first, second)]
+    assert all(v < 1.0 for v in both)  # compared with the mean of two references, neither is identical
+    assert len(QgsProject.instance().layerTreeRoot().findGroup("GAIR").findLayers()) == 2  # replaced, not piled up
+
+    widget.slider.setValue(80)
+    ramp = similarity.renderer().shader().rasterShaderFunction()
+    low, high = similarity.dataProvider().bandStatistics(1).minimumValue, \
+        similarity.dataProvider().bandStatistics(1).maximumValue
+    assert ramp.clip() and ramp.minimumValue() == pytest.approx(low + 0.8 * (high - low), rel=1e-6)
+    assert "≥" in widget.threshold_label.text()
+
+    click(widget, canvas, to_canvas.transform(first))  # a plain click starts over with one reference
+    wait_for(controller)
+    assert len(controller.references) == 1
+
+    controller.clear()
+    assert controller.similarity_layer is None and controller.references == []
+    assert QgsProject.instance().layerTreeRoot().findGroup("GAIR").findLayers() == []
+
+
+def test_click_outside_raster_explains(dock):
+    widget, canvas, layer, to_canvas = dock
+    outside = QgsPointXY(layer.extent().xMaximum() + layer.extent().width(), layer.extent().center().y())
+    canvas.setExtent(canvas.extent().buffered(canvas.extent().width() * 2))
+    click(widget, canvas, to_canvas.transform(outside))
+    assert not widget.controller.busy
+    assert "outside" in widget.status.text()
+    assert np.isfinite(layer.extent().width())
+
+
+def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_project, gair_settings,
+                                                          sample_raster):
+    from gair_qgis.maptool.dock import SimilarityDock
+
+    source = QgsRasterLayer(str(sample_raster), "s2", "gdal")
+    QgsProject.instance().addMapLayer(source)
+    canvas = sized_canvas(qgis_iface)
+    canvas.setDestinationCrs(source.crs())
+    extent = source.extent()
+    canvas.setExtent(extent.buffered(-0.2 * extent.width()))  # zoomed in: only part of the raster is in view
+    widget = SimilarityDock(qgis_iface)
+    try:
+        widget.layer_box.setLayer(source)
+        assert widget.controller.embedding_layer is None and widget.embed_button.isEnabled()
+        widget.embed_button.click()
+        wait_for(widget.controller, 120)
+        embedding = widget.controller.embedding_layer
+        assert embedding is not None, widget.status.text()
+        assert embedding.width() < source.width()  # only the visible extent was embedded
+        assert canvas.extent().contains(embedding.extent().center())
+        assert widget.layer_box.currentLayer() is embedding
+        widget.set_tool_active(True)
+        click(widget, canvas, embedding.extent().center())
+        wait_for(widget.controller)
+        assert widget.controller.similarity_layer is not None and widget.controller.points_layer.featureCount() > 0
+    finally:
+        widget.shutdown()

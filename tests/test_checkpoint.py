@@ -1,0 +1,106 @@
+"""Checkpoint loading is strict and explains itself; bundles round-trip; the hub path fails clearly offline."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import engine
+from engine.checkpoint import load_official
+
+TINY = engine.GAIRConfig.tiny()
+
+
+@pytest.fixture()
+def tiny_state():
+    torch.manual_seed(0)
+    model = engine.GAIRModel(TINY)
+    return model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def probe(model) -> np.ndarray:
+    x = np.random.default_rng(0).random((1, 10, TINY.rs_input_size, TINY.rs_input_size)).astype(np.float32)
+    return model.query_localized(x, [[0.5, 0.5]], [[0.0, 1.0, 1.0, 0.0]])
+
+
+@pytest.mark.parametrize("wrap", ["model", "bare", "module"])
+def test_official_formats_load(tmp_path, tiny_state, wrap):
+    model, state = tiny_state
+    if wrap == "module":
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save({"model": state, "epoch": 3} if wrap != "bare" else state, tmp_path / "ck.pth")
+    loaded = load_official(tmp_path / "ck.pth", config=TINY)
+    assert loaded.fingerprint == model.fingerprint
+    np.testing.assert_array_equal(probe(loaded), probe(model))
+
+
+def test_missing_and_mismatched_keys_are_listed(tmp_path, tiny_state):
+    _, state = tiny_state
+    del state["imnet.bias"]
+    state["optical_proj.weight"] = torch.zeros(3, 3)
+    torch.save({"model": state}, tmp_path / "bad.pth")
+    with pytest.raises(engine.GAIRError, match=r"missing key\(s\): imnet.bias") as info:
+        load_official(tmp_path / "bad.pth", config=TINY)
+    assert "optical_proj.weight: checkpoint (3, 3) vs model (32, 32)" in str(info.value)
+
+
+def test_unknown_keys_are_errors_unless_allowed(tmp_path, tiny_state):
+    _, state = tiny_state
+    state["mystery.weight"] = torch.zeros(2)
+    torch.save(state, tmp_path / "extra.pth")
+    with pytest.raises(engine.GAIRError, match="unexpected key.*mystery.weight"):
+        load_official(tmp_path / "extra.pth", config=TINY)
+    with pytest.warns(UserWarning, match="mystery.weight"):
+        model = load_official(tmp_path / "extra.pth", config=TINY, allow_unknown=True)
+    assert "mystery.weight" in model.load_report.ignored
+
+
+def test_training_keys_are_reported_and_ignored(tmp_path, tiny_state):
+    model, state = tiny_state
+    state["rs_encoder.s2_encoder.transformer.norm_out.weight"] = torch.ones(32)
+    state["sv_encoder_teacher.pooler.dense.bias"] = torch.zeros(32)
+    state["queue_for_rs_encoding"] = torch.zeros(32, 8)
+    torch.save({"model": state}, tmp_path / "train.pth")
+    with pytest.warns(UserWarning, match="ignored") as record:
+        loaded = load_official(tmp_path / "train.pth", config=TINY)
+    text = str(record[0].message)
+    assert "norm_out" in text and "teacher" in text and "queue" in text
+    assert set(loaded.load_report.ignored) == {"rs_encoder.s2_encoder.transformer.norm_out.weight",
+                                               "sv_encoder_teacher.pooler.dense.bias", "queue_for_rs_encoding"}
+    np.testing.assert_array_equal(probe(loaded), probe(model))
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"not a pickle")
+    with pytest.raises(engine.GAIRError, match="could not read checkpoint"):
+        engine.load_model(tmp_path / "junk.pth")
+    with pytest.raises(engine.GAIRError, match="does not exist"):
+        engine.load_model(tmp_path / "nope.pth")
+    with pytest.raises(engine.GAIRError, match="not a GAIR bundle"):
+        engine.load_model(tmp_path)
+
+
+def test_bundle_round_trip_and_env_path(tmp_path, tiny_state, monkeypatch):
+    model, _ = tiny_state
+    out = engine.save_bundle(model, tmp_path / "bundle")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = engine.load_model(out, device="cpu")
+    assert loaded.config == model.config and loaded.fingerprint == model.fingerprint
+    np.testing.assert_array_equal(probe(loaded), probe(model))
+    monkeypatch.setenv("GAIR_CHECKPOINT", str(out))
+    assert engine.load_model(None).fingerprint == model.fingerprint
+    (out / "model.safetensors").unlink()
+    with pytest.raises(engine.GAIRError, match="not written completely"):
+        engine.load_model(out)
+
+
+def test_hub_download_fails_clearly_offline(tmp_path):
+    code = "import engine\nfrom engine.checkpoint import fetch_official_checkpoint\nfetch_official_checkpoint(cache_dir=%r)" % str(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GAIR_CHECKPOINT": ""}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert "PingL/GAIR" in proc.stderr and "GAIR_CHECKPOINT" in proc.stderr

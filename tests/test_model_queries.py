@@ -1,0 +1,123 @@
+"""Point queries, the dense field and the API's shapes/types, on a small random model with the official 12x12 grid."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import engine
+from engine.grid import pixel_centres
+from engine.model.query import nili_points, nili_points_projected
+
+
+@pytest.fixture(scope="module", params=["released", "legacy"])
+def model(request):
+    torch.manual_seed(0)
+    cfg = engine.GAIRConfig.tiny(rs_input_size=96, nili_convention=request.param)
+    return engine.GAIRModel(cfg).double().eval()
+
+
+@pytest.fixture(scope="module")
+def tokens(model):
+    torch.manual_seed(1)
+    return torch.randn(2, model.config.rs_tokens, model.config.embed_dim, dtype=torch.float64)
+
+
+def pixel_grid(h: int, w: int, batch: int) -> np.ndarray:
+    xy = np.stack(np.meshgrid(pixel_centres(w), pixel_centres(h)), axis=-1).reshape(1, -1, 2)
+    return np.repeat(xy, batch, axis=0)
+
+
+# 3 and 9 put pixel centres exactly on cell boundaries; 13 and 97 are odd; 1 is a single pixel.
+@pytest.mark.parametrize("size", [(1, 1), (3, 9), (13, 13), (96, 96), (97, 40)])
+def test_dense_field_equals_point_query(model, tokens, size):
+    h, w = size
+    with torch.no_grad():
+        dense = model.dense_field(tokens, h, w)
+        points = nili_points(tokens, pixel_grid(h, w, 2), model.imnet, model.config.nili_convention)
+    assert dense.shape == (2, h, w, model.config.embed_dim)
+    err = (dense.reshape(2, h * w, -1) - points).abs().max() / points.abs().max()
+    assert err < 1e-12
+
+
+def test_projected_points_equal_reference_form(model, tokens):
+    rng = np.random.default_rng(0)
+    rel = np.concatenate([rng.random((2, 50, 2)), [[[0, 0], [1, 1], [0.5, 0.5]]] * 2, [[[1 / 12, 0.25], [0, 1], [1, 0]]] * 2], axis=1)
+    with torch.no_grad():
+        a = nili_points(tokens, rel, model.imnet, model.config.nili_convention)
+        b = nili_points_projected(tokens, rel, model.imnet, model.config.nili_convention)
+        c = model.query_tokens(tokens, rel)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12) and torch.allclose(a, c, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_interpolation_equals_grid_sample(model, tokens, mode):
+    grid = torch.from_numpy(tokens.numpy().reshape(2, 12, 12, -1)).permute(0, 3, 1, 2)
+    rel = pixel_grid(20, 30, 2)
+    expected = F.grid_sample(grid, torch.from_numpy(2 * rel - 1)[:, None], mode=mode, align_corners=False)[:, :, 0].transpose(1, 2)
+    with torch.no_grad():
+        points = model.query_tokens(tokens, rel, mode=mode)
+        dense = model.dense_field(tokens, 20, 30, mode=mode).reshape(2, 600, -1)
+    assert torch.allclose(points, expected, atol=1e-12) and torch.allclose(dense, expected, atol=1e-12)
+
+
+def test_legacy_convention_is_released_with_axes_swapped():
+    """Training-era NILI read [0,1] positions as LIIF (row, col) coordinates in [-1, 1]: x drives rows."""
+    torch.manual_seed(0)
+    legacy = engine.GAIRModel(engine.GAIRConfig.tiny(rs_input_size=96, nili_convention="legacy")).double()
+    released = engine.GAIRModel(engine.GAIRConfig.tiny(rs_input_size=96)).double()
+    released.load_state_dict(legacy.state_dict())
+    with torch.no_grad():  # on a transposed grid the 3x3 neighbourhoods are transposed too
+        d = 32
+        feat_w = released.imnet.weight[:, : 9 * d].reshape(d, d, 3, 3).transpose(2, 3).reshape(d, 9 * d)
+        released.imnet.weight[:, : 9 * d] = feat_w.clone()
+    tok = torch.randn(1, 144, 32, dtype=torch.float64)
+    rng = np.random.default_rng(3)
+    rel = rng.random((1, 40, 2))
+    with torch.no_grad():
+        got = legacy.query_tokens(tok, rel)
+        # legacy (x, y) == released on the transposed grid at ((x+1)/2, (y+1)/2): x picks token rows, in [-1, 1] units
+        tok_t = tok.reshape(1, 12, 12, 32).transpose(1, 2).reshape(1, 144, 32)
+        want = released.query_tokens(tok_t, (rel + 1) / 2)
+        same_weights_released = released.query_tokens(tok, rel)
+    assert torch.allclose(got, want, atol=1e-12)
+    assert not torch.allclose(got, same_weights_released, atol=1e-3)
+
+
+def test_numpy_in_numpy_out_and_no_grad(model):
+    x = np.random.default_rng(0).random((1, 10, 96, 96)).astype(np.float64)
+    tok = model.rs_tokens(x)
+    assert isinstance(tok, np.ndarray) and tok.shape == (1, 144, 32)
+    assert isinstance(model.encode_rs(x), np.ndarray)
+    out = model.query_localized(x, [[10.5, 45.5]], [[10.0, 46.0, 11.0, 45.0]])
+    assert out.shape == (1, 32)
+    assert np.allclose(out, model.query_tokens(tok, np.array([[[0.5, 0.5]]]))[:, 0])
+
+
+def test_gradients_reach_tokens_and_imnet(model):
+    tok = torch.randn(2, 144, 32, dtype=torch.float64, requires_grad=True)
+    out = model.query_tokens(tok, np.full((2, 1, 2), 0.3))
+    out.sum().backward()
+    assert tok.grad is not None and tok.grad.abs().sum() > 0
+    assert model.imnet.weight.grad is not None and model.imnet.weight.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_bad_inputs_are_explained(model, tokens):
+    with pytest.raises(ValueError, match="RS input must be"):
+        model.rs_tokens(np.zeros((1, 12, 96, 96)))
+    with pytest.raises(ValueError, match="unknown query mode"):
+        model.query_tokens(tokens, np.zeros((2, 1, 2)), mode="nearest")
+    with pytest.raises(ValueError, match="rel_xy must be"):
+        model.query_tokens(tokens, np.zeros((1, 2)))
+
+
+def test_fingerprint_tracks_weights_not_dtype():
+    torch.manual_seed(0)
+    a = engine.GAIRModel(engine.GAIRConfig.tiny())
+    b = engine.GAIRModel(engine.GAIRConfig.tiny())
+    assert len(a.fingerprint) == 16 and b.fingerprint != a.fingerprint
+    c = engine.GAIRModel(engine.GAIRConfig.tiny()).double()
+    c.load_state_dict(a.state_dict())
+    assert c.fingerprint == a.fingerprint

@@ -1,0 +1,207 @@
+"""embed_raster: seamless blending, exact single-crop field, output format, PCA/int16, cancel, bad inputs, memory."""
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+import engine
+from engine import Cancelled, GAIRError
+from engine.config import S2_MEAN, S2_STD
+from engine.embedding_raster import EmbeddingRaster, band_names
+from engine.pipeline import embed_raster
+from engine.pipeline import raster as raster_module
+from engine.pipeline.bands import L2A_12
+from engine.pipeline.raster import quicklook_path
+from engine.pipeline.tiling import CropLayout
+from engine.preprocess import preprocess_rs
+
+CROP = 64  # GAIRConfig.tiny() crop_pixels
+MODEL_BANDS = [1, 2, 3, 4, 5, 6, 7, 8, 10, 11]  # of the 12-band L2A order
+
+
+def synthetic_s2(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(12, H, W) uint16 L2A-like DN: smooth random land cover mixing spectra around the reference band means."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    base = gaussian_filter(rng.standard_normal((3, height, width)), 6, mode="wrap")
+    base /= base.std(axis=(1, 2), keepdims=True)
+    mean = np.interp(np.arange(12), MODEL_BANDS, S2_MEAN)[:, None, None]
+    std = np.interp(np.arange(12), MODEL_BANDS, S2_STD)[:, None, None]
+    dn = mean + 0.8 * std * np.einsum("bk,khw->bhw", rng.standard_normal((12, 3)), base) / np.sqrt(3)
+    return np.clip(dn, 1, 10000).astype(np.uint16)
+
+
+def write_raster(path: Path, data: np.ndarray, crs="EPSG:32633", descriptions=tuple(L2A_12), nodata=0,
+                 transform=None) -> Path:
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=data.dtype.name, crs=crs, nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+                   transform=transform or from_origin(500000.0, 4500000.0, 10.0, 10.0))
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+        for i, name in enumerate(descriptions or ()):
+            ds.set_band_description(i + 1, name)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return engine.GAIRModel(engine.GAIRConfig.tiny()).eval()
+
+
+@pytest.fixture(scope="module")
+def s2_raster(tmp_path_factory) -> Path:
+    data = synthetic_s2(160, 224)
+    data[:, 140:, 200:] = 0  # a nodata corner
+    return write_raster(tmp_path_factory.mktemp("s2") / "s2.tif", data)
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+def _step_profile(field: np.ndarray, axis: int) -> np.ndarray:
+    """Mean (over the other axis) L2 difference between neighbouring pixels: entry j is between j and j+1."""
+    steps = np.linalg.norm(np.diff(field, axis=axis), axis=0)
+    return np.nanmean(steps, axis=0 if axis == 2 else 1)
+
+
+def _border_steps(starts: np.ndarray, crop: int, length: int) -> list[int]:
+    return sorted({s - 1 for s in starts if s > 0} | {s + crop - 1 for s in starts if s + crop < length})
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_no_steps_at_crop_borders(tmp_path, tiny_model, axis):
+    data = synthetic_s2(160, 224, seed=1)
+    src = write_raster(tmp_path / "in.tif", data)
+    blended = _read(embed_raster(src, tmp_path / "blend.tif", tiny_model, quicklook=False))
+    hard = _read(embed_raster(src, tmp_path / "hard.tif", tiny_model, overlap=0.0, quicklook=False))
+    results = {}
+    for name, field, overlap in (("blend", blended, 0.5), ("hard", hard, 0.0)):
+        layout = CropLayout(160, 224, CROP, CROP, overlap)
+        starts, length = (layout.row_starts, 160) if axis == 1 else (layout.col_starts, 224)
+        steps = _step_profile(field, axis)
+        border = _border_steps(starts, CROP, length)
+        inside = np.setdiff1d(np.arange(length - 1), border)
+        results[name] = steps[border].max(), steps[inside].max()
+    assert results["blend"][0] <= results["blend"][1]  # at crop borders no larger than inside crops
+    assert results["hard"][0] > 2 * results["hard"][1]  # hard tiling does show seams: the measure can see them
+
+
+def test_single_crop_raster_is_the_crop_field(tmp_path, tiny_model):
+    data = synthetic_s2(CROP, CROP, seed=2)
+    out = _read(embed_raster(write_raster(tmp_path / "one.tif", data), tmp_path / "one_out.tif", tiny_model))
+    tokens = tiny_model.rs_tokens(preprocess_rs(data[MODEL_BANDS].astype(np.float32), tiny_model.config))
+    expected = tiny_model.dense_field(tokens, CROP, CROP)[0].transpose(2, 0, 1)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_output_format_nodata_and_quicklook(tmp_path, s2_raster, tiny_model):
+    out = embed_raster(s2_raster, tmp_path / "e.tif", tiny_model)
+    with rasterio.open(out) as ds, rasterio.open(s2_raster) as src:
+        assert (ds.width, ds.height, ds.count, ds.dtypes[0]) == (224, 160, 32, "float32")
+        assert ds.transform == src.transform and ds.crs == src.crs and ds.profile["tiled"]
+        assert ds.compression is not None and list(ds.descriptions) == band_names(32)
+        tags = ds.tags()
+        assert tags["GAIR_MODEL"] == tags["GAIR_SPACE"] == tiny_model.fingerprint
+        assert (tags["GAIR_QUERY_MODE"], tags["GAIR_CROP_PIXELS"], tags["GAIR_DIMS"]) == ("nili", "64", "32")
+        field, nodata = ds.read(), src.read(1) == 0
+    assert np.isnan(field[:, nodata]).all() and np.isfinite(field[:, ~nodata]).all()
+    from PIL import Image
+
+    with Image.open(quicklook_path(out)) as look:
+        assert look.mode == "RGBA" and look.size == (224, 160)
+        alpha = np.asarray(look)[..., 3]
+    assert (alpha[nodata] == 0).all() and (alpha[~nodata] == 255).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.quicklook.png", "e.tif"]
+
+
+def test_coarse_pixels_follow_the_fine_field(tmp_path, s2_raster, tiny_model):
+    fine = _read(embed_raster(s2_raster, tmp_path / "f.tif", tiny_model, quicklook=False))
+    out = embed_raster(s2_raster, tmp_path / "c.tif", tiny_model, pixel_size_m=40, quicklook=False)
+    with rasterio.open(out) as ds:
+        assert (ds.width, ds.height, ds.res) == (56, 40, (40.0, 40.0))
+        coarse = ds.read()
+    # a 40 m pixel centre sits on the corner of 4 x 4 fine pixels: compare with the mean of the 2 x 2 around it
+    around = fine[:, 1::4, 1::4][:, :40, :56] + fine[:, 2::4, 1::4] + fine[:, 1::4, 2::4] + fine[:, 2::4, 2::4]
+    ok = np.isfinite(coarse).all(axis=0) & np.isfinite(around).all(axis=0)
+    rel = np.linalg.norm(coarse[:, ok] - around[:, ok] / 4) / np.linalg.norm(coarse[:, ok])
+    assert rel < 0.15
+
+
+def test_pca_int16_matches_projected_full_field(tmp_path, s2_raster, tiny_model):
+    full = _read(embed_raster(s2_raster, tmp_path / "full.tif", tiny_model, quicklook=False))
+    out = embed_raster(s2_raster, tmp_path / "pca.tif", tiny_model, dims=4, dtype="int16")
+    with EmbeddingRaster.open(out) as er:
+        assert er.int16 and er.dims == 4 and er.meta.model_dims == 32
+        assert er.meta.space == er.pca.space and er.meta.space.startswith(tiny_model.fingerprint + "-pca4-")
+        reduced = er.read_block(rasterio.windows.Window(0, 0, 224, 160))
+        valid = np.isfinite(full).all(axis=0)
+        projected = er.project(full[:, valid].T).T
+    assert (tmp_path / "pca.pca.npz").is_file()
+    scale = np.abs(projected).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(reduced[:, valid] / scale, projected / scale, atol=2e-3)
+    assert np.isnan(reduced[:, ~valid]).all()
+
+
+def test_cancel_stops_and_leaves_no_file(tmp_path, s2_raster, tiny_model):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    calls, fractions = [], []
+    with pytest.raises(Cancelled):
+        embed_raster(s2_raster, out_dir / "x.tif", tiny_model, dims=4, batch_size=2,
+                     cancel=lambda: calls.append(1) or len(calls) > 3, progress=fractions.append)
+    assert list(out_dir.iterdir()) == []
+    assert len(fractions) <= 2  # stopped within a batch of the request
+    fractions.clear()
+    embed_raster(s2_raster, out_dir / "y.tif", tiny_model, dims=4, progress=fractions.append)
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, tiny_model):
+    data = synthetic_s2(70, 70)
+    with pytest.raises(GAIRError, match="no CRS.*assign one"):
+        embed_raster(write_raster(tmp_path / "nocrs.tif", data, crs=None), tmp_path / "a.tif", tiny_model)
+    four = write_raster(tmp_path / "rgbn.tif", data[[1, 2, 3, 7]], descriptions=("B2", "B3", "B4", "B8"))
+    with pytest.raises(GAIRError, match="bands B2, B3, B4, B8 .* missing B5"):
+        embed_raster(four, tmp_path / "b.tif", tiny_model)
+    with pytest.raises(GAIRError, match="only nodata"):
+        embed_raster(write_raster(tmp_path / "empty.tif", np.zeros_like(data)), tmp_path / "c.tif", tiny_model)
+    with pytest.raises(GAIRError, match="dims must be between 1 and the model's 32"):
+        embed_raster(write_raster(tmp_path / "ok.tif", data), tmp_path / "d.tif", tiny_model, dims=33)
+    with pytest.raises(GAIRError, match="too coarse"):
+        embed_raster(tmp_path / "ok.tif", tmp_path / "e.tif", tiny_model, pixel_size_m=200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "nocrs.tif", "ok.tif", "rgbn.tif"]
+
+
+def test_shared_examples(tmp_path, shared_dir, tiny_model):
+    for city in ("detroit", "sacramento", "tokyo"):
+        src = shared_dir / "data" / "gair_examples" / f"{city}_rs.tif"
+        out = embed_raster(src, tmp_path / f"{city}.tif", tiny_model, dims=3, quicklook=False)
+        with rasterio.open(out) as ds, rasterio.open(src) as inp:
+            assert ds.crs == inp.crs and ds.transform == inp.transform and ds.count == 3
+            assert np.isfinite(ds.read()[:, inp.read(2) > 0]).all()
+
+
+def test_peak_memory_does_not_grow_with_the_raster(tmp_path, monkeypatch):
+    """Python-side peak (numpy buffers, token/field caches) for 4x the pixels stays flat: blocks, not rasters."""
+    torch.manual_seed(0)
+    model = engine.GAIRModel(engine.GAIRConfig.tiny(crop_pixels=128)).eval()  # fewer crops, same code path
+    monkeypatch.setattr(raster_module, "BLOCK_BUDGET_BYTES", 1)  # one-tile blocks: 2 blocks vs 8 blocks
+    sources = [write_raster(tmp_path / f"m{h}.tif", synthetic_s2(h, w, seed=3)) for h, w in ((256, 512), (512, 1024))]
+    embed_raster(sources[0], tmp_path / "warm_up.tif", model, dims=4)  # imports and first-call caches
+    peaks = []
+    for src in sources:
+        tracemalloc.start()
+        embed_raster(src, src.with_name(src.stem + "_out.tif"), model, dims=4, batch_size=2)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.2 * peaks[0], peaks

@@ -1,0 +1,172 @@
+"""Synthetic world, manifest builder, dataset, augmentations and the resumable sampler."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from engine import GAIRConfig, GAIRError
+from engine.pretrain.augment import dihedral, random_resized_crop, rs_colour_jitter, sv_colour_jitter
+from engine.pretrain.build_dataset import build_manifest, main as build_main, read_points
+from engine.pretrain.config import DataSection
+from engine.pretrain.data import EpochSampler, PretrainDataset
+from engine.pretrain.manifest import read_manifest, write_manifest
+from engine.pretrain.synthetic import CLASSES, WorldSpec, make_world
+
+TINY = GAIRConfig.tiny()
+GROUND = TINY.crop_ground_m  # 640 m
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("world"), WorldSpec(size_px=192, n_photos=160, n_labels=40,
+                                                                  outside_fraction=0.05, seed=3))
+
+
+@pytest.fixture(scope="module")
+def manifest(world):
+    out = world.root / "manifest.csv"
+    report = build_manifest([world.raster], read_points(world.photos_csv), out, GROUND, seed=0)
+    return out, report
+
+
+def test_world_is_deterministic_and_mixed(world, tmp_path):
+    again = make_world(tmp_path, world.spec)
+    with rasterio.open(world.raster) as a, rasterio.open(again.raster) as b:
+        assert a.count == 10 and a.crs.to_epsg() == 32632 and a.nodata == 0
+        assert np.array_equal(a.read(), b.read())
+        data = a.read()
+    assert (data == 0).all(axis=0).any(), "the nodata corner is missing"
+    cover = rasterio.open(world.landcover).read(1)
+    shares = np.bincount(cover.ravel(), minlength=len(CLASSES)) / cover.size
+    assert (shares > 0.05).all(), shares
+    # the class mix shifts across the region: water dominates the north-west more than the south-east
+    half = cover.shape[0] // 2
+    assert (cover[:half, :half] == 0).mean() > 2 * (cover[half:, half:] == 0).mean()
+    labels = list(csv.DictReader(open(world.labels_csv)))
+    pts = np.array([[float(r["lon"]), float(r["lat"])] for r in labels])
+    assert [CLASSES[c] for c in world.class_at(pts)] == [r["label"] for r in labels]
+
+
+def test_build_manifest_counts_and_geometry(world, manifest):
+    out, report = manifest
+    assert report.written + sum(report.skipped.values()) == world.spec.n_photos
+    assert report.skipped["no_raster"] >= 1  # photos placed east of the raster
+    samples = read_manifest(out)
+    assert len(samples) == report.written
+    with rasterio.open(world.raster) as ds:
+        from pyproj import Transformer
+
+        to_utm = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True)
+        offsets = []
+        for s in samples:
+            col_off, row_off, w, h = s.window
+            assert (w, h) == (64, 64)  # 640 m at 10 m
+            x, y = to_utm.transform(s.lon, s.lat)
+            col, row = ~ds.transform * (x, y)
+            assert s.query_x == pytest.approx((col - col_off) / w, abs=1e-7)
+            assert s.query_y == pytest.approx((row - row_off) / h, abs=1e-7)
+            assert ds.read_masks(1, window=rasterio.windows.Window(*s.window)).min() == 255  # no nodata
+            offsets.append((s.query_x, s.query_y))
+    offsets = np.array(offsets)
+    assert offsets.std(axis=0).min() > 0.2, "the photo point should sit anywhere in its crop, not at the centre"
+
+
+def test_build_manifest_geographic_raster_and_gpkg(world, tmp_path):
+    """A raster in EPSG:4326 and a GeoPackage photo table in UTM give crops of the same ground size."""
+    import pyogrio.raw
+    import shapely
+    from pyproj import Transformer
+
+    geo = make_world(tmp_path / "geo", WorldSpec(size_px=192, n_photos=40, n_labels=5, raster_crs="EPSG:4326", seed=3))
+    rows = list(csv.DictReader(open(geo.photos_csv)))
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True).transform(
+        [float(r["lon"]) for r in rows], [float(r["lat"]) for r in rows])
+    gpkg = geo.root / "photos.gpkg"
+    pyogrio.raw.write(gpkg, shapely.to_wkb(shapely.points(x, y)), [np.array([r["path"] for r in rows], dtype=object)],
+                      ["path"], geometry_type="Point", crs="EPSG:32632", driver="GPKG")
+    points = read_points(gpkg)
+    assert points[0]["lon"] == pytest.approx(float(rows[0]["lon"]), abs=1e-7)
+    report = build_manifest([geo.raster], points, geo.root / "m.csv", GROUND, seed=0)
+    samples = read_manifest(geo.root / "m.csv")
+    assert report.written == len(samples) > 20
+    for s in samples:
+        assert s.bbox[0] <= s.lon <= s.bbox[2] and s.bbox[3] <= s.lat <= s.bbox[1]
+        width_m = (s.bbox[2] - s.bbox[0]) * 111320 * np.cos(np.radians(s.lat))
+        assert width_m == pytest.approx(GROUND, rel=0.02)
+
+
+def test_build_dataset_cli_with_crop_files(world, tmp_path, capsys):
+    out = tmp_path / "m.csv"
+    args = ["--photos", str(world.photos_csv), "--out", str(out), "--crop-ground-m", "320"]
+    with pytest.raises(SystemExit):  # the folder also holds the 1-band land-cover truth
+        build_main(["--rasters", str(world.root), *args])
+    assert "landcover.tif has 1 bands" in capsys.readouterr().err
+    assert build_main(["--rasters", str(world.raster), *args, "--crops-dir", str(tmp_path / "crops")]) == 0
+    assert "samples written" in capsys.readouterr().out
+    samples = read_manifest(out)
+    assert samples[0].window is None
+    with rasterio.open(samples[0].rs_path) as crop:
+        assert (crop.width, crop.height, crop.count) == (32, 32, 10)
+
+
+def test_manifest_errors_name_the_row(tmp_path):
+    write_manifest([{"rs_path": "a.tif", "sv_path": "p.png", "lon": "x", "lat": "1", "query_x": "0.5", "query_y": "0.5"}],
+                   tmp_path / "m.csv")
+    with pytest.raises(GAIRError, match="row 2: column lon"):
+        read_manifest(tmp_path / "m.csv")
+    write_manifest([{"rs_path": "a.tif", "sv_path": "p.png", "lon": "1", "lat": "1"}], tmp_path / "m.csv")
+    with pytest.raises(GAIRError, match="query_x/query_y or the bbox"):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_dataset_items_and_determinism(manifest):
+    samples = read_manifest(manifest[0])
+    ds = PretrainDataset(samples, TINY, DataSection(), train=True, seed=5)
+    a, b = ds[(2, 7)], ds[(2, 7)]
+    assert a["rs"].shape == (10, 48, 48) and a["sv"].shape == (3, 32, 32)
+    assert a["rel_xy"].dtype == torch.float64 and a["lonlat"].dtype == torch.float32
+    assert all(torch.equal(a[k], b[k]) for k in ("rs", "sv", "rel_xy"))
+    assert not torch.equal(a["rs"], ds[(3, 7)]["rs"]) or not torch.equal(a["sv"], ds[(3, 7)]["sv"])
+    plain = PretrainDataset(samples, TINY, train=False, photos=False)[7]
+    assert "sv" not in plain
+    assert plain["rel_xy"].tolist() == [samples[7].query_x, samples[7].query_y]
+    assert -0.3 <= float(plain["rs"].min()) and float(plain["rs"].max()) <= 1.3  # 0..1 plus bicubic overshoot
+
+
+@pytest.mark.parametrize("rotations,flip", [(r, f) for r in range(4) for f in (False, True)])
+def test_dihedral_moves_the_query_point_with_the_pixels(rotations, flip):
+    crop = np.zeros((2, 12, 12), np.float32)
+    crop[:, 2, 9] = 1.0  # row 2 (north), column 9 (east)
+    rel = np.array([(9 + 0.5) / 12, (2 + 0.5) / 12])
+    out, moved = dihedral(crop, rel, rotations, flip)
+    row, col = np.unravel_index(out[0].argmax(), out[0].shape)
+    assert moved == pytest.approx([(col + 0.5) / 12, (row + 0.5) / 12])
+
+
+def test_colour_augmentations_keep_ranges():
+    rng = np.random.default_rng(0)
+    crop = rng.uniform(0, 1, (10, 8, 8)).astype(np.float32)
+    jittered = rs_colour_jitter(crop, rng, 0.2, 0.2)
+    assert jittered.min() >= 0 and jittered.max() <= 1 and not np.allclose(jittered, crop)
+    img = rng.integers(0, 256, (40, 30, 3)).astype(np.uint8)
+    out = sv_colour_jitter(img, rng, 0.1)
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 255
+    assert np.abs(out - img).mean() < 40
+    crop_img = random_resized_crop(img, rng, (0.5, 1.0))
+    assert 0.4 * img.size <= crop_img.size <= img.size
+
+
+def test_sampler_shards_and_resumes():
+    full = EpochSampler(50, num_replicas=2, rank=0, seed=1)
+    other = EpochSampler(50, num_replicas=2, rank=1, seed=1)
+    full.set_epoch(3)
+    other.set_epoch(3)
+    keys, keys1 = list(full), list(other)
+    assert {k[0] for k in keys} == {3} and len(keys) == 25
+    assert not set(k[1] for k in keys) & set(k[1] for k in keys1)
+    full.set_epoch(3, skip=10)
+    assert list(full) == keys[10:] and len(full) == 15
