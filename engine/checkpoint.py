@@ -150,6 +150,17 @@ def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
     return out
 
 
+def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, convention: str = "released",
+                       allow_unknown: bool = False):
+    """Official checkpoint.pth -> bundle folder, with the NILI convention to store; returns the loaded model."""
+    from dataclasses import replace
+
+    model = load_official(checkpoint, allow_unknown=allow_unknown)
+    model.config = replace(model.config, nili_convention=convention)
+    save_bundle(model, out_dir, source=str(checkpoint))
+    return model
+
+
 def read_bundle_meta(path: str | os.PathLike) -> dict:
     cfg_path = Path(path) / BUNDLE_CONFIG
     if not cfg_path.is_file():
@@ -201,12 +212,21 @@ def resolve_model_path(path: str | os.PathLike | None) -> Path:
 
 
 def load_model(path: str | os.PathLike | None = None, device: str = "auto", backend: str = "auto", dtype=None,
-               allow_unknown_keys: bool = False):
+               allow_unknown_keys: bool = False, nili_convention: str | None = None):
     """Official checkpoint .pth, bundle folder or ONNX export folder -> a model with the GAIR methods.
 
     backend: "torch", "onnx" (numpy in/out, no torch import) or "auto" (ONNX files -> onnx; else torch when
-    installed, else onnx).
+    installed, else onnx). nili_convention overrides the stored one ("released" or "legacy", see engine.grid).
     """
+    model = _load(path, device, backend, dtype, allow_unknown_keys)
+    if nili_convention is not None:
+        from dataclasses import replace
+
+        model.config = replace(model.config, nili_convention=nili_convention)
+    return model
+
+
+def _load(path, device: str, backend: str, dtype, allow_unknown_keys: bool):
     p = resolve_model_path(path)
     if not p.exists():
         raise GAIRError(f"model path {p} does not exist; give a GAIR checkpoint.pth, a bundle folder or an ONNX export")

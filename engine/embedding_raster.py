@@ -9,9 +9,10 @@ import hashlib
 import math
 import os
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Self
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class PCAProjection:
         return self.components.shape[1]
 
     @classmethod
-    def from_sample(cls, vectors: np.ndarray, dims: int, model: str, seed: int = 0) -> "PCAProjection":
+    def from_sample(cls, vectors: np.ndarray, dims: int, model: str, seed: int = 0) -> PCAProjection:
         """Fit on (N, D) sample vectors (e.g. `sample_pixels` of a full-dims raster)."""
         from sklearn.decomposition import PCA
 
@@ -99,7 +100,7 @@ class PCAProjection:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PCAProjection":
+    def load(cls, path: str | os.PathLike) -> PCAProjection:
         if not Path(path).is_file():
             raise GAIRError(f"PCA sidecar {path} is missing; keep it beside its embedding raster")
         with np.load(path, allow_pickle=False) as data:
@@ -123,6 +124,9 @@ class EmbeddingRasterWriter:
     """Writes an embedding raster to a temp file beside `path`; `commit()` renames it into place, `abort()` deletes.
 
     Use as a context manager: commits on success, aborts on any exception (including Cancelled).
+    Band-interleaved tiles. compress="auto": float32 stays uncompressed (deflate saves ~12% on float embeddings
+    but makes reading 10-20x slower; uncompressed tiles are also read through mmap), int16 uses deflate with the
+    integer predictor (~25% smaller).
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, crs, transform, dims: int, model: str,
@@ -148,9 +152,10 @@ class EmbeddingRasterWriter:
             self.offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, np.float64), (dims,)).copy()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temp_path_for(self.path)
-        profile = dict(driver="GTiff", width=int(width), height=int(height), count=self.dims, dtype=dtype, crs=crs,
-                       transform=transform, tiled=True, blockxsize=tile, blockysize=tile, interleave="band",
-                       BIGTIFF="IF_SAFER", nodata=float("nan") if dtype == "float32" else INT16_NODATA)
+        profile = {"driver": "GTiff", "width": int(width), "height": int(height), "count": self.dims, "dtype": dtype,
+                   "crs": crs, "transform": transform, "tiled": True, "blockxsize": tile, "blockysize": tile,
+                   "interleave": "band", "BIGTIFF": "IF_SAFER",
+                   "nodata": float("nan") if dtype == "float32" else INT16_NODATA}
         if compress == "auto":  # float mantissas barely compress (~12%) but deflate makes I/O 10-20x slower
             compress = None if dtype == "float32" else "deflate"
         if compress not in (None, "none"):
@@ -206,7 +211,7 @@ class EmbeddingRasterWriter:
         self._tmp.unlink(missing_ok=True)
         Path(str(self._tmp) + ".aux.xml").unlink(missing_ok=True)
 
-    def __enter__(self) -> "EmbeddingRasterWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -244,7 +249,8 @@ class EmbeddingRaster:
         self.path = Path(path)
         if not self.path.is_file():
             raise GAIRError(f"embedding raster {self.path} does not exist")
-        self._ds = rasterio.open(self.path)
+        with rasterio.Env(GTIFF_VIRTUAL_MEM_IO="IF_ENOUGH_RAM"):  # uncompressed tiles via mmap: ~2x faster reads
+            self._ds = rasterio.open(self.path)
         try:
             self.meta = self._read_meta()
             self.pca = PCAProjection.load(self.path.with_name(self.meta.pca)) if self.meta.pca else None
@@ -256,7 +262,7 @@ class EmbeddingRaster:
         self._offset = np.asarray(self._ds.offsets, np.float32)[:, None, None]
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "EmbeddingRaster":
+    def open(cls, path: str | os.PathLike) -> EmbeddingRaster:
         return cls(path)
 
     def _read_meta(self) -> EmbeddingMeta:
@@ -294,12 +300,20 @@ class EmbeddingRaster:
                 for r in range(0, self.height, bh) for c in range(0, self.width, bw)]
 
     # -- reading -------------------------------------------------------------------------------------------------
-    def read_block(self, window) -> np.ndarray:
-        """(K, h, w) float32, NaN where nodata; int16 rasters are unscaled with their GDAL scale/offset."""
+    def read_block(self, window, buffer: np.ndarray | None = None) -> np.ndarray:
+        """(K, h, w) float32, NaN where nodata; int16 rasters are unscaled with their GDAL scale/offset.
+
+        `buffer`: optional 1-D float32 scratch of >= K*h*w elements; the result is then a view of it (scans reuse
+        one buffer instead of page-faulting a fresh array per block, ~1.5x faster reads).
+        """
+        shape = (self.dims, int(window.height), int(window.width))
+        size = shape[0] * shape[1] * shape[2]
+        out = np.empty(shape, np.float32) if buffer is None else buffer[:size].reshape(shape)
         if not self.int16:
-            return self._ds.read(window=window, out_dtype=np.float32)
+            return self._ds.read(window=window, out=out)
         raw = self._ds.read(window=window)
-        out = raw * self._scale + self._offset
+        np.multiply(raw, self._scale, out=out)
+        out += self._offset
         out[:, (raw == INT16_NODATA).any(axis=0)] = np.nan
         return out
 
@@ -342,7 +356,7 @@ class EmbeddingRaster:
     def close(self) -> None:
         self._ds.close()
 
-    def __enter__(self) -> "EmbeddingRaster":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

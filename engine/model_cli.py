@@ -28,14 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from .checkpoint import convert_checkpoint
 
-    from .checkpoint import load_official, save_bundle
-
-    model = load_official(args.checkpoint)
-    model.config = replace(model.config, nili_convention=args.convention)
-    out = save_bundle(model, args.out_dir, source=str(args.checkpoint))
-    print(f"{model.load_report.summary()}\nwrote bundle {out} (fingerprint {model.fingerprint})")
+    model = convert_checkpoint(args.checkpoint, args.out_dir, args.convention)
+    print(f"{model.load_report.summary()}\nwrote bundle {args.out_dir} (fingerprint {model.fingerprint})")
     return 0
 
 

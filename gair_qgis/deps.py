@@ -11,7 +11,8 @@ import shutil
 import sys
 
 # import name -> pip name; needed whatever the backend
-REQUIRED = {"numpy": "numpy", "rasterio": "rasterio", "pyproj": "pyproj", "shapely": "shapely", "sklearn": "scikit-learn"}
+REQUIRED = {"numpy": "numpy", "rasterio": "rasterio", "pyproj": "pyproj", "shapely": "shapely", "pyogrio": "pyogrio",
+            "sklearn": "scikit-learn", "PIL": "Pillow"}
 # at least one runtime: torch runs everything (official checkpoint, training, ONNX export), onnxruntime runs models
 BACKENDS = {"torch": "torch", "onnxruntime": "onnxruntime"}
 TORCH_EXTRA = {"safetensors": "safetensors"}

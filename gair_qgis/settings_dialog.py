@@ -39,7 +39,8 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device)
 
         status = "<br>".join(f"{'✔' if ok else '✘'} {name}" for name, ok in dependency_report())
-        self.status = QLabel(status + "<br><br>" + (missing_dependency_message() or "Everything GAIR needs is installed."))
+        summary = missing_dependency_message() or "Everything GAIR needs is installed."
+        self.status = QLabel(status + "<br><br>" + summary)
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         copy = QPushButton("Copy pip command")

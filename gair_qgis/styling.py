@@ -25,7 +25,8 @@ from qgis.PyQt.QtGui import QColor
 # similarity: dull and transparent where unlike the reference, hot and opaque where alike
 SIMILARITY_STOPS = ((0.0, "#30123b", 0), (0.4, "#4662d7", 70), (0.7, "#1ae4b6", 150), (0.85, "#faba39", 220),
                     (1.0, "#ff2a00", 255))
-SEQUENTIAL_STOPS = ((0.0, "#440154", 255), (0.25, "#3b528b", 255), (0.5, "#21918c", 255), (0.75, "#5ec962", 255), (1.0, "#fde725", 255))
+SEQUENTIAL_STOPS = ((0.0, "#440154", 255), (0.25, "#3b528b", 255), (0.5, "#21918c", 255), (0.75, "#5ec962", 255),
+                    (1.0, "#fde725", 255))
 
 
 def class_colors(count: int) -> list[QColor]:
@@ -35,7 +36,8 @@ def class_colors(count: int) -> list[QColor]:
     return [QColor(*rgb) for rgb in palette(count)]
 
 
-def paletted_renderer(layer: QgsRasterLayer, classes: list[tuple[int, str]], band: int = 1) -> QgsPalettedRasterRenderer:
+def paletted_renderer(layer: QgsRasterLayer, classes: list[tuple[int, str]],
+                      band: int = 1) -> QgsPalettedRasterRenderer:
     """One colour per class value, labelled with the class name (shown in the legend)."""
     colors = class_colors(len(classes))
     items = [QgsPalettedRasterRenderer.Class(int(value), color, str(name))

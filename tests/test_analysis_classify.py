@@ -8,8 +8,13 @@ import pytest
 import rasterio
 import shapely
 
-from engine import GAIRError
-from engine.analysis import apply_classifier, read_class_names, train_classifier, train_regressor
+from engine import Cancelled, GAIRError
+from engine.analysis import (
+    apply_classifier,
+    read_class_names,
+    train_classifier,
+    train_regressor,
+)
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
 from engine.analysis.vectors import write_gpkg
 
@@ -85,7 +90,7 @@ def test_regressor_recovers_planted_score(planted, tmp_path):
     valid = planted.classes >= 0
     assert np.isnan(pred[~valid]).all()
     assert np.corrcoef(pred[valid], planted.score[valid])[0, 1] > 0.97
-    rf = train_regressor(planted.path, labels, "score", tmp_path / "rf.joblib", method="random_forest", folds=3)
+    rf = train_regressor(planted.path, labels, "score", tmp_path / "rf.joblib", method="random_forest", folds=2)
     assert rf.report["r2"] > 0.3
     applied = apply_classifier(planted.path, tmp_path / "r.joblib", tmp_path / "again.tif")
     assert applied.counts == {"pixels": int(valid.sum())}
@@ -131,3 +136,13 @@ def test_bad_labels(planted, tmp_path):
     with pytest.raises(GAIRError, match="unknown classifier"):
         train_classifier(planted.path, labels, "landcover", tmp_path / "m.joblib", method="svm")
     assert not (tmp_path / "m.joblib").exists()
+
+
+def test_cancelled_apply_leaves_no_model_or_rasters(planted, tmp_path):
+    planted, labels = planted
+    calls = iter(range(10**6))
+    with pytest.raises(Cancelled):
+        train_classifier(planted.path, labels, "landcover", tmp_path / "m.joblib", folds=3,
+                         report_paths=[tmp_path / "r.json"], output_path=tmp_path / "c.tif",
+                         confidence_path=tmp_path / "conf.tif", block_size=64, cancel=lambda: next(calls) >= 3)
+    assert list(tmp_path.iterdir()) == []

@@ -1,8 +1,8 @@
 """Every analysis command from the CLI, on a synthetic planted raster and on one built from the shared S2 sample.
 
-The shared-sample raster is NOT made by the GAIR model (the pipeline may not exist yet): its "embedding" is the
-scaled bands through a fixed random projection. That test checks format and plumbing on real geometry (EPSG:4326,
-real nodata), not model quality.
+Shared-sample rasters: one whose "embedding" is the scaled bands through a fixed random projection (checks format
+and plumbing on real geometry, EPSG:4326, real nodata), and one made by the real pipeline (`engine.embed_raster`,
+PCA to 8 dims, int16) with a randomly initialised tiny GAIR model: plumbing only, not model quality.
 """
 from __future__ import annotations
 
@@ -48,6 +48,30 @@ def _run(capsys, *argv) -> str:
     out, err = capsys.readouterr()
     assert code == 0, err
     return out
+
+
+def _ndvi_labels(folder: Path, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """30 vegetation + 30 built points from the Detroit crop's NDVI, stored in Web Mercator; (path, rows, cols,
+    xs, ys) in the sample's pixel grid and EPSG:4326."""
+    with rasterio.open(SHARED / "detroit_rs.tif") as src:
+        bands = src.read().astype(np.float32) / 10000.0
+        transform = src.transform
+    ndvi = (bands[7] - bands[3]) / np.maximum(bands[7] + bands[3], 1e-6)
+    ndvi[(bands == 0).all(axis=0)] = np.nan
+    rng = np.random.default_rng(seed)
+    veg_r, veg_c = np.nonzero(ndvi > 0.5)
+    bare_r, bare_c = np.nonzero(ndvi < 0.15)
+    assert len(veg_r) > 50 and len(bare_r) > 50  # the Detroit crop has parks and built-up area
+    pick_v, pick_b = rng.choice(len(veg_r), 30, replace=False), rng.choice(len(bare_r), 30, replace=False)
+    rows = np.concatenate([veg_r[pick_v], bare_r[pick_b]])
+    cols = np.concatenate([veg_c[pick_v], bare_c[pick_b]])
+    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    # labels stored in Web Mercator: the engine must reproject them to the raster's EPSG:4326
+    merc = reproject(shapely.points(xs, ys), "EPSG:4326", "EPSG:3857")
+    path = write_gpkg(folder / "labels.gpkg", merc, {"label": np.array(["vegetation"] * 30 + ["built"] * 30,
+                                                                        dtype=object),
+                                                     "value": ndvi[rows, cols].astype(np.float64)}, "EPSG:3857")
+    return path, rows, cols, np.asarray(xs), np.asarray(ys)
 
 
 def _run_all(capsys, folder: Path, raster: Path, labels: Path, ref_xy: tuple[float, float], ref_crs: str,
@@ -106,29 +130,42 @@ def test_cli_on_synthetic_planted_raster(tmp_path, capsys):
 @pytest.mark.skipif(not (SHARED / "detroit_rs.tif").is_file(), reason="shared sample data not present")
 def test_cli_on_shared_sample_raster_plumbing(tmp_path, capsys):
     raster, ndvi, transform = _real_raster(tmp_path)
-    rng = np.random.default_rng(0)
-    veg_r, veg_c = np.nonzero(ndvi > 0.5)
-    bare_r, bare_c = np.nonzero(ndvi < 0.15)
-    assert len(veg_r) > 50 and len(bare_r) > 50  # the Detroit crop has parks and built-up area
-    pick_v, pick_b = rng.choice(len(veg_r), 30, replace=False), rng.choice(len(bare_r), 30, replace=False)
-    rows = np.concatenate([veg_r[pick_v], bare_r[pick_b]])
-    cols = np.concatenate([veg_c[pick_v], bare_c[pick_b]])
-    xs, ys = transform * (cols + 0.5, rows + 0.5)
-    # labels stored in Web Mercator: the engine must reproject them to the raster's EPSG:4326
-    merc = reproject(shapely.points(xs, ys), "EPSG:4326", "EPSG:3857")
-    write_gpkg(tmp_path / "labels.gpkg", merc, {"label": np.array(["vegetation"] * 30 + ["built"] * 30, dtype=object),
-                                                "value": ndvi[rows, cols].astype(np.float64)}, "EPSG:3857")
+    labels, rows, cols, xs, ys = _ndvi_labels(tmp_path)
     with rasterio.open(raster) as ds:
         vectors = ds.read()[:, rows[:5], cols[:5]].T
     layer = _embedding_layer(tmp_path / "emb.gpkg", vectors, xs[:5], ys[:5], "EPSG:4326", "s2proj-test")
-    out = _run_all(capsys, tmp_path, raster, tmp_path / "labels.gpkg", (xs[0], ys[0]), "EPSG:4326", layer)
-    first_hit = [line for line in out["similarity"].splitlines() if line.strip().startswith("#1 ")][0]
+    out = _run_all(capsys, tmp_path, raster, labels, (xs[0], ys[0]), "EPSG:4326", layer)
+    first_hit = next(line for line in out["similarity"].splitlines() if line.strip().startswith("#1 "))
     assert f"(row {rows[0]}, col {cols[0]})" in first_hit and "score 1.0000" in first_hit
     assert out["report"]["overall_accuracy"] > 0.85  # NDVI classes from linear band features: easy, but real
     with rasterio.open(tmp_path / "classes.tif") as ds:
         classes = ds.read(1)
         assert ds.crs.to_epsg() == 4326 and ds.transform == transform
     assert np.array_equal(classes == 0, np.isnan(ndvi))
+
+
+@pytest.mark.skipif(not (SHARED / "detroit_rs.tif").is_file(), reason="shared sample data not present")
+def test_cli_on_pipeline_raster_plumbing(tmp_path, capsys):
+    """A PCA-reduced int16 raster from engine.embed_raster, references from engine.embed_points (full dims)."""
+    import torch
+
+    import engine
+
+    torch.manual_seed(0)
+    model = engine.GAIRModel(engine.GAIRConfig.tiny())
+    raster = engine.embed_raster(SHARED / "detroit_rs.tif", tmp_path / "gair.tif", model, dims=8, dtype="int16",
+                                 overlap=0.0, quicklook=False)
+    labels, _, _, xs, ys = _ndvi_labels(tmp_path)
+    points = engine.embed_points(SHARED / "detroit_rs.tif", labels, tmp_path / "emb.gpkg", model, overlap=0.0)
+    out = _run_all(capsys, tmp_path, raster, labels, (xs[0], ys[0]), "EPSG:4326", Path(points.path))
+    assert "score 1.0000" in next(line for line in out["similarity"].splitlines() if line.strip().startswith("#1 "))
+    assert out["report"]["overall_accuracy"] > 0.6  # random weights: plumbing, yet better than chance (0.5)
+    ref = main(["similarity", str(raster), str(tmp_path / "ref.tif"), "--reference-layer", str(points.path),
+                "--aggregate", "max", "--top-k", "0", "--quiet"])  # full-dims vectors projected through the PCA
+    assert ref == 0 and "60 reference(s)" in capsys.readouterr().out
+    with rasterio.open(tmp_path / "ref.tif") as ds:
+        sim = ds.read(1)
+    assert np.nanmax(sim) > 0.9  # projected references find pixels like themselves
 
 
 def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):

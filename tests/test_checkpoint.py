@@ -104,3 +104,15 @@ def test_hub_download_fails_clearly_offline(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
     assert "PingL/GAIR" in proc.stderr and "GAIR_CHECKPOINT" in proc.stderr
+
+
+def test_convention_override(tmp_path, tiny_state):
+    model, _ = tiny_state
+    engine.save_bundle(model, tmp_path / "b")
+    released = engine.load_model(tmp_path / "b", device="cpu")
+    legacy = engine.load_model(tmp_path / "b", device="cpu", nili_convention="legacy")
+    assert legacy.config.nili_convention == "legacy" and legacy.fingerprint == released.fingerprint
+    tok = np.random.default_rng(0).random((1, TINY.rs_tokens, 32)).astype(np.float32)
+    assert not np.allclose(released.query_tokens(tok, [[[0.8, 0.3]]]), legacy.query_tokens(tok, [[[0.8, 0.3]]]))
+    with pytest.raises(ValueError, match="nili_convention"):
+        engine.load_model(tmp_path / "b", nili_convention="sideways")

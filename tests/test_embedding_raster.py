@@ -7,9 +7,18 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from engine import Cancelled, GAIRError
-from engine.embedding_raster import (INT16_NODATA, EmbeddingRaster, EmbeddingRasterWriter, PCAProjection,
-                                     band_names, check_same_space, create_embedding_raster, int16_scale_offset,
-                                     sample_pixels, sidecar_path)
+from engine.embedding_raster import (
+    INT16_NODATA,
+    EmbeddingRaster,
+    EmbeddingRasterWriter,
+    PCAProjection,
+    band_names,
+    check_same_space,
+    create_embedding_raster,
+    int16_scale_offset,
+    sample_pixels,
+    sidecar_path,
+)
 
 H, W, K = 70, 90, 6
 TRANSFORM = from_origin(500000.0, 4100000.0, 10.0, 10.0)
@@ -22,8 +31,8 @@ def _data(seed: int = 0, dims: int = K) -> np.ndarray:
 
 
 def _write(path, data, **kwargs):
-    kw = dict(width=W, height=H, crs="EPSG:32633", transform=TRANSFORM, dims=data.shape[0], model="abc123",
-              crop_pixels=224, crop_ground_m=2240.0, tile=32)
+    kw = {"width": W, "height": H, "crs": "EPSG:32633", "transform": TRANSFORM, "dims": data.shape[0],
+          "model": "abc123", "crop_pixels": 224, "crop_ground_m": 2240.0, "tile": 32}
     kw.update(kwargs)
     with create_embedding_raster(path, **kw) as writer:
         for r in range(0, H, 32):  # windows that do not match the tiles, to test partial writes
@@ -97,16 +106,13 @@ def test_pca_sidecar_space_and_projection(tmp_path):
 
 
 def test_abort_and_cancel_leave_nothing(tmp_path):
-    with pytest.raises(Cancelled):
-        with create_embedding_raster(tmp_path / "c.tif", width=W, height=H, crs="EPSG:4326", transform=TRANSFORM,
-                                     dims=2, model="m") as writer:
-            writer.write(Window(0, 0, W, H), np.zeros((2, H, W), np.float32))
-            raise Cancelled("stop")
+    kw = {"width": W, "height": H, "crs": "EPSG:4326", "transform": TRANSFORM, "dims": 2, "model": "m"}
+    with pytest.raises(Cancelled), create_embedding_raster(tmp_path / "c.tif", **kw) as writer:
+        writer.write(Window(0, 0, W, H), np.zeros((2, H, W), np.float32))
+        raise Cancelled("stop")
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(GAIRError, match="block shape"):
-        with create_embedding_raster(tmp_path / "c.tif", width=W, height=H, crs="EPSG:4326", transform=TRANSFORM,
-                                     dims=2, model="m") as writer:
-            writer.write(Window(0, 0, W, H), np.zeros((3, H, W), np.float32))
+    with pytest.raises(GAIRError, match="block shape"), create_embedding_raster(tmp_path / "c.tif", **kw) as writer:
+        writer.write(Window(0, 0, W, H), np.zeros((3, H, W), np.float32))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -114,7 +120,8 @@ def test_not_an_embedding_raster(tmp_path):
     import rasterio
 
     path = tmp_path / "plain.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="float32") as ds:
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="float32", crs="EPSG:4326",
+                       transform=TRANSFORM) as ds:
         ds.write(np.zeros((1, 4, 4), np.float32))
     with pytest.raises(GAIRError, match="not a GAIR embedding raster"):
         EmbeddingRaster.open(path)
@@ -125,7 +132,7 @@ def test_sample_pixels_valid_distinct_seeded(tmp_path):
     path = _write(tmp_path / "s.tif", data)
     with EmbeddingRaster.open(path) as er:
         vec, rows, cols = sample_pixels(er, 200, seed=7)
-        vec2, rows2, cols2 = sample_pixels(er, 200, seed=7)
+        _, rows2, cols2 = sample_pixels(er, 200, seed=7)
         _, rows3, _ = sample_pixels(er, 200, seed=8)
         everything, _, _ = sample_pixels(er, 10**6, seed=0)
     assert vec.shape == (200, K) and np.isfinite(vec).all()

@@ -16,7 +16,10 @@ import torch
 
 import engine
 from engine.cli import main
+from engine.embedding_raster import PCAProjection
 from engine.pipeline import embed_points, embed_raster
+from engine.pipeline.blend import ProjectedField, crop_field
+from engine.preprocess import preprocess_rs
 
 from .test_pipeline_raster import synthetic_s2, write_raster
 
@@ -111,3 +114,10 @@ def test_onnx_backend_gives_the_same_field_and_points(tmp_path, bundle):
         vectors.append(np.column_stack(columns[1:-1]).astype(np.float64))
     assert np.isfinite(vectors[0]).all()
     np.testing.assert_allclose(vectors[0], vectors[1], rtol=1e-4, atol=1e-5)
+    tokens = onnx.rs_tokens(preprocess_rs(synthetic_s2(64, 64)[[1, 2, 3, 4, 5, 6, 7, 8, 10, 11]], onnx.config))[0]
+    pca = PCAProjection.from_sample(np.random.default_rng(0).standard_normal((300, 32)), 4, onnx.fingerprint)
+    for mode in ("nili", "bilinear", "bicubic"):
+        projector = ProjectedField(onnx, pca, mode)
+        assert projector._dense is not None
+        expected = crop_field(onnx, tokens, 30, 50, mode, pca)
+        np.testing.assert_allclose(projector(tokens, 30, 50), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..embedding_raster import EmbeddingRaster
 from ..errors import GAIRError
-from .rasters import CLASS_NODATA, OutputRaster, scan, stage
+from .rasters import CLASS_NODATA, OutputRaster, check_cancel, scan, stage
 from .report import classification_report, write_report
-from .sampling import (check_class_counts, check_model_matches, load_model_file, save_model_file, sorted_classes,
-                       training_data)
+from .sampling import (
+    check_class_counts,
+    check_model_matches,
+    load_model_file,
+    save_model_file,
+    sorted_classes,
+    training_data,
+)
 
 CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
 
@@ -29,7 +35,7 @@ class TrainResult:
     skipped_outside: int = 0
     skipped_nodata: int = 0
     skipped_unlabelled: int = 0
-    applied: "ApplyResult | None" = None
+    applied: ApplyResult | None = None
 
 
 @dataclass
@@ -82,6 +88,7 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
         classes = sorted_classes(labels)
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[v] for v in labels], np.int64)
+        check_cancel(cancel, "gathering training samples")
         if progress is not None:
             progress(0.1)
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -89,6 +96,7 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
                                       groups=data.groups, cv=splitter)
         report = classification_report(y, predicted, classes, method, folds, data.grouped)
         report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space, class_field=class_field)
+        check_cancel(cancel, "cross-validating")
         if progress is not None:
             progress(0.6)
         estimator = make_classifier(method, seed, len(y)).fit(data.vectors, y)
@@ -97,9 +105,14 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
         written = [write_report(report, p) for p in report_paths]
     result = TrainResult(saved, report, written, len(y), data.features, data.skipped_outside, data.skipped_nodata,
                          data.skipped_unlabelled)
-    if output_path is not None:
-        result.applied = apply_classifier(raster_path, saved, output_path, confidence_path=confidence_path,
-                                          block_size=block_size, progress=stage(progress, 0.7, 1.0), cancel=cancel)
+    if output_path is not None:  # all or nothing: a cancelled apply also removes the model and reports
+        try:
+            result.applied = apply_classifier(raster_path, saved, output_path, confidence_path=confidence_path,
+                                              block_size=block_size, progress=stage(progress, 0.7, 1.0), cancel=cancel)
+        except BaseException:
+            for path in (saved, *written):
+                path.unlink(missing_ok=True)
+            raise
     elif progress is not None:
         progress(1.0)
     return result

@@ -1,13 +1,13 @@
 """CLI for the analysis functions: `python -m engine <cmd>` via register(), or `python -m engine.analysis.cli <cmd>`.
 
-Each subcommand sets `func(args) -> int`; GAIRError messages are printed as one clear line by main().
+Each subcommand sets `handler(args) -> int` (what engine/cli.py calls); main() prints GAIRError as one line.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import GAIRError
 
@@ -146,7 +146,7 @@ def register(subparsers) -> None:
     p.add_argument("--sample-size", type=int, default=20000, help="pixels to fit on")
     p.add_argument("--polygons", help="also write class polygons to this GeoPackage")
     p.add_argument("--sieve", type=int, default=0, help="merge polygon pieces smaller than N pixels")
-    p.set_defaults(func=_cluster)
+    p.set_defaults(handler=_cluster)
 
     p = subparsers.add_parser("similarity", help="cosine similarity to reference places, top-k look-alikes")
     common(p)
@@ -161,7 +161,7 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, help="cosine similarity for --mask and hits")
     p.add_argument("--mask", help="Byte mask raster of pixels >= threshold")
     p.add_argument("--hits", help="GeoPackage of the top-k points")
-    p.set_defaults(func=_similarity)
+    p.set_defaults(handler=_similarity)
 
     for name, methods, default, func, helptext in (
             ("classify", CLASSIFIERS, "logistic", _classify, "train (and apply) a classifier from labelled features"),
@@ -178,14 +178,14 @@ def register(subparsers) -> None:
         p.add_argument("--output", help="apply to the raster and write the class/prediction raster here")
         if name == "classify":
             p.add_argument("--confidence", help="with --output: confidence raster (top probability)")
-        p.set_defaults(func=func)
+        p.set_defaults(handler=func)
 
     p = subparsers.add_parser("apply-classifier", help="apply a saved classifier or regressor to a raster")
     common(p)
     p.add_argument("model", help="model file saved by classify/regress")
     p.add_argument("output", help="class (or prediction) raster")
     p.add_argument("--confidence", help="confidence raster (classifiers)")
-    p.set_defaults(func=_apply)
+    p.set_defaults(handler=_apply)
 
     p = subparsers.add_parser("rank-features", help="rank a per-feature embedding layer by similarity")
     common(p, raster=False)
@@ -196,7 +196,7 @@ def register(subparsers) -> None:
     p.add_argument("--aggregate", choices=("mean", "max"), default="mean")
     p.add_argument("--layer", help="layer name inside layer_path")
     p.add_argument("--show", type=int, default=10, help="print the best N")
-    p.set_defaults(func=_rank)
+    p.set_defaults(handler=_rank)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return args.handler(args)
     except GAIRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

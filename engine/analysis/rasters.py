@@ -4,8 +4,8 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -42,9 +42,12 @@ class OutputRaster:
             raise GAIRError(f"output {self.path} would overwrite its input raster; choose another name")
         self.tmp = temp_path_for(self.path)
         self.class_names = class_names
-        profile = dict(driver="GTiff", width=like.width, height=like.height, count=1, dtype=dtype, crs=like.crs,
-                       transform=like.transform, nodata=nodata, tiled=True, blockxsize=like.tile_shape[1],
-                       blockysize=like.tile_shape[0], compress="deflate", BIGTIFF="IF_SAFER")
+        profile = {"driver": "GTiff", "width": like.width, "height": like.height, "count": 1, "dtype": dtype,
+                   "crs": like.crs, "transform": like.transform, "nodata": nodata, "tiled": True,
+                   "blockxsize": like.tile_shape[1], "blockysize": like.tile_shape[0], "compress": "deflate",
+                   "BIGTIFF": "IF_SAFER"}
+        if dtype == "float32":  # smooth float maps: the floating-point predictor helps, fast level is enough
+            profile.update(predictor=3, zlevel=1)
         self.ds = rasterio.open(self.tmp, "w", **profile)
         tags = dict(tags or {}, GAIR_MODEL=like.meta.model, GAIR_SPACE=like.meta.space)
         if class_names is not None:
@@ -110,15 +113,21 @@ def scan(raster: EmbeddingRaster, block_size: int | None, progress: Callable[[fl
          cancel: Callable[[], bool] | None) -> Iterator[tuple[object, np.ndarray]]:
     """Yield (window, band-major (K, h*w) float32 block, NaN columns = nodata) over tile-aligned windows.
 
-    Band-major is how GDAL reads fastest; BLAS multiplies it by (m, K) matrices without a transpose.
+    Band-major is how GDAL reads fastest; BLAS multiplies it by (m, K) matrices without a transpose. Every block
+    is a view of one reused buffer: use it before asking for the next (copy it to keep it).
     """
     windows = raster.windows(block_size or default_block_size(raster))
+    buffer = np.empty(raster.dims * max(int(w.height) * int(w.width) for w in windows), np.float32)
     for i, window in enumerate(windows):
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled")
-        yield window, raster.read_block(window).reshape(raster.dims, -1)
+        check_cancel(cancel, "scanning the embedding raster")
+        yield window, raster.read_block(window, buffer).reshape(raster.dims, -1)
         if progress is not None:
             progress((i + 1) / len(windows))
+
+
+def check_cancel(cancel: Callable[[], bool] | None, what: str) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled(f"cancelled while {what}")
 
 
 def stage(progress: Callable[[float], None] | None, start: float, end: float) -> Callable[[float], None] | None:

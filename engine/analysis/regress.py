@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ..embedding_raster import EmbeddingRaster
 from ..errors import GAIRError
 from .classify import TrainResult, apply_classifier
-from .rasters import stage
+from .rasters import check_cancel, stage
 from .report import regression_report, write_report
 from .sampling import save_model_file, training_data
 
@@ -50,12 +49,14 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
             raise GAIRError(f"only {data.features} labelled features with values inside the raster; {folds}-fold "
                             f"cross-validation needs at least {max(folds, 3)}: add labels or lower folds")
         y = data.targets.astype(np.float64)
+        check_cancel(cancel, "gathering training samples")
         if progress is not None:
             progress(0.1)
         splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         predicted = cross_val_predict(make_regressor(method, seed), data.vectors, y, groups=data.groups, cv=splitter)
         report = regression_report(y, predicted, method, folds, data.grouped)
         report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space, value_field=value_field)
+        check_cancel(cancel, "cross-validating")
         if progress is not None:
             progress(0.6)
         estimator = make_regressor(method, seed).fit(data.vectors, y)
@@ -64,9 +65,14 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
         written = [write_report(report, p) for p in report_paths]
     result = TrainResult(saved, report, written, len(y), data.features, data.skipped_outside, data.skipped_nodata,
                          data.skipped_unlabelled)
-    if output_path is not None:
-        result.applied = apply_classifier(raster_path, saved, output_path, block_size=block_size,
-                                          progress=stage(progress, 0.7, 1.0), cancel=cancel)
+    if output_path is not None:  # all or nothing: a cancelled apply also removes the model and reports
+        try:
+            result.applied = apply_classifier(raster_path, saved, output_path, block_size=block_size,
+                                              progress=stage(progress, 0.7, 1.0), cancel=cancel)
+        except BaseException:
+            for path in (saved, *written):
+                path.unlink(missing_ok=True)
+            raise
     elif progress is not None:
         progress(1.0)
     return result

@@ -14,13 +14,18 @@ from ..embedding_raster import temp_path_for
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], method: str,
                           folds: int, grouped: bool) -> dict:
     """Overall accuracy, macro F1, per-class precision/recall/F1/support, confusion matrix (rows = truth)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     labels = np.arange(len(classes))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     return {
         "task": "classification", "method": method, "folds": folds, "grouped_by_feature": grouped,
-        "samples": int(len(y_true)), "classes": classes,
+        "samples": len(y_true), "classes": classes,
         "overall_accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "chance_accuracy": float(np.max(np.bincount(y_true, minlength=len(classes))) / len(y_true)),
@@ -34,7 +39,7 @@ def regression_report(y_true: np.ndarray, y_pred: np.ndarray, method: str, folds
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
     return {"task": "regression", "method": method, "folds": folds, "grouped_by_feature": grouped,
-            "samples": int(len(y_true)), "r2": float(r2_score(y_true, y_pred)),
+            "samples": len(y_true), "r2": float(r2_score(y_true, y_pred)),
             "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
             "mae": float(mean_absolute_error(y_true, y_pred)),
             "target_mean": float(np.mean(y_true)), "target_std": float(np.std(y_true))}

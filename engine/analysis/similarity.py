@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from ..embedding_raster import EmbeddingMeta, EmbeddingRaster, check_same_space
+from ..embedding_raster import EmbeddingRaster, check_same_space
 from ..errors import GAIRError
 from .rasters import MASK_NODATA, OutputRaster, scan, stage
-from .vectors import (pixel_centres, read_embedding_layer, read_layer, read_pixels_at, reproject, samples_from_layer,
-                      world_to_pixel, write_gpkg)
+from .vectors import (
+    embedding_vectors,
+    pixel_centres,
+    read_embedding_layer,
+    read_layer,
+    read_layer_meta,
+    read_pixels_at,
+    reproject,
+    require_layer_crs,
+    samples_from_layer,
+    world_to_pixel,
+    write_gpkg,
+)
 
 AGGREGATES = ("mean", "max")
 CHUNK_COLUMNS = 4096  # pixels per chunk: long enough rows for BLAS, small enough to stay in cache for the norm
@@ -74,7 +85,7 @@ def cosine_scan(bands: np.ndarray, query: np.ndarray, out: np.ndarray | None = N
 
     Column chunks keep the dot product and the pixel norms to one trip through memory for the block.
     """
-    k, n = bands.shape
+    n = bands.shape[1]
     out = np.empty(n, np.float32) if out is None else out
     q = np.ascontiguousarray(query[0] if len(query) == 1 else query, dtype=np.float32)
     for start in range(0, n, CHUNK_COLUMNS):
@@ -119,16 +130,16 @@ def reference_vectors(raster: EmbeddingRaster, points: Sequence[tuple[float, flo
 
 
 def _layer_references(raster: EmbeddingRaster, path, layer) -> np.ndarray:
-    try:
-        _, vectors, meta = read_embedding_layer(path, layer)
-    except GAIRError as exc:
-        if "no gair_000" not in str(exc):
-            raise
-        samples = samples_from_layer(raster, read_layer(path, layer))
+    data = read_layer(path, layer, require_crs=False)
+    vectors = embedding_vectors(data)
+    if vectors is None:  # a plain layer: the raster's own vectors under each feature (polygons averaged)
+        require_layer_crs(data)
+        samples = samples_from_layer(raster, data)
         owners, inverse = np.unique(samples.feature_index, return_inverse=True)
         sums = np.zeros((len(owners), raster.dims), np.float64)
         np.add.at(sums, inverse, samples.vectors)
         return (sums / np.bincount(inverse)[:, None]).astype(np.float32)
+    meta = read_layer_meta(path, data.name, vectors.shape[1])
     if meta is None:
         raise GAIRError(f"{Path(path).name} has embedding fields but no GAIR_MODEL metadata; cannot tell which "
                         "space they are in. Re-create it with the engine's embed commands")
@@ -188,14 +199,13 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
 
 def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance: int,
                threshold: float | None) -> list[SimilarityHit]:
-    """Local maxima of the similarity raster (no higher value within min_distance pixels), best first."""
+    """Local maxima of the similarity raster, best first: no higher value in the (2r+1)^2 square around a hit
+    (a separable filter, fast), then greedy suppression keeps hits at least r = min_distance pixels apart."""
     import rasterio
     from rasterio.windows import Window
     from scipy.ndimage import maximum_filter
 
     r = max(int(min_distance), 1)
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    disk = xx**2 + yy**2 <= r * r
     candidates = []
     with rasterio.open(sim_path) as ds:
         for window in raster.windows():
@@ -204,7 +214,7 @@ def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance
             r1 = min(int(window.row_off + window.height) + r, raster.height)
             sim = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
             sim = np.where(np.isfinite(sim), sim, -np.inf)
-            peak = (sim == maximum_filter(sim, footprint=disk, mode="constant", cval=-np.inf)) & np.isfinite(sim)
+            peak = (sim == maximum_filter(sim, size=2 * r + 1, mode="constant", cval=-np.inf)) & np.isfinite(sim)
             if threshold is not None:
                 peak &= sim >= threshold
             core = np.zeros_like(peak)

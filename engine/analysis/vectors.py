@@ -4,6 +4,7 @@ Read and written with pyogrio's numpy API (no pandas); geometries are shapely ar
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -12,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding_raster import BAND_PREFIX, EmbeddingMeta, EmbeddingRaster, temp_path_for
+from ..embedding_raster import (
+    BAND_PREFIX,
+    EmbeddingMeta,
+    EmbeddingRaster,
+    temp_path_for,
+)
 from ..errors import GAIRError
 
 EMBEDDING_FIELD = re.compile(rf"^{BAND_PREFIX}\d{{3,}}$")
@@ -54,12 +60,18 @@ def read_layer(path: str | os.PathLike, layer: str | int | None = None, require_
         meta, fids, wkb, columns = pyogrio.raw.read(path, layer=layer, return_fids=True)
     except Exception as exc:  # pyogrio raises its own DataSourceError/DataLayerError
         raise GAIRError(f"cannot read vector layer {path} (layer {layer!r}): {exc}") from exc
-    if require_crs and not meta.get("crs"):
-        raise GAIRError(f"{path.name} has no CRS; assign one (e.g. in QGIS: Layer > Set CRS) and save it again")
     geometries = shapely.from_wkb(wkb) if wkb is not None else np.array([None] * len(fids))
     fields = {str(n): np.asarray(c) for n, c in zip(meta["fields"], columns)}
-    return Layer(path, str(meta.get("layer_name") or layer or path.stem), geometries, fields, meta.get("crs"),
+    data = Layer(path, str(meta.get("layer_name") or layer or path.stem), geometries, fields, meta.get("crs"),
                  np.asarray(fids))
+    if require_crs:
+        require_layer_crs(data)
+    return data
+
+
+def require_layer_crs(layer: Layer) -> None:
+    if not layer.crs:
+        raise GAIRError(f"{layer.path.name} has no CRS; assign one (e.g. in QGIS: Layer > Set CRS) and save it again")
 
 
 def reproject(geometries: np.ndarray, src_crs, dst_crs) -> np.ndarray:
@@ -191,16 +203,23 @@ def _crs_name(crs) -> str:
     return c.name if c.to_epsg() is None else f"EPSG:{c.to_epsg()}"
 
 
+def embedding_vectors(layer: Layer) -> np.ndarray | None:
+    """(N, K) float32 from the layer's `gair_###` fields in index order; None when it has none."""
+    names = sorted((n for n in layer.fields if EMBEDDING_FIELD.match(n)), key=lambda n: int(n[len(BAND_PREFIX):]))
+    if not names:
+        return None
+    return np.column_stack([layer.fields[n].astype(np.float32) for n in names])
+
+
 def read_embedding_layer(path: str | os.PathLike, layer: str | int | None = None
                          ) -> tuple[Layer, np.ndarray, EmbeddingMeta | None]:
     """A per-feature embedding layer: its features, their (N, K) `gair_###` vectors, and the space they live in."""
-    layer_data = read_layer(path, layer, require_crs=False)
-    names = sorted((n for n in layer_data.fields if EMBEDDING_FIELD.match(n)), key=lambda n: int(n[len(BAND_PREFIX):]))
-    if not names:
+    data = read_layer(path, layer, require_crs=False)
+    vectors = embedding_vectors(data)
+    if vectors is None:
         raise GAIRError(f"{Path(path).name} has no {BAND_PREFIX}000.. fields; it is not a per-feature embedding "
                         "layer (make one with `python -m engine embed-points`)")
-    vectors = np.column_stack([layer_data.fields[n].astype(np.float32) for n in names])
-    return layer_data, vectors, read_layer_meta(path, layer_data.name, len(names))
+    return data, vectors, read_layer_meta(path, data.name, vectors.shape[1])
 
 
 def read_layer_meta(path: str | os.PathLike, layer_name: str, dims: int) -> EmbeddingMeta | None:
@@ -215,7 +234,8 @@ def read_layer_meta(path: str | os.PathLike, layer_name: str, dims: int) -> Embe
         if "GAIR_MODEL" not in values:
             info = pyogrio.read_info(path, layer=layer_name)
             values = {str(k).upper(): str(v) for k, v in (info.get("layer_metadata") or {}).items()}
-    except Exception:  # a GeoJSON/shapefile has neither; the caller decides whether that matters
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError):
+        # a GeoJSON/shapefile has neither; the caller decides whether that matters
         return None
     if "GAIR_MODEL" not in values:
         return None
@@ -241,7 +261,8 @@ def write_gpkg(path: str | os.PathLike, geometries: np.ndarray, fields: dict[str
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="'crs' was not provided")  # attribute tables may have none
-            pyogrio.raw.write(tmp, shapely.to_wkb(geometries), list(fields.values()), list(fields), driver="GPKG",
+            logging.getLogger("pyogrio").setLevel(logging.WARNING)  # not "INFO Created N records" on every write
+            pyogrio.raw.write(tmp, shapely.to_wkb(geometries, output_dimension=3), list(fields.values()), list(fields), driver="GPKG",
                               layer=layer or path.stem, geometry_type=geometry_type, crs=crs_text,
                               promote_to_multi=geometry_type == "MultiPolygon", layer_metadata=layer_metadata)
         os.replace(tmp, path)

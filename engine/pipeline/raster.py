@@ -16,7 +16,7 @@ import numpy as np
 from ..config import QUERY_MODES
 from ..embedding_raster import DTYPES, EmbeddingRasterWriter, PCAProjection, int16_scale_offset, temp_path_for
 from ..errors import Cancelled, GAIRError
-from .blend import BlockBlender, crop_field
+from .blend import BlockBlender, ProjectedField, crop_field, numpy_blas_beside
 from .distributed import Shard, barrier, current_shard, gather_batches
 from .source import OutputGrid, SourceRaster
 from .tiling import CropLayout
@@ -27,7 +27,7 @@ Cancel = Callable[[], bool] | None
 TILE = 256
 BLOCK_BUDGET_BYTES = 128 * 2**20   # blend accumulators of one block
 FIELD_CACHE_BYTES = 256 * 2**20    # crop fields kept for the next block of the same block row
-SAMPLE_CROPS, SAMPLE_PIXELS = 16, 32768
+SAMPLE_CROPS, SAMPLE_PIXELS = 16, 16384
 QUICKLOOK_SIDE = 1024
 
 
@@ -132,11 +132,13 @@ class _RasterJob:
             self.check_cancel()
         self.encoded.update(todo)
 
-    def field(self, index: int, pca: PCAProjection | None, keep: bool) -> np.ndarray:
+    def field(self, index: int, projector: ProjectedField | None, keep: bool) -> np.ndarray:
         """A crop's (projected) field, from the cache when the previous block kept it; `keep` caches it."""
         field = self.fields.get(index)
         if field is None:
-            field = crop_field(self.model, self.tokens[index], self.layout.crop_h, self.layout.crop_w, self.mode, pca)
+            h, w = self.layout.crop_h, self.layout.crop_w
+            field = (projector(self.tokens[index], h, w) if projector is not None
+                     else crop_field(self.model, self.tokens[index], h, w, self.mode))
             if keep:
                 self.fields[index] = field
         return field
@@ -151,12 +153,13 @@ class _RasterJob:
             return None
         rng = np.random.default_rng(seed)
         per_crop, rows = max(64, SAMPLE_PIXELS // len(chosen)), []
-        for i in chosen:
-            field = crop_field(self.model, self.tokens[i], self.layout.crop_h, self.layout.crop_w, self.mode)
-            valid = np.flatnonzero(self.src.valid(self.crop_window(i), field.shape[:2]))
+        h, w = self.layout.crop_h, self.layout.crop_w
+        for i in chosen:  # the field at random valid pixel centres of the crop (a point query, no dense field)
+            valid = np.flatnonzero(self.src.valid(self.crop_window(i), (h, w)))
             if len(valid):
-                pick = rng.choice(valid, size=min(per_crop, len(valid)), replace=False)
-                rows.append(field.reshape(-1, field.shape[-1])[np.sort(pick)])
+                pick = np.sort(rng.choice(valid, size=min(per_crop, len(valid)), replace=False))
+                rel = np.stack([(pick % w + 0.5) / w, (pick // w + 0.5) / h], axis=-1)[None]
+                rows.append(np.asarray(self.model.query_tokens(self.tokens[i][None], rel, mode=self.mode))[0])
         if not rows:
             raise GAIRError(f"{Path(self.src.path).name}: no valid pixels in the crops sampled for scaling/PCA")
         return np.concatenate(rows)
@@ -164,6 +167,8 @@ class _RasterJob:
     def run_blocks(self, writer, pca: PCAProjection | None, quicklook: Quicklook | None) -> None:
         """Blend and write every block (rank 0); all ranks walk the blocks to encode their share of the crops."""
         from rasterio.windows import Window
+
+        projector = ProjectedField(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
 
         side, height, width = self.block_side, self.grid.height, self.grid.width
         n_block_cols = math.ceil(width / side)
@@ -185,7 +190,7 @@ class _RasterJob:
                 blender = BlockBlender(row0, col0, h, w, self.dims)
                 for i in ids:
                     wy, wx = self.layout.weights(i)
-                    blender.add(self.field(i, pca, i in reuse), wy, wx, *self.layout.origin(i))
+                    blender.add(self.field(i, projector, i in reuse), wy, wx, *self.layout.origin(i))
                 block = blender.result(self.src.valid(self.src.window_of(self.grid, row0, col0, h, w), (h, w)))
                 writer.write(Window(col0, row0, w, h), block)
                 if quicklook is not None:
@@ -235,7 +240,7 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
     cfg, shard, output_path = model.config, current_shard(), Path(output_path)
     if dims is not None and not 1 <= int(dims) <= cfg.embed_dim:
         raise GAIRError(f"--dims must be between 1 and the model's {cfg.embed_dim} dims, got {dims}")
-    with SourceRaster(input_path, cfg, bands) as src:
+    with numpy_blas_beside(model), SourceRaster(input_path, cfg, bands) as src:
         grid = src.output_grid(pixel_size_m)
         crop_h, crop_w = src.crop_size_px(grid.res_m)
         if min(crop_h, crop_w) < 4:

@@ -86,7 +86,8 @@ def write_features(path: str | os.PathLike, layer: FeatureLayer, vectors: np.nda
     columns.update(embedding_columns(vectors))
     columns[STATUS_FIELD] = np.asarray(status, dtype=object)
     spatial = layer.geometry_type is not None or any(g is not None for g in layer.geometries)
-    wkb = shapely.to_wkb(layer.geometries) if spatial else None
+    # 3, not the 4-D default: inside QGIS, shapely runs on the older system GEOS, which rejects 4-D WKB
+    wkb = shapely.to_wkb(layer.geometries, output_dimension=3) if spatial else None
     geometry_type = (layer.geometry_type or "Unknown") if spatial else None
     tmp = temp_path_for(path, ".gpkg")
     try:

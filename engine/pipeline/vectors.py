@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import Cancelled, GAIRError
+from .blend import numpy_blas_beside
 from .raster import as_model
 from .source import SourceRaster
 from .tiling import CropLayout
@@ -212,7 +213,7 @@ def embed_points(raster: str | os.PathLike, layer: str | os.PathLike, output: st
                         "assign one (in QGIS: Layer > Set CRS, then save) and retry")
     vectors = np.zeros((len(features), model.config.embed_dim), np.float32)
     status = np.full(len(features), OK, dtype=object)
-    with SourceRaster(raster, model.config, bands) as src:
+    with numpy_blas_beside(model), SourceRaster(raster, model.config, bands) as src:
         geoms = _reproject(features.geometries, features.crs, src.ds.crs)
         for start in range(0, len(features), CHUNK):
             tasks: list[_CropTask] = []

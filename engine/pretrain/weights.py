@@ -52,27 +52,29 @@ def load_croma(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Copy a CROMA optical encoder into model.rs_encoder.s2_encoder; re-initialise linear_input. Returns notes."""
     target = model.rs_encoder.s2_encoder
     ours = target.state_dict()
-    copied, unused, mismatched = {}, [], []
+    copied, unused, problems = {}, [], []
     for key, value in state.items():
         if key.startswith("linear_input."):
             continue
-        if key not in ours:
+        if key.startswith("transformer.norm_out."):  # CROMA's final norm; GAIR's tokens are taken before it
             unused.append(key)
+        elif key not in ours:
+            problems.append(f"unexpected {key}")
         elif tuple(value.shape) != tuple(ours[key].shape):
-            mismatched.append(f"{key} {tuple(value.shape)} vs ours {tuple(ours[key].shape)}")
+            problems.append(f"{key} {tuple(value.shape)} vs ours {tuple(ours[key].shape)}")
         else:
             copied[key] = value
-    missing = [k for k in ours if not k.startswith("linear_input.") and k not in copied]
-    if mismatched or missing:
+    problems += [f"missing {k}" for k in ours if not k.startswith("linear_input.") and k not in copied]
+    if problems:
         raise GAIRError(f"the CROMA encoder does not fit this model ({model.config.embed_dim}-d, {model.config.rs_depth} "
-                        f"layers): mismatched {mismatched[:6]}, missing {missing[:6]}; use CROMA_base.pt with the base model")
+                        f"layers): {'; '.join(problems[:6])}; use CROMA_base.pt with the base model")
     ours.update({k: v.to(ours[k].dtype) for k, v in copied.items()})
     target.load_state_dict(ours)
     target.linear_input.reset_parameters()
     notes = [f"CROMA: copied {len(copied)} tensors into rs_encoder.s2_encoder, re-initialised linear_input "
              f"(12 bands there, {model.config.rs_channels} here)"]
     if unused:
-        notes.append(f"CROMA: unused keys {unused[:6]}{' ...' if len(unused) > 6 else ''}")
+        notes.append(f"CROMA: not used (GAIR takes tokens before CROMA's final norm): {', '.join(unused)}")
     return notes
 
 

@@ -177,14 +177,17 @@ class SimilarityController(QObject):
         raster_path, points_path = task.result
         self._remove_results()
         similarity = QgsRasterLayer(raster_path, SIMILARITY_NAME, "gdal")
-        points = QgsVectorLayer(points_path, TOP_K_NAME, "ogr")
         vmin, vmax = band_range(similarity)
         similarity_renderer(similarity, vmin, vmax, self.threshold)
-        top_k_renderer(points)
         add_to_gair_group(similarity, self.project, 0)
-        add_to_gair_group(points, self.project, 0)
+        points = None
+        if points_path:  # None when no pixel peaks (e.g. the raster is all nodata but the references)
+            points = QgsVectorLayer(points_path, TOP_K_NAME, "ogr")
+            top_k_renderer(points)
+            add_to_gair_group(points, self.project, 0)
         self.similarity_layer, self.points_layer = similarity, points
-        self.status.emit(f"Similarity to {len(self.references)} reference point(s): {points.featureCount()} top places.")
+        self.status.emit(f"Similarity to {len(self.references)} reference point(s): "
+                         f"{points.featureCount() if points else 0} top places.")
         self.result_ready.emit()
 
     def _embed_done(self, task: EngineTask) -> None:

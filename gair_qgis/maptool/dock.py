@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject
-from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
+from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QFormLayout,
@@ -43,6 +43,9 @@ class SimilarityDock(QgsDockWidget):
         self.layer_box.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.layer_box.setAllowEmptyLayer(True)
         self.layer_box.layerChanged.connect(self._layer_changed)
+        self.model = QgsFileWidget()
+        self.model.setFilter("GAIR models (*.pth *.pt *.ckpt *.onnx config.json);;All files (*)")
+        self.model.setToolTip("Model for embedding a source raster; empty: the one in GAIR settings")
         self.embed_button = QPushButton("Embed visible extent")
         self.embed_button.setToolTip("Compute GAIR embeddings for the part of the source raster in view")
         self.embed_button.clicked.connect(self._embed_visible)
@@ -69,6 +72,7 @@ class SimilarityDock(QgsDockWidget):
 
         form = QFormLayout()
         form.addRow("Raster", self.layer_box)
+        form.addRow("Model", self.model)
         form.addRow("", self.embed_button)
         form.addRow("Top places", self.top_k)
         threshold_row = QHBoxLayout()
@@ -89,11 +93,12 @@ class SimilarityDock(QgsDockWidget):
         embedding = is_embedding_raster(layer)
         self.controller.set_embedding_layer(layer if embedding else None)
         self.embed_button.setEnabled(layer is not None and not embedding)
+        self.model.setEnabled(layer is not None and not embedding)
 
     def _embed_visible(self) -> None:
         layer = self.layer_box.currentLayer()
         if layer is not None:
-            self.controller.embed_visible_extent(layer)
+            self.controller.embed_visible_extent(layer, self.model.filePath() or None)
 
     def _threshold_changed(self, position: int) -> None:
         layer = self.controller.similarity_layer

@@ -40,17 +40,13 @@ class EngineBridge:
     def cancel(self) -> bool:
         return self.feedback is not None and self.feedback.isCanceled()
 
-    def part(self, start: float, end: float) -> "EngineBridge":
-        """A bridge for one step of a multi-step algorithm."""
-        span = self.end - self.start
-        return EngineBridge(self.feedback, self.start + span * start, self.start + span * end)
-
     def kwargs(self) -> dict[str, Callable]:
         return {"progress": self.progress, "cancel": self.cancel}
 
 
 class GAIRAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses set NAME, DISPLAY, GROUP, HELP and implement initAlgorithm, `validate` and `run_engine`."""
+    """Subclasses set NAME, DISPLAY, GROUP, HELP and implement initAlgorithm, optionally `validate`, and
+    `run_engine(parameters, context, feedback, bridge) -> results`, which calls one engine function."""
 
     NAME = ""
     DISPLAY = ""
@@ -161,22 +157,19 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
             if feedback.isCanceled():
                 raise engine.Cancelled("cancelled")
             return result
-        except engine.Cancelled:
+        except engine.Cancelled as exc:
             self._remove_outputs()
-            raise QgsProcessingException(self.tr("Cancelled by the user; no output was written."))
+            raise QgsProcessingException(self.tr("Cancelled by the user; no output was written.")) from exc
         except engine.GAIRError as exc:
             self._remove_outputs()
-            raise QgsProcessingException(str(exc))
+            raise QgsProcessingException(str(exc)) from exc
         except ImportError as exc:
             self._remove_outputs()
             hint = missing_dependency_message() or ""
-            raise QgsProcessingException(f"{exc}. {hint}".strip())
+            raise QgsProcessingException(f"{exc}. {hint}".strip()) from exc
         except Exception:
             self._remove_outputs()
             raise
-
-    def run_engine(self, parameters, context, feedback, bridge: EngineBridge) -> dict:
-        raise QgsProcessingException(f"{type(self).__name__}.run_engine is missing")
 
     def finish_layer_result(self, result, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         """Report an engine.pipeline LayerResult (per-feature embeddings) and hand its GeoPackage to Processing."""

@@ -3,6 +3,7 @@ into the "GAIR" group when the user asked for the result to be opened."""
 from __future__ import annotations
 
 import os
+from collections import deque
 
 from qgis.core import (
     QgsMapLayer,
@@ -15,7 +16,9 @@ from qgis.core import (
 from ..layers import gair_group
 from ..styling import save_default_style
 
-_ALIVE: list = []  # post-processors must outlive the algorithm instance that created them
+# The C++ side holds only a pointer: the Python object must stay referenced until Processing has loaded the
+# results (after the algorithm instance is gone). A run adds at most a few, so the last 64 are plenty.
+_RECENT_PROCESSORS: deque = deque(maxlen=64)
 
 
 class GroupStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -56,18 +59,15 @@ def finish_output(context: QgsProcessingContext, path: str, name: str, output_na
     if context.willLoadLayerOnCompletion(path):
         details = context.layerToLoadOnCompletionDetails(path)
     elif load:
-        context.addLayerToLoadOnCompletion(path, QgsProcessingContext.LayerDetails(name, context.project(), output_name))
+        details = QgsProcessingContext.LayerDetails(name, context.project(), output_name)
+        context.addLayerToLoadOnCompletion(path, details)
         details = context.layerToLoadOnCompletionDetails(path)
     else:
         return path
     processor = GroupStylePostProcessor()
-    _ALIVE.append(processor)
+    _RECENT_PROCESSORS.append(processor)
     details.setPostProcessor(processor)
     return path
-
-
-def will_load(context: QgsProcessingContext, path: str) -> bool:
-    return context.willLoadLayerOnCompletion(path)
 
 
 def remove_file_set(path: str) -> None:

@@ -22,6 +22,19 @@ class GAIRProvider(QgsProcessingProvider):
     def icon(self) -> QIcon:
         return QIcon(resources_path("icon.png"))
 
+    # the engine writes GeoTIFF rasters and GeoPackage layers; offer only those as destinations
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802
+        return ["tif"]
+
+    def supportedOutputVectorLayerExtensions(self) -> list[str]:  # noqa: N802
+        return ["gpkg"]
+
+    def defaultRasterFileExtension(self) -> str:  # noqa: N802
+        return "tif"
+
+    def defaultVectorFileExtension(self, hasGeometry: bool = True) -> str:  # noqa: N802, N803
+        return "gpkg"
+
     def loadAlgorithms(self) -> None:  # noqa: N802
         from .algorithms import algorithm_classes
 

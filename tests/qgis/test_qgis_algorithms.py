@@ -289,3 +289,71 @@ def test_convert_refuses_a_file_that_is_not_a_gair_checkpoint(gair_provider, tmp
     with pytest.raises(QgsProcessingException, match="does not match the GAIR architecture"):
         processing.run("gair:convert_model", {"CHECKPOINT": str(bogus), "OUTPUT": str(tmp_path / "bundle")})
     assert not (tmp_path / "bundle").exists()
+
+
+def test_export_onnx_then_embed_with_the_onnx_backend(gair_provider, tiny_bundle, sample_embedding, examples,
+                                                      tmp_path):
+    from gair_qgis.settings import GAIRSettings, clear_model_cache
+
+    result = processing.run("gair:export_onnx", {"SOURCE": str(tiny_bundle / "config.json"),
+                                                 "OUTPUT": str(tmp_path / "onnx")})
+    export = tmp_path / "onnx"
+    assert result["OUTPUT"] == str(export) and (export / "config.json").is_file()
+    assert result["FINGERPRINT"] == gdal.Open(str(sample_embedding)).GetMetadataItem("GAIR_MODEL")
+    before = GAIRSettings.load()
+    try:
+        GAIRSettings(str(export), "onnx", "cpu").save()
+        clear_model_cache()
+        points = QgsVectorLayer("Point?crs=EPSG:4326&field=id:integer", "p", "memory")
+        feature = QgsFeature(points.fields())
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(examples[0]["lon"], examples[0]["lat"])))
+        points.dataProvider().addFeatures([feature])
+        onnx = processing.run("gair:embed_locations", {"INPUT": points, "OUTPUT": str(tmp_path / "onnx.gpkg")})
+        GAIRSettings(str(tiny_bundle), "torch", "cpu").save()
+        clear_model_cache()
+        torch_run = processing.run("gair:embed_locations", {"INPUT": points, "OUTPUT": str(tmp_path / "torch.gpkg")})
+    finally:
+        before.save()
+        clear_model_cache()
+    vectors = [np.array([next(QgsVectorLayer(r["OUTPUT"], "v", "ogr").getFeatures())[f"gair_{i:03d}"]
+                         for i in range(32)]) for r in (onnx, torch_run)]
+    assert np.linalg.norm(vectors[0] - vectors[1]) < 1e-3 * np.linalg.norm(vectors[1])
+
+
+def test_results_loaded_by_processing_land_styled_in_the_gair_group(gair_provider, qgis_new_project,
+                                                                    sample_embedding, tmp_path):
+    result = processing.runAndLoadResults("gair:cluster_embeddings", {
+        "INPUT": str(sample_embedding), "K": 2, "OUTPUT": str(tmp_path / "c.tif"),
+        "POLYGONS": str(tmp_path / "c.gpkg")})
+    group = QgsProject.instance().layerTreeRoot().findGroup("GAIR")
+    layers = {node.layer().source().split("|")[0]: node.layer() for node in group.findLayers()}
+    assert set(layers) == {result["OUTPUT"], result["POLYGONS"]}
+    assert [c.label for c in layers[result["OUTPUT"]].renderer().classes()] == ["cluster 1", "cluster 2"]
+    assert layers[result["POLYGONS"]].renderer().type() == "categorizedSymbol"
+
+
+def test_convert_checkpoint_to_bundle_and_set_it_as_the_model(gair_provider, tmp_path, monkeypatch):
+    import torch
+
+    import engine
+    import engine.checkpoint
+    from gair_qgis.settings import GAIRSettings, clear_model_cache
+
+    # an official-format checkpoint ({"model": state_dict}) of the tiny architecture, read as the official one
+    monkeypatch.setattr(engine.checkpoint, "GAIRConfig", engine.GAIRConfig.tiny)
+    torch.manual_seed(1)
+    model = engine.GAIRModel(engine.GAIRConfig.tiny())
+    torch.save({"model": model.state_dict()}, tmp_path / "checkpoint.pth")
+    before = GAIRSettings.load()
+    try:
+        result = processing.run("gair:convert_model", {"CHECKPOINT": str(tmp_path / "checkpoint.pth"),
+                                                       "CONVENTION": 1, "SET_DEFAULT": True,
+                                                       "OUTPUT": str(tmp_path / "bundle")})
+        assert result["FINGERPRINT"] == model.fingerprint
+        assert GAIRSettings.load().model_path == str(tmp_path / "bundle")
+    finally:
+        before.save()
+        clear_model_cache()
+        monkeypatch.undo()
+    bundle = engine.load_model(tmp_path / "bundle", device="cpu", backend="torch")
+    assert bundle.fingerprint == model.fingerprint and bundle.config.nili_convention == "legacy"

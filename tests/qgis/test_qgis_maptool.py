@@ -16,6 +16,8 @@ from qgis.core import (
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, QPoint, Qt
 
+from gair_qgis.layers import raster_tag
+
 
 def wait_for(controller, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
@@ -142,7 +144,7 @@ def test_click_outside_raster_explains(dock):
 
 
 def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_project, gair_settings,
-                                                          sample_raster):
+                                                          sample_raster, tiny_bundle):
     from gair_qgis.maptool.dock import SimilarityDock
 
     source = QgsRasterLayer(str(sample_raster), "s2", "gdal")
@@ -155,6 +157,7 @@ def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_
     try:
         widget.layer_box.setLayer(source)
         assert widget.controller.embedding_layer is None and widget.embed_button.isEnabled()
+        widget.model.setFilePath(str(tiny_bundle / "config.json"))  # a bundle is picked through its config.json
         widget.embed_button.click()
         wait_for(widget.controller, 120)
         embedding = widget.controller.embedding_layer
@@ -162,6 +165,10 @@ def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_
         assert embedding.width() < source.width()  # only the visible extent was embedded
         assert canvas.extent().contains(embedding.extent().center())
         assert widget.layer_box.currentLayer() is embedding
+        import json
+
+        fingerprint = json.loads((tiny_bundle / "config.json").read_text())["fingerprint"]
+        assert raster_tag(embedding.source(), "GAIR_MODEL") == fingerprint
         widget.set_tool_active(True)
         click(widget, canvas, embedding.extent().center())
         wait_for(widget.controller)

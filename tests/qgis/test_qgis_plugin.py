@@ -33,6 +33,11 @@ def test_plugin_registers_and_unregisters_provider(qgis_iface, qgis_processing):
             assert alg.shortHelpString(), f"{alg.id()} has no help text"
             assert alg.id().startswith("gair:")
         assert len(plugin.actions) == 2
+        tool_action = plugin.actions[0]
+        tool_action.setChecked(True)  # the toolbar button opens the dock and arms the map tool
+        assert plugin.dock is not None and qgis_iface.mapCanvas().mapTool() is plugin.dock.tool
+        tool_action.setChecked(False)
+        assert qgis_iface.mapCanvas().mapTool() is not plugin.dock.tool
     finally:
         plugin.unload()
     assert QgsApplication.processingRegistry().providerById("gair") is None
@@ -68,7 +73,7 @@ def test_bridge_maps_progress_and_cancel():
     feedback = QgsProcessingFeedback()
     seen = []
     feedback.progressChanged.connect(seen.append)
-    bridge = EngineBridge(feedback).part(0.5, 1.0)
+    bridge = EngineBridge(feedback, 0.5, 1.0)
     bridge.progress(0.5)
     bridge.progress(2.0)
     assert seen == [75.0, 100.0]
@@ -131,3 +136,68 @@ def test_similarity_ramp_makes_similar_stand_out_and_threshold_hides(small_raste
     similarity_renderer(small_raster, vmin, vmax, threshold=0.5)
     ramp = small_raster.renderer().shader().rasterShaderFunction()
     assert ramp.clip() and ramp.minimumValue() == pytest.approx(0.5)
+
+
+def test_plugin_without_any_runtime_loads_and_shows_the_pip_command(qgis_iface, qgis_processing, monkeypatch):
+    from qgis.core import Qgis
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("gair") is not None:
+        registry.removeProvider("gair")
+    monkeypatch.setattr(deps, "has_module", lambda name: name not in ("torch", "onnxruntime"))
+    qgis_iface.messageBar().clear_messages()
+    plugin = gair_qgis.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        assert registry.providerById("gair") is not None  # the toolbox entries are there all the same
+        (message,) = qgis_iface.messageBar().get_messages(Qgis.Warning)
+        assert f'"{deps.python_executable()}" -m pip install onnxruntime' in message
+    finally:
+        plugin.unload()
+
+
+def test_post_processor_styles_and_moves_loaded_layer_into_gair_group(qgis_new_project, small_raster):
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    from gair_qgis.processing.outputs import GroupStylePostProcessor
+    from gair_qgis.styling import paletted_renderer, save_default_style
+
+    paletted_renderer(small_raster, [(1, "a"), (2, "b")])
+    save_default_style(small_raster)
+    loaded = QgsRasterLayer(small_raster.source(), "loaded", "gdal")
+    loaded.setRenderer(QgsSingleBandPseudoColorRenderer(loaded.dataProvider(), 1))  # as if Processing restyled it
+    project = QgsProject.instance()
+    project.addMapLayer(loaded)
+    context = QgsProcessingContext()
+    context.setProject(project)
+    GroupStylePostProcessor().postProcessLayer(loaded, context, QgsProcessingFeedback())
+    group = project.layerTreeRoot().findGroup("GAIR")
+    assert [node.layer() for node in group.findLayers()] == [loaded]
+    assert project.layerTreeRoot().findLayer(loaded.id()).parent() is group
+    assert [c.label for c in loaded.renderer().classes()] == ["a", "b"]
+
+
+def test_settings_dialog_saves_and_lists_packages(qgis_app, tmp_path):
+    from gair_qgis.settings import GAIRSettings
+    from gair_qgis.settings_dialog import SettingsDialog
+
+    old = GAIRSettings.load()
+    try:
+        dialog = SettingsDialog()
+        assert "onnxruntime" in dialog.status.text() and "torch" in dialog.status.text()
+        dialog.model.setFilePath(str(tmp_path))
+        dialog.backend.setCurrentText("onnx")
+        dialog.device.setCurrentText("cpu")
+        dialog.accept()
+        assert GAIRSettings.load() == GAIRSettings(str(tmp_path), "onnx", "cpu")
+    finally:
+        old.save()
+
+
+def test_provider_offers_only_the_formats_the_engine_writes(qgis_processing):
+    from gair_qgis.processing.provider import GAIRProvider
+
+    provider = GAIRProvider()
+    assert provider.supportedOutputRasterLayerExtensions() == ["tif"]
+    assert provider.supportedOutputVectorLayerExtensions() == ["gpkg"]
+    assert (provider.defaultRasterFileExtension(), provider.defaultVectorFileExtension()) == ("tif", "gpkg")

@@ -20,11 +20,4 @@ MODULES = (
 
 def algorithm_classes() -> list[type]:
     """Every algorithm class; each module exposes exactly one `Algorithm`."""
-    classes = []
-    for module in MODULES:
-        try:
-            classes.append(importlib.import_module(f"{__name__}.{module}").Algorithm)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module}":
-                raise
-    return classes
+    return [importlib.import_module(f"{__name__}.{module}").Algorithm for module in MODULES]

@@ -1,7 +1,11 @@
 """Apply classifier: a saved classifier or regressor -> class (+ confidence) or prediction raster."""
 from __future__ import annotations
 
-from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer
+from qgis.core import (
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
 
 from ...styling import class_raster_renderer
 from ..base import GAIRAlgorithm, raster_layer_path, require_embedding_raster
@@ -45,7 +49,8 @@ class Algorithm(GAIRAlgorithm):
         from engine.analysis import apply_classifier
         from engine.analysis.sampling import load_model_file
 
-        regression = load_model_file(self.parameterAsFile(parameters, "CLASSIFIER", context)).get("task") == "regression"
+        classifier = self.parameterAsFile(parameters, "CLASSIFIER", context)
+        regression = load_model_file(classifier).get("task") == "regression"
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
         result = apply_classifier(
             self.raster_path(parameters, "INPUT", context), self.parameterAsFile(parameters, "CLASSIFIER", context),

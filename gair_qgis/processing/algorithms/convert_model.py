@@ -48,20 +48,13 @@ class Algorithm(GAIRAlgorithm):
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from dataclasses import replace
-
-        from engine.checkpoint import load_official, save_bundle
+        from engine.checkpoint import convert_checkpoint
 
         checkpoint = self.parameterAsFile(parameters, "CHECKPOINT", context)
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        convention = CONVENTIONS[self.parameterAsEnum(parameters, "CONVENTION", context)]
         feedback.pushInfo(self.tr(f"Reading {checkpoint}…"))
-        model = load_official(checkpoint)
-        bridge.progress(0.6)
-        if bridge.cancel():
-            return {}
-        model.config = replace(model.config, nili_convention=CONVENTIONS[self.parameterAsEnum(parameters, "CONVENTION",
-                                                                                                  context)])
-        save_bundle(model, out, source=checkpoint)
+        model = convert_checkpoint(checkpoint, out, convention)
         feedback.pushInfo(model.load_report.summary())
         feedback.pushInfo(self.tr(f"Wrote bundle {out} (fingerprint {model.fingerprint})"))
         if self.parameterAsBool(parameters, "SET_DEFAULT", context):

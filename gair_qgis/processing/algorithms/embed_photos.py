@@ -81,8 +81,9 @@ class Algorithm(GAIRAlgorithm):
 
         field = self.parameterAsString(parameters, "PHOTO_FIELD", context)
         source = self.parameterAsSource(parameters, "INPUT", context)
-        layer = copy_with_absolute_paths(source, field, source_folder(self.parameterAsVectorLayer(parameters, "INPUT", context)),
-                                         QgsProcessingUtils.generateTempFilename("photos.gpkg"), context)
+        base = source_folder(self.parameterAsVectorLayer(parameters, "INPUT", context))
+        layer = copy_with_absolute_paths(source, field, base, QgsProcessingUtils.generateTempFilename("photos.gpkg"),
+                                         context)
         result = engine.embed_photos(
             layer, self.parameterAsOutputLayer(parameters, "OUTPUT", context),
             self.load_model(parameters, context, feedback), photo_field=field,

@@ -144,6 +144,7 @@ class Algorithm(GAIRAlgorithm):
         results = {"OUTPUT": out, "QUICKLOOK": None}
         look = quicklook_of(out)
         if os.path.isfile(look):
-            finish_output(context, look, "GAIR embedding quicklook", "QUICKLOOK", load=context.willLoadLayerOnCompletion(out))
+            finish_output(context, look, "GAIR embedding quicklook", "QUICKLOOK",
+                          load=context.willLoadLayerOnCompletion(out))
             results["QUICKLOOK"] = look
         return results

@@ -114,7 +114,8 @@ class Algorithm(GAIRAlgorithm):
         mask = self.parameterAsOutputLayer(parameters, "MASK", context) or None
         top_k = self.parameterAsInt(parameters, "TOP_K", context)
         out, hits = run_similarity(
-            raster_layer_path(layer), points, layer.crs().toWkt(), self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            raster_layer_path(layer), points, layer.crs().toWkt(),
+            self.parameterAsOutputLayer(parameters, "OUTPUT", context),
             self.parameterAsOutputLayer(parameters, "TOP_K_OUTPUT", context), top_k, bridge.progress, bridge.cancel,
             reference_layer=reference, aggregate=AGGREGATES[self.parameterAsEnum(parameters, "AGGREGATE", context)],
             min_distance_px=self.parameterAsInt(parameters, "MIN_DISTANCE", context), threshold=threshold,

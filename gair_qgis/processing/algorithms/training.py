@@ -1,8 +1,6 @@
 """Shared parameters and checks of Train classifier and Train regressor (labelled layer + field + method)."""
 from __future__ import annotations
 
-import os
-
 from qgis.core import (
     QgsProcessing,
     QgsProcessingParameterDefinition,
@@ -30,8 +28,8 @@ class TrainingAlgorithm(GAIRAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(
             "LABELS", self.tr("Labelled layer (points or polygons)"),
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterField("FIELD", self.tr(self.FIELD_LABEL), parentLayerParameterName="LABELS",
-                                                      type=self.FIELD_TYPE))
+        self.addParameter(QgsProcessingParameterField("FIELD", self.tr(self.FIELD_LABEL),
+                                                      parentLayerParameterName="LABELS", type=self.FIELD_TYPE))
         self.addParameter(QgsProcessingParameterEnum("METHOD", self.tr("Method"), list(self.METHODS),
                                                      defaultValue=default_method))
         self.addParameter(QgsProcessingParameterNumber("FOLDS", self.tr("Cross-validation folds"),
@@ -95,7 +93,3 @@ def _is_null(value) -> bool:
         return value.isNull()  # QVariant NULL
     except AttributeError:
         return False
-
-
-def output_stem(path: str) -> str:
-    return os.path.splitext(path)[0]

@@ -1,0 +1,161 @@
+"""The training loop end to end: one process, torchrun with 2 gloo processes, resume after SIGKILL, NaN stop, CSP,
+and the bundle it writes going through `engine embed-raster`."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import rasterio
+import torch
+
+import engine
+from engine import GAIRError
+from engine.pretrain.build_dataset import build_manifest, read_points
+from engine.pretrain.config import load_config
+from engine.pretrain.state import read_log
+from engine.pretrain.synthetic import WorldSpec, make_world
+from engine.pretrain.train import run
+from engine.pretrain.weights import build_start
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["data.num_workers=0", "train.batch_size=16", "train.log_every=1", "train.progress=false",
+        "train.checkpoint_every=4", "optim.warmup_epochs=0.5", "train.tensorboard=false"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+# Runs engine.pretrain with every sample slowed down, so a SIGKILL surely lands mid-run.
+SLOW_LAUNCH = """
+import sys, time
+import engine.pretrain.data as data
+original = data.PretrainDataset.__getitem__
+def slow(self, key):
+    time.sleep(float(sys.argv[1]))
+    return original(self, key)
+data.PretrainDataset.__getitem__ = slow
+from engine.pretrain.__main__ import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = make_world(tmp_path_factory.mktemp("trainworld"), WorldSpec(size_px=192, n_photos=200, n_labels=10, seed=5))
+    build_manifest([w.raster], read_points(w.photos_csv), w.root / "manifest.csv", 640.0)
+    return w
+
+
+def config(world, out: Path, *extra: str):
+    return load_config(ROOT / "configs" / "tiny.toml", [*FAST, f'data.manifest="{world.root / "manifest.csv"}"',
+                                                        f'train.out_dir="{out}"', *extra])
+
+
+def cli_args(world, out: Path, *extra: str) -> list[str]:
+    args = ["--config", str(ROOT / "configs" / "tiny.toml"), "--manifest", str(world.root / "manifest.csv"), "--out", str(out)]
+    for item in (*FAST, *extra):
+        args += ["--set", item]
+    return args
+
+
+def test_single_process_run_to_bundle_and_embed_raster(world, tmp_path):
+    out = tmp_path / "run"
+    start, _ = build_start(config(world, out))
+    result = run(config(world, out, "train.max_steps=6"))
+    rows = read_log(result.log)
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    assert all(float(r["loss"]) > 0 for r in rows) and float(rows[-1]["samples_per_s"]) > 0
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["step_00000004.pt", "step_00000006.pt"]
+    model = engine.load_model(result.bundle, device="cpu")
+    assert model.fingerprint != start.fingerprint
+    assert int((model.queue_for_location != 0).any(dim=0).sum()) == 6 * 16  # raw lon/lat of every batch so far
+    assert model.queue_for_location[0].max() == pytest.approx(11.35, abs=0.1)  # longitudes in row 0
+    embedded = tmp_path / "emb.tif"
+    done = subprocess.run([sys.executable, "-m", "engine", "embed-raster", str(world.raster), str(embedded),
+                           "--model", str(result.bundle), "--no-quicklook"], env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with rasterio.open(embedded) as ds:
+        assert ds.count == 32 and ds.tags()["GAIR_MODEL"] == model.fingerprint
+
+
+def test_resume_after_sigkill_continues_the_same_loss_curve(world, tmp_path):
+    steps = ["train.max_steps=12"]
+    straight = subprocess.run([sys.executable, "-m", "engine.pretrain", *cli_args(world, tmp_path / "a", *steps)],
+                              env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    killed_dir = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_LAUNCH, "0.01", *cli_args(world, killed_dir, *steps)],
+                            env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (killed_dir / "checkpoints" / "step_00000004.pt").exists():
+            assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (killed_dir / "bundle").exists()
+    resumed = subprocess.run([sys.executable, "-m", "engine.pretrain", *cli_args(world, killed_dir, *steps), "--resume"],
+                             env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    a, b = read_log(tmp_path / "a" / "log.csv"), read_log(killed_dir / "log.csv")
+    assert [r["step"] for r in b] == [str(s) for s in range(1, 13)]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "s2r", "r2s", "sv_loc", "rs_loc", "lr"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), abs=1e-6), (ra["step"], key)
+    fa = engine.load_model(tmp_path / "a" / "bundle", device="cpu").fingerprint
+    assert fa == engine.load_model(killed_dir / "bundle", device="cpu").fingerprint
+
+
+def test_torchrun_two_gloo_processes(world, tmp_path):
+    out = tmp_path / "ddp"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "engine.pretrain", *cli_args(world, out, "train.max_steps=4", "objective.gather_negatives=true")],
+                          env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es) x batch 16" in done.stdout and done.stdout.count("bundle:") == 1  # rank 0 alone writes
+    assert len(read_log(out / "log.csv")) == 4
+    model = engine.load_model(out / "bundle", device="cpu")
+    assert int((model.queue_for_location != 0).any(dim=0).sum()) == 4 * 2 * 16  # both ranks' locations are queued
+    payload = torch.load(sorted((out / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    assert payload["world_size"] == 2 and len(payload["rng"]) == 2
+
+
+def test_non_finite_loss_stops_naming_the_step(world, tmp_path, monkeypatch):
+    import engine.pretrain.objective as objective
+
+    calls = {"n": 0}
+    original = objective.info_nce
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1  # call 1 is the dry run that finds unused parameters, call 3 is step 2
+        a2b, b2a = original(*args, **kwargs)
+        return (a2b * float("nan"), b2a) if calls["n"] == 3 else (a2b, b2a)
+
+    monkeypatch.setattr(objective, "info_nce", poisoned)
+    with pytest.raises(GAIRError, match="non-finite at step 2"):
+        run(config(world, tmp_path / "nan", "train.max_steps=5"))
+    assert not (tmp_path / "nan" / "bundle").exists()
+
+
+@pytest.mark.parametrize("encoder", ["gridcell", "rff"])
+def test_csp_objective_trains_only_the_location_encoder(world, tmp_path, encoder):
+    out = tmp_path / encoder
+    cfg = config(world, out, "objective.name=csp", f'csp.encoder="{encoder}"', "train.max_steps=3", "optim.lr=1e-3")
+    start, _ = build_start(cfg)
+    result = run(cfg)
+    assert {"inbatch", "randloc", "simcse"} <= set(read_log(result.log)[0])
+    trained = engine.load_model(result.bundle, device="cpu").state_dict()
+    changed = {k for k, v in start.state_dict().items() if not torch.equal(v, trained[k])}
+    if encoder == "gridcell":
+        assert changed == set() and result.extra.name == "gridcell_location_encoder.safetensors"
+    else:
+        assert changed and all(k.startswith("location_encoder.") and ".capsule.0.b" not in k for k in changed)
+
+
+def test_cli_reports_config_errors(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "engine.pretrain", "--config", str(ROOT / "configs" / "tiny.toml"),
+                           "--out", str(tmp_path)], env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "no manifest" in done.stderr
