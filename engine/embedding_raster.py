@@ -23,7 +23,8 @@ INT16_NODATA = -32768
 INT16_LIMIT = 32767
 DTYPES = ("float32", "int16")
 TAG_MODEL, TAG_SPACE, TAG_QUERY_MODE = "GAIR_MODEL", "GAIR_SPACE", "GAIR_QUERY_MODE"
-TAG_CROP_PIXELS, TAG_CROP_GROUND_M, TAG_DIMS, TAG_PCA = "GAIR_CROP_PIXELS", "GAIR_CROP_GROUND_M", "GAIR_DIMS", "GAIR_PCA"
+TAG_CROP_PIXELS, TAG_CROP_GROUND_M = "GAIR_CROP_PIXELS", "GAIR_CROP_GROUND_M"
+TAG_DIMS, TAG_PCA = "GAIR_DIMS", "GAIR_PCA"
 TAG_MODEL_DIMS = "GAIR_MODEL_DIMS"  # dims of the model's own space (differs from GAIR_DIMS after PCA)
 
 Progress = Callable[[float], None] | None
@@ -124,9 +125,9 @@ class EmbeddingRasterWriter:
     """Writes an embedding raster to a temp file beside `path`; `commit()` renames it into place, `abort()` deletes.
 
     Use as a context manager: commits on success, aborts on any exception (including Cancelled).
-    Band-interleaved tiles. compress="auto": float32 stays uncompressed (deflate saves ~12% on float embeddings
-    but makes reading 10-20x slower; uncompressed tiles are also read through mmap), int16 uses deflate with the
-    integer predictor (~25% smaller).
+    Band-interleaved tiles, compressed with ZSTD level 1 (fast; QGIS 3.22's GDAL reads it) with the floating-point
+    predictor for float32 (~20% smaller) and the integer predictor for int16. compress="none" writes plain tiles,
+    which analysis reads about 3x faster (through mmap) at the cost of size.
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, crs, transform, dims: int, model: str,
@@ -156,10 +157,12 @@ class EmbeddingRasterWriter:
                    "crs": crs, "transform": transform, "tiled": True, "blockxsize": tile, "blockysize": tile,
                    "interleave": "band", "BIGTIFF": "IF_SAFER",
                    "nodata": float("nan") if dtype == "float32" else INT16_NODATA}
-        if compress == "auto":  # float mantissas barely compress (~12%) but deflate makes I/O 10-20x slower
-            compress = None if dtype == "float32" else "deflate"
+        if compress == "auto":
+            compress = "zstd"
         if compress not in (None, "none"):
             profile.update(compress=compress, predictor=3 if dtype == "float32" else 2)
+            if compress == "zstd":
+                profile["zstd_level"] = 1
         tags = {TAG_MODEL: model, TAG_SPACE: pca.space if pca else model, TAG_QUERY_MODE: query_mode,
                 TAG_CROP_PIXELS: "" if crop_pixels is None else str(int(crop_pixels)),
                 TAG_CROP_GROUND_M: "" if crop_ground_m is None else repr(float(crop_ground_m)),

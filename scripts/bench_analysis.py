@@ -89,7 +89,8 @@ def bench_similarity(path: Path, out_dir: Path, membw: MemoryBandwidth) -> dict:
     end_to_end = min(_timed(lambda: similarity_search(path, out_dir / "sim.tif", points=[(x, y)], top_k=10))
                      for _ in range(2))
     return {"dims": dims, "pixels": pixels, "gb": nbytes / 1e9, "kernel_pix_s": pixels / kernel,
-            "kernel_gb_s": nbytes / kernel / 1e9, "membw_gb_s": bandwidth / 1e9, "fraction": nbytes / kernel / bandwidth,
+            "kernel_gb_s": nbytes / kernel / 1e9, "membw_gb_s": bandwidth / 1e9,
+            "fraction": nbytes / kernel / bandwidth,
             "e2e_pix_s": pixels / end_to_end, "e2e_gb_s": nbytes / end_to_end / 1e9}
 
 

@@ -8,7 +8,6 @@ Prints a table and `RESULT dense_vs_point=<speedup at 96x96> dense_vs_bilinear=<
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,18 +22,19 @@ from engine.model.query import dense_nili, nili_points  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+    """Best of `repeats` after a warm-up: the least disturbed run on a shared machine."""
+    fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--point-sample", type=int, default=4096, help="pixels timed for the per-point query at 384")
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.pretrain.files import atomic_path
+
 VERSION = "1.3.0"
 WEIGHTS = "geoclip/model/weights/location_encoder_weights.pth"
 SOURCES = ("geoclip/model/location_encoder.py", "geoclip/model/rff/functional.py")
@@ -28,7 +29,7 @@ SOURCES = ("geoclip/model/location_encoder.py", "geoclip/model/rff/functional.py
 
 def download_wheel(folder: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"geoclip=={VERSION}", "-d", str(folder)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(folder.glob(f"geoclip-{VERSION}-*.whl"))
     if done.returncode or not wheels:
         raise SystemExit(f"pip download failed ({done.returncode}): {done.stderr.strip()[-800:]}\n"
@@ -46,10 +47,8 @@ def extract(wheel: Path, out: Path) -> Path:
         for name, target in ((WEIGHTS, out / "location_encoder_weights.pth"), (licence, out / "LICENSE")):
             if name is None:
                 continue
-            fd, tmp = tempfile.mkstemp(dir=out)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(zf.read(name))
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(zf.read(name))
     return out / "location_encoder_weights.pth"
 
 

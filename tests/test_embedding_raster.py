@@ -45,7 +45,8 @@ def test_float32_round_trip_and_tags(tmp_path):
     path = _write(tmp_path / "e.tif", data)
     with EmbeddingRaster.open(path) as er:
         assert (er.meta.model, er.meta.space, er.meta.dims, er.meta.model_dims) == ("abc123", "abc123", K, K)
-        assert (er.meta.query_mode, er.meta.crop_pixels, er.meta.crop_ground_m, er.meta.pca) == ("nili", 224, 2240.0, "")
+        meta = er.meta
+        assert (meta.query_mode, meta.crop_pixels, meta.crop_ground_m, meta.pca) == ("nili", 224, 2240.0, "")
         assert er.crs.to_epsg() == 32633 and er.transform == TRANSFORM and np.isnan(er.nodata)
         assert list(er._ds.descriptions) == band_names(K) and er.tile_shape == (32, 32)
         full = np.full_like(data, np.nan)

@@ -84,7 +84,8 @@ def test_vector_commands_on_the_shared_examples(tmp_path, shared_dir, bundle, ex
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, bundle, capsys):
-    four = write_raster(tmp_path / "rgbn.tif", synthetic_s2(70, 70)[[1, 2, 3, 7]], descriptions=("B2", "B3", "B4", "B8"))
+    four = write_raster(tmp_path / "rgbn.tif", synthetic_s2(70, 70)[[1, 2, 3, 7]],
+                        descriptions=("B2", "B3", "B4", "B8"))
     assert main(["embed-raster", str(four), str(tmp_path / "o.tif"), "--model", str(bundle)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the raster has bands B2, B3, B4, B8") and "Traceback" not in err

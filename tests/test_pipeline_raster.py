@@ -121,7 +121,7 @@ def test_output_format_nodata_and_quicklook(tmp_path, s2_raster, tiny_model):
     with rasterio.open(out) as ds, rasterio.open(s2_raster) as src:
         assert (ds.width, ds.height, ds.count, ds.dtypes[0]) == (224, 160, 32, "float32")
         assert ds.transform == src.transform and ds.crs == src.crs and ds.profile["tiled"]
-        assert list(ds.descriptions) == band_names(32)
+        assert ds.compression is not None and list(ds.descriptions) == band_names(32)
         tags = ds.tags()
         assert tags["GAIR_MODEL"] == tags["GAIR_SPACE"] == tiny_model.fingerprint
         assert (tags["GAIR_QUERY_MODE"], tags["GAIR_CROP_PIXELS"], tags["GAIR_DIMS"]) == ("nili", "64", "32")
@@ -147,6 +147,23 @@ def test_coarse_pixels_follow_the_fine_field(tmp_path, s2_raster, tiny_model):
     ok = np.isfinite(coarse).all(axis=0) & np.isfinite(around).all(axis=0)
     rel = np.linalg.norm(coarse[:, ok] - around[:, ok] / 4) / np.linalg.norm(coarse[:, ok])
     assert rel < 0.15
+
+
+def test_coarser_input_is_resampled_to_the_crop_ground_size(tmp_path, tiny_model, monkeypatch):
+    data = synthetic_s2(48, 80, seed=6)
+    src = write_raster(tmp_path / "s20.tif", data, transform=from_origin(500000.0, 4500000.0, 20.0, 20.0))
+    shapes, original = [], raster_module.SourceRaster.read
+
+    def spy(self, window, out_shape=None):
+        data, valid = original(self, window, out_shape)
+        shapes.append(data.shape)
+        return data, valid
+
+    monkeypatch.setattr(raster_module.SourceRaster, "read", spy)
+    out = embed_raster(src, tmp_path / "e20.tif", tiny_model, quicklook=False)
+    with rasterio.open(out) as ds:
+        assert (ds.width, ds.height, ds.res) == (80, 48, (20.0, 20.0)) and np.isfinite(ds.read()).all()
+    assert set(shapes) == {(10, CROP, CROP)}  # 32 pixels of 20 m read as 64 of 10 m: the model's crop
 
 
 def test_pca_int16_matches_projected_full_field(tmp_path, s2_raster, tiny_model):
@@ -191,6 +208,8 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_model):
         embed_raster(write_raster(tmp_path / "ok.tif", data), tmp_path / "d.tif", tiny_model, dims=33)
     with pytest.raises(GAIRError, match="too coarse"):
         embed_raster(tmp_path / "ok.tif", tmp_path / "e.tif", tiny_model, pixel_size_m=200)
+    with pytest.raises(GAIRError, match="transformer per pixel"):
+        embed_raster(tmp_path / "ok.tif", tmp_path / "f.tif", tiny_model, mode="transformer")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "nocrs.tif", "ok.tif", "rgbn.tif"]
 
 

@@ -169,3 +169,17 @@ def test_locations_and_layers_without_crs(tmp_path, tiny_model):
     with pytest.raises(GAIRError, match="no CRS"):
         embed_points(write_raster(tmp_path / "r.tif", synthetic_s2(64, 64)), bare, tmp_path / "y.gpkg", tiny_model)
     assert not (tmp_path / "x.gpkg").exists() and not (tmp_path / "y.gpkg").exists()
+
+
+def test_cancel_and_progress(tmp_path, tiny_model):
+    raster = write_raster(tmp_path / "r.tif", synthetic_s2(64, 64))
+    layer = write_layer(tmp_path / "p.gpkg", shapely.points(X0 + np.arange(20) * 30, np.full(20, Y0 - 300)),
+                        {"id": np.arange(20)}, "EPSG:32633")
+    with pytest.raises(engine.Cancelled):
+        embed_points(raster, layer, tmp_path / "o.gpkg", tiny_model, batch_size=4, cancel=lambda: True)
+    with pytest.raises(engine.Cancelled):
+        embed_locations(layer, tmp_path / "o.gpkg", tiny_model, cancel=lambda: True)
+    assert not (tmp_path / "o.gpkg").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.gpkg", "r.tif"]
+    fractions = []
+    embed_points(raster, layer, tmp_path / "o.gpkg", tiny_model, progress=fractions.append)
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

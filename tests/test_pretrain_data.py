@@ -9,8 +9,14 @@ import rasterio
 import torch
 
 from engine import GAIRConfig, GAIRError
-from engine.pretrain.augment import dihedral, random_resized_crop, rs_colour_jitter, sv_colour_jitter
-from engine.pretrain.build_dataset import build_manifest, main as build_main, read_points
+from engine.pretrain.augment import (
+    dihedral,
+    random_resized_crop,
+    rs_colour_jitter,
+    sv_colour_jitter,
+)
+from engine.pretrain.build_dataset import build_manifest, read_points
+from engine.pretrain.build_dataset import main as build_main
 from engine.pretrain.config import DataSection
 from engine.pretrain.data import EpochSampler, PretrainDataset
 from engine.pretrain.manifest import read_manifest, write_manifest
@@ -46,7 +52,7 @@ def test_world_is_deterministic_and_mixed(world, tmp_path):
     # the class mix shifts across the region: water dominates the north-west more than the south-east
     half = cover.shape[0] // 2
     assert (cover[:half, :half] == 0).mean() > 2 * (cover[half:, half:] == 0).mean()
-    labels = list(csv.DictReader(open(world.labels_csv)))
+    labels = list(csv.DictReader(world.labels_csv.read_text().splitlines()))
     pts = np.array([[float(r["lon"]), float(r["lat"])] for r in labels])
     assert [CLASSES[c] for c in world.class_at(pts)] == [r["label"] for r in labels]
 
@@ -82,7 +88,7 @@ def test_build_manifest_geographic_raster_and_gpkg(world, tmp_path):
     from pyproj import Transformer
 
     geo = make_world(tmp_path / "geo", WorldSpec(size_px=192, n_photos=40, n_labels=5, raster_crs="EPSG:4326", seed=3))
-    rows = list(csv.DictReader(open(geo.photos_csv)))
+    rows = list(csv.DictReader(geo.photos_csv.read_text().splitlines()))
     x, y = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True).transform(
         [float(r["lon"]) for r in rows], [float(r["lat"]) for r in rows])
     gpkg = geo.root / "photos.gpkg"
@@ -167,6 +173,6 @@ def test_sampler_shards_and_resumes():
     other.set_epoch(3)
     keys, keys1 = list(full), list(other)
     assert {k[0] for k in keys} == {3} and len(keys) == 25
-    assert not set(k[1] for k in keys) & set(k[1] for k in keys1)
+    assert not {k[1] for k in keys} & {k[1] for k in keys1}
     full.set_epoch(3, skip=10)
     assert list(full) == keys[10:] and len(full) == 15

@@ -10,11 +10,23 @@ import torch.nn.functional as F
 import engine
 from engine import GAIRConfig, GAIRError
 from engine.pretrain.config import CSPSection, ObjectiveSection, load_config
-from engine.pretrain.csp import CSPObjective, GridCellConfig, GridCellEncoder, load_gridcell, save_gridcell
-from engine.pretrain.losses import (csp_inbatch, csp_random_locations, csp_simcse, info_nce, location_loss,
-                                    uniform_sphere_lonlat)
+from engine.pretrain.csp import (
+    CSPObjective,
+    GridCellConfig,
+    GridCellEncoder,
+    load_gridcell,
+    save_gridcell,
+)
+from engine.pretrain.losses import (
+    csp_inbatch,
+    csp_random_locations,
+    csp_simcse,
+    info_nce,
+    location_loss,
+    uniform_sphere_lonlat,
+)
 from engine.pretrain.objective import GAIRObjective, LocationQueue
-from engine.pretrain.train import lr_factor, param_groups
+from engine.pretrain.runtime import lr_factor, param_groups
 
 
 def unit(*shape, seed=0):
@@ -39,6 +51,10 @@ def test_location_loss_variants():
     manual = -torch.log_softmax(torch.cat([pos, x @ queue.T], 1) / 0.07, dim=1)[:, 0].mean()
     assert reference.item() == pytest.approx(manual.item(), rel=1e-6)
     assert location_loss(x, loc, None, 0.07, "queue").item() == 0.0  # only the positive: nothing to contrast
+    valid = torch.tensor([True] * 6 + [False] * 4)
+    masked = location_loss(x, loc, queue, 0.07, "queue", valid)
+    assert masked.item() == pytest.approx(location_loss(x, loc, queue[:6], 0.07, "queue").item(), rel=1e-6)
+    assert location_loss(x, loc, queue, 0.07, "queue", torch.zeros(10, dtype=torch.bool)).item() == 0.0
     batch = location_loss(x, loc, queue, 0.07, "batch")
     assert batch.item() == pytest.approx(F.cross_entropy(x @ loc.T / 0.07, torch.arange(4)).item(), rel=1e-6)
     both = location_loss(x, loc, queue, 0.07, "batch+queue")
@@ -53,6 +69,7 @@ def test_queue_is_fifo_with_wraparound():
     queue.reset()
     queue.push(torch.arange(10.0).reshape(5, 2))
     assert queue.filled == 5 and int(model.queue_ptr_location) == 5
+    assert queue.valid().tolist() == [True] * 5 + [False] * 3
     queue.push(torch.arange(100.0, 108.0).reshape(4, 2))
     assert queue.filled == 8 and int(model.queue_ptr_location) == 1
     lonlat = queue.lonlat()
@@ -118,7 +135,7 @@ def test_csp_terms_and_objective(tmp_path):
             ll = batch(model.config)["lonlat"]
             assert torch.allclose(again(ll), objective.gridcell(ll))
         objective.finish(tmp_path) if encoder == "rff" else None
-    assert all(not h for h in [getattr(m, "_forward_hooks") for m in model.location_encoder.modules()])
+    assert all(not h for h in [m._forward_hooks for m in model.location_encoder.modules()])
 
 
 def test_gridcell_scales_and_sphere_sampling(tmp_path):

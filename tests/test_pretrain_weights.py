@@ -10,7 +10,13 @@ import engine
 from engine import GAIRConfig, GAIRError
 from engine.model.encoders import LocationEncoder
 from engine.pretrain.config import load_config
-from engine.pretrain.weights import build_start, build_teacher, croma_state, load_geoclip, refresh_fingerprint
+from engine.pretrain.weights import (
+    build_start,
+    build_teacher,
+    croma_state,
+    load_geoclip,
+    refresh_fingerprint,
+)
 
 SIGMAS = (2.0**0, 2.0**4, 2.0**8)
 

@@ -36,7 +36,7 @@ class TrainingData:
 def training_data(raster: EmbeddingRaster, labels_path: str | os.PathLike, field: str, layer: str | None = None,
                   numeric: bool = False, max_pixels_per_feature: int = 1000, seed: int = 0) -> TrainingData:
     """Pixels under labelled points (one each) and inside labelled polygons (all, capped per feature)."""
-    data = read_layer(labels_path, layer)
+    data = read_layer(labels_path, layer, require_crs=True)
     column = data.column(field)
     labelled = np.array([_has_value(v) for v in column], bool)
     if numeric:

@@ -66,7 +66,8 @@ def make_planted_raster(path: str | os.PathLike, *, dims: int = 16, height: int 
                                model=model, dtype=dtype, scale=scale, offset=offset, tile=tile,
                                crop_pixels=16, crop_ground_m=16 * pixel_m) as writer:
         writer.write(Window(0, 0, width, height), block)
-    return PlantedRaster(Path(path), classes, prototypes, target_vector, np.array(targets, dtype=np.int64).reshape(-1, 2), transform, crs, score)
+    targets = np.array(targets, dtype=np.int64).reshape(-1, 2)
+    return PlantedRaster(Path(path), classes, prototypes, target_vector, targets, transform, crs, score)
 
 
 def _spread_points(rng: np.random.Generator, n: int, height: int, width: int, margin: int,

@@ -4,10 +4,8 @@ Read and written with pyogrio's numpy API (no pandas); geometries are shapely ar
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,61 +15,12 @@ from ..embedding_raster import (
     BAND_PREFIX,
     EmbeddingMeta,
     EmbeddingRaster,
-    temp_path_for,
 )
 from ..errors import GAIRError
+from ..vector_io import META_TABLE, read_layer, require_layer_crs, write_gpkg  # noqa: F401 (used by analysis modules)
+from ..vector_io import VectorLayer as Layer
 
 EMBEDDING_FIELD = re.compile(rf"^{BAND_PREFIX}\d{{3,}}$")
-META_TABLE = "gair_meta"
-
-
-@dataclass
-class Layer:
-    """A vector layer held in memory: shapely geometries, attribute columns, CRS (WKT/auth string)."""
-
-    path: Path
-    name: str
-    geometries: np.ndarray
-    fields: dict[str, np.ndarray]
-    crs: str | None
-    fids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.geometries)
-
-    def column(self, name: str) -> np.ndarray:
-        if name not in self.fields:
-            raise GAIRError(f"{self.path.name} has no field {name!r}; fields: {sorted(self.fields)}")
-        return self.fields[name]
-
-
-def read_layer(path: str | os.PathLike, layer: str | int | None = None, require_crs: bool = True) -> Layer:
-    """Read a GeoPackage/GeoJSON/shapefile layer; a layer without a CRS is an error (we could not place it)."""
-    import pyogrio
-    import shapely
-
-    path = Path(path)
-    if not path.exists():
-        raise GAIRError(f"vector file {path} does not exist")
-    if layer is None and path.suffix.lower() == ".gpkg":
-        names = [n for n, _ in pyogrio.list_layers(path) if n != META_TABLE]
-        layer = names[0] if names else None
-    try:
-        meta, fids, wkb, columns = pyogrio.raw.read(path, layer=layer, return_fids=True)
-    except Exception as exc:  # pyogrio raises its own DataSourceError/DataLayerError
-        raise GAIRError(f"cannot read vector layer {path} (layer {layer!r}): {exc}") from exc
-    geometries = shapely.from_wkb(wkb) if wkb is not None else np.array([None] * len(fids))
-    fields = {str(n): np.asarray(c) for n, c in zip(meta["fields"], columns)}
-    data = Layer(path, str(meta.get("layer_name") or layer or path.stem), geometries, fields, meta.get("crs"),
-                 np.asarray(fids))
-    if require_crs:
-        require_layer_crs(data)
-    return data
-
-
-def require_layer_crs(layer: Layer) -> None:
-    if not layer.crs:
-        raise GAIRError(f"{layer.path.name} has no CRS; assign one (e.g. in QGIS: Layer > Set CRS) and save it again")
 
 
 def reproject(geometries: np.ndarray, src_crs, dst_crs) -> np.ndarray:
@@ -241,31 +190,3 @@ def read_layer_meta(path: str | os.PathLike, layer_name: str, dims: int) -> Embe
         return None
     return EmbeddingMeta(model=values["GAIR_MODEL"], space=values.get("GAIR_SPACE", values["GAIR_MODEL"]),
                          dims=dims, model_dims=int(values.get("GAIR_MODEL_DIMS", dims) or dims))
-
-
-def write_gpkg(path: str | os.PathLike, geometries: np.ndarray, fields: dict[str, np.ndarray], crs,
-               layer: str | None = None, layer_metadata: dict | None = None) -> Path:
-    """Write a GeoPackage atomically (temp name in the same folder, then os.replace)."""
-    import pyogrio
-    import shapely
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path, ".gpkg")
-    crs_text = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
-    types = {shapely.get_type_id(g) for g in geometries if g is not None}
-    if types and types <= {3, 6}:
-        geometry_type = "MultiPolygon" if 6 in types else "Polygon"
-    else:
-        geometry_type = "Point" if types == {0} else "Unknown"
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="'crs' was not provided")  # attribute tables may have none
-            logging.getLogger("pyogrio").setLevel(logging.WARNING)  # not "INFO Created N records" on every write
-            pyogrio.raw.write(tmp, shapely.to_wkb(geometries, output_dimension=3), list(fields.values()), list(fields), driver="GPKG",
-                              layer=layer or path.stem, geometry_type=geometry_type, crs=crs_text,
-                              promote_to_multi=geometry_type == "MultiPolygon", layer_metadata=layer_metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from ..config import QUERY_MODES
+from .raster import FIELD_MODES
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--pixel-size", type=float, default=None, help="output pixel size in metres (default: input's)")
     p.add_argument("--dims", type=int, default=None, help="reduce to K principal components (sidecar .pca.npz)")
     p.add_argument("--dtype", choices=("float32", "int16"), default="float32")
-    p.add_argument("--mode", choices=QUERY_MODES, default="nili", help="query mode for the field")
+    p.add_argument("--mode", choices=FIELD_MODES, default="nili", help="query mode for the field")
     p.add_argument("--overlap", type=float, default=0.5, help="fraction of a crop shared with its neighbour")
     p.add_argument("--min-valid", type=float, default=0.5, help="skip crops with less valid data than this")
     p.add_argument("--no-quicklook", action="store_true", help="do not write <output>.quicklook.png")
@@ -120,7 +121,7 @@ def _embed_raster(args) -> int:
         with _progress("embed-raster", shard.is_main) as bar:
             path = embed_raster(args.input, args.output, model, bands=args.bands, pixel_size_m=args.pixel_size,
                                 dims=args.dims, dtype=args.dtype, mode=args.mode, overlap=args.overlap,
-                                batch_size=args.batch_size or 8, min_valid=args.min_valid,
+                                batch_size=args.batch_size, min_valid=args.min_valid,
                                 quicklook=not args.no_quicklook, progress=bar)
         if shard.is_main:
             print(f"wrote {path}" + (f" ({shard.world_size} ranks)" if shard.world_size > 1 else ""))
@@ -136,7 +137,7 @@ def _embed_points(args) -> int:
     with _progress("embed-points") as bar:
         result = embed_points(args.raster, args.layer, args.output, model, layer_name=args.layer_name,
                               bands=args.bands, polygons=args.polygons, space=args.space, mode=args.mode,
-                              batch_size=args.batch_size or 8, progress=bar)
+                              batch_size=args.batch_size, progress=bar)
     print(result.summary())
     return 0
 

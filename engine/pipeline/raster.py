@@ -14,7 +14,13 @@ from typing import Callable
 import numpy as np
 
 from ..config import QUERY_MODES
-from ..embedding_raster import DTYPES, EmbeddingRasterWriter, PCAProjection, int16_scale_offset, temp_path_for
+from ..embedding_raster import (
+    DTYPES,
+    EmbeddingRasterWriter,
+    PCAProjection,
+    int16_scale_offset,
+    temp_path_for,
+)
 from ..errors import Cancelled, GAIRError
 from .blend import BlockBlender, ProjectedField, crop_field, numpy_blas_beside
 from .distributed import Shard, barrier, current_shard, gather_batches
@@ -29,6 +35,7 @@ BLOCK_BUDGET_BYTES = 128 * 2**20   # blend accumulators of one block
 FIELD_CACHE_BYTES = 256 * 2**20    # crop fields kept for the next block of the same block row
 SAMPLE_CROPS, SAMPLE_PIXELS = 16, 16384
 QUICKLOOK_SIDE = 1024
+FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense fields: cost per pixel, not per token
 
 
 def as_model(model, device: str = "auto", backend: str = "auto"):
@@ -38,6 +45,11 @@ def as_model(model, device: str = "auto", backend: str = "auto"):
     from ..checkpoint import load_model
 
     return load_model(model, device=device, backend=backend)
+
+
+def default_batch_size(model) -> int:
+    """Crops per encoder call: 8 fill a CPU's cores with little memory; a GPU wants more."""
+    return 32 if str(getattr(model, "device", "cpu")).startswith("cuda") else 8
 
 
 def quicklook_path(raster_path: str | os.PathLike) -> Path:
@@ -223,7 +235,7 @@ def _kept_crops(src: SourceRaster, grid: OutputGrid, layout: CropLayout, min_val
 
 def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, bands=None,
                  pixel_size_m: float | None = None, dims: int | None = None, dtype: str = "float32",
-                 mode: str = "nili", overlap: float = 0.5, batch_size: int = 8, min_valid: float = 0.5,
+                 mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None, min_valid: float = 0.5,
                  quicklook: bool = True, seed: int = 0, progress: Progress = None, cancel: Cancel = None) -> Path:
     """Embed a Sentinel-2 raster into a continuous GAIR field (GeoTIFF, one band per dim); returns the output path.
 
@@ -232,8 +244,10 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
     one. min_valid: crops with less valid data are skipped. Under torchrun, crops are sharded over the ranks and
     rank 0 writes.
     """
-    if mode not in QUERY_MODES:
-        raise GAIRError(f"query mode must be one of {QUERY_MODES}, got {mode!r}")
+    if mode not in FIELD_MODES:
+        raise GAIRError(f"query mode for a raster must be one of {FIELD_MODES}, got {mode!r}"
+                        + (" (it runs a transformer per pixel; use it for points with embed-points)"
+                           if mode == "transformer" else ""))
     if dtype not in DTYPES:
         raise GAIRError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     model = as_model(model)
@@ -249,7 +263,7 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         layout = CropLayout(grid.height, grid.width, crop_h, crop_w, overlap)
         out_dims = int(dims) if dims is not None else cfg.embed_dim
         job = _RasterJob(model, src, grid, layout, _kept_crops(src, grid, layout, min_valid), out_dims, mode,
-                         batch_size, shard, progress, cancel)
+                         batch_size or default_batch_size(model), shard, progress, cancel)
         sample = job.sample(seed)
         pca = scale = offset = look = None
         if shard.is_main:

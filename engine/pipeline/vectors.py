@@ -17,11 +17,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import Cancelled, GAIRError
+from ..vector_io import VectorLayer, read_layer
 from .blend import numpy_blas_beside
-from .raster import as_model
+from .raster import as_model, default_batch_size
 from .source import SourceRaster
 from .tiling import CropLayout
-from .vector_io import FeatureLayer, read_features, write_features
+from .embedding_layer import write_features
 
 Progress = Callable[[float], None] | None
 Cancel = Callable[[], bool] | None
@@ -65,7 +66,7 @@ def _space(model, space) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
         return (pca.transform if pca is not None else (lambda v: v)), er.meta.space
 
 
-def _finish(layer: FeatureLayer, output, vectors: np.ndarray, status: np.ndarray, model, space, kind: str,
+def _finish(layer: VectorLayer, output, vectors: np.ndarray, status: np.ndarray, model, space, kind: str,
             extra_meta: dict[str, str], layer_name: str | None) -> LayerResult:
     project, space_id = _space(model, space)
     ok = status == OK
@@ -194,7 +195,7 @@ def _encode_tasks(model, src: SourceRaster, tasks: list[_CropTask], vectors: np.
 
 def embed_points(raster: str | os.PathLike, layer: str | os.PathLike, output: str | os.PathLike, model=None, *,
                  layer_name: str | None = None, bands=None, polygons: str = "mean", space=None, mode: str = "nili",
-                 overlap: float = 0.5, batch_size: int = 8, progress: Progress = None,
+                 overlap: float = 0.5, batch_size: int | None = None, progress: Progress = None,
                  cancel: Cancel = None) -> LayerResult:
     """GeoPackage of `layer` + the GAIR embedding of `raster` at each feature.
 
@@ -207,7 +208,7 @@ def embed_points(raster: str | os.PathLike, layer: str | os.PathLike, output: st
     if polygons not in ("mean", "centroid"):
         raise GAIRError(f"polygons must be 'mean' or 'centroid', got {polygons!r}")
     model = as_model(model)
-    features = read_features(layer)
+    features = read_layer(layer)
     if features.crs is None:
         raise GAIRError(f"{features.path.name} has no CRS, so its features cannot be placed on the raster; "
                         "assign one (in QGIS: Layer > Set CRS, then save) and retry")
@@ -231,7 +232,7 @@ def embed_points(raster: str | os.PathLike, layer: str | os.PathLike, output: st
                     status[i] = made
                 else:
                     tasks.extend(made if isinstance(made, list) else [made])
-            _encode_tasks(model, src, tasks, vectors, status, mode, batch_size, cancel)
+            _encode_tasks(model, src, tasks, vectors, status, mode, batch_size or default_batch_size(model), cancel)
             if progress is not None:
                 progress(min(start + CHUNK, len(features)) / max(1, len(features)))
         if (status == "outside raster").all() and len(features):
@@ -274,7 +275,7 @@ def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None
     from ..preprocess import load_photo, preprocess_sv
 
     model = as_model(model)
-    features = read_features(layer)
+    features = read_layer(layer)
     if photo_field not in features.fields:
         raise GAIRError(f"{features.path.name} has no field {photo_field!r} with photo paths; its fields are "
                         f"{sorted(features.fields)}. Name the right one with --photo-field")
@@ -309,7 +310,7 @@ def embed_locations(layer: str | os.PathLike, output: str | os.PathLike, model=N
     import shapely
 
     model = as_model(model)
-    features = read_features(layer)
+    features = read_layer(layer)
     if features.crs is None:
         raise GAIRError(f"{features.path.name} has no CRS, so its coordinates cannot be turned into lon/lat; "
                         "assign one (in QGIS: Layer > Set CRS, then save) and retry")

@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import Cancelled, GAIRError
+from .files import atomic_path
 from .manifest import write_manifest
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
@@ -159,15 +159,8 @@ class _Raster:
         profile.update(width=win.width, height=win.height, transform=self.ds.window_transform(win), tiled=False,
                        compress="deflate")
 
-        fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
-        os.close(fd)
-        try:
-            with rasterio.open(tmp, "w", **profile) as out:
-                out.write(self.ds.read(window=win))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as out:
+            out.write(self.ds.read(window=win))
 
 
 def expand_rasters(items: list[str]) -> list[Path]:

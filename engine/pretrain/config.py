@@ -113,6 +113,7 @@ class TrainSection:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
+    threads: int = 0  # torch intra-op threads per process (0 = torch's default); 1 suits tiny models on CPU
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -130,7 +131,7 @@ class PretrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
 
-    def validate(self) -> "PretrainConfig":
+    def validate(self) -> PretrainConfig:
         checks = [
             (self.model.preset, ("base", "tiny"), "model.preset"),
             (self.objective.name, OBJECTIVES, "objective.name"),
@@ -149,6 +150,7 @@ class PretrainConfig:
             "csp.inbatch_temperature": self.csp.inbatch_temperature,
             "csp.randloc_temperature": self.csp.randloc_temperature,
             "csp.simcse_temperature": self.csp.simcse_temperature,
+            "optim.base_lr": self.optim.base_lr,
             "train.batch_size": self.train.batch_size,
             "optim.accum_steps": self.optim.accum_steps,
             "train.checkpoint_every": self.train.checkpoint_every,
@@ -159,6 +161,8 @@ class PretrainConfig:
                 raise GAIRError(f"{name} must be > 0, got {value}")
         if self.objective.name == "gair" and self.objective.rs_sv_weight > 0 and self.train.batch_size < 2:
             raise GAIRError("train.batch_size must be at least 2: the RS-SV loss contrasts each pair with the rest of the batch")
+        if self.optim.lr < 0 or self.optim.min_lr < 0:
+            raise GAIRError("optim.lr and optim.min_lr must not be negative (optim.lr = 0 applies the base_lr rule)")
         if not 0.0 < self.data.sv_crop_scale[0] <= self.data.sv_crop_scale[1] <= 1.0:
             raise GAIRError(f"data.sv_crop_scale must satisfy 0 < min <= max <= 1, got {self.data.sv_crop_scale}")
         return self

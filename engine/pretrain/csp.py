@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from torch import nn
 
 from ..errors import GAIRError
 from .config import CSPSection
+from .files import atomic_path
 from .losses import csp_inbatch, csp_random_locations, csp_simcse, uniform_sphere_lonlat
 from .objective import localized
 
@@ -68,19 +67,11 @@ def save_gridcell(encoder: GridCellEncoder, out_dir: str | Path) -> Path:
     """`gridcell_location_encoder.safetensors` + `.json` in out_dir, each written atomically."""
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / "gridcell_location_encoder.safetensors"
-    for target, write in ((weights, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, p)),
-                          (weights.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(asdict(encoder.config), indent=2)))):
-        fd, tmp = tempfile.mkstemp(dir=out, suffix=target.suffix)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    weights = Path(out_dir) / "gridcell_location_encoder.safetensors"
+    with atomic_path(weights) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
+    with atomic_path(weights.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(asdict(encoder.config), indent=2))
     return weights
 
 
@@ -181,12 +172,6 @@ class CSPObjective(nn.Module):
 
     def after_step(self, lonlat: torch.Tensor) -> None:
         """Nothing to update between steps (no queue)."""
-
-    def extra_state(self) -> dict:
-        return {}
-
-    def load_extra_state(self, state: dict) -> None:
-        pass
 
     def finish(self, out_dir: Path) -> Path | None:
         """Remove the training-only dropout hooks; save the grid-cell encoder. Returns its path, if any."""

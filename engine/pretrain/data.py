@@ -7,7 +7,7 @@ the batches a checkpoint had already consumed.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -45,21 +45,25 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, gather: bool 
 
 
 def location_loss(x: torch.Tensor, loc: torch.Tensor, queue: torch.Tensor | None, temperature: float,
-                  negatives: str = "queue") -> torch.Tensor:
+                  negatives: str = "queue", valid: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each embedding x_i against its location loc_i.
 
     negatives: "queue" -> [loc_i, queue] (the reference), "batch" -> the batch's locations, "batch+queue" -> both
-    (GeoCLIP). queue: (Q, D) embeddings of past locations, or None/empty.
+    (GeoCLIP). queue: (Q, D) embeddings of past locations, or None; valid: (Q,) mask of the queue entries to use.
     """
+    def queue_logits() -> torch.Tensor:
+        logits = x @ queue.T
+        return logits if valid is None else logits.masked_fill(~valid, float("-inf"))
+
     has_queue = queue is not None and queue.shape[0] > 0
     if negatives == "queue":
         pos = (x * loc).sum(dim=-1, keepdim=True)
-        logits = torch.cat([pos, x @ queue.T], dim=1) if has_queue else pos
+        logits = torch.cat([pos, queue_logits()], dim=1) if has_queue else pos
         target = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     elif negatives in ("batch", "batch+queue"):
         logits = x @ loc.T
         if negatives == "batch+queue" and has_queue:
-            logits = torch.cat([logits, x @ queue.T], dim=1)
+            logits = torch.cat([logits, queue_logits()], dim=1)
         target = torch.arange(x.shape[0], device=x.device)
     else:
         raise ValueError(f"unknown location negatives {negatives!r}")

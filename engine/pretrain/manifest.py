@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GAIRError
+from .files import atomic_path
 
 COLUMNS = ("rs_path", "col_off", "row_off", "width", "height", "sv_path", "lon", "lat", "query_x", "query_y",
            "bbox_lon_min", "bbox_lat_max", "bbox_lon_max", "bbox_lat_min", "date", "label")
@@ -42,10 +41,7 @@ class Sample:
 def write_manifest(rows: list[dict], path: str | Path) -> Path:
     """Atomic write; `.parquet` needs pyarrow, anything else is CSV."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix.lower() == ".parquet":
             pq = _pyarrow_parquet()
             import pyarrow as pa
@@ -56,10 +52,6 @@ def write_manifest(rows: list[dict], path: str | Path) -> Path:
                 writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -16,41 +16,48 @@ from .config import ObjectiveSection
 from .losses import distill_loss, gather_no_grad, info_nce, location_loss
 
 
-class LocationQueue:
+class LocationQueue(nn.Module):
     """FIFO of raw [lon, lat] kept in the model's `queue_for_location` (2, Q) / `queue_ptr_location` buffers.
 
-    `filled` counts valid entries, so a fresh queue never contrasts against placeholder values.
+    The `filled` buffer counts valid entries; the rest are masked out of the loss, so a fresh queue never
+    contrasts against placeholder values, and shapes stay fixed (no recompiles under torch.compile).
     """
 
     def __init__(self, model: nn.Module, filled: int = 0) -> None:
-        self.model = model
-        self.filled = filled
+        super().__init__()
+        self._model = (model,)  # the model is the objective's submodule; a tuple keeps it out of this state_dict
+        self.register_buffer("filled", torch.tensor(filled, dtype=torch.long))
 
     @property
     def size(self) -> int:
-        return self.model.queue_for_location.shape[1]
+        return self._model[0].queue_for_location.shape[1]
 
     def reset(self) -> None:
-        self.model.queue_for_location.zero_()
-        self.model.queue_ptr_location.zero_()
-        self.filled = 0
+        self._model[0].queue_for_location.zero_()
+        self._model[0].queue_ptr_location.zero_()
+        self.filled.zero_()
 
     def lonlat(self) -> torch.Tensor:
-        """(filled, 2) valid past locations."""
-        return self.model.queue_for_location[:, : self.filled].T
+        """(Q, 2) queue entries, valid or not (see `valid`)."""
+        return self._model[0].queue_for_location.T
+
+    def valid(self) -> torch.Tensor:
+        """(Q,) True where the entry holds a past location."""
+        return torch.arange(self.size, device=self.filled.device) < self.filled
 
     @torch.no_grad()
     def push(self, lonlat: torch.Tensor) -> None:
         """Enqueue (N, 2) locations at the pointer, wrapping around; keeps the newest Q when N > Q."""
-        q = self.model.queue_for_location
+        model = self._model[0]
+        q = model.queue_for_location
         lonlat = lonlat[-self.size:].to(q.dtype)
-        n, ptr = lonlat.shape[0], int(self.model.queue_ptr_location.item())
+        n, ptr = lonlat.shape[0], int(model.queue_ptr_location.item())
         first = min(n, self.size - ptr)
         q[:, ptr:ptr + first] = lonlat[:first].T
         if n > first:
             q[:, : n - first] = lonlat[first:].T
-        self.model.queue_ptr_location[0] = (ptr + n) % self.size
-        self.filled = min(self.filled + n, self.size)
+        model.queue_ptr_location[0] = (ptr + n) % self.size
+        self.filled.add_(n).clamp_(max=self.size)
 
 
 def localized(model: nn.Module, tokens: torch.Tensor, rel_xy: torch.Tensor, mode: str) -> torch.Tensor:
@@ -79,9 +86,10 @@ class GAIRObjective(nn.Module):
         locations = m.encode_location(torch.cat([lonlat, past.to(lonlat.dtype)]))
         locations = F.normalize(locations.float(), dim=-1)
         loc, queue = locations[: lonlat.shape[0]], locations[lonlat.shape[0]:]
+        valid = self.queue.valid() if cfg.loc_negatives != "batch" else None
         s2r, r2s = info_nce(s, r, cfg.rs_sv_temperature, cfg.gather_negatives)
-        sv_loc = location_loss(s, loc, queue, cfg.loc_temperature, cfg.loc_negatives)
-        rs_loc = location_loss(r, loc, queue, cfg.loc_temperature, cfg.loc_negatives)
+        sv_loc = location_loss(s, loc, queue, cfg.loc_temperature, cfg.loc_negatives, valid)
+        rs_loc = location_loss(r, loc, queue, cfg.loc_temperature, cfg.loc_negatives, valid)
         total = (cfg.rs_sv_weight * (s2r + r2s) + cfg.sv_loc_weight * sv_loc + cfg.rs_loc_weight * rs_loc) / 2
         parts = {"s2r": s2r, "r2s": r2s, "sv_loc": sv_loc, "rs_loc": rs_loc}
         teacher = self._teacher[0]
@@ -96,9 +104,3 @@ class GAIRObjective(nn.Module):
     def after_step(self, lonlat: torch.Tensor) -> None:
         """Enqueue this step's locations from every rank (same order everywhere, so all queues agree)."""
         self.queue.push(gather_no_grad(lonlat.to(self.model.queue_for_location.device)))
-
-    def extra_state(self) -> dict:
-        return {"queue_filled": self.queue.filled}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.queue.filled = int(state.get("queue_filled", self.queue.filled))

@@ -52,8 +52,9 @@ def point_embeddings(model, samples: list[Sample], mode: str = "nili", batch_siz
     return np.concatenate(out)
 
 
-def linear_probe(features: np.ndarray, labels: list[str] | np.ndarray, seed: int = 0, train_fraction: float = 0.5) -> ProbeResult:
-    """Accuracy of a standardised logistic regression on a stratified held-out split."""
+def linear_probe(features: np.ndarray, labels: list[str] | np.ndarray, seed: int = 0, train_fraction: float = 0.5,
+                 repeats: int = 1) -> ProbeResult:
+    """Accuracy of a standardised logistic regression on stratified held-out splits (mean over `repeats` splits)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
@@ -62,8 +63,60 @@ def linear_probe(features: np.ndarray, labels: list[str] | np.ndarray, seed: int
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise GAIRError("the probe needs at least two classes among the labelled points")
-    x_train, x_test, y_train, y_test = train_test_split(features, labels, train_size=train_fraction, random_state=seed,
-                                                        stratify=labels)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    clf.fit(x_train, y_train)
-    return ProbeResult(float(clf.score(x_test, y_test)), len(y_train), len(y_test), len(np.unique(labels)))
+    scores = []
+    for k in range(repeats):
+        x_train, x_test, y_train, y_test = train_test_split(features, labels, train_size=train_fraction,
+                                                            random_state=seed + k, stratify=labels)
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        scores.append(clf.fit(x_train, y_train).score(x_test, y_test))
+    return ProbeResult(float(np.mean(scores)), len(y_train), len(y_test), len(np.unique(labels)))
+
+
+@dataclass
+class WorldBenchmark:
+    """Probe accuracies at held-out label points of a synthetic world, before and after pretraining."""
+
+    random: dict[str, float]  # query mode -> accuracy of the randomly initialised model
+    pretrained: dict[str, float]
+    bundle: Path
+    train_seconds: float
+    steps: int
+    n_points: int
+
+
+def synthetic_benchmark(out_dir: str | Path, config_path: str | Path, overrides: list[str] | None = None,
+                        spec=None, modes: tuple[str, ...] = ("nili", "mean"), train_fraction: float = 0.2,
+                        repeats: int = 3) -> WorldBenchmark:
+    """Make a synthetic world, pretrain on its photos, and probe land cover at its label points with the random
+    start and the result. out_dir receives world/, run/ (log, checkpoints, bundle) and the manifests."""
+    import time
+
+    import engine
+
+    from .build_dataset import build_manifest, read_points
+    from .config import load_config
+    from .synthetic import WorldSpec, make_world
+    from .train import run
+    from .weights import build_start
+
+    out = Path(out_dir)
+    world = make_world(out / "world", spec or WorldSpec())
+    cfg = load_config(config_path, [f'data.manifest="{out / "manifest.csv"}"', f'train.out_dir="{out / "run"}"',
+                                    *(overrides or [])])
+    ground = cfg.gair_config().crop_ground_m
+    build_manifest([world.raster], read_points(world.photos_csv), out / "manifest.csv", ground, seed=cfg.train.seed)
+    points = read_points(world.labels_csv, path_field="")
+    samples = label_samples([world.raster], points, out / "labels_manifest.csv", ground, seed=cfg.train.seed + 1)
+    labels = [s.label for s in samples]
+    start, _ = build_start(cfg)
+
+    def accuracies(model) -> dict[str, float]:
+        return {m: linear_probe(point_embeddings(model, samples, m), labels, train_fraction=train_fraction,
+                                repeats=repeats).accuracy for m in modes}
+
+    before = accuracies(start)
+    t0 = time.perf_counter()
+    result = run(cfg)
+    seconds = time.perf_counter() - t0
+    after = accuracies(engine.load_model(result.bundle, device="cpu"))
+    return WorldBenchmark(before, after, result.bundle, seconds, result.steps, len(samples))

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import csv
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import GAIRError
+from .files import atomic_path
 
 CHECKPOINT_FORMAT = "gair-pretrain-checkpoint"
 
@@ -43,14 +42,8 @@ def save_checkpoint(payload: dict, out_dir: str | Path, step: int, keep: int) ->
     folder = checkpoint_dir(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step_{step:08d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".pt.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "step": step, **payload}, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     for old in sorted(folder.glob("step_*.pt"))[:-max(keep, 1)]:
         old.unlink(missing_ok=True)
     return target
@@ -72,7 +65,7 @@ def find_checkpoint(resume: str | bool, out_dir: str | Path) -> Path | None:
 def load_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+    except Exception as exc:
         raise GAIRError(f"could not read training checkpoint {path}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise GAIRError(f"{path} is not a pretraining checkpoint; to start from model weights use init.source")
@@ -89,13 +82,11 @@ class RunLog:
         if resume_step is not None and self.path.is_file():
             with open(self.path, newline="", encoding="utf-8") as fh:
                 kept = [row for row in csv.DictReader(fh) if int(row["step"]) <= resume_step]
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".csv.tmp")
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, self.path)
-        self._fh = open(self.path, "a", newline="", encoding="utf-8")
+        self._fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - open for the run, closed by close()
         self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
         self.tb = None
         if tensorboard:

@@ -14,14 +14,13 @@ import argparse
 import csv
 import datetime as dt
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..config import S2_BANDS
+from .files import atomic_path
 
 CLASSES = ("water", "forest", "cropland", "grassland", "built_up")
 # Surface reflectance x 10000 per band (B2 B3 B4 B5 B6 B7 B8 B8A B11 B12), typical of each cover.
@@ -45,10 +44,10 @@ class WorldSpec:
     raster_crs: str = ""  # "" = the truth CRS; anything else is reprojected (nearest)
     gsd_m: float = 10.0
     size_px: int = 768
-    patch_sigma_px: float = 5.0
+    patch_sigma_px: float = 8.0  # land-cover patches of ~2-3 tokens: several per crop, so the point matters
     trend_strength: float = 1.2
-    illumination: float = 0.12  # amplitude of the smooth multiplicative brightness field
-    haze: float = 0.0  # amplitude (DN) of a smooth additive haze, strongest in blue, fading towards SWIR
+    illumination: float = 0.3  # amplitude of the smooth multiplicative brightness field
+    haze: float = 600.0  # amplitude (DN) of a smooth additive haze, strongest in blue, fading towards SWIR
     noise: float = 0.02  # relative sensor noise
     n_photos: int = 1500
     n_labels: int = 600
@@ -177,19 +176,13 @@ def _neighbour_class(cover: np.ndarray, row: int, col: int, cls: int, radius: in
 def _write_geotiff(path: Path, data: np.ndarray, crs: str, transform, nodata, descriptions=None) -> None:
     import rasterio
 
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype.name,
-                   crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=256, blockysize=256)
-    fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent)
-    os.close(fd)
-    try:
-        with rasterio.open(tmp, "w", **profile) as ds:
-            ds.write(data)
-            for i, name in enumerate(descriptions or []):
-                ds.set_band_description(i + 1, name)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": crs, "transform": transform, "nodata": nodata, "tiled": True,
+               "blockxsize": 256, "blockysize": 256}
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as ds:
+        ds.write(data)
+        for i, name in enumerate(descriptions or []):
+            ds.set_band_description(i + 1, name)
 
 
 def _reproject(dn: np.ndarray, src_transform, spec: WorldSpec):
@@ -273,12 +266,10 @@ def away_from_nodata(spec: WorldSpec, rows: np.ndarray, cols: np.ndarray) -> np.
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,7 @@ def _load_pickle(path: str | Path) -> dict:
         raise GAIRError(f"weights file {path} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling error, reported with the file name
+    except Exception as exc:
         raise GAIRError(f"could not read {path}: {exc}") from exc
 
 
@@ -71,8 +71,8 @@ def load_croma(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     ours.update({k: v.to(ours[k].dtype) for k, v in copied.items()})
     target.load_state_dict(ours)
     target.linear_input.reset_parameters()
-    notes = [f"CROMA: copied {len(copied)} tensors into rs_encoder.s2_encoder, re-initialised linear_input "
-             f"(12 bands there, {model.config.rs_channels} here)"]
+    notes = [(f"CROMA: copied {len(copied)} tensors into rs_encoder.s2_encoder, re-initialised linear_input "
+              f"(12 bands there, {model.config.rs_channels} here)")]
     if unused:
         notes.append(f"CROMA: not used (GAIR takes tokens before CROMA's final norm): {', '.join(unused)}")
     return notes
@@ -104,8 +104,8 @@ def load_geoclip(encoder: nn.Module, state: dict[str, torch.Tensor]) -> list[str
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
                 widths.add(layer.out_features)
-    return [f"GeoCLIP: mapped {len(mapped)} capsule tensors ({len(capsules)} scales); new {sorted(widths)}-wide heads "
-            "(GeoCLIP's are 512)"]
+    return [(f"GeoCLIP: mapped {len(mapped)} capsule tensors ({len(capsules)} scales); new {sorted(widths)}-wide heads "
+             "(GeoCLIP's are 512)")]
 
 
 def build_start(cfg: PretrainConfig):

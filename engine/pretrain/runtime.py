@@ -1,0 +1,90 @@
+"""Runtime pieces of the training loop: process group and device, AMP, optimizer groups, LR schedule, and the
+dry run that freezes parameters the objective never reaches (DDP needs a gradient for every trainable one)."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import GAIRError
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+
+def setup_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    if device_pref not in ("auto", "cuda", "cpu"):
+        raise GAIRError(f"train.device must be auto, cuda or cpu, got {device_pref!r} (torchrun picks the GPU per rank)")
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise GAIRError("train.device = cuda but CUDA is not available; use auto or cpu")
+    device = torch.device(f"cuda:{info.local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+        info.owns_group = True
+    return info, device
+
+
+def amp_settings(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, use a grad scaler)."""
+    if mode == "auto":
+        mode = "fp16" if device.type == "cuda" else "none"
+    if mode == "none":
+        return None, False
+    if mode == "fp16" and device.type != "cuda":
+        raise GAIRError("train.amp = fp16 needs CUDA; use bf16 or none on CPU")
+    return (torch.float16, True) if mode == "fp16" else (torch.bfloat16, False)
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: biases and norm weights (1-D) are exempt."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over `warmup` steps, then half-cycle cosine down to min_ratio at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def freeze_unused(objective: nn.Module, example: dict) -> list[str]:
+    """Freeze parameters the objective never reaches (e.g. nerf_fn, radar_proj), found by one dry run.
+
+    DDP needs every trainable parameter to get a gradient each step; the dry run forks the RNG so it changes nothing.
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        objective.zero_grad(set_to_none=True)
+        objective(**example)["loss"].backward()
+    unused = [n for n, p in objective.named_parameters() if p.requires_grad and p.grad is None]
+    for name, p in objective.named_parameters():
+        p.grad = None
+        if name in unused:
+            p.requires_grad_(False)
+    return unused
+
+
+def example_batch(model: nn.Module, device: torch.device) -> dict:
+    c = model.config
+    return {"rs": torch.zeros(2, c.rs_channels, c.rs_input_size, c.rs_input_size, device=device),
+            "sv": torch.zeros(2, 3, c.sv_input_size, c.sv_input_size, device=device),
+            "rel_xy": torch.full((2, 2), 0.5, dtype=torch.float64), "lonlat": torch.zeros(2, 2, device=device)}
