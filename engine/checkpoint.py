@@ -138,6 +138,7 @@ def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    model.invalidate_fingerprint()  # weights may have changed in place since it was last read (training)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = out / (BUNDLE_WEIGHTS + ".tmp")
     save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})

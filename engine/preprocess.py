@@ -7,6 +7,8 @@ the same bicubic resize.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .config import GAIRConfig
@@ -27,6 +29,7 @@ def _cubic_f32(t: np.ndarray) -> np.ndarray:
     return np.stack([far(t + one), near(t), near(rest), far(rest + one)], axis=-1)
 
 
+@functools.lru_cache(maxsize=64)
 def bicubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """Source indices (4, n_out) and float32 weights (4, n_out) of PyTorch's bicubic resize (align_corners=False).
 
@@ -39,6 +42,7 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     base = np.minimum(np.floor(src), n_in - 1)
     weights = _cubic_f32(np.clip(src - base, 0, 1).astype(np.float32)).T
     index = np.stack([np.clip(base + o, 0, n_in - 1) for o in (-1, 0, 1, 2)]).astype(np.int64)
+    index.flags.writeable = weights.flags.writeable = False  # shared through the cache
     return index, weights
 
 

@@ -26,7 +26,7 @@ from engine.pretrain.losses import (
     uniform_sphere_lonlat,
 )
 from engine.pretrain.objective import GAIRObjective, LocationQueue
-from engine.pretrain.runtime import lr_factor, param_groups
+from engine.pretrain.runtime import amp_settings, lr_factor, param_groups
 
 
 def unit(*shape, seed=0):
@@ -170,7 +170,11 @@ def test_configs_load_and_override(tmp_path):
     assert base.gair_config() == GAIRConfig()
     assert (base.optim.base_lr, base.optim.betas, base.optim.weight_decay, base.optim.warmup_epochs) == (1.5e-6, (0.9, 0.95), 0.05, 10.0)
     assert (base.objective.rs_sv_temperature, base.objective.loc_temperature, base.train.batch_size) == (0.07, 0.07, 256)
-    assert base.train.amp == "fp16" and base.gair_config().queue_size == 4096
+    assert base.gair_config().queue_size == 4096
+    assert amp_settings(base.train.amp, torch.device("cuda")) == (torch.float16, True)  # the reference's fp16 + scaler
+    assert amp_settings(base.train.amp, torch.device("cpu")) == (None, False)
+    with pytest.raises(GAIRError, match="fp16 needs CUDA"):
+        amp_settings("fp16", torch.device("cpu"))
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("model: {preset: tiny}\noptim: {betas: [0.8, 0.9]}\n")
     assert load_config(yaml_file).optim.betas == (0.8, 0.9)
@@ -179,3 +183,38 @@ def test_configs_load_and_override(tmp_path):
                          ("model.rs_patch_size=7", "bad \\[model\\] overrides")):
         with pytest.raises(GAIRError, match=message):
             load_config("configs/tiny.toml", [bad]).gair_config()
+
+
+def _gather_worker(rank: int, init_file: str, out_dir: str) -> None:
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    try:
+        a_all, b_all = unit(8, 6, seed=1), unit(8, 6, seed=2)
+        a = a_all[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+        b = b_all[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+        a2b, b2a = info_nce(a, b, 0.1, gather=True)
+        (a2b + b2a).backward()
+        torch.save({"loss": (a2b + b2a).detach(), "ga": a.grad, "gb": b.grad}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_info_nce_matches_one_big_batch(tmp_path):
+    """Two gloo ranks with negatives gathered across them get the gradients of the summed per-rank losses."""
+    # spawn, not fork: forking a process whose OpenMP pool is running can deadlock the child
+    torch.multiprocessing.start_processes(_gather_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                                          start_method="spawn")
+    a, b = unit(8, 6, seed=1).requires_grad_(True), unit(8, 6, seed=2).requires_grad_(True)
+    target, total = torch.arange(8), 0
+    for r in range(2):
+        rows = slice(r * 4, (r + 1) * 4)
+        total = total + F.cross_entropy(a[rows] @ b.T / 0.1, target[rows]) + F.cross_entropy(b[rows] @ a.T / 0.1, target[rows])
+    total.backward()
+    for r in range(2):
+        got = torch.load(tmp_path / f"rank{r}.pt")
+        assert torch.allclose(got["ga"], a.grad[r * 4:(r + 1) * 4], atol=1e-6)
+        assert torch.allclose(got["gb"], b.grad[r * 4:(r + 1) * 4], atol=1e-6)

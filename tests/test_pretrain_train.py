@@ -77,6 +77,10 @@ def test_single_process_run_to_bundle_and_embed_raster(world, tmp_path):
     assert engine_cli(["embed-raster", str(world.raster), str(embedded), "--model", str(result.bundle), "--no-quicklook"]) == 0
     with rasterio.open(embedded) as ds:
         assert ds.count == 32 and ds.tags()["GAIR_MODEL"] == model.fingerprint
+    # worker processes load the same batches: augmentations are seeded per (epoch, sample), not per process
+    workers = run(config(world, tmp_path / "workers", "train.max_steps=3", "data.num_workers=2"))
+    for a, b in zip(rows[:3], read_log(workers.log)):  # both still in warm-up, so the same learning rates
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=1e-6)
 
 
 def test_resume_after_sigkill_continues_the_same_loss_curve(world, tmp_path, capsys):
@@ -120,6 +124,10 @@ def test_torchrun_two_gloo_processes(world, tmp_path):
     assert int((model.queue_for_location != 0).any(dim=0).sum()) == 4 * 2 * 16  # both ranks' locations are queued
     payload = torch.load(max((out / "checkpoints").glob("*.pt")), weights_only=True)
     assert payload["world_size"] == 2 and len(payload["rng"]) == 2
+    from engine.cli import main as engine_cli
+
+    assert engine_cli(["embed-raster", str(world.raster), str(tmp_path / "e.tif"), "--model", str(out / "bundle"),
+                       "--no-quicklook"]) == 0
 
 
 def test_non_finite_loss_stops_naming_the_step(world, tmp_path, monkeypatch):
@@ -137,6 +145,13 @@ def test_non_finite_loss_stops_naming_the_step(world, tmp_path, monkeypatch):
     with pytest.raises(GAIRError, match="non-finite at step 2"):
         run(config(world, tmp_path / "nan", "train.max_steps=5"))
     assert not (tmp_path / "nan" / "bundle").exists()
+
+
+def test_cancel_stops_without_a_bundle(world, tmp_path):
+    calls = iter(range(100))
+    with pytest.raises(engine.Cancelled, match="cancelled at step 2"):
+        run(config(world, tmp_path / "c", "train.max_steps=5"), cancel=lambda: next(calls) >= 2)
+    assert not (tmp_path / "c" / "bundle").exists()
 
 
 @pytest.mark.parametrize("encoder", ["gridcell", "rff"])

@@ -79,6 +79,10 @@ class GAIRModel(nn.Module):
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
+    def invalidate_fingerprint(self) -> None:
+        """Forget the cached identity; call after changing weights in place (training)."""
+        self._fingerprint = None
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._fingerprint = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", help="= init.source: random, a bundle folder, a checkpoint .pth, or hub")
     parser.add_argument("--max-steps", type=int, help="= train.max_steps")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                        help="continue from CHECKPOINT, or from the newest one in the output folder")
+                        help="continue from CHECKPOINT, or from the newest one in the output folder (a fresh start when there is none yet)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return parser
 

@@ -1,8 +1,9 @@
 """A procedural world for tests and the demo: land cover, Sentinel-2-like rasters, photos at points, labels.
 
 Land cover comes from smooth random class fields plus a trend across the region (so the class mix, and with it
-location, carries signal). Rasters render per-class 10-band spectra with class textures, smooth illumination and
-sensor noise; a corner is nodata, as at a swath edge. Photos are rendered from the class at the exact photo point
+location, carries signal). Rasters render per-class 10-band spectra with class textures (cropland and grassland
+differ mostly in texture), a smooth illumination field, haze and sensor noise; a corner is nodata, as at a swath
+edge. Photos are rendered from the class at the exact photo point
 (with the neighbourhood's dominant class on the horizon), so an embedding localized at the point beats the crop
 average. Label points are separate random points with the class under them.
 

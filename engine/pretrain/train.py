@@ -71,7 +71,10 @@ def run(cfg: PretrainConfig, resume: str | bool = False, progress: Callable[[flo
             torch.set_num_threads(cfg.train.threads)
         session = _Session(cfg, info, device)
         session.restore(find_checkpoint(resume, cfg.train.out_dir))
-        return session.train(progress, cancel)
+        result = session.train(progress, cancel)
+        if info.world > 1:
+            dist.barrier()  # rank 0 writes the bundle; the others wait, so all leave the group together
+        return result
     finally:
         torch.set_num_threads(threads)
         if info.owns_group and dist.is_initialized():
@@ -102,6 +105,7 @@ class _Session:
             torch.backends.cudnn.benchmark = False
         if not cfg.data.manifest:
             raise GAIRError("no manifest: set data.manifest (make one with `python -m engine.pretrain.build_dataset`)")
+        self.amp_dtype, use_scaler = amp_settings(t.amp, device)
         self.model, self.start = build_start(cfg)
         self.model.to(device)
         self.samples = read_manifest(cfg.data.manifest)
@@ -124,7 +128,6 @@ class _Session:
         warmup, min_ratio = round(cfg.optim.warmup_epochs * self.steps_per_epoch), cfg.optim.min_lr / self.lr
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, warmup, self.total, min_ratio))
-        self.amp_dtype, use_scaler = amp_settings(t.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.step, self.resumed_from, self.resumed_step = 0, None, None
 
@@ -213,8 +216,7 @@ class _Session:
         net: nn.Module = self.objective
         if self.info.world > 1:
             net = nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         forward = torch.compile(net) if t.compile else net
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.main:

@@ -135,8 +135,8 @@ def build_start(cfg: PretrainConfig):
 
 
 def refresh_fingerprint(model: nn.Module) -> None:
-    """Weights changed in place: reloading its own state makes GAIRModel drop its cached fingerprint."""
-    model.load_state_dict(model.state_dict())
+    """Weights changed in place: drop the cached fingerprint."""
+    model.invalidate_fingerprint()
 
 
 def build_teacher(cfg: PretrainConfig, model: nn.Module) -> nn.Module | None:
