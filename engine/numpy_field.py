@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .grid import AREA_EPS, grid_coords, interp_axis, nili_axis, pixel_centres, taps_matrix
+from .grid import (
+    AREA_EPS,
+    grid_coords,
+    interp_axis,
+    nili_axis,
+    pixel_centres,
+    taps_matrix,
+)
 
 # Above this many points per crop, projecting every cell once beats projecting the four corners of each point.
 _PROJECT_CELLS_FACTOR = 0.25

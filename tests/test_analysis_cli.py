@@ -127,7 +127,6 @@ def test_cli_on_synthetic_planted_raster(tmp_path, capsys):
     assert "fid 1 " in out["rank"].splitlines()[1]
 
 
-@pytest.mark.skipif(not (SHARED / "detroit_rs.tif").is_file(), reason="shared sample data not present")
 def test_cli_on_shared_sample_raster_plumbing(tmp_path, capsys):
     raster, ndvi, transform = _real_raster(tmp_path)
     labels, rows, cols, xs, ys = _ndvi_labels(tmp_path)
@@ -144,7 +143,6 @@ def test_cli_on_shared_sample_raster_plumbing(tmp_path, capsys):
     assert np.array_equal(classes == 0, np.isnan(ndvi))
 
 
-@pytest.mark.skipif(not (SHARED / "detroit_rs.tif").is_file(), reason="shared sample data not present")
 def test_cli_on_pipeline_raster_plumbing(tmp_path, capsys):
     """A PCA-reduced int16 raster from engine.embed_raster, references from engine.embed_points (full dims)."""
     import torch

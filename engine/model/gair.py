@@ -15,10 +15,16 @@ import torch
 from torch import nn
 
 from ..config import QUERY_MODES, GAIRConfig
-from .encoders import LocationEncoder, RSEncoder, SVEncoder
 from ..grid import pixel_centres, relative_positions
+from .encoders import LocationEncoder, RSEncoder, SVEncoder
 from .layers import QueryTransformer, sincos_1d, sincos_2d_grid
-from .query import dense_interp, dense_nili, interp_points, nili_points, nili_points_projected
+from .query import (
+    dense_interp,
+    dense_nili,
+    interp_points,
+    nili_points,
+    nili_points_projected,
+)
 
 # Above this many points per crop, projecting all cells once beats evaluating imnet four times per point.
 _PROJECT_CELLS_FACTOR = 0.25

@@ -11,7 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..grid import AREA_EPS, grid_coords, interp_axis, nili_axis, pixel_centres, taps_matrix
+from ..grid import (
+    AREA_EPS,
+    grid_coords,
+    interp_axis,
+    nili_axis,
+    pixel_centres,
+    taps_matrix,
+)
 
 
 def token_grid(tokens: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,10 @@ import numpy as np
 from ..errors import Cancelled, GAIRError
 from ..vector_io import VectorLayer, read_layer
 from .blend import numpy_blas_beside
+from .embedding_layer import write_features
 from .raster import as_model, default_batch_size
 from .source import SourceRaster
 from .tiling import CropLayout
-from .embedding_layer import write_features
 
 Progress = Callable[[float], None] | None
 Cancel = Callable[[], bool] | None

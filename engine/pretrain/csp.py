@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GAIRError
+from ..files import atomic_path
 from .config import CSPSection
-from .files import atomic_path
 from .losses import csp_inbatch, csp_random_locations, csp_simcse, uniform_sphere_lonlat
 from .objective import localized
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,3 +23,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_path_for(path: str | os.PathLike, suffix: str | None = None) -> Path:
+    """A hidden temp name in the destination folder, so os.replace is atomic (same filesystem)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{suffix or path.suffix}")
