@@ -151,8 +151,9 @@ class FourierFeatures(nn.Module):
         self.b = nn.Parameter(torch.randn(frequencies, 2) * sigma, requires_grad=False)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        vp = 2 * math.pi * v @ self.b.T
-        return torch.cat((torch.cos(vp), torch.sin(vp)), dim=-1)
+        # Phases reach ~1e4 rad at sigma 256: float32 would lose ~1e-4 of the output, so they are taken in float64.
+        vp = 2 * math.pi * v.double() @ self.b.double().T
+        return torch.cat((torch.cos(vp), torch.sin(vp)), dim=-1).to(self.b.dtype)
 
 
 class LocationCapsule(nn.Module):
@@ -180,5 +181,5 @@ class LocationEncoder(nn.Module):
             self.add_module(f"LocEnc{i}", LocationCapsule(sigma, cfg))
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
-        xy = equal_earth(lonlat)
+        xy = equal_earth(lonlat.double())
         return sum(getattr(self, f"LocEnc{i}")(xy) for i in range(self.n))
