@@ -67,7 +67,7 @@ def test_embed_then_similarity_through_qgis_process(qgis_process_with_plugin, ti
     assert (tmp_path / "similarity.qml").is_file()  # styled for whoever opens it next
     import pyogrio
 
-    assert pyogrio.read_info(result["TOP_K_OUTPUT"])["features"] == 3
+    assert pyogrio.read_info(result["TOP_K_OUTPUT"], layer="similar_places")["features"] == 3
 
 
 def test_runs_on_onnxruntime_without_torch(plugin_zip, tiny_bundle, sample_raster, tmp_path):
