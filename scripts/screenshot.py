@@ -13,7 +13,6 @@ import csv
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,21 +52,15 @@ def model_path(explicit: str | None, workdir: Path) -> tuple[str, bool]:
     return str(engine.save_bundle(engine.GAIRModel(engine.GAIRConfig.tiny()), workdir / "tiny_bundle")), True
 
 
-def wait_for(controller, timeout: float = 600.0) -> None:
-    from qgis.PyQt.QtCore import QCoreApplication
-
-    deadline = time.monotonic() + timeout
-    while controller.busy:
-        QCoreApplication.processEvents()
-        if time.monotonic() > deadline:
-            raise SystemExit("the similarity search did not finish in time")
-        time.sleep(0.02)
-    QCoreApplication.processEvents()
-
-
 def reference_layer(point, crs):
     """A magenta cross where the user clicked (the map tool shows it as a canvas marker)."""
-    from qgis.core import QgsFeature, QgsGeometry, QgsMarkerSymbol, QgsSingleSymbolRenderer, QgsVectorLayer
+    from qgis.core import (
+        QgsFeature,
+        QgsGeometry,
+        QgsMarkerSymbol,
+        QgsSingleSymbolRenderer,
+        QgsVectorLayer,
+    )
 
     layer = QgsVectorLayer(f"Point?crs={crs.authid()}", "reference", "memory")
     feature = QgsFeature()
@@ -113,7 +106,13 @@ def render(layers, extent, crs, size, caption: str, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from qgis.core import QgsApplication, QgsCoordinateTransform, QgsPointXY, QgsProject, QgsRasterLayer
+    from qgis.core import (
+        QgsApplication,
+        QgsCoordinateTransform,
+        QgsPointXY,
+        QgsProject,
+        QgsRasterLayer,
+    )
     from qgis.gui import QgsMapCanvas
 
     app = QgsApplication([], True)
@@ -149,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             clicked = QgsPointXY(float(row["lon"]), float(row["lat"]))  # the street-view photo's spot
             to_canvas = QgsCoordinateTransform(embedding.crs(), canvas.mapSettings().destinationCrs(), project)
             controller.handle_click(to_canvas.transform(clicked), additive=False)
-            wait_for(controller)
+            if not controller.wait_until_idle(600):
+                raise SystemExit("the similarity search did not finish in time")
             if controller.similarity_layer is None:
                 raise SystemExit("the map tool produced no similarity layer")
             # threshold at the 60th percentile (as the dock's slider would): the imagery shows where unlike

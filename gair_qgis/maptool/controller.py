@@ -155,6 +155,21 @@ class SimilarityController(QObject):
     def busy(self) -> bool:
         return self.task is not None
 
+    def wait_until_idle(self, timeout: float = 60.0) -> bool:
+        """Process Qt events until the running task has finished (scripts, tests); False on timeout."""
+        import time
+
+        from qgis.PyQt.QtCore import QCoreApplication
+
+        deadline = time.monotonic() + timeout
+        while self.busy:
+            QCoreApplication.processEvents()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        QCoreApplication.processEvents()
+        return True
+
     def _finish_task(self, task: EngineTask) -> bool:
         """True when `task` is the current one and succeeded; a superseded or cancelled task is dropped."""
         if task is not self.task:

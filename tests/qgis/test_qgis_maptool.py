@@ -20,13 +20,7 @@ from gair_qgis.layers import raster_tag
 
 
 def wait_for(controller, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while controller.busy:
-        QCoreApplication.processEvents()
-        if time.monotonic() > deadline:
-            raise AssertionError("the similarity task did not finish")
-        time.sleep(0.01)
-    QCoreApplication.processEvents()
+    assert controller.wait_until_idle(timeout), "the similarity task did not finish"
 
 
 def sized_canvas(qgis_iface, width: int = 400, height: int = 300):
