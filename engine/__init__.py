@@ -12,15 +12,15 @@ from .errors import Cancelled, GAIRError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "GAIRModel": "engine.model",
-    "load_model": "engine.checkpoint",
-    "save_bundle": "engine.checkpoint",
-    "preprocess_rs": "engine.preprocess",
-    "preprocess_sv": "engine.preprocess",
-    "embed_raster": "engine.pipeline",
-    "embed_points": "engine.pipeline",
-    "embed_photos": "engine.pipeline",
-    "embed_locations": "engine.pipeline",
+    "GAIRModel": ".model",
+    "load_model": ".runtime.loading",
+    "save_bundle": ".runtime.loading",
+    "preprocess_rs": ".runtime.preprocess",
+    "preprocess_sv": ".runtime.preprocess",
+    "embed_raster": ".pipeline",
+    "embed_features": ".pipeline",
+    "embed_photos": ".pipeline",
+    "embed_locations": ".pipeline",
 }
 
 __all__ = ["GAIRConfig", "S2_BANDS", "Cancelled", "GAIRError", *_LAZY]
@@ -28,5 +28,5 @@ __all__ = ["GAIRConfig", "S2_BANDS", "Cancelled", "GAIRError", *_LAZY]
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

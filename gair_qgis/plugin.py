@@ -8,7 +8,7 @@ from qgis.PyQt.QtWidgets import QAction
 
 from . import resources_path
 from .deps import missing_dependency_message
-from .processing.provider import GAIRProvider
+from .toolbox.provider import GAIRProvider
 
 MENU = "&GAIR"
 

@@ -64,7 +64,7 @@ def _stamp(path: str | None) -> float:
 
 def load_model(path: str | None = None, backend: str | None = None, device: str | None = None):
     """The engine model for `path` (or the configured one), loaded once and shared; thread-safe."""
-    import engine
+    from .engine_link import engine
 
     from .deps import runtime_problem
 

@@ -31,7 +31,8 @@ SEQUENTIAL_STOPS = ((0.0, "#440154", 255), (0.25, "#3b528b", 255), (0.5, "#21918
 
 def class_colors(count: int) -> list[QColor]:
     """The engine's class palette, so the GeoTIFF colour table and the QGIS style agree."""
-    from engine.analysis.rasters import palette
+    from .engine_link import engine_attrs
+    palette = engine_attrs("analysis.rasters", "palette")
 
     return [QColor(*rgb) for rgb in palette(count)]
 
@@ -49,7 +50,8 @@ def paletted_renderer(layer: QgsRasterLayer, classes: list[tuple[int, str]],
 
 def class_raster_renderer(layer: QgsRasterLayer) -> QgsPalettedRasterRenderer:
     """Paletted renderer for a GAIR class raster (value v is the v-th class name stored in the file)."""
-    from engine.analysis import read_class_names
+    from .engine_link import engine_attrs
+    read_class_names = engine_attrs("analysis", "read_class_names")
 
     names = read_class_names(layer.source().split("|")[0])
     return paletted_renderer(layer, [(i + 1, name) for i, name in enumerate(names)])

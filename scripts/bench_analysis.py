@@ -6,7 +6,7 @@ Prints a table, then `RESULT similarity_vs_membw=<fraction> kmeans_mpix_per_s=<x
   as pixels/s and GB/s, for a 64-dim and a 768-dim embedding raster; similarity_vs_membw is the lower of the
   two fractions (target >= 0.5). The end-to-end `similarity_search` (GeoTIFF read + scan + output + peaks)
   is printed too;
-- k-means apply: end-to-end `cluster_raster` apply stage (read, assign, write) on the 64-dim raster, Mpix/s.
+- k-means apply: end-to-end `cluster_embeddings` apply stage (read, assign, write) on the 64-dim raster, Mpix/s.
 
 Usage: python scripts/bench_analysis.py [--side64 1024] [--side768 384]
 """
@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.analysis import cluster_raster, similarity_search
+from engine.analysis import cluster_embeddings, similarity_search
 from engine.analysis.rasters import scan
 from engine.analysis.similarity import cosine_scan, query_matrix
-from engine.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
+from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
 
 
 class MemoryBandwidth:
@@ -98,11 +98,11 @@ def bench_kmeans(path: Path, out_dir: Path, k: int = 8) -> dict:
     marks: dict[str, float] = {}
 
     def progress(fraction: float) -> None:
-        if fraction >= 0.55 and "apply" not in marks:  # cluster_raster reports 0.55 when fitting is done
+        if fraction >= 0.55 and "apply" not in marks:  # cluster_embeddings reports 0.55 when fitting is done
             marks["apply"] = time.perf_counter()
 
-    cluster_raster(path, out_dir / "warm.tif", k=k, sample_size=20000)
-    result = cluster_raster(path, out_dir / "clusters.tif", k=k, sample_size=20000, progress=progress)
+    cluster_embeddings(path, out_dir / "warm.tif", k=k, sample_size=20000)
+    result = cluster_embeddings(path, out_dir / "clusters.tif", k=k, sample_size=20000, progress=progress)
     apply_s = time.perf_counter() - marks["apply"]
     pixels = sum(result.counts)
     return {"k": k, "pixels": pixels, "total_s": result.seconds, "apply_s": apply_s, "mpix_s": pixels / apply_s / 1e6}
@@ -131,7 +131,7 @@ def main() -> int:
               f"{r['kernel_gb_s']:>9.2f} {r['membw_gb_s']:>10.2f} {r['fraction']:>8.2f} | "
               f"{r['e2e_pix_s'] / 1e6:>17.2f} {r['e2e_gb_s']:>6.2f}")
     print(f"k-means (k={km['k']}, 64 dims) apply: {km['pixels']} pixels in {km['apply_s']:.2f}s "
-          f"= {km['mpix_s']:.2f} Mpix/s end-to-end (read, assign, write); whole cluster_raster {km['total_s']:.2f}s")
+          f"= {km['mpix_s']:.2f} Mpix/s end-to-end (read, assign, write); whole cluster_embeddings {km['total_s']:.2f}s")
     fraction = min(r["fraction"] for r in rows)
     print(f"RESULT similarity_vs_membw={fraction:.3f} kmeans_mpix_per_s={km['mpix_s']:.3f}")
     return 0

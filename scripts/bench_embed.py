@@ -71,7 +71,7 @@ def measure_encoders(args, tmp: Path) -> tuple[list, float, float]:
     import torch
 
     import engine
-    from engine.onnx_export import export_onnx
+    from engine.model.onnx_export import export_onnx
 
     torch.manual_seed(0)
     model = engine.GAIRModel(engine.GAIRConfig()).eval()

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.grid import pixel_centres  # noqa: E402
+from engine.runtime.grid import pixel_centres  # noqa: E402
 from engine.model.query import dense_nili, nili_points  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-EXAMPLES = ROOT.parent / "shared" / "data" / "gair_examples"
+EXAMPLES = ROOT / "data" / "samples"
 
 
 def official_weights(checkpoint: str | None, use_hub: bool):
@@ -66,7 +66,7 @@ def read_examples() -> list[dict]:
 
 
 def analyse(model, examples: list[dict], out: Path) -> None:
-    from engine.analysis.cluster import cluster_raster
+    from engine.analysis.cluster import cluster_embeddings
     from engine.analysis.similarity import similarity_search
     from engine.pipeline.raster import embed_raster
 
@@ -74,7 +74,7 @@ def analyse(model, examples: list[dict], out: Path) -> None:
         name, raster = ex["id"], EXAMPLES / ex["rs_image"]
         t0 = time.perf_counter()
         field = embed_raster(raster, out / f"{name}_embedding.tif", model)
-        clusters = cluster_raster(field, out / f"{name}_clusters.tif", k=4)
+        clusters = cluster_embeddings(field, out / f"{name}_clusters.tif", k=4)
         found = similarity_search(field, out / f"{name}_similarity.tif", points=[(float(ex["lon"]), float(ex["lat"]))],
                                   points_crs="EPSG:4326", top_k=3)
         shares = ", ".join(f"{c / max(sum(clusters.counts), 1):.0%}" for c in clusters.counts)
@@ -88,7 +88,7 @@ def cross_modal(model, examples: list[dict]) -> None:
     import numpy as np
     import rasterio
 
-    from engine.preprocess import load_photo, preprocess_rs, preprocess_sv
+    from engine.runtime.preprocess import load_photo, preprocess_rs, preprocess_sv
 
     rs, sv, lonlat, bbox = [], [], [], []
     for ex in examples:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not (EXAMPLES / "examples.csv").is_file():
-        print(f"error: the real samples are missing: {EXAMPLES} (see README, shared data)", file=sys.stderr)
+        print(f"error: the real samples are missing: {EXAMPLES} (data/samples in the repository)", file=sys.stderr)
         return 2
     started = time.perf_counter()
     try:

@@ -3,8 +3,8 @@
 The zip holds one top folder, `gair_qgis/`, as QGIS expects:
   gair_qgis/...                        the plugin code (repo gair_qgis/)
   gair_qgis/metadata.txt, resources/   from the repo's top level
-  gair_qgis/engine/                    a copy of the repo's engine/, so the installed plugin is self-contained
-  gair_qgis/LICENSE                    when the repo has one
+  gair_qgis/_engine/                   a copy of the repo's engine/ under a private name (never a top-level module)
+  gair_qgis/LICENSE                    the licence (the QGIS plugin repository requires one)
 Caches, hidden files and tests stay out. Entries are sorted and carry fixed times and permissions, so the
 same tree always gives the same bytes (reproducible releases, cacheable CI artefacts).
 
@@ -69,12 +69,10 @@ def collect_files(root: Path = ROOT) -> dict[str, Path]:
     if not re.search(r"^def classFactory\(", init.read_text(encoding="utf-8"), re.MULTILINE):
         raise GAIRError(f"{init} defines no classFactory(iface): QGIS needs it to start the plugin")
     files = _walk(plugin_dir, PLUGIN)
-    extras = {"metadata.txt": root / "metadata.txt", "resources": root / "resources", "engine": root / "engine",
+    extras = {"metadata.txt": root / "metadata.txt", "resources": root / "resources", "_engine": root / "engine",
               "LICENSE": root / "LICENSE"}
     for name, source in extras.items():
         if not source.exists():
-            if name == "LICENSE":
-                continue
             raise GAIRError(f"{source} is missing: the plugin zip needs {name} from the repo root")
         if (plugin_dir / name).exists():
             raise GAIRError(f"{plugin_dir / name} clashes with {source}, which the zip puts at {PLUGIN}/{name}: "

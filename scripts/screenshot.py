@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT.parent / "shared" / "data" / "gair_examples"
+EXAMPLES = ROOT / "data" / "samples"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -24,7 +24,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint .pth or bundle folder (default: $GAIR_CHECKPOINT or tiny random)")
-    parser.add_argument("--sample", default="detroit", help="row id in shared/data/gair_examples/examples.csv")
+    parser.add_argument("--sample", default="detroit", help="row id in data/samples/examples.csv")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
     parser.add_argument("--size", default="1200x900", help="image size WIDTHxHEIGHT in pixels")
     parser.add_argument("--top-k", type=int, default=10)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QgsApplication([], True)
     app.initQgis()
     from gair_qgis.maptool.controller import SimilarityController
-    from gair_qgis.processing.algorithms.embed_raster import run_embed_raster
+    from gair_qgis.toolbox.algorithms.embed_raster import run_embed_raster
     from gair_qgis.settings import GAIRSettings
     from gair_qgis.styling import true_color_renderer
 

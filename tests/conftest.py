@@ -21,7 +21,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = ROOT.parent / "shared"
+SAMPLES_DIR = ROOT / "data" / "samples"
 TEST_SEED = 0
 _QGIS_FIX = "run `make test` (it installs QGIS 3.22 with apt-get and builds .venv with --system-site-packages)"
 # Escape hatch for a machine without QGIS: GAIR_ALLOW_NO_QGIS=1 pytest -p no:pytest_qgis runs the engine tests
@@ -77,24 +77,21 @@ def _seed_everything() -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The read-only shared data folder, `../shared` beside the repository root."""
-    if not SHARED_DIR.is_dir():
-        raise pytest.UsageError(
-            f"shared data folder not found at {SHARED_DIR}: the tests expect the project's shared/ folder "
-            "beside the repository root (CI and every checkout have it there)."
-        )
-    return SHARED_DIR
+def samples_dir() -> Path:
+    """The real Sentinel-2 samples the repository carries (data/samples; treat as read-only)."""
+    if not SAMPLES_DIR.is_dir():
+        raise pytest.UsageError(f"sample data folder not found at {SAMPLES_DIR}: the checkout is incomplete")
+    return SAMPLES_DIR
 
 
 @pytest.fixture(scope="session")
-def examples(shared_dir: Path) -> list[dict]:
+def examples(samples_dir: Path) -> list[dict]:
     """Rows of examples.csv: the CSV's columns (numbers as float) plus absolute `rs_path`, `sv_path` and
     `bbox` = (lon_min, lat_max, lon_max, lat_min), the order engine.query_localized takes."""
-    folder = shared_dir / "data" / "gair_examples"
+    folder = samples_dir
     csv_path = folder / "examples.csv"
     if not csv_path.is_file():
-        raise pytest.UsageError(f"{csv_path} is missing: shared/ is incomplete")
+        raise pytest.UsageError(f"{csv_path} is missing: the checkout is incomplete")
     rows = []
     with csv_path.open(newline="") as handle:
         for raw in csv.DictReader(handle):

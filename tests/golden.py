@@ -1,4 +1,4 @@
-"""Builds the golden-test checkpoint from ../shared/reference (the official GAIR implementation's outputs)."""
+"""Builds the golden-test checkpoint from tests/data/reference (the official GAIR implementation's outputs)."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 
 def reference_outputs() -> dict[str, np.ndarray]:

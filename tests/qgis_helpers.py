@@ -134,7 +134,7 @@ def loaded_plugin(plugins_dir: Path, name: str = PLUGIN) -> Iterator[object]:
     saved_modules = {key: sys.modules.pop(key) for key in list(sys.modules) if ours(key)}
     saved_path = list(sys.path)
     saved_plugin_paths = list(qgis.utils.plugin_paths)
-    sys.path.insert(0, str(plugins_dir))
+    sys.path.insert(0, str(plugins_dir))  # what QGIS does for its plugin folders (the folder above the plugin)
     qgis.utils.plugin_paths.insert(0, str(plugins_dir))
     try:
         qgis.utils.updateAvailablePlugins()

@@ -10,7 +10,7 @@ import shapely
 
 from engine import Cancelled, GAIRError
 from engine.analysis import (
-    apply_classifier,
+    apply_model,
     read_class_names,
     train_classifier,
     train_regressor,
@@ -92,7 +92,7 @@ def test_regressor_recovers_planted_score(planted, tmp_path):
     assert np.corrcoef(pred[valid], planted.score[valid])[0, 1] > 0.97
     rf = train_regressor(planted.path, labels, "score", tmp_path / "rf.joblib", method="random_forest", folds=2)
     assert rf.report["r2"] > 0.3
-    applied = apply_classifier(planted.path, tmp_path / "r.joblib", tmp_path / "again.tif")
+    applied = apply_model(planted.path, tmp_path / "r.joblib", tmp_path / "again.tif")
     assert applied.counts == {"pixels": int(valid.sum())}
     with pytest.raises(GAIRError, match="numeric"):
         train_regressor(planted.path, labels, "landcover", tmp_path / "x.joblib")
@@ -103,13 +103,13 @@ def test_model_refuses_other_embedding_space(planted, tmp_path):
     train_classifier(planted.path, labels, "landcover", tmp_path / "m.joblib", folds=3)
     other = make_planted_raster(tmp_path / "other.tif", dims=16, seed=21, n_targets=0, model="othermodel")
     with pytest.raises(GAIRError, match="trained on embeddings of model"):
-        apply_classifier(other.path, tmp_path / "m.joblib", tmp_path / "x.tif")
+        apply_model(other.path, tmp_path / "m.joblib", tmp_path / "x.tif")
     narrow = make_planted_raster(tmp_path / "narrow.tif", dims=8, seed=21, n_targets=0)
     with pytest.raises(GAIRError, match="8 dims"):
-        apply_classifier(narrow.path, tmp_path / "m.joblib", tmp_path / "x.tif")
+        apply_model(narrow.path, tmp_path / "m.joblib", tmp_path / "x.tif")
     (tmp_path / "junk.joblib").write_bytes(b"not a model")
     with pytest.raises(GAIRError, match="not a readable"):
-        apply_classifier(planted.path, tmp_path / "junk.joblib", tmp_path / "x.tif")
+        apply_model(planted.path, tmp_path / "junk.joblib", tmp_path / "x.tif")
     assert not (tmp_path / "x.tif").exists()
 
 

@@ -1,4 +1,4 @@
-"""Every analysis command from the CLI, on a synthetic planted raster and on one built from the shared S2 sample.
+"""Every analysis command from the CLI, on a synthetic planted raster and on one built from the real S2 sample.
 
 Shared-sample rasters: one whose "embedding" is the scaled bands through a fixed random projection (checks format
 and plumbing on real geometry, EPSG:4326, real nodata), and one made by the real pipeline (`engine.embed_raster`,
@@ -15,17 +15,17 @@ import rasterio
 import shapely
 from rasterio.windows import Window
 
-from engine.analysis.cli import main
+from engine.cli.analysis import main
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
 from engine.analysis.vectors import reproject, write_gpkg
-from engine.embedding_raster import EmbeddingRasterWriter
+from engine.io.embedding_raster import EmbeddingRasterWriter
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gair_examples"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
 def _real_raster(folder: Path) -> tuple[Path, np.ndarray, object]:
     """16-dim deterministic feature map of the Detroit crop; returns path, NDVI and the dataset transform."""
-    with rasterio.open(SHARED / "detroit_rs.tif") as src:
+    with rasterio.open(SAMPLES / "detroit_rs.tif") as src:
         bands = src.read().astype(np.float32)
         crs, transform = src.crs, src.transform
     nodata = (bands == 0).all(axis=0)
@@ -53,7 +53,7 @@ def _run(capsys, *argv) -> str:
 def _ndvi_labels(folder: Path, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """30 vegetation + 30 built points from the Detroit crop's NDVI, stored in Web Mercator; (path, rows, cols,
     xs, ys) in the sample's pixel grid and EPSG:4326."""
-    with rasterio.open(SHARED / "detroit_rs.tif") as src:
+    with rasterio.open(SAMPLES / "detroit_rs.tif") as src:
         bands = src.read().astype(np.float32) / 10000.0
         transform = src.transform
     ndvi = (bands[7] - bands[3]) / np.maximum(bands[7] + bands[3], 1e-6)
@@ -127,7 +127,7 @@ def test_cli_on_synthetic_planted_raster(tmp_path, capsys):
     assert "fid 1 " in out["rank"].splitlines()[1]
 
 
-def test_cli_on_shared_sample_raster_plumbing(tmp_path, capsys):
+def test_cli_on_real_sample_raster_plumbing(tmp_path, capsys):
     raster, ndvi, transform = _real_raster(tmp_path)
     labels, rows, cols, xs, ys = _ndvi_labels(tmp_path)
     with rasterio.open(raster) as ds:
@@ -144,17 +144,17 @@ def test_cli_on_shared_sample_raster_plumbing(tmp_path, capsys):
 
 
 def test_cli_on_pipeline_raster_plumbing(tmp_path, capsys):
-    """A PCA-reduced int16 raster from engine.embed_raster, references from engine.embed_points (full dims)."""
+    """A PCA-reduced int16 raster from engine.embed_raster, references from engine.embed_features (full dims)."""
     import torch
 
     import engine
 
     torch.manual_seed(0)
     model = engine.GAIRModel(engine.GAIRConfig.tiny())
-    raster = engine.embed_raster(SHARED / "detroit_rs.tif", tmp_path / "gair.tif", model, dims=8, dtype="int16",
+    raster = engine.embed_raster(SAMPLES / "detroit_rs.tif", tmp_path / "gair.tif", model, dims=8, dtype="int16",
                                  overlap=0.0, quicklook=False)
     labels, _, _, xs, ys = _ndvi_labels(tmp_path)
-    points = engine.embed_points(SHARED / "detroit_rs.tif", labels, tmp_path / "emb.gpkg", model, overlap=0.0)
+    points = engine.embed_features(SAMPLES / "detroit_rs.tif", labels, tmp_path / "emb.gpkg", model, overlap=0.0)
     out = _run_all(capsys, tmp_path, raster, labels, (xs[0], ys[0]), "EPSG:4326", Path(points.path))
     assert "score 1.0000" in next(line for line in out["similarity"].splitlines() if line.strip().startswith("#1 "))
     assert out["report"]["overall_accuracy"] > 0.6  # random weights: plumbing, yet better than chance (0.5)

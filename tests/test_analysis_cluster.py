@@ -1,13 +1,15 @@
 """k-means recovers planted classes, picks k by silhouette, is seeded, writes colour table and polygons."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyogrio
 import pytest
 import rasterio
 
 from engine import Cancelled, GAIRError
-from engine.analysis import cluster_raster, read_class_names
+from engine.analysis import cluster_embeddings, read_class_names
 from engine.analysis.synthetic import make_planted_raster
 
 
@@ -27,7 +29,7 @@ def _purity(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_automatic_k_recovers_planted_classes(planted, tmp_path):
-    result = cluster_raster(planted.path, tmp_path / "c.tif", k_range=(2, 6), sample_size=3000, seed=0,
+    result = cluster_embeddings(planted.path, tmp_path / "c.tif", k_range=(2, 6), sample_size=3000, seed=0,
                             polygons_path=tmp_path / "c.gpkg", block_size=64)
     assert result.k == 4 and max(result.silhouettes, key=result.silhouettes.get) == 4
     assert sorted(result.silhouettes) == [2, 3, 4, 5, 6]
@@ -47,8 +49,8 @@ def test_automatic_k_recovers_planted_classes(planted, tmp_path):
 
 
 def test_seeded_and_fixed_k(planted, tmp_path):
-    a = cluster_raster(planted.path, tmp_path / "a.tif", k=3, sample_size=2000, seed=5)
-    b = cluster_raster(planted.path, tmp_path / "b.tif", k=3, sample_size=2000, seed=5)
+    a = cluster_embeddings(planted.path, tmp_path / "a.tif", k=3, sample_size=2000, seed=5)
+    b = cluster_embeddings(planted.path, tmp_path / "b.tif", k=3, sample_size=2000, seed=5)
     with rasterio.open(a.path) as da, rasterio.open(b.path) as db:
         assert np.array_equal(da.read(1), db.read(1))
     assert a.k == 3 and a.silhouettes == {} and a.counts == b.counts
@@ -56,16 +58,16 @@ def test_seeded_and_fixed_k(planted, tmp_path):
 
 def test_bad_input_and_cancel(planted, tmp_path):
     with pytest.raises(GAIRError, match="too few"):
-        cluster_raster(planted.path, tmp_path / "x.tif", k=50, sample_size=100)
+        cluster_embeddings(planted.path, tmp_path / "x.tif", k=50, sample_size=100)
     with pytest.raises(GAIRError, match="k must be"):
-        cluster_raster(planted.path, tmp_path / "x.tif", k=1)
+        cluster_embeddings(planted.path, tmp_path / "x.tif", k=1)
     with pytest.raises(GAIRError, match="overwrite"):
-        cluster_raster(planted.path, planted.path, k=3)
+        cluster_embeddings(planted.path, planted.path, k=3)
     calls = iter(range(10**6))
     with pytest.raises(Cancelled):
-        cluster_raster(planted.path, tmp_path / "x.tif", k=3, sample_size=500, polygons_path=tmp_path / "x.gpkg",
+        cluster_embeddings(planted.path, tmp_path / "x.tif", k=3, sample_size=500, polygons_path=tmp_path / "x.gpkg",
                        block_size=64, cancel=lambda: next(calls) > 8)
     with pytest.raises(GAIRError, match="not a GAIR embedding raster"):
-        src = "/work/shared/data/gair_examples/detroit_rs.tif"
-        cluster_raster(src, tmp_path / "x.tif")
+        src = str(Path(__file__).resolve().parents[1] / "data" / "samples" / "detroit_rs.tif")
+        cluster_embeddings(src, tmp_path / "x.tif")
     assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ from engine.analysis import rank_features, similarity_search
 from engine.analysis.similarity import cosine_scan, query_matrix
 from engine.analysis.synthetic import make_planted_raster, pixel_xy
 from engine.analysis.vectors import write_gpkg
-from engine.embedding_raster import (
+from engine.io.embedding_raster import (
     EmbeddingRaster,
     EmbeddingRasterWriter,
     PCAProjection,

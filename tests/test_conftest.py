@@ -12,8 +12,8 @@ import torch
 from tests.conftest import ROOT, TEST_SEED
 
 
-def test_examples_are_the_three_real_crops(examples: list[dict], shared_dir: Path) -> None:
-    assert shared_dir == ROOT.parent / "shared"
+def test_examples_are_the_three_real_crops(examples: list[dict], samples_dir: Path) -> None:
+    assert samples_dir == ROOT / "data" / "samples"
     assert [row["id"] for row in examples] == ["detroit", "sacramento", "tokyo"]
     for row in examples:
         assert row["rs_path"].is_file() and row["sv_path"].is_file()

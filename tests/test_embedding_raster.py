@@ -7,7 +7,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from engine import Cancelled, GAIRError
-from engine.embedding_raster import (
+from engine.io.embedding_raster import (
     INT16_NODATA,
     EmbeddingRaster,
     EmbeddingRasterWriter,

@@ -9,7 +9,7 @@ import torch
 import engine
 from tests.golden import REFERENCE, reference_outputs, rel_err, write_official_checkpoint
 
-EXAMPLES = REFERENCE.parent / "data" / "gair_examples"
+EXAMPLES = REFERENCE.parents[2] / "data" / "samples"
 CITIES = ("detroit", "sacramento", "tokyo")
 MODES = {"nili": "localized_nili", "bilinear": "localized_bilinear", "bicubic": "localized_bicubic",
          "transformer": "query_transformer"}
@@ -39,7 +39,7 @@ def golden_model(request, golden_checkpoints):
 
 
 def test_cli_convert_gives_the_same_model(golden_checkpoints, ref, tmp_path):
-    from engine.cli import main
+    from engine.cli.main import main
 
     path = golden_checkpoints[torch.float32]
     assert main(["convert", str(path), str(tmp_path / "bundle")]) == 0
@@ -77,7 +77,7 @@ def test_real_samples_end_to_end(golden_model, ref):
     model, tol = golden_model
     tol = max(tol, 1e-4)  # preprocessing is float32 (within 1e-6 of the reference), so embeddings are too
     rs = np.concatenate([engine.preprocess_rs(rasterio.open(EXAMPLES / f"{c}_rs.tif").read()) for c in CITIES])
-    sv = np.concatenate([engine.preprocess_sv(engine.preprocess.load_photo(EXAMPLES / f"{c}_sv.jpg")) for c in CITIES])
+    sv = np.concatenate([engine.preprocess_sv(engine.runtime.preprocess.load_photo(EXAMPLES / f"{c}_sv.jpg")) for c in CITIES])
     np_dtype = np.float64 if model.dtype == torch.float64 else np.float32
     rs, sv = rs.astype(np_dtype), sv.astype(np_dtype)
     assert rel_err(model.encode_rs(rs), ref["examples/rs_global"]) < tol
@@ -91,7 +91,7 @@ def test_real_samples_end_to_end(golden_model, ref):
 def test_preprocessing_matches_reference(ref, city):
     name = CITIES[city]
     rs = engine.preprocess_rs(rasterio.open(EXAMPLES / f"{name}_rs.tif").read())
-    sv = engine.preprocess_sv(engine.preprocess.load_photo(EXAMPLES / f"{name}_sv.jpg"))
+    sv = engine.preprocess_sv(engine.runtime.preprocess.load_photo(EXAMPLES / f"{name}_sv.jpg"))
     assert rs.dtype == np.float32 and rs.shape == (1, 10, 96, 96)
     assert rel_err(rs[0], ref["examples/rs_preprocessed"][city]) < 1e-6
     assert rel_err(sv[0], ref["examples/sv_preprocessed"][city]) < 1e-6

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import engine
-from engine.grid import pixel_centres
+from engine.runtime.grid import pixel_centres
 from engine.model.query import nili_points, nili_points_projected
 
 

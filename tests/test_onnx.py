@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import engine
-from engine import numpy_field
+from engine.runtime import field as numpy_field
 from engine.model import query as torch_query
-from engine.onnx_backend import GRAPHS, OnnxGAIR
-from engine.onnx_export import export_onnx
+from engine.runtime.onnx_model import GRAPHS, OnnxGAIR
+from engine.model.onnx_export import export_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4  # parity with torch, relative to the largest value

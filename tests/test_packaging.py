@@ -50,14 +50,16 @@ def test_zip_holds_one_self_contained_plugin_folder(source_tree: Path, tmp_path:
     assert names == sorted(names)
     assert {name.split("/")[0] for name in names} == {PLUGIN}
     files = {name for name in names if not name.endswith("/")}
-    expected = {f"{PLUGIN}/metadata.txt", f"{PLUGIN}/__init__.py", f"{PLUGIN}/engine/__init__.py",
-                f"{PLUGIN}/engine/config.py", f"{PLUGIN}/engine/errors.py"}
+    expected = {f"{PLUGIN}/metadata.txt", f"{PLUGIN}/__init__.py", f"{PLUGIN}/LICENSE", f"{PLUGIN}/_engine/__init__.py",
+                f"{PLUGIN}/_engine/config.py", f"{PLUGIN}/_engine/errors.py"}
     expected |= {f"{PLUGIN}/resources/{p.name}" for p in (source_tree / "resources").iterdir() if p.is_file()}
     assert expected <= files
-    every_engine_module = {f"{PLUGIN}/{p.relative_to(source_tree).as_posix()}"
+    every_engine_module = {f"{PLUGIN}/_{p.relative_to(source_tree).as_posix()}"
                            for p in (source_tree / "engine").rglob("*.py")
                            if "__pycache__" not in p.parts and "tests" not in p.parts}
     assert every_engine_module <= files
+    # Nothing of ours may shadow a QGIS module: no `engine/` or `processing/` package in the plugin folder.
+    assert not [n for n in names if n.startswith((f"{PLUGIN}/engine/", f"{PLUGIN}/processing/"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/tests/" in n or "/." in n]
 
 
@@ -82,9 +84,10 @@ def test_zip_is_byte_reproducible_with_fixed_metadata(source_tree: Path, tmp_pat
             re.sub(r"(?m)^version=.*$", "version=9.9.9", (t / "metadata.txt").read_text())),
          "differs from engine.__version__"),
         (lambda t: shutil.copytree(t / "resources", t / "gair_qgis" / "resources"), "clashes with"),
-        (lambda t: shutil.rmtree(t / "engine"), "needs engine"),
+        (lambda t: shutil.rmtree(t / "engine"), "needs _engine"),
+        (lambda t: (t / "LICENSE").unlink(), "needs LICENSE"),
     ],
-    ids=["missing-metadata-field", "version-mismatch", "duplicate-resources", "no-engine"],
+    ids=["missing-metadata-field", "version-mismatch", "duplicate-resources", "no-engine", "no-licence"],
 )
 def test_broken_tree_gives_a_clear_error_and_no_zip(source_tree, tmp_path, damage, message) -> None:
     damage(source_tree)
@@ -110,12 +113,18 @@ def test_qgis_loads_plugin_installed_from_zip(qgis_iface, plugin_zip: Path, tmp_
     registry = QgsApplication.processingRegistry()
     with loaded_plugin(plugins_dir) as plugin:
         assert Path(sys.modules[PLUGIN].__file__).parent == plugin_dir
-        # Self-contained: once the plugin is loaded, `engine` resolves to its bundled copy, not the checkout.
-        assert Path(importlib.import_module("engine").__file__).parent == plugin_dir / "engine"
+        # Self-contained and private: the plugin reaches its bundled engine as gair_qgis._engine, never as a
+        # top-level module, and puts nothing of its own on sys.path (a top-level `processing` broke QGIS).
+        link = importlib.import_module(f"{PLUGIN}.engine_link")
+        assert link.engine.__name__ == f"{PLUGIN}._engine"
+        assert Path(link.engine.__file__).parent == plugin_dir / "_engine"
+        assert str(plugin_dir) not in sys.path
+        assert "engine" not in sys.modules or Path(sys.modules["engine"].__file__).parent == ROOT / "engine"
+        import processing
+        assert hasattr(processing, "run") and Path(processing.__file__).parent.parent != plugin_dir
         assert type(plugin).__module__.startswith(PLUGIN)
         assert registry.providerById("gair") is not None
     assert registry.providerById("gair") is None
-    assert Path(sys.modules["engine"].__file__).parent == ROOT / "engine"
 
 
 def test_qgis_process_lists_and_loads_plugin(qgis_process_with_plugin) -> None:
@@ -125,6 +134,10 @@ def test_qgis_process_lists_and_loads_plugin(qgis_process_with_plugin) -> None:
     assert re.search(rf"^\* {PLUGIN}$", text, re.MULTILINE), text
     # The provider comes from the zip installed in the private profile; its algorithms carry the gair: prefix.
     assert all(alg.startswith("gair:") for alg in runner.algorithm_ids("gair"))
+    # QGIS's own Processing still starts with the plugin enabled at launch: a plugin that shadowed the `processing`
+    # module left 0 gdal: algorithms (QGIS alone lists 56 in 3.22).
+    assert len(runner.algorithm_ids("gdal")) >= 50
+    assert len(runner.algorithm_ids("native")) >= 200
 
 
 def test_qgis_process_helper_runs_algorithms_and_reports_failures(tmp_path: Path) -> None:

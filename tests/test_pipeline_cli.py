@@ -1,4 +1,4 @@
-"""The four CLI commands on the shared examples, error exit codes, and torchrun with 2 CPU ranks = 1 process."""
+"""The four CLI commands on the real samples, error exit codes, and torchrun with 2 CPU ranks = 1 process."""
 from __future__ import annotations
 
 import os
@@ -15,11 +15,11 @@ import shapely
 import torch
 
 import engine
-from engine.cli import main
-from engine.embedding_raster import PCAProjection
-from engine.pipeline import embed_points, embed_raster
+from engine.cli.main import main
+from engine.io.embedding_raster import PCAProjection
+from engine.pipeline import embed_features, embed_raster
 from engine.pipeline.blend import ProjectedField, crop_field
-from engine.preprocess import preprocess_rs
+from engine.runtime.preprocess import preprocess_rs
 
 from .test_pipeline_raster import synthetic_s2, write_raster
 
@@ -62,8 +62,8 @@ def test_torchrun_two_cpu_ranks_write_the_same_file(tmp_path, bundle):
                                                           "two.pca.npz", "two.quicklook.png", "two.tif"]
 
 
-def test_vector_commands_on_the_shared_examples(tmp_path, shared_dir, bundle, examples, capsys):
-    folder = shared_dir / "data" / "gair_examples"
+def test_vector_commands_on_the_real_samples(tmp_path, samples_dir, bundle, examples, capsys):
+    folder = samples_dir
     for row in examples:
         shutil.copy(row["sv_path"], tmp_path / row["sv_image"])
     layer = tmp_path / "examples.gpkg"
@@ -93,7 +93,7 @@ def test_cli_errors_are_one_clear_line(tmp_path, bundle, capsys):
 
 
 def test_onnx_backend_gives_the_same_field_and_points(tmp_path, bundle):
-    from engine.onnx_export import export_onnx
+    from engine.model.onnx_export import export_onnx
 
     onnx = engine.load_model(export_onnx(bundle, tmp_path / "onnx"), backend="onnx", device="cpu")
     torch_model = engine.load_model(bundle, device="cpu")
@@ -110,7 +110,7 @@ def test_onnx_backend_gives_the_same_field_and_points(tmp_path, bundle):
                       geometry_type="Unknown", crs="EPSG:32633")
     vectors = []
     for name, model in (("onnx", onnx), ("torch", torch_model)):
-        embed_points(src, layer, tmp_path / f"{name}.gpkg", model)
+        embed_features(src, layer, tmp_path / f"{name}.gpkg", model)
         columns = pyogrio.raw.read(tmp_path / f"{name}.gpkg", layer="f")[3]
         vectors.append(np.column_stack(columns[1:-1]).astype(np.float64))
     assert np.isfinite(vectors[0]).all()

@@ -13,14 +13,14 @@ from rasterio.transform import from_origin
 import engine
 from engine import Cancelled, GAIRError
 from engine.config import S2_MEAN, S2_STD
-from engine.embedding_raster import EmbeddingRaster, PCAProjection, band_names
+from engine.io.embedding_raster import EmbeddingRaster, PCAProjection, band_names
 from engine.pipeline import embed_raster
 from engine.pipeline import raster as raster_module
 from engine.pipeline.bands import L2A_12
 from engine.pipeline.blend import ProjectedField, crop_field
 from engine.pipeline.raster import quicklook_path
 from engine.pipeline.tiling import CropLayout
-from engine.preprocess import preprocess_rs
+from engine.runtime.preprocess import preprocess_rs
 
 CROP = 64  # GAIRConfig.tiny() crop_pixels
 MODEL_BANDS = [1, 2, 3, 4, 5, 6, 7, 8, 10, 11]  # of the 12-band L2A order
@@ -213,9 +213,9 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_model):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "nocrs.tif", "ok.tif", "rgbn.tif"]
 
 
-def test_shared_examples(tmp_path, shared_dir, tiny_model):
+def test_real_samples(tmp_path, samples_dir, tiny_model):
     for city in ("detroit", "sacramento", "tokyo"):
-        src = shared_dir / "data" / "gair_examples" / f"{city}_rs.tif"
+        src = samples_dir / f"{city}_rs.tif"
         out = embed_raster(src, tmp_path / f"{city}.tif", tiny_model, dims=3, quicklook=False)
         with rasterio.open(out) as ds, rasterio.open(src) as inp:
             assert ds.crs == inp.crs and ds.transform == inp.transform and ds.count == 3

@@ -55,7 +55,7 @@ def test_small_grid_gets_one_truncated_crop_and_touching_finds_crops():
 
 
 def test_ground_units():
-    # the shared samples: EPSG:4326 with 0.0000898-degree pixels = 10 m, so 224 pixels make a crop
+    # the real samples: EPSG:4326 with 0.0000898-degree pixels = 10 m, so 224 pixels make a crop
     assert 2240 / (8.983152841195215e-05 * metres_per_unit(CRS.from_epsg(4326))) == pytest.approx(224, abs=1e-6)
     assert metres_per_unit(CRS.from_epsg(32633)) == 1.0
     assert metres_per_unit(CRS.from_epsg(2263)) == pytest.approx(0.3048006, rel=1e-6)  # US survey feet

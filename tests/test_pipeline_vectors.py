@@ -1,4 +1,4 @@
-"""embed_points / embed_photos / embed_locations: exact values, CRS handling, nulls with reasons, spaces."""
+"""embed_features / embed_photos / embed_locations: exact values, CRS handling, nulls with reasons, spaces."""
 from __future__ import annotations
 
 import shutil
@@ -17,9 +17,9 @@ from rasterio.features import geometry_mask
 
 import engine
 from engine import GAIRError
-from engine.embedding_raster import EmbeddingRaster
-from engine.pipeline import embed_locations, embed_photos, embed_points, embed_raster
-from engine.preprocess import load_photo, preprocess_rs, preprocess_sv
+from engine.io.embedding_raster import EmbeddingRaster
+from engine.pipeline import embed_locations, embed_photos, embed_features, embed_raster
+from engine.runtime.preprocess import load_photo, preprocess_rs, preprocess_sv
 
 from .test_pipeline_raster import MODEL_BANDS, synthetic_s2, write_raster
 
@@ -64,7 +64,7 @@ def test_points_are_the_nili_query_of_their_crop_in_any_layer_crs(tmp_path, tiny
     for crs in ("EPSG:32633", "EPSG:4326", "EPSG:3857"):
         layer = write_layer(tmp_path / f"p_{crs[5:]}.gpkg", shapely.points(*_utm_to(crs, xs, ys)),
                             {"name": np.array(["a", "b", "c"], dtype=object)}, crs)
-        result = embed_points(raster, layer, tmp_path / f"out_{crs[5:]}.gpkg", tiny_model)
+        result = embed_features(raster, layer, tmp_path / f"out_{crs[5:]}.gpkg", tiny_model)
         vec, status, meta = read_output(result.path)
         assert result.embedded == 3 and list(status) == ["ok"] * 3
         np.testing.assert_allclose(vec, expected, rtol=1e-4, atol=1e-5)
@@ -80,14 +80,14 @@ def test_points_outside_or_on_nodata_get_nulls_and_one_warning(tmp_path, tiny_mo
     layer = write_layer(tmp_path / "p.gpkg", list(shapely.points(xs, ys)) + [None],
                         {"id": np.arange(5)}, "EPSG:32633")
     with pytest.warns(UserWarning, match=r"2 of 5 features embedded.*1 \(nodata\), 1 \(outside raster\), 1 \(empty"):
-        result = embed_points(raster, layer, tmp_path / "o.gpkg", tiny_model)
+        result = embed_features(raster, layer, tmp_path / "o.gpkg", tiny_model)
     vec, status, _ = read_output(result.path)
     assert list(status) == ["ok", "nodata", "outside raster", "ok", "empty geometry"]
     assert np.isnan(vec[[1, 2, 4]]).all() and np.isfinite(vec[[0, 3]]).all()
     assert result.problems["nodata"] == 1
     far = write_layer(tmp_path / "far.gpkg", shapely.points([10.0], [10.0]), {"id": np.arange(1)}, "EPSG:4326")
     with pytest.warns(UserWarning) as record:
-        embed_points(raster, far, tmp_path / "far_out.gpkg", tiny_model)
+        embed_features(raster, far, tmp_path / "far_out.gpkg", tiny_model)
     messages = [str(w.message) for w in record]
     assert any("outside r.tif: is the layer's CRS" in m for m in messages)
     assert any("0 of 1 features embedded" in m for m in messages)
@@ -101,15 +101,15 @@ def test_polygon_mean_is_the_mean_of_the_embedding_raster_inside(tmp_path, tiny_
     whole = shapely.box(X0 + 1, Y0 - 1599, X0 + 2239, Y0 - 1)  # same window, so the same crop layout
     small = shapely.Polygon([(X0 + 300, Y0 - 300), (X0 + 700, Y0 - 350), (X0 + 450, Y0 - 800)])
     layer = write_layer(tmp_path / "poly.gpkg", [whole, small], {"k": np.arange(2)}, "EPSG:32633")
-    vec, status, _ = read_output(embed_points(raster, layer, tmp_path / "o.gpkg", tiny_model).path)
+    vec, status, _ = read_output(embed_features(raster, layer, tmp_path / "o.gpkg", tiny_model).path)
     assert list(status) == ["ok", "ok"]
     np.testing.assert_allclose(vec[0], field.reshape(32, -1).mean(axis=1), rtol=1e-4, atol=1e-5)
     inside = geometry_mask([small], field.shape[1:], transform, invert=True)
     assert np.corrcoef(vec[1], field[:, inside].mean(axis=1))[0, 1] > 0.99  # its own local crops: close, not equal
-    cent, _, _ = read_output(embed_points(raster, layer, tmp_path / "c.gpkg", tiny_model, polygons="centroid").path)
+    cent, _, _ = read_output(embed_features(raster, layer, tmp_path / "c.gpkg", tiny_model, polygons="centroid").path)
     point = shapely.centroid(small)
     pts = write_layer(tmp_path / "cp.gpkg", [point], {"k": np.arange(1)}, "EPSG:32633")
-    at_point, _, _ = read_output(embed_points(raster, pts, tmp_path / "cpo.gpkg", tiny_model).path)
+    at_point, _, _ = read_output(embed_features(raster, pts, tmp_path / "cpo.gpkg", tiny_model).path)
     np.testing.assert_allclose(cent[1], at_point[0], rtol=1e-6)
 
 
@@ -118,8 +118,8 @@ def test_space_of_an_embedding_raster_and_the_analysis_reader(tmp_path, tiny_mod
     reduced = embed_raster(raster, tmp_path / "pca.tif", tiny_model, dims=5, quicklook=False)
     layer = write_layer(tmp_path / "p.gpkg", shapely.points([X0 + 100, X0 + 700], [Y0 - 100, Y0 - 500]),
                         {"id": np.arange(2)}, "EPSG:32633")
-    full, _, _ = read_output(embed_points(raster, layer, tmp_path / "full.gpkg", tiny_model).path)
-    result = embed_points(raster, layer, tmp_path / "red.gpkg", tiny_model, space=reduced)
+    full, _, _ = read_output(embed_features(raster, layer, tmp_path / "full.gpkg", tiny_model).path)
+    result = embed_features(raster, layer, tmp_path / "red.gpkg", tiny_model, space=reduced)
     vec, _, meta = read_output(result.path)
     with EmbeddingRaster.open(reduced) as er:
         np.testing.assert_allclose(vec, er.project(full), rtol=1e-5, atol=1e-6)
@@ -131,11 +131,11 @@ def test_space_of_an_embedding_raster_and_the_analysis_reader(tmp_path, tiny_mod
     torch.manual_seed(1)
     other = engine.GAIRModel(engine.GAIRConfig.tiny()).eval()
     with pytest.raises(GAIRError, match="was made with model"):
-        embed_points(raster, layer, tmp_path / "x.gpkg", other, space=reduced)
+        embed_features(raster, layer, tmp_path / "x.gpkg", other, space=reduced)
 
 
-def test_photos_relative_absolute_and_unreadable(tmp_path, shared_dir, tiny_model):
-    photo = shared_dir / "data" / "gair_examples" / "tokyo_sv.jpg"
+def test_photos_relative_absolute_and_unreadable(tmp_path, samples_dir, tiny_model):
+    photo = samples_dir / "tokyo_sv.jpg"
     (tmp_path / "photos").mkdir()
     shutil.copy(photo, tmp_path / "photos" / "a.jpg")
     (tmp_path / "photos" / "broken.jpg").write_text("not an image")
@@ -167,7 +167,7 @@ def test_locations_and_layers_without_crs(tmp_path, tiny_model):
     with pytest.raises(GAIRError, match="no CRS"):
         embed_locations(bare, tmp_path / "x.gpkg", tiny_model)
     with pytest.raises(GAIRError, match="no CRS"):
-        embed_points(write_raster(tmp_path / "r.tif", synthetic_s2(64, 64)), bare, tmp_path / "y.gpkg", tiny_model)
+        embed_features(write_raster(tmp_path / "r.tif", synthetic_s2(64, 64)), bare, tmp_path / "y.gpkg", tiny_model)
     assert not (tmp_path / "x.gpkg").exists() and not (tmp_path / "y.gpkg").exists()
 
 
@@ -176,10 +176,10 @@ def test_cancel_and_progress(tmp_path, tiny_model):
     layer = write_layer(tmp_path / "p.gpkg", shapely.points(X0 + np.arange(20) * 30, np.full(20, Y0 - 300)),
                         {"id": np.arange(20)}, "EPSG:32633")
     with pytest.raises(engine.Cancelled):
-        embed_points(raster, layer, tmp_path / "o.gpkg", tiny_model, batch_size=4, cancel=lambda: True)
+        embed_features(raster, layer, tmp_path / "o.gpkg", tiny_model, batch_size=4, cancel=lambda: True)
     with pytest.raises(engine.Cancelled):
         embed_locations(layer, tmp_path / "o.gpkg", tiny_model, cancel=lambda: True)
     assert not (tmp_path / "o.gpkg").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.gpkg", "r.tif"]
     fractions = []
-    embed_points(raster, layer, tmp_path / "o.gpkg", tiny_model, progress=fractions.append)
+    embed_features(raster, layer, tmp_path / "o.gpkg", tiny_model, progress=fractions.append)
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

@@ -72,7 +72,7 @@ def test_single_process_run_to_bundle_and_embed_raster(world, tmp_path):
     assert int((model.queue_for_location != 0).any(dim=0).sum()) == 6 * 16  # raw lon/lat of every batch so far
     assert model.queue_for_location[0].max() == pytest.approx(11.35, abs=0.1)  # longitudes in row 0
     embedded = tmp_path / "emb.tif"
-    from engine.cli import main as engine_cli
+    from engine.cli.main import main as engine_cli
 
     assert engine_cli(["embed-raster", str(world.raster), str(embedded), "--model", str(result.bundle), "--no-quicklook"]) == 0
     with rasterio.open(embedded) as ds:
@@ -124,7 +124,7 @@ def test_torchrun_two_gloo_processes(world, tmp_path):
     assert int((model.queue_for_location != 0).any(dim=0).sum()) == 4 * 2 * 16  # both ranks' locations are queued
     payload = torch.load(max((out / "checkpoints").glob("*.pt")), weights_only=True)
     assert payload["world_size"] == 2 and len(payload["rng"]) == 2
-    from engine.cli import main as engine_cli
+    from engine.cli.main import main as engine_cli
 
     assert engine_cli(["embed-raster", str(world.raster), str(tmp_path / "e.tif"), "--model", str(out / "bundle"),
                        "--no-quicklook"]) == 0

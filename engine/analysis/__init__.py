@@ -1,16 +1,16 @@
 """What people do with embeddings: clusters, similarity search, classifiers and regressors on embedding rasters
 and per-feature embedding layers. Functions take paths and plain values plus progress/cancel callbacks and return
-small dataclasses describing what they wrote; the CLI (engine.analysis.cli) and the QGIS plugin call exactly these.
+small dataclasses describing what they wrote; the CLI (engine.cli.analysis) and the QGIS plugin call exactly these.
 """
 from __future__ import annotations
 
 import importlib
 
 _LAZY = {
-    "cluster_raster": "cluster", "ClusterResult": "cluster",
+    "cluster_embeddings": "cluster", "ClusterResult": "cluster",
     "similarity_search": "similarity", "rank_features": "similarity", "SimilarityResult": "similarity",
     "SimilarityHit": "similarity", "RankResult": "similarity",
-    "train_classifier": "classify", "apply_classifier": "classify", "TrainResult": "classify",
+    "train_classifier": "classify", "apply_model": "classify", "TrainResult": "classify",
     "ApplyResult": "classify", "CLASSIFIERS": "classify",
     "train_regressor": "regress", "REGRESSORS": "regress",
     "read_class_names": "rasters",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding_raster import EmbeddingRaster
+from ..io.embedding_raster import EmbeddingRaster
 from ..errors import GAIRError
 from .rasters import CLASS_NODATA, OutputRaster, check_cancel, scan, stage
 from .report import classification_report, write_report
@@ -107,7 +107,7 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
                          data.skipped_unlabelled)
     if output_path is not None:  # all or nothing: a cancelled apply also removes the model and reports
         try:
-            result.applied = apply_classifier(raster_path, saved, output_path, confidence_path=confidence_path,
+            result.applied = apply_model(raster_path, saved, output_path, confidence_path=confidence_path,
                                               block_size=block_size, progress=stage(progress, 0.7, 1.0), cancel=cancel)
         except BaseException:
             for path in (saved, *written):
@@ -118,7 +118,7 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
     return result
 
 
-def apply_classifier(raster_path: str | os.PathLike, model_path: str | os.PathLike, out_path: str | os.PathLike, *,
+def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, out_path: str | os.PathLike, *,
                      confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
                      progress: Callable[[float], None] | None = None,
                      cancel: Callable[[], bool] | None = None) -> ApplyResult:

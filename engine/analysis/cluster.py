@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding_raster import EmbeddingRaster, sample_pixels
+from ..io.embedding_raster import EmbeddingRaster, sample_pixels
 from ..errors import Cancelled, GAIRError
 from .rasters import CLASS_NODATA, MAX_CLASSES, OutputRaster, scan, stage
 from .vectors import write_gpkg
@@ -79,7 +79,7 @@ def assign(bands: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return labels
 
 
-def cluster_raster(raster_path: str | os.PathLike, out_path: str | os.PathLike, *, k: int = 8,
+def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLike, *, k: int = 8,
                    k_range: tuple[int, int] | None = None, sample_size: int = 20000, seed: int = 0,
                    polygons_path: str | os.PathLike | None = None, sieve_pixels: int = 0,
                    block_size: int | None = None, progress: Callable[[float], None] | None = None,

@@ -10,7 +10,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from ..embedding_raster import EmbeddingRaster, default_block_size, temp_path_for
+from ..io.embedding_raster import EmbeddingRaster, default_block_size, temp_path_for
 from ..errors import Cancelled, GAIRError
 
 CLASS_NODATA = 0  # class rasters: 0 = no data, classes 1..n

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..embedding_raster import EmbeddingRaster
+from ..io.embedding_raster import EmbeddingRaster
 from ..errors import GAIRError
-from .classify import TrainResult, apply_classifier
+from .classify import TrainResult, apply_model
 from .rasters import check_cancel, stage
 from .report import regression_report, write_report
 from .sampling import save_model_file, training_data
@@ -67,7 +67,7 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
                          data.skipped_unlabelled)
     if output_path is not None:  # all or nothing: a cancelled apply also removes the model and reports
         try:
-            result.applied = apply_classifier(raster_path, saved, output_path, block_size=block_size,
+            result.applied = apply_model(raster_path, saved, output_path, block_size=block_size,
                                               progress=stage(progress, 0.7, 1.0), cancel=cancel)
         except BaseException:
             for path in (saved, *written):

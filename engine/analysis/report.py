@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding_raster import temp_path_for
+from ..io.embedding_raster import temp_path_for
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], method: str,

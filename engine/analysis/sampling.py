@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding_raster import EmbeddingRaster, temp_path_for
+from ..io.embedding_raster import EmbeddingRaster, temp_path_for
 from ..errors import GAIRError
 from .vectors import read_layer, samples_from_layer
 

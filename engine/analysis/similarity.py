@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding_raster import EmbeddingRaster, check_same_space
+from ..io.embedding_raster import EmbeddingRaster, check_same_space
 from ..errors import GAIRError
 from .rasters import MASK_NODATA, OutputRaster, scan, stage
 from .vectors import (

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding_raster import (
+from ..io.embedding_raster import (
     BAND_PREFIX,
     EmbeddingMeta,
     EmbeddingRaster,
 )
 from ..errors import GAIRError
-from ..vector_io import META_TABLE, read_layer, require_layer_crs, write_gpkg  # noqa: F401 (used by analysis modules)
-from ..vector_io import VectorLayer as Layer
+from ..io.vectors import META_TABLE, read_layer, require_layer_crs, write_gpkg  # noqa: F401 (used by analysis modules)
+from ..io.vectors import VectorLayer as Layer
 
 EMBEDDING_FIELD = re.compile(rf"^{BAND_PREFIX}\d{{3,}}$")
 

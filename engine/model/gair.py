@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..config import QUERY_MODES, GAIRConfig
-from ..grid import pixel_centres, relative_positions
+from ..runtime.grid import pixel_centres, relative_positions
 from .encoders import LocationEncoder, RSEncoder, SVEncoder
 from .layers import QueryTransformer, sincos_1d, sincos_2d_grid
 from .query import (

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..grid import (
+from ..runtime.grid import (
     AREA_EPS,
     grid_coords,
     interp_axis,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..embedding_raster import PCAProjection
+from ..io.embedding_raster import PCAProjection
 
 
 def crop_field(model, tokens: np.ndarray, height: int, width: int, mode: str = "nili",
@@ -49,7 +49,7 @@ class ProjectedField:
                     pca.mean, dtype=weight.dtype, device=weight.device))
             self._dense = self._nili_torch
         elif mode == "nili" and imnet is not None and hasattr(imnet, "cell"):
-            from ..numpy_field import Imnet
+            from ..runtime.field import Imnet
 
             comps = pca.components
             self._imnet = Imnet(np.ascontiguousarray(imnet.cell @ comps.T), np.ascontiguousarray(comps @ imnet.rel),
@@ -71,7 +71,7 @@ class ProjectedField:
             return dense_nili(t, height, width, self._linear, self.convention).cpu().numpy()
 
     def _nili_numpy(self, tokens, height, width):
-        from ..numpy_field import dense_nili
+        from ..runtime.field import dense_nili
 
         return dense_nili(tokens, height, width, self._imnet, self.convention)
 
@@ -85,7 +85,7 @@ class ProjectedField:
             return dense_interp(t, height, width, self.mode).cpu().numpy() - self.shift
 
     def _interp_numpy(self, tokens, height, width):
-        from ..numpy_field import dense_interp
+        from ..runtime.field import dense_interp
 
         return dense_interp(tokens @ self.pca.components.T, height, width, self.mode) - self.shift
 

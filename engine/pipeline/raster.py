@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import QUERY_MODES
-from ..embedding_raster import (
+from ..io.embedding_raster import (
     DTYPES,
     EmbeddingRasterWriter,
     PCAProjection,
@@ -42,7 +42,7 @@ def as_model(model, device: str = "auto", backend: str = "auto"):
     """A loaded model (torch or ONNX backend) as it is; a path or None goes through engine.load_model."""
     if hasattr(model, "rs_tokens") and hasattr(model, "config"):
         return model
-    from ..checkpoint import load_model
+    from ..runtime.loading import load_model
 
     return load_model(model, device=device, backend=backend)
 
@@ -127,7 +127,7 @@ class _RasterJob:
 
     def encode(self, ids: list[int]) -> None:
         """Make tokens of `ids` available on rank 0 (crops not yet encoded, in global batches over the ranks)."""
-        from ..preprocess import preprocess_rs
+        from ..runtime.preprocess import preprocess_rs
 
         todo = [i for i in ids if i not in self.encoded]
         batches = [todo[k:k + self.batch_size] for k in range(0, len(todo), self.batch_size)]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Cancelled, GAIRError
-from ..files import atomic_path
+from ..io.files import atomic_path
 from .manifest import write_manifest
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")

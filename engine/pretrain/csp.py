@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GAIRError
-from ..files import atomic_path
+from ..io.files import atomic_path
 from .config import CSPSection
 from .losses import csp_inbatch, csp_random_locations, csp_simcse, uniform_sphere_lonlat
 from .objective import localized

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..config import GAIRConfig
 from ..errors import GAIRError
-from ..preprocess import load_photo, preprocess_rs, preprocess_sv
+from ..runtime.preprocess import load_photo, preprocess_rs, preprocess_sv
 from .augment import dihedral, random_resized_crop, rs_colour_jitter, sv_colour_jitter
 from .config import DataSection
 from .manifest import Sample

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GAIRError
-from ..files import atomic_path
+from ..io.files import atomic_path
 
 COLUMNS = ("rs_path", "col_off", "row_off", "width", "height", "sv_path", "lon", "lat", "query_x", "query_y",
            "bbox_lon_min", "bbox_lat_max", "bbox_lon_max", "bbox_lat_min", "date", "label")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import GAIRError
-from ..files import atomic_path
+from ..io.files import atomic_path
 
 CHECKPOINT_FORMAT = "gair-pretrain-checkpoint"
 

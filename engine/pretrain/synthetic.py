@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import S2_BANDS
-from ..files import atomic_path
+from ..io.files import atomic_path
 
 CLASSES = ("water", "forest", "cropland", "grassland", "built_up")
 # Surface reflectance x 10000 per band (B2 B3 B4 B5 B6 B7 B8 B8A B11 B12), typical of each cover.

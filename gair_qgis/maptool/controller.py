@@ -109,7 +109,7 @@ class SimilarityController(QObject):
 
     # --- work -----------------------------------------------------------------------------------------------
     def run_search(self) -> None:
-        from ..processing.algorithms.similarity import run_similarity
+        from ..toolbox.algorithms.similarity_search import run_similarity
 
         if self.task is not None:
             self.task.cancel()  # the newest click wins
@@ -127,7 +127,7 @@ class SimilarityController(QObject):
 
     def embed_visible_extent(self, source: QgsRasterLayer, model_path: str | None = None) -> None:
         """Embed what the canvas shows of `source`; the result becomes the embedding raster."""
-        from ..processing.algorithms.embed_raster import run_embed_raster
+        from ..toolbox.algorithms.embed_raster import run_embed_raster
 
         extent = QgsCoordinateTransform(self.canvas.mapSettings().destinationCrs(), source.crs(),
                                         self.project).transformBoundingBox(self.canvas.extent())

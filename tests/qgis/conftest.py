@@ -33,7 +33,7 @@ def gair_settings(qgis_app, tiny_bundle):
 
 @pytest.fixture(scope="session")
 def sample_raster(examples, tmp_path_factory) -> Path:
-    """Detroit's 12-band L2A crop (EPSG:4326), copied so tests never write beside the shared file."""
+    """Detroit's 12-band L2A crop (EPSG:4326), copied so tests never write beside the sample file."""
     row = next(r for r in examples if r["id"] == "detroit")
     target = tmp_path_factory.mktemp("samples") / "detroit_rs.tif"
     shutil.copy(row["rs_path"], target)
@@ -56,7 +56,7 @@ def gair_provider(qgis_processing, gair_settings):
     """The `gair` provider registered in the Processing registry (as initProcessing does)."""
     from qgis.core import QgsApplication
 
-    from gair_qgis.processing.provider import GAIRProvider
+    from gair_qgis.toolbox.provider import GAIRProvider
 
     registry = QgsApplication.processingRegistry()
     provider = registry.providerById("gair")

@@ -1,4 +1,4 @@
-"""Every GAIR algorithm through processing.run on the shared samples: outputs exist, are georeferenced in the
+"""Every GAIR algorithm through processing.run on the real samples: outputs exist, are georeferenced in the
 right CRS, are styled and hold sane values; memory layers in other CRSs work; cancel leaves nothing; bad inputs
 give the algorithm's own message."""
 from __future__ import annotations
@@ -28,9 +28,9 @@ from qgis.core import (
 UTM17N = QgsCoordinateReferenceSystem("EPSG:32617")  # Detroit's UTM zone; the sample raster is EPSG:4326
 EXPECTED = {
     "embeddings": {"embed_raster", "embed_features", "embed_photos", "embed_locations"},
-    "analysis": {"cluster_embeddings", "similarity_search", "train_classifier", "apply_classifier",
+    "analysis": {"cluster_embeddings", "similarity_search", "train_classifier", "apply_model",
                  "train_regressor"},
-    "model": {"convert_model", "export_onnx"},
+    "model": {"convert_checkpoint", "export_onnx"},
 }
 
 
@@ -177,7 +177,7 @@ def test_train_apply_classifier_and_regressor(gair_provider, sample_embedding, l
     report = (tmp_path / "report.html").read_text().lower()
     assert "accuracy" in report and "<td>east</td>" in report and "<td>west</td>" in report
 
-    applied = processing.run("gair:apply_classifier", {"INPUT": str(sample_embedding),
+    applied = processing.run("gair:apply_model", {"INPUT": str(sample_embedding),
                                                        "CLASSIFIER": result["MODEL_OUTPUT"],
                                                        "OUTPUT": str(tmp_path / "again.tif")})
     np.testing.assert_array_equal(read(applied["OUTPUT"])[0], predicted)
@@ -257,7 +257,7 @@ def test_cancel_leaves_no_output(gair_provider, sample_raster, sample_embedding,
     ("embed_raster", {"INPUT": "{raster}", "EXTENT": "0,1,0,1 [EPSG:4326]"}, "does not overlap"),
     ("train_classifier", {"INPUT": "{embedding}", "LABELS": "{one_class}", "FIELD": "cls"}, "at least two"),
     ("cluster_embeddings", {"INPUT": "{raster}"}, "Embed raster first"),
-    ("convert_model", {"CHECKPOINT": "{tmp}/missing.pth"}, "is not a file"),
+    ("convert_checkpoint", {"CHECKPOINT": "{tmp}/missing.pth"}, "is not a file"),
 ])
 def test_invalid_inputs_give_the_algorithms_message(gair_provider, sample_raster, sample_embedding,
                                                     embedding_extent, tmp_path, algorithm, parameters, message):
@@ -287,7 +287,7 @@ def test_convert_refuses_a_file_that_is_not_a_gair_checkpoint(gair_provider, tmp
     bogus = tmp_path / "other.pth"
     torch.save({"model": {"encoder.weight": torch.zeros(2, 2)}}, bogus)
     with pytest.raises(QgsProcessingException, match="does not match the GAIR architecture"):
-        processing.run("gair:convert_model", {"CHECKPOINT": str(bogus), "OUTPUT": str(tmp_path / "bundle")})
+        processing.run("gair:convert_checkpoint", {"CHECKPOINT": str(bogus), "OUTPUT": str(tmp_path / "bundle")})
     assert not (tmp_path / "bundle").exists()
 
 
@@ -336,17 +336,17 @@ def test_convert_checkpoint_to_bundle_and_set_it_as_the_model(gair_provider, tmp
     import torch
 
     import engine
-    import engine.checkpoint
+    import engine.runtime.loading
     from gair_qgis.settings import GAIRSettings, clear_model_cache
 
     # an official-format checkpoint ({"model": state_dict}) of the tiny architecture, read as the official one
-    monkeypatch.setattr(engine.checkpoint, "GAIRConfig", engine.GAIRConfig.tiny)
+    monkeypatch.setattr(engine.runtime.loading, "GAIRConfig", engine.GAIRConfig.tiny)
     torch.manual_seed(1)
     model = engine.GAIRModel(engine.GAIRConfig.tiny())
     torch.save({"model": model.state_dict()}, tmp_path / "checkpoint.pth")
     before = GAIRSettings.load()
     try:
-        result = processing.run("gair:convert_model", {"CHECKPOINT": str(tmp_path / "checkpoint.pth"),
+        result = processing.run("gair:convert_checkpoint", {"CHECKPOINT": str(tmp_path / "checkpoint.pth"),
                                                        "CONVENTION": 1, "SET_DEFAULT": True,
                                                        "OUTPUT": str(tmp_path / "bundle")})
         assert result["FINGERPRINT"] == model.fingerprint

@@ -15,7 +15,7 @@ from qgis.core import (
 
 import gair_qgis
 from gair_qgis import deps
-from gair_qgis.processing.base import EngineBridge
+from gair_qgis.toolbox.base import EngineBridge
 
 
 def test_plugin_registers_and_unregisters_provider(qgis_iface, qgis_processing):
@@ -159,7 +159,7 @@ def test_plugin_without_any_runtime_loads_and_shows_the_pip_command(qgis_iface, 
 def test_post_processor_styles_and_moves_loaded_layer_into_gair_group(qgis_new_project, small_raster):
     from qgis.core import QgsProcessingContext, QgsProject
 
-    from gair_qgis.processing.outputs import GroupStylePostProcessor
+    from gair_qgis.toolbox.outputs import GroupStylePostProcessor
     from gair_qgis.styling import paletted_renderer, save_default_style
 
     paletted_renderer(small_raster, [(1, "a"), (2, "b")])
@@ -195,7 +195,7 @@ def test_settings_dialog_saves_and_lists_packages(qgis_app, tmp_path):
 
 
 def test_provider_offers_only_the_formats_the_engine_writes(qgis_processing):
-    from gair_qgis.processing.provider import GAIRProvider
+    from gair_qgis.toolbox.provider import GAIRProvider
 
     provider = GAIRProvider()
     assert provider.supportedOutputRasterLayerExtensions() == ["tif"]

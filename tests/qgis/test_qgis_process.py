@@ -71,7 +71,7 @@ def test_embed_then_similarity_through_qgis_process(qgis_process_with_plugin, ti
 
 
 def test_runs_on_onnxruntime_without_torch(plugin_zip, tiny_bundle, sample_raster, tmp_path):
-    from engine.onnx_export import export_onnx
+    from engine.model.onnx_export import export_onnx
 
     export = export_onnx(str(tiny_bundle), tmp_path / "onnx")
     runner = QgisProcessWithout(tmp_path / "profile", blocked=("torch",))

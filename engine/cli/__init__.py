@@ -1,0 +1,4 @@
+"""`python -m engine <command>`: every command of the engine, one module per area."""
+from .main import build_parser, main
+
+__all__ = ["build_parser", "main"]

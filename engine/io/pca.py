@@ -1,0 +1,87 @@
+"""PCA reduction of an embedding space, stored as a sidecar beside the raster so later vectors land in the same space.
+
+`<raster stem>.pca.npz` holds mean (D,), components (K, D), explained_variance_ratio (K,), the model fingerprint and
+the reduced space's id (a hash of the projection).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GAIRError
+from .files import temp_path_for
+
+
+def sidecar_path(raster_path: str | os.PathLike) -> Path:
+    """`<raster stem>.pca.npz` beside the raster."""
+    path = Path(raster_path)
+    return path.with_name(path.stem + ".pca.npz")
+
+
+
+class PCAProjection:
+    """A linear map from a model's D-dim space to K dims; its hash names the reduced space."""
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray, explained_variance_ratio: np.ndarray,
+                 model: str) -> None:
+        self.mean = np.ascontiguousarray(mean, dtype=np.float32)
+        self.components = np.ascontiguousarray(components, dtype=np.float32)
+        self.explained_variance_ratio = np.asarray(explained_variance_ratio, dtype=np.float32)
+        self.model = str(model)
+        if self.components.ndim != 2 or self.mean.shape != (self.components.shape[1],):
+            raise GAIRError(f"PCA sidecar is inconsistent: mean {self.mean.shape}, components {self.components.shape}")
+        digest = hashlib.sha256(self.mean.tobytes() + self.components.tobytes()).hexdigest()[:8]
+        self.space = f"{self.model}-pca{self.dims}-{digest}"
+
+    @property
+    def dims(self) -> int:
+        return self.components.shape[0]
+
+    @property
+    def input_dims(self) -> int:
+        return self.components.shape[1]
+
+    @classmethod
+    def from_sample(cls, vectors: np.ndarray, dims: int, model: str, seed: int = 0) -> PCAProjection:
+        """Fit on (N, D) sample vectors (e.g. `sample_pixels` of a full-dims raster)."""
+        from sklearn.decomposition import PCA
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = vectors[np.isfinite(vectors).all(axis=1)]
+        if not 0 < dims <= min(vectors.shape):
+            raise GAIRError(f"PCA to {dims} dims needs at least {dims} valid samples of >= {dims} dims; "
+                            f"got {vectors.shape}. Use fewer dims or a larger sample.")
+        pca = PCA(n_components=dims, random_state=seed).fit(vectors)
+        return cls(pca.mean_, pca.components_, pca.explained_variance_ratio_, model)
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape[-1] != self.input_dims:
+            raise GAIRError(f"PCA of space {self.space} takes {self.input_dims}-dim vectors, got {vectors.shape[-1]}")
+        return (vectors - self.mean) @ self.components.T
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        tmp = temp_path_for(path, ".npz")
+        try:
+            np.savez(tmp, mean=self.mean, components=self.components,
+                     explained_variance_ratio=self.explained_variance_ratio,
+                     model=np.array(self.model), space=np.array(self.space))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PCAProjection:
+        if not Path(path).is_file():
+            raise GAIRError(f"PCA sidecar {path} is missing; keep it beside its embedding raster")
+        with np.load(path, allow_pickle=False) as data:
+            pca = cls(data["mean"], data["components"], data["explained_variance_ratio"], str(data["model"]))
+            stored = str(data["space"])
+        if stored != pca.space:
+            raise GAIRError(f"PCA sidecar {path} is corrupt: its space {stored} does not match its contents")
+        return pca

@@ -1,0 +1,336 @@
+"""Vector features -> embedding attributes: RS embeddings at points/polygons, street-view photos, locations.
+
+Every feature gets a row: its embedding in `gair_000..` (null when it cannot have one) and `gair_status` saying
+why not ("ok", "outside raster", "nodata", "unreadable photo: ..."). Failures are counted in one warning, never
+raised, so one bad feature does not sink a layer.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import Cancelled, GAIRError
+from ..io.vectors import VectorLayer, read_layer
+from .blend import numpy_blas_beside
+from ..io.feature_layer import write_features
+from .raster import as_model, default_batch_size
+from .source import SourceRaster
+from .tiling import CropLayout
+
+Progress = Callable[[float], None] | None
+Cancel = Callable[[], bool] | None
+OK = "ok"
+CHUNK = 64  # features prepared at a time (bounds memory for large polygon layers)
+
+
+@dataclass
+class LayerResult:
+    """What an embed-* run wrote: counts per status, and the vector space of the embeddings."""
+
+    path: Path
+    total: int
+    embedded: int
+    problems: dict[str, int] = field(default_factory=dict)
+    space: str = ""
+
+    def summary(self) -> str:
+        text = f"{self.embedded} of {self.total} features embedded -> {self.path}"
+        if self.problems:
+            text += "; no embedding for " + ", ".join(f"{n} ({why})" for why, n in self.problems.items())
+        return text
+
+
+def _check_cancel(cancel: Cancel) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("embedding cancelled; no output was written")
+
+
+def _space(model, space) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """Projection into the space of an embedding raster (its PCA sidecar), or identity in the model's space."""
+    if space is None:
+        return (lambda v: v), model.fingerprint
+    from ..io.embedding_raster import EmbeddingRaster
+
+    with EmbeddingRaster.open(space) as er:
+        if er.meta.model != model.fingerprint:
+            raise GAIRError(f"{Path(space).name} was made with model {er.meta.model}, not this model "
+                            f"({model.fingerprint}); use the same model, or leave out the space raster")
+        pca = er.pca
+        return (pca.transform if pca is not None else (lambda v: v)), er.meta.space
+
+
+def _finish(layer: VectorLayer, output, vectors: np.ndarray, status: np.ndarray, model, space, kind: str,
+            extra_meta: dict[str, str], layer_name: str | None) -> LayerResult:
+    project, space_id = _space(model, space)
+    ok = status == OK
+    out = np.full((len(layer), 0), np.nan, np.float32)
+    if len(layer):
+        reduced = project(vectors[ok]) if ok.any() else project(np.zeros((1, vectors.shape[1]), np.float32))[:0]
+        out = np.full((len(layer), reduced.shape[1]), np.nan, np.float32)
+        out[ok] = reduced
+    meta = {"GAIR_MODEL": model.fingerprint, "GAIR_SPACE": space_id, "GAIR_MODEL_DIMS": str(vectors.shape[1]),
+            "GAIR_DIMS": str(out.shape[1]), "GAIR_KIND": kind, **extra_meta}
+    path = write_features(output, layer, out, status, meta, layer_name)
+    problems = dict(Counter(s.split(":")[0] for s in status if s != OK))
+    result = LayerResult(Path(path), len(layer), int(ok.sum()), problems, space_id)
+    if problems:
+        warnings.warn(f"{layer.path.name}: {result.summary()}", stacklevel=3)
+    return result
+
+
+# ---- Sentinel-2 embeddings at points and polygons -------------------------------------------------------------
+@dataclass
+class _CropTask:
+    feature: int
+    window: object          # rasterio Window in source pixels
+    rel: tuple[float, float] | None = None   # point query inside the crop (x from west, y from north)
+    coeff: np.ndarray | None = None          # polygon: weight of each crop pixel in the feature's mean
+
+
+def _point_task(src: SourceRaster, feature: int, x: float, y: float) -> _CropTask | str:
+    """A crop of the model's ground size centred on the point, shifted inside the raster (the reference's rule)."""
+    from rasterio.windows import Window
+
+    t = src.ds.transform
+    col, row = ~t * (x, y)
+    if not (0 <= col < src.width and 0 <= row < src.height):
+        return "outside raster"
+    rows, cols = src.crop_size_px(src.res_m)
+    row0 = int(np.clip(int(row) - rows // 2, 0, max(0, src.height - rows)))
+    col0 = int(np.clip(int(col) - cols // 2, 0, max(0, src.width - cols)))
+    h, w = min(rows, src.height - row0), min(cols, src.width - col0)
+    return _CropTask(feature, Window(col0, row0, w, h), rel=((col - col0) / w, (row - row0) / h))
+
+
+def _polygon_tasks(src: SourceRaster, feature: int, geom, overlap: float) -> list[_CropTask] | str:
+    """Crops covering the polygon; each carries the weights that turn its field into its share of the mean."""
+    from rasterio.features import geometry_mask
+    from rasterio.windows import Window
+
+    rows, cols = src.crop_size_px(src.res_m)
+    inv = ~src.ds.transform
+    xmin, ymin, xmax, ymax = geom.bounds
+    c0, r0 = inv * (xmin, ymax)
+    c1, r1 = inv * (xmax, ymin)
+    c0, r0 = max(0, math.floor(c0)), max(0, math.floor(r0))
+    c1, r1 = min(src.width, math.ceil(c1)), min(src.height, math.ceil(r1))
+    if c0 >= c1 or r0 >= r1:
+        return "outside raster"
+    # grow the window to at least one crop, centred, shifted inside the raster
+    h, w = max(r1 - r0, min(rows, src.height)), max(c1 - c0, min(cols, src.width))
+    r0 = int(np.clip((r0 + r1) // 2 - h // 2, 0, src.height - h))
+    c0 = int(np.clip((c0 + c1) // 2 - w // 2, 0, src.width - w))
+    window = Window(c0, r0, w, h)
+    transform = src.ds.window_transform(window)
+    inside = geometry_mask([geom], (h, w), transform, invert=True)
+    if not inside.any():
+        inside = geometry_mask([geom], (h, w), transform, invert=True, all_touched=True)
+    inside &= src.valid(window, (h, w))
+    if not inside.any():
+        return "nodata"
+    layout = CropLayout(h, w, rows, cols, overlap)
+    crops = [i for i in range(len(layout)) if _touches(layout, i, inside)]
+    total_w = np.zeros((h, w), np.float64)
+    for i in crops:
+        (wy, wx), (cr, cc) = layout.weights(i), layout.origin(i)
+        total_w[cr:cr + layout.crop_h, cc:cc + layout.crop_w] += np.outer(wy, wx)
+    share = np.where(inside, 1.0 / np.maximum(total_w, 1e-30), 0.0) / inside.sum()
+    tasks = []
+    for i in crops:
+        (wy, wx), (cr, cc) = layout.weights(i), layout.origin(i)
+        coeff = np.outer(wy, wx) * share[cr:cr + layout.crop_h, cc:cc + layout.crop_w]
+        tasks.append(_CropTask(feature, Window(c0 + cc, r0 + cr, layout.crop_w, layout.crop_h),
+                               coeff=coeff.astype(np.float32)))
+    return tasks
+
+
+def _touches(layout: CropLayout, index: int, inside: np.ndarray) -> bool:
+    r, c = layout.origin(index)
+    return bool(inside[r:r + layout.crop_h, c:c + layout.crop_w].any())
+
+
+def _encode_tasks(model, src: SourceRaster, tasks: list[_CropTask], vectors: np.ndarray, status: np.ndarray,
+                  mode: str, batch_size: int, cancel: Cancel) -> None:
+    """Read, preprocess and encode crops in batches; points query their token grid, polygons add weighted fields."""
+    from ..runtime.preprocess import preprocess_rs
+
+    cfg = model.config
+    for k in range(0, len(tasks), batch_size):
+        _check_cancel(cancel)
+        batch, inputs = [], []
+        for task in tasks[k:k + batch_size]:
+            if status[task.feature] != OK:
+                continue
+            data, valid = src.read(task.window)
+            if task.rel is not None:  # the point itself must be on valid data
+                r = min(int(task.rel[1] * valid.shape[0]), valid.shape[0] - 1)
+                c = min(int(task.rel[0] * valid.shape[1]), valid.shape[1] - 1)
+                if not valid[r, c]:
+                    status[task.feature] = "nodata"
+                    continue
+            batch.append(task)
+            inputs.append(preprocess_rs(data, cfg)[0])
+        if not batch:
+            continue
+        tokens = np.asarray(model.rs_tokens(np.stack(inputs)), np.float32)
+        points = [j for j, t in enumerate(batch) if t.rel is not None]
+        if points:
+            rel = np.array([[batch[j].rel] for j in points], dtype=np.float64)
+            out = np.asarray(model.query_tokens(tokens[points], rel, mode=mode))[:, 0]
+            for j, vec in zip(points, out):
+                vectors[batch[j].feature] = vec
+        for j, task in enumerate(batch):
+            if task.coeff is not None:
+                h, w = task.coeff.shape
+                fld = np.asarray(model.dense_field(tokens[j:j + 1], h, w, mode=mode))[0]
+                vectors[task.feature] += np.tensordot(task.coeff, fld, axes=([0, 1], [0, 1]))
+
+
+def embed_features(raster: str | os.PathLike, layer: str | os.PathLike, output: str | os.PathLike, model=None, *,
+                 layer_name: str | None = None, bands=None, polygons: str = "mean", space=None, mode: str = "nili",
+                 overlap: float = 0.5, batch_size: int | None = None, progress: Progress = None,
+                 cancel: Cancel = None) -> LayerResult:
+    """GeoPackage of `layer` + the GAIR embedding of `raster` at each feature.
+
+    Points (and lines, multipoints: their centroid): the NILI embedding at the point of a crop centred on it.
+    Polygons: the mean of the blended field over the pixels inside (polygons="centroid": at the centroid).
+    space: an embedding raster whose PCA the vectors go through, so they compare with its pixels.
+    """
+    import shapely
+
+    if polygons not in ("mean", "centroid"):
+        raise GAIRError(f"polygons must be 'mean' or 'centroid', got {polygons!r}")
+    model = as_model(model)
+    features = read_layer(layer)
+    if features.crs is None:
+        raise GAIRError(f"{features.path.name} has no CRS, so its features cannot be placed on the raster; "
+                        "assign one (in QGIS: Layer > Set CRS, then save) and retry")
+    vectors = np.zeros((len(features), model.config.embed_dim), np.float32)
+    status = np.full(len(features), OK, dtype=object)
+    with numpy_blas_beside(model), SourceRaster(raster, model.config, bands) as src:
+        geoms = _reproject(features.geometries, features.crs, src.ds.crs)
+        for start in range(0, len(features), CHUNK):
+            tasks: list[_CropTask] = []
+            for i in range(start, min(start + CHUNK, len(features))):
+                geom = geoms[i]
+                if geom is None or shapely.is_empty(geom):
+                    status[i] = "empty geometry"
+                    continue
+                if shapely.get_type_id(geom) in (3, 6) and polygons == "mean":
+                    made = _polygon_tasks(src, i, geom, overlap)
+                else:
+                    point = geom if shapely.get_type_id(geom) == 0 else shapely.centroid(geom)
+                    made = _point_task(src, i, point.x, point.y)
+                if isinstance(made, str):
+                    status[i] = made
+                else:
+                    tasks.extend(made if isinstance(made, list) else [made])
+            _encode_tasks(model, src, tasks, vectors, status, mode, batch_size or default_batch_size(model), cancel)
+            if progress is not None:
+                progress(min(start + CHUNK, len(features)) / max(1, len(features)))
+        if (status == "outside raster").all() and len(features):
+            warnings.warn(f"every feature of {features.path.name} lies outside {Path(src.path).name}: is the layer's "
+                          f"CRS ({features.crs.name}) right?", stacklevel=2)
+    return _finish(features, output, vectors, status, model, space, "rs",
+                   {"GAIR_QUERY_MODE": mode, "GAIR_POLYGONS": polygons, "GAIR_SOURCE": Path(raster).name},
+                   layer_name)
+
+
+def _reproject(geometries: np.ndarray, src_crs, dst_crs) -> np.ndarray:
+    import shapely
+    from pyproj import CRS, Transformer
+
+    dst = CRS.from_wkt(dst_crs.to_wkt()) if hasattr(dst_crs, "to_wkt") else CRS.from_user_input(dst_crs)
+    if CRS.from_user_input(src_crs) == dst:
+        return geometries
+    transformer = Transformer.from_crs(src_crs, dst, always_xy=True)
+    return shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+def _batches(n: int, size: int) -> Iterator[range]:
+    for k in range(0, n, size):
+        yield range(k, min(n, k + size))
+
+
+# ---- street-view photos and locations ----------------------------------------------------------------------------
+def _photo_path(value, base: Path) -> Path | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+        return None
+    path = Path(str(value).strip()).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None, *, photo_field: str = "photo",
+                 layer_name: str | None = None, aligned: bool = False, space=None, batch_size: int = 16,
+                 progress: Progress = None, cancel: Cancel = None) -> LayerResult:
+    """GeoPackage of `layer` + the street-view embedding of the photo each feature names in `photo_field`
+    (absolute, or relative to the layer file's folder). aligned=True: the projection trained against RS crops."""
+    from ..runtime.preprocess import load_photo, preprocess_sv
+
+    model = as_model(model)
+    features = read_layer(layer)
+    if photo_field not in features.fields:
+        raise GAIRError(f"{features.path.name} has no field {photo_field!r} with photo paths; its fields are "
+                        f"{sorted(features.fields)}. Name the right one with --photo-field")
+    vectors = np.zeros((len(features), model.config.embed_dim), np.float32)
+    status = np.full(len(features), OK, dtype=object)
+    base = features.path.parent
+    for batch in _batches(len(features), batch_size):
+        _check_cancel(cancel)
+        rows, inputs = [], []
+        for i in batch:
+            path = _photo_path(features.fields[photo_field][i], base)
+            if path is None:
+                status[i] = "no photo path"
+                continue
+            try:
+                inputs.append(preprocess_sv(load_photo(path), model.config))
+                rows.append(i)
+            except Exception as exc:  # noqa: BLE001 - any unreadable/undecodable file is reported per feature
+                status[i] = f"unreadable photo: {path} ({type(exc).__name__}: {exc})"
+        if rows:
+            vectors[rows] = np.asarray(model.encode_sv(np.concatenate(inputs), aligned=aligned))
+        if progress is not None:
+            progress(batch.stop / max(1, len(features)))
+    return _finish(features, output, vectors, status, model, space, "sv_aligned" if aligned else "sv",
+                   {"GAIR_PHOTO_FIELD": photo_field}, layer_name)
+
+
+def embed_locations(layer: str | os.PathLike, output: str | os.PathLike, model=None, *,
+                    layer_name: str | None = None, space=None, batch_size: int = 4096, progress: Progress = None,
+                    cancel: Cancel = None) -> LayerResult:
+    """GeoPackage of `layer` + the location embedding of each feature's lon/lat (centroid for non-points)."""
+    import shapely
+
+    model = as_model(model)
+    features = read_layer(layer)
+    if features.crs is None:
+        raise GAIRError(f"{features.path.name} has no CRS, so its coordinates cannot be turned into lon/lat; "
+                        "assign one (in QGIS: Layer > Set CRS, then save) and retry")
+    geoms = _reproject(features.geometries, features.crs, "EPSG:4326")
+    lonlat = np.full((len(features), 2), np.nan)
+    status = np.full(len(features), OK, dtype=object)
+    for i, geom in enumerate(geoms):
+        if geom is None or shapely.is_empty(geom):
+            status[i] = "empty geometry"
+            continue
+        point = geom if shapely.get_type_id(geom) == 0 else shapely.centroid(geom)
+        lonlat[i] = point.x, point.y
+        if not (np.isfinite(lonlat[i]).all() and abs(lonlat[i, 1]) <= 90):
+            status[i] = "invalid coordinates"
+    vectors = np.zeros((len(features), model.config.embed_dim), np.float32)
+    ok = np.flatnonzero(status == OK)
+    for batch in _batches(len(ok), batch_size):
+        _check_cancel(cancel)
+        rows = ok[batch.start:batch.stop]
+        vectors[rows] = np.asarray(model.encode_location(lonlat[rows]))
+        if progress is not None:
+            progress(batch.stop / max(1, len(ok)))
+    return _finish(features, output, vectors, status, model, space, "location", {}, layer_name)

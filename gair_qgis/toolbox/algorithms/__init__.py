@@ -1,0 +1,23 @@
+"""One Processing algorithm per module; `algorithm_classes()` lists them in toolbox order."""
+from __future__ import annotations
+
+import importlib
+
+MODULES = (
+    "embed_raster",
+    "embed_features",
+    "embed_photos",
+    "embed_locations",
+    "cluster_embeddings",
+    "similarity_search",
+    "train_classifier",
+    "apply_model",
+    "train_regressor",
+    "convert_checkpoint",
+    "export_onnx",
+)
+
+
+def algorithm_classes() -> list[type]:
+    """Every algorithm class; each module exposes exactly one `Algorithm`."""
+    return [importlib.import_module(f"{__name__}.{module}").Algorithm for module in MODULES]

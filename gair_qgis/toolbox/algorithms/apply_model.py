@@ -1,0 +1,72 @@
+"""Apply classifier: a saved classifier or regressor -> class (+ confidence) or prediction raster."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ...styling import class_raster_renderer
+from ..base import GAIRAlgorithm, raster_layer_path, require_embedding_raster
+from ..outputs import finish_output
+from .train_classifier import style_confidence
+from .train_regressor import style_prediction
+
+
+class Algorithm(GAIRAlgorithm):
+    NAME, DISPLAY, GROUP = "apply_model", "Apply model", "analysis"
+    HELP = (
+        "Applies a model saved by Train classifier or Train regressor to an embedding raster, e.g. another "
+        "scene or a later date. The raster must come from the same GAIR model and dimension reduction the "
+        "model was trained on (checked before running). A classifier gives a class raster named by class and a "
+        "confidence raster; a regressor gives a prediction raster."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr("Embedding raster")))
+        self.addParameter(QgsProcessingParameterFile("CLASSIFIER", self.tr("Trained model (.joblib)"),
+                                                     extension="joblib"))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.tr("Classes or prediction")))
+        self.addParameter(QgsProcessingParameterRasterDestination("CONFIDENCE", self.tr("Confidence (classifiers)"),
+                                                                  optional=True, createByDefault=False))
+
+    def validate(self, parameters, context):
+        from ...engine_link import engine_attrs
+        check_model_matches, load_model_file = engine_attrs("analysis.sampling", "check_model_matches", "load_model_file")
+        from ...engine_link import engine_attrs
+        EmbeddingRaster = engine_attrs("io.embedding_raster", "EmbeddingRaster")
+
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        problem = require_embedding_raster(layer)
+        if problem:
+            return problem
+        path = self.parameterAsFile(parameters, "CLASSIFIER", context)
+        bundle = load_model_file(path)
+        with EmbeddingRaster.open(raster_layer_path(layer)) as raster:
+            check_model_matches(bundle, raster, path)
+        return None
+
+    def run_engine(self, parameters, context, feedback, bridge):
+        from ...engine_link import engine_attrs
+        apply_model = engine_attrs("analysis", "apply_model")
+        from ...engine_link import engine_attrs
+        load_model_file = engine_attrs("analysis.sampling", "load_model_file")
+
+        classifier = self.parameterAsFile(parameters, "CLASSIFIER", context)
+        regression = load_model_file(classifier).get("task") == "regression"
+        confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
+        result = apply_model(
+            self.raster_path(parameters, "INPUT", context), self.parameterAsFile(parameters, "CLASSIFIER", context),
+            self.parameterAsOutputLayer(parameters, "OUTPUT", context), confidence_path=confidence,
+            **bridge.kwargs(),
+        )
+        out = self.track_output(str(result.path))
+        finish_output(context, out, "GAIR prediction" if regression else "GAIR classes", "OUTPUT",
+                      style_prediction if regression else class_raster_renderer)
+        conf = None
+        if result.confidence_path:
+            conf = self.track_output(str(result.confidence_path))
+            finish_output(context, conf, "GAIR confidence", "CONFIDENCE", style_confidence)
+        feedback.pushInfo(self.tr(f"Pixels: {result.counts}"))
+        return {"OUTPUT": out, "CONFIDENCE": conf}

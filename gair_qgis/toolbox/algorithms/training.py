@@ -1,0 +1,96 @@
+"""Shared parameters and checks of Train classifier and Train regressor (labelled layer + field + method)."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..base import GAIRAlgorithm, require_embedding_raster
+
+REPORT_FILTER = "HTML report (*.html);;JSON (*.json);;Text (*.txt)"
+MODEL_FILTER = "GAIR analysis model (*.joblib)"
+
+
+class TrainingAlgorithm(GAIRAlgorithm):
+    METHODS: tuple[str, ...] = ()
+    FIELD_LABEL = "Label field"
+    FIELD_TYPE = QgsProcessingParameterField.Any
+
+    def add_training_parameters(self, default_method: int = 0) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr("Embedding raster")))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "LABELS", self.tr("Labelled layer (points or polygons)"),
+            [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField("FIELD", self.tr(self.FIELD_LABEL),
+                                                      parentLayerParameterName="LABELS", type=self.FIELD_TYPE))
+        self.addParameter(QgsProcessingParameterEnum("METHOD", self.tr("Method"), list(self.METHODS),
+                                                     defaultValue=default_method))
+        self.addParameter(QgsProcessingParameterNumber("FOLDS", self.tr("Cross-validation folds"),
+                                                       QgsProcessingParameterNumber.Integer, 5, minValue=2,
+                                                       maxValue=20))
+        for name, label, default, minimum in (("SEED", "Random seed", 0, 0),
+                                              ("MAX_PIXELS", "Most pixels sampled per polygon", 1000, 1)):
+            param = QgsProcessingParameterNumber(name, self.tr(label), QgsProcessingParameterNumber.Integer,
+                                                 default, minValue=minimum)
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterFileDestination("MODEL_OUTPUT", self.tr("Trained model"),
+                                                                MODEL_FILTER))
+        self.addParameter(QgsProcessingParameterFileDestination("REPORT", self.tr("Cross-validation report"),
+                                                                REPORT_FILTER, optional=True))
+
+    def validate(self, parameters, context):
+        problem = require_embedding_raster(self.parameterAsRasterLayer(parameters, "INPUT", context))
+        if problem:
+            return problem
+        source = self.parameterAsSource(parameters, "LABELS", context)
+        if source is None:
+            return self.tr("Choose a labelled layer.")
+        field = self.parameterAsString(parameters, "FIELD", context)
+        index = source.fields().lookupField(field)
+        if index < 0:
+            return self.tr(f"The labelled layer has no field '{field}'.")
+        values = {v for v in source.uniqueValues(index) if v not in (None, "") and not _is_null(v)}
+        return self.check_labels(values, self.parameterAsInt(parameters, "FOLDS", context))
+
+    def check_labels(self, values: set, folds: int) -> str | None:
+        return None
+
+    def training_kwargs(self, parameters, context, feedback) -> dict:
+        report = self.parameterAsFileOutput(parameters, "REPORT", context)
+        return dict(
+            raster_path=self.raster_path(parameters, "INPUT", context),
+            labels_path=self.vector_path(parameters, "LABELS", context, feedback),
+            model_path=self.parameterAsFileOutput(parameters, "MODEL_OUTPUT", context),
+            method=self.METHODS[self.parameterAsEnum(parameters, "METHOD", context)],
+            folds=self.parameterAsInt(parameters, "FOLDS", context),
+            seed=self.parameterAsInt(parameters, "SEED", context),
+            max_pixels_per_feature=self.parameterAsInt(parameters, "MAX_PIXELS", context),
+            report_paths=[report] if report else [],
+        )
+
+    def report_training(self, result, feedback) -> None:
+        from ...engine_link import engine_attrs
+        format_text = engine_attrs("analysis.report", "format_text")
+
+        self.track_output(str(result.model_path))
+        for path in result.report_paths:
+            self.track_output(str(path))
+        feedback.pushInfo(self.tr(f"Trained on {result.samples} pixels from {result.features} features "
+                                  f"({result.skipped_outside} outside the raster, {result.skipped_nodata} on nodata, "
+                                  f"{result.skipped_unlabelled} without a label)."))
+        feedback.pushInfo(format_text(result.report))
+
+
+def _is_null(value) -> bool:
+    try:
+        return value.isNull()  # QVariant NULL
+    except AttributeError:
+        return False

@@ -1,0 +1,209 @@
+"""Shared base of GAIR algorithms: the QgsProcessingFeedback <-> engine progress/cancel bridge, model resolution
+from parameters or settings, user-facing validation, layer-to-path materialisation and output clean-up."""
+from __future__ import annotations
+
+from typing import Callable
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from .. import resources_path
+from ..deps import missing_dependency_message
+
+GROUPS = {"embeddings": "Embeddings", "analysis": "Analysis", "model": "Model"}
+MODEL_HELP = (
+    "GAIR model: the official checkpoint (.pth), a bundle folder (pick its config.json) or an exported ONNX model. "
+    "Empty: the model set in Plugins > GAIR > GAIR settings."
+)
+
+
+class EngineBridge:
+    """Engine callbacks over a feedback: progress(fraction) maps into [start, end] of the bar, cancel() polls it."""
+
+    def __init__(self, feedback: QgsProcessingFeedback | None, start: float = 0.0, end: float = 1.0) -> None:
+        self.feedback, self.start, self.end = feedback, start, end
+
+    def progress(self, fraction: float) -> None:
+        if self.feedback is not None:
+            fraction = min(max(float(fraction), 0.0), 1.0)
+            self.feedback.setProgress(100.0 * (self.start + (self.end - self.start) * fraction))
+
+    def cancel(self) -> bool:
+        return self.feedback is not None and self.feedback.isCanceled()
+
+    def kwargs(self) -> dict[str, Callable]:
+        return {"progress": self.progress, "cancel": self.cancel}
+
+
+class GAIRAlgorithm(QgsProcessingAlgorithm):
+    """Subclasses set NAME, DISPLAY, GROUP, HELP and implement initAlgorithm, optionally `validate`, and
+    `run_engine(parameters, context, feedback, bridge) -> results`, which calls one engine function."""
+
+    NAME = ""
+    DISPLAY = ""
+    GROUP = "analysis"
+    HELP = ""
+    MODEL = "MODEL"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._outputs_written: list[str] = []
+
+    # --- identity -------------------------------------------------------------------------------------------
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.tr(self.DISPLAY)
+
+    def group(self) -> str:
+        return self.tr(GROUPS[self.GROUP])
+
+    def groupId(self) -> str:  # noqa: N802
+        return self.GROUP
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.tr(self.HELP)
+
+    def icon(self) -> QIcon:
+        return QIcon(resources_path("icon.png"))
+
+    def createInstance(self) -> "GAIRAlgorithm":  # noqa: N802
+        return type(self)()
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate("GAIR", text)
+
+    # --- parameters -----------------------------------------------------------------------------------------
+    def add_model_parameter(self) -> None:
+        param = QgsProcessingParameterFile(
+            self.MODEL, self.tr("Model (empty: the one in GAIR settings)"), optional=True,
+            fileFilter="GAIR models (*.pth *.pt *.ckpt *.onnx config.json);;All files (*)",
+        )
+        param.setHelp(MODEL_HELP)
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
+
+    def add_embedded_count_output(self) -> None:
+        from qgis.core import QgsProcessingOutputNumber
+
+        self.addOutput(QgsProcessingOutputNumber("EMBEDDED", self.tr("Features embedded")))
+
+    def load_model(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback):
+        from ..settings import load_model
+
+        path = self.parameterAsFile(parameters, self.MODEL, context) if self.MODEL in parameters else None
+        feedback.pushInfo(self.tr("Loading the GAIR model…"))
+        model = load_model(path or None)
+        feedback.pushInfo(f"Model {getattr(model, 'fingerprint', '?')} on {getattr(model, 'device', 'cpu')}")
+        return model
+
+    def raster_path(self, parameters, name: str, context: QgsProcessingContext) -> str:
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            raise QgsProcessingException(self.tr(f"Choose a raster layer for '{name}'."))
+        return raster_layer_path(layer)
+
+    def vector_path(self, parameters, name: str, context: QgsProcessingContext, feedback) -> str:
+        """A GeoPackage/shapefile path for the engine; memory, temporary, filtered or database layers (and
+        'selected features only') are first written to a temporary GeoPackage."""
+        return self.parameterAsCompatibleSourceLayerPath(
+            parameters, name, context, ["gpkg", "shp", "geojson", "fgb"], "gpkg", feedback
+        )
+
+    # --- validation -----------------------------------------------------------------------------------------
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        try:
+            problem = None
+            if self.parameterDefinition(self.MODEL) is not None:
+                from ..settings import model_problem
+
+                problem = model_problem(self.parameterAsFile(parameters, self.MODEL, context))
+            problem = problem or self.validate(parameters, context)
+        except QgsProcessingException as exc:
+            problem = str(exc)
+        except Exception as exc:  # engine.GAIRError and friends: show the user-facing text
+            problem = str(exc)
+        return (problem is None), (problem or "")
+
+    def validate(self, parameters, context: QgsProcessingContext) -> str | None:
+        """Return a message a GIS user understands when the inputs cannot work, else None."""
+        return None
+
+    # --- running --------------------------------------------------------------------------------------------
+    def track_output(self, path: str) -> str:
+        """Remember an output so that a failure or cancel in a later step removes it (no partial results)."""
+        self._outputs_written.append(path)
+        return path
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..engine_link import engine
+
+        self._outputs_written = []
+        try:
+            result = self.run_engine(parameters, context, feedback, EngineBridge(feedback))
+            if feedback.isCanceled():
+                raise engine.Cancelled("cancelled")
+            return result
+        except engine.Cancelled as exc:
+            self._remove_outputs()
+            raise QgsProcessingException(self.tr("Cancelled by the user; no output was written.")) from exc
+        except engine.GAIRError as exc:
+            self._remove_outputs()
+            raise QgsProcessingException(str(exc)) from exc
+        except ImportError as exc:
+            self._remove_outputs()
+            hint = missing_dependency_message() or ""
+            raise QgsProcessingException(f"{exc}. {hint}".strip()) from exc
+        except Exception:
+            self._remove_outputs()
+            raise
+
+    def finish_layer_result(self, result, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        """Report an engine.pipeline LayerResult (per-feature embeddings) and hand its GeoPackage to Processing."""
+        from .outputs import finish_output
+
+        path = self.track_output(str(result.path))
+        (feedback.pushWarning if result.problems else feedback.pushInfo)(result.summary())
+        finish_output(context, path, "GAIR embeddings", "OUTPUT")
+        return {"OUTPUT": path, "EMBEDDED": result.embedded}
+
+    def _remove_outputs(self) -> None:
+        from .outputs import remove_file_set
+
+        for path in self._outputs_written:
+            remove_file_set(path)
+        self._outputs_written = []
+
+
+def raster_layer_path(layer: QgsRasterLayer) -> str:
+    """File path of a GDAL raster layer; other providers (WMS, XYZ…) cannot feed the engine."""
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"'{layer.name()}' is a {layer.providerType()} layer; GAIR needs a raster file. "
+            "Save it first with Raster > Conversion > Translate (Convert Format)."
+        )
+    return layer.source().split("|")[0]
+
+
+def require_embedding_raster(layer: QgsRasterLayer | None) -> str | None:
+    """None when `layer` is a GAIR embedding raster, else what to do about it."""
+    from ..layers import raster_tag
+
+    if layer is None:
+        return "Choose an embedding raster."
+    if layer.providerType() != "gdal" or not raster_tag(raster_layer_path(layer), "GAIR_SPACE"):
+        return f"'{layer.name()}' is not a GAIR embedding raster; create one with Embed raster first."
+    return None
