@@ -8,7 +8,7 @@ import pytest
 import rasterio
 import torch
 
-from engine import GAIRConfig, GAIRError
+from engine import S2_BANDS, GAIRConfig, GAIRError
 from engine.pretrain.augment import (
     dihedral,
     random_resized_crop,
@@ -20,7 +20,10 @@ from engine.pretrain.build_dataset import main as build_main
 from engine.pretrain.config import DataSection
 from engine.pretrain.data import EpochSampler, PretrainDataset
 from engine.pretrain.manifest import read_manifest, write_manifest
+from engine.pipeline.source import SourceRaster
+from engine.pipeline.tiling import METRES_PER_DEGREE
 from engine.pretrain.synthetic import CLASSES, WorldSpec, make_world
+from engine.runtime.preprocess import preprocess_rs
 
 TINY = GAIRConfig.tiny()
 GROUND = TINY.crop_ground_m  # 640 m
@@ -101,8 +104,9 @@ def test_build_manifest_geographic_raster_and_gpkg(world, tmp_path):
     assert report.written == len(samples) > 20
     for s in samples:
         assert s.bbox[0] <= s.lon <= s.bbox[2] and s.bbox[3] <= s.lat <= s.bbox[1]
-        width_m = (s.bbox[2] - s.bbox[0]) * 111320 * np.cos(np.radians(s.lat))
-        assert width_m == pytest.approx(GROUND, rel=0.02)
+        # the inference rule: degrees count as the equatorial degree, whatever the latitude
+        assert (s.bbox[2] - s.bbox[0]) * METRES_PER_DEGREE == pytest.approx(GROUND, rel=0.02)
+        assert (s.bbox[1] - s.bbox[3]) * METRES_PER_DEGREE == pytest.approx(GROUND, rel=0.02)
 
 
 def test_build_dataset_cli_with_crop_files(world, tmp_path, capsys):
@@ -110,13 +114,85 @@ def test_build_dataset_cli_with_crop_files(world, tmp_path, capsys):
     args = ["--photos", str(world.photos_csv), "--out", str(out), "--crop-ground-m", "320"]
     with pytest.raises(SystemExit):  # the folder also holds the 1-band land-cover truth
         build_main(["--rasters", str(world.root), *args])
-    assert "landcover.tif has 1 bands" in capsys.readouterr().err
+    assert "landcover.tif: cannot tell which of the raster's 1 bands are which" in capsys.readouterr().err
     assert build_main(["--rasters", str(world.raster), *args, "--crops-dir", str(tmp_path / "crops")]) == 0
     assert "samples written" in capsys.readouterr().out
     samples = read_manifest(out)
     assert samples[0].window is None
     with rasterio.open(samples[0].rs_path) as crop:
         assert (crop.width, crop.height, crop.count) == (32, 32, 10)
+
+
+def _write_s2(path, descriptions, lat: float, size: int = 160, seed: int = 0):
+    """An EPSG:4326 raster of "10 m" (0.0000898 deg) pixels at latitude `lat`; each band its own random field
+    within the model's scaling range (so a swapped band changes the model input)."""
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(seed)
+    data = np.stack([rng.integers(500 + 100 * k, 2500 + 100 * k, (size, size)) for k in range(len(descriptions))])
+    res = 10.0 / METRES_PER_DEGREE
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": len(descriptions), "dtype": "uint16",
+               "crs": "EPSG:4326", "transform": from_origin(10.0, lat + size * res / 2, res, res), "nodata": 0}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data.astype(np.uint16))
+        ds.descriptions = tuple(descriptions)
+    points = [{"lon": 10.0 + f * size * res, "lat": lat + (0.5 - g) * size * res, "path": "", "date": "", "label": ""}
+              for f, g in ((0.3, 0.4), (0.5, 0.5), (0.7, 0.6), (0.45, 0.7))]
+    return data, points
+
+
+def _inference_crop(path, window) -> np.ndarray:
+    """The crop as the embedding pipeline reads it (pipeline.raster: SourceRaster.read of the crop window)."""
+    with SourceRaster(path, TINY) as src:
+        assert (window[3], window[2]) == src.crop_size_px(src.output_grid().res_m)  # the pipeline's crop size
+        return src.read(rasterio.windows.Window(*window))[0]
+
+
+def test_high_latitude_geographic_crop_is_the_inference_crop(tmp_path):
+    """At 65 N a 4326 raster of "10 m" pixels: pretraining cuts the 64 x 64 pixel crop inference cuts, and reads it
+    the same (not a crop of 640 true metres, which would be 151 pixels wide there)."""
+    raster = tmp_path / "north.tif"
+    _, points = _write_s2(raster, S2_BANDS, lat=65.0)
+    build_manifest([raster], points, tmp_path / "m.csv", GROUND, seed=0, require_photos=False)
+    samples = read_manifest(tmp_path / "m.csv", require_photos=False)
+    dataset = PretrainDataset(samples, TINY, train=False, photos=False)
+    assert len(samples) == 4
+    for i, sample in enumerate(samples):
+        assert sample.window[2:] == (64, 64)
+        expected = preprocess_rs(_inference_crop(raster, sample.window), TINY)[0]
+        np.testing.assert_array_equal(dataset[i]["rs"].numpy(), expected)
+
+
+@pytest.mark.parametrize("crop_files", [False, True])
+def test_bands_are_read_by_identity_in_training_as_in_inference(tmp_path, crop_files):
+    """A 12-band L2A raster with its bands in reverse order: training picks B2..B12 by description, as inference."""
+    from engine.pipeline.bands import L2A_12
+
+    names = list(reversed(L2A_12))
+    raster = tmp_path / "reversed.tif"
+    data, points = _write_s2(raster, names, lat=10.0)
+    build_manifest([raster], points, tmp_path / "m.csv", GROUND, seed=0, require_photos=False,
+                   crops_dir=tmp_path / "crops" if crop_files else None)
+    samples = read_manifest(tmp_path / "m.csv", require_photos=False)
+    dataset = PretrainDataset(samples, TINY, train=False, photos=False)
+    by_name = data[[names.index(b) for b in S2_BANDS]]
+    for i, sample in enumerate(samples):
+        window = sample.window
+        if crop_files:
+            assert window is None
+            with rasterio.open(sample.rs_path) as crop:
+                assert crop.descriptions == tuple(S2_BANDS) and crop.count == 10
+                c0, r0 = (round(v) for v in ~raster_transform(raster) * crop.transform * (0, 0))
+            window = (c0, r0, 64, 64)
+        c0, r0, w, h = window
+        raw = by_name[:, r0:r0 + h, c0:c0 + w].astype(np.float32)
+        np.testing.assert_array_equal(_inference_crop(raster, window), raw)
+        np.testing.assert_array_equal(dataset[i]["rs"].numpy(), preprocess_rs(raw, TINY)[0])
+
+
+def raster_transform(path):
+    with rasterio.open(path) as ds:
+        return ds.transform
 
 
 def test_manifest_errors_name_the_row(tmp_path):

@@ -55,7 +55,10 @@ class SourceRaster:
                                 "north-up grid first (gdalwarp input.tif output.tif)")
             self.metres_per_unit = metres_per_unit(self.ds.crs)
             self.res_m = (t.a * self.metres_per_unit, -t.e * self.metres_per_unit)
-            self.indexes = [i + 1 for i in resolve_bands(band_labels(self.ds), config.rs_bands, bands)]
+            try:
+                self.indexes = [i + 1 for i in resolve_bands(band_labels(self.ds), config.rs_bands, bands)]
+            except GAIRError as exc:
+                raise GAIRError(f"{os.path.basename(self.path)}: {exc}") from None
         except Exception:
             self.ds.close()
             raise
@@ -69,9 +72,15 @@ class SourceRaster:
     def height(self) -> int:
         return self.ds.height
 
-    def crop_size_px(self, res_m: tuple[float, float]) -> tuple[int, int]:
-        """(rows, cols) of one crop on a grid of res_m pixels: the model's crop ground size."""
-        ground = self.config.crop_ground_m
+    def crop_size_px(self, res_m: tuple[float, float] | None = None, ground_m: float | None = None) -> tuple[int, int]:
+        """(rows, cols) of one crop of `ground_m` (default: the model's crop) on a grid of res_m (default: native).
+
+        The one crop-size rule of inference and pretraining. Ground size is in the CRS's metres per unit
+        (tiling.metres_per_unit): on EPSG:4326 that is the equatorial degree, so a "10 m" export (0.0000898 deg
+        pixels, as the official samples) gets 224 pixels per crop at any latitude, as the reference cuts them.
+        """
+        res_m = res_m or self.res_m
+        ground = self.config.crop_ground_m if ground_m is None else ground_m
         return max(1, int(round(ground / res_m[1]))), max(1, int(round(ground / res_m[0])))
 
     def output_grid(self, pixel_size_m: float | None = None) -> OutputGrid:

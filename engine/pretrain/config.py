@@ -41,6 +41,7 @@ class InitSection:
 @dataclass
 class DataSection:
     manifest: str = ""
+    bands: str = ""  # raster bands as the CLI's --bands (pipeline.bands.resolve_bands); "" = by band descriptions
     num_workers: int = 4
     rs_flip_rotate: bool = True  # ours: dihedral transforms of the crop that move the query point with it
     rs_jitter_p: float = 0.7
