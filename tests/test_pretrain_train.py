@@ -147,6 +147,29 @@ def test_non_finite_loss_stops_naming_the_step(world, tmp_path, monkeypatch):
     assert not (tmp_path / "nan" / "bundle").exists()
 
 
+def _global_determinism() -> tuple:
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+            os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+
+
+@pytest.mark.parametrize("workspace", [None, ":16:8"])
+def test_deterministic_run_leaves_global_state_as_it_found_it(world, tmp_path, monkeypatch, workspace):
+    """train.deterministic turns the flags on for the run only: during it they are on, after it as before."""
+    if workspace is None:
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", workspace)
+    before = _global_determinism()
+    assert before[:4] == (False, False, False, False)
+    seen = []
+    run(config(world, tmp_path / "d", "train.max_steps=2", "train.deterministic=true"),
+        progress=lambda _: seen.append(_global_determinism()))
+    assert seen and all(s[0] and s[1] and not s[2] and s[3] for s in seen)
+    assert {s[4] for s in seen} == {workspace or ":4096:8"}  # a user's own setting is kept
+    assert _global_determinism() == before
+
+
 def test_cancel_stops_without_a_bundle(world, tmp_path):
     calls = iter(range(100))
     with pytest.raises(engine.Cancelled, match="cancelled at step 2"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from .manifest import read_manifest
 from .runtime import (
     DistInfo,
     amp_settings,
+    deterministic_algorithms,
     example_batch,
     freeze_unused,
     lr_factor,
@@ -69,9 +69,10 @@ def run(cfg: PretrainConfig, resume: str | bool = False, progress: Callable[[flo
     try:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
-        session = _Session(cfg, info, device)
-        session.restore(find_checkpoint(resume, cfg.train.out_dir))
-        result = session.train(progress, cancel)
+        with deterministic_algorithms(cfg.train.deterministic):
+            session = _Session(cfg, info, device)
+            session.restore(find_checkpoint(resume, cfg.train.out_dir))
+            result = session.train(progress, cancel)
         if info.world > 1:
             dist.barrier()  # rank 0 writes the bundle; the others wait, so all leave the group together
         return result
@@ -99,10 +100,6 @@ class _Session:
         self.cfg, self.info, self.device = cfg, info, device
         self.main = info.rank == 0
         self.out_dir = Path(t.out_dir)
-        if t.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
         if not cfg.data.manifest:
             raise GAIRError("no manifest: set data.manifest (make one with `python -m engine.pretrain.build_dataset`)")
         self.amp_dtype, use_scaler = amp_settings(t.amp, device)
