@@ -219,27 +219,75 @@ def test_dataset_items_and_determinism(manifest):
     assert -0.3 <= float(plain["rs"].min()) and float(plain["rs"].max()) <= 1.3  # 0..1 plus bicubic overshoot
 
 
-@pytest.mark.parametrize("rotations,flip", [(r, f) for r in range(4) for f in (False, True)])
-def test_dihedral_moves_the_query_point_with_the_pixels(rotations, flip):
+# Where the pixel at row 1, column 8 of a 12 x 12 crop lands: counter-clockwise quarter turns after an optional
+# left-right flip (worked out by hand: a turn takes (r, c) to (11 - c, r), a flip takes (r, c) to (r, 11 - c)).
+DIHEDRAL_TARGETS = {(0, False): (1, 8), (1, False): (3, 1), (2, False): (10, 3), (3, False): (8, 10),
+                    (0, True): (1, 3), (1, True): (8, 1), (2, True): (10, 8), (3, True): (3, 10)}
+
+
+@pytest.mark.parametrize("rotations,flip", sorted(DIHEDRAL_TARGETS))
+def test_dihedral_moves_the_pixels_and_the_query_point_together(rotations, flip):
     crop = np.zeros((2, 12, 12), np.float32)
-    crop[:, 2, 9] = 1.0  # row 2 (north), column 9 (east)
-    rel = np.array([(9 + 0.5) / 12, (2 + 0.5) / 12])
-    out, moved = dihedral(crop, rel, rotations, flip)
-    row, col = np.unravel_index(out[0].argmax(), out[0].shape)
+    crop[0, 1, 8], crop[1, 1, 8] = 1.0, 2.0  # row 1 (north), column 8 (east), in both bands
+    out, moved = dihedral(crop, np.array([(8 + 0.5) / 12, (1 + 0.5) / 12]), rotations, flip)
+    row, col = DIHEDRAL_TARGETS[(rotations, flip)]
+    assert out.shape == crop.shape and out[0, row, col] == 1.0 and out[1, row, col] == 2.0
+    assert np.count_nonzero(out) == 2  # nothing else moved in, both bands moved alike
     assert moved == pytest.approx([(col + 0.5) / 12, (row + 0.5) / 12])
 
 
-def test_colour_augmentations_keep_ranges():
+def test_rs_brightness_scales_every_band_by_one_factor_in_range():
     rng = np.random.default_rng(0)
-    crop = rng.uniform(0, 1, (10, 8, 8)).astype(np.float32)
-    jittered = rs_colour_jitter(crop, rng, 0.2, 0.2)
-    assert jittered.min() >= 0 and jittered.max() <= 1 and not np.allclose(jittered, crop)
+    crop = rng.uniform(0.1, 0.8, (10, 8, 8)).astype(np.float32)  # x 1.2 stays below 1: nothing clips
+    factors = []
+    for seed in range(200):
+        out = rs_colour_jitter(crop, np.random.default_rng(seed), brightness=0.2, contrast=0.0)
+        ratio = out / crop
+        np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)  # the same factor for every band and pixel
+        factors.append(float(ratio.flat[0]))
+    assert 0.8 <= min(factors) < 0.82 and 1.18 < max(factors) <= 1.2
+
+
+def test_rs_contrast_scales_deviations_about_the_mean_and_clips():
+    rng = np.random.default_rng(1)
+    crop = rng.uniform(0.4, 0.6, (10, 8, 8)).astype(np.float32)
+    factors = []
+    for seed in range(200):
+        out = rs_colour_jitter(crop, np.random.default_rng(seed), brightness=0.0, contrast=0.3)
+        assert out.mean() == pytest.approx(crop.mean(), abs=1e-6)  # contrast keeps the crop mean
+        factor = (out - crop.mean()) / (crop - crop.mean())
+        np.testing.assert_allclose(factor, np.median(factor), rtol=1e-3, atol=1e-3)
+        factors.append(float(np.median(factor)))
+    assert 0.7 <= min(factors) < 0.73 and 1.27 < max(factors) <= 1.3
+    bright = rs_colour_jitter(np.full((10, 4, 4), 0.95, np.float32), np.random.default_rng(3), 0.5, 0.0)
+    assert bright.max() <= 1.0 and bright.min() >= 0.0
+
+
+def test_sv_colour_jitter_strength_zero_is_identity_and_grey_stays_grey():
+    rng = np.random.default_rng(0)
+    img = rng.integers(30, 220, (20, 16, 3)).astype(np.uint8)
+    np.testing.assert_allclose(sv_colour_jitter(img, np.random.default_rng(1), 0.0), img, atol=1e-3)
+    changed = sv_colour_jitter(img, np.random.default_rng(1), 0.3)
+    assert changed.shape == img.shape and 0 <= changed.min() and changed.max() <= 255
+    assert np.abs(changed - img).mean() > 1.0
+    levels = []
+    for seed in range(100):  # on a flat grey photo contrast, saturation and hue change nothing: brightness only
+        out = sv_colour_jitter(np.full((6, 5, 3), 100, np.uint8), np.random.default_rng(seed), 0.1)
+        np.testing.assert_allclose(out, out[0, 0, 0], atol=1e-3)
+        levels.append(float(out[0, 0, 0]))
+    assert 90 - 1e-3 <= min(levels) < 92 and 108 < max(levels) <= 110 + 1e-3
+
+
+def test_random_resized_crop_is_a_window_of_the_photo_of_the_asked_size():
+    rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (40, 30, 3)).astype(np.uint8)
-    out = sv_colour_jitter(img, rng, 0.1)
-    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 255
-    assert np.abs(out - img).mean() < 40
-    crop_img = random_resized_crop(img, rng, (0.5, 1.0))
-    assert 0.4 * img.size <= crop_img.size <= img.size
+    for seed in range(50):
+        crop = random_resized_crop(img, np.random.default_rng(seed), (0.5, 1.0))
+        h, w = crop.shape[:2]
+        assert 0.5 * 0.9 <= h * w / (40 * 30) <= 1.0 and 3 / 4 * 0.85 <= w / h <= 4 / 3 * 1.15
+        tops, lefts = np.nonzero((img[:41 - h, :31 - w, 0] == crop[0, 0, 0]))
+        assert any(np.array_equal(img[t:t + h, c:c + w], crop) for t, c in zip(tops, lefts))
+    assert random_resized_crop(img, rng, (1.0, 1.0)) is img
 
 
 def test_sampler_shards_and_resumes():
