@@ -78,8 +78,9 @@ def check_mapping(weights: Path, wheel: Path) -> float:
     from engine.config import GAIRConfig
     from engine.model.encoders import LocationEncoder, equal_earth
     from engine.pretrain.weights import load_geoclip
+    from engine.runtime.loading import load_torch_file
 
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_torch_file(weights, "GeoCLIP weights")
     encoder = LocationEncoder(GAIRConfig())
     for note in load_geoclip(encoder, state):
         print(note)

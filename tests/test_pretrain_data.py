@@ -9,6 +9,8 @@ import rasterio
 import torch
 
 from engine import S2_BANDS, GAIRConfig, GAIRError
+from engine.pipeline.source import SourceRaster
+from engine.pipeline.tiling import METRES_PER_DEGREE
 from engine.pretrain.augment import (
     dihedral,
     random_resized_crop,
@@ -20,8 +22,6 @@ from engine.pretrain.build_dataset import main as build_main
 from engine.pretrain.config import DataSection
 from engine.pretrain.data import EpochSampler, PretrainDataset
 from engine.pretrain.manifest import read_manifest, write_manifest
-from engine.pipeline.source import SourceRaster
-from engine.pipeline.tiling import METRES_PER_DEGREE
 from engine.pretrain.synthetic import CLASSES, WorldSpec, make_world
 from engine.runtime.preprocess import preprocess_rs
 
@@ -285,7 +285,7 @@ def test_random_resized_crop_is_a_window_of_the_photo_of_the_asked_size():
         crop = random_resized_crop(img, np.random.default_rng(seed), (0.5, 1.0))
         h, w = crop.shape[:2]
         assert 0.5 * 0.9 <= h * w / (40 * 30) <= 1.0 and 3 / 4 * 0.85 <= w / h <= 4 / 3 * 1.15
-        tops, lefts = np.nonzero((img[:41 - h, :31 - w, 0] == crop[0, 0, 0]))
+        tops, lefts = np.nonzero(img[:41 - h, :31 - w, 0] == crop[0, 0, 0])
         assert any(np.array_equal(img[t:t + h, c:c + w], crop) for t, c in zip(tops, lefts))
     assert random_resized_crop(img, rng, (1.0, 1.0)) is img
 

@@ -55,10 +55,7 @@ class SourceRaster:
                                 "north-up grid first (gdalwarp input.tif output.tif)")
             self.metres_per_unit = metres_per_unit(self.ds.crs)
             self.res_m = (t.a * self.metres_per_unit, -t.e * self.metres_per_unit)
-            try:
-                self.indexes = [i + 1 for i in resolve_bands(band_labels(self.ds), config.rs_bands, bands)]
-            except GAIRError as exc:
-                raise GAIRError(f"{os.path.basename(self.path)}: {exc}") from None
+            self.indexes = [i + 1 for i in resolve_bands(band_labels(self.ds), config.rs_bands, bands)]
         except Exception:
             self.ds.close()
             raise

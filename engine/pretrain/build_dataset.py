@@ -101,7 +101,10 @@ class _CropPlanner:
         from pyproj import CRS, Transformer
 
         self.path = path
-        self.source = SourceRaster(path, config, bands)
+        try:
+            self.source = SourceRaster(path, config, bands)
+        except GAIRError as exc:  # of several rasters, name the one at fault
+            raise exc if path.name in str(exc) else GAIRError(f"{path.name}: {exc}") from None
         crs = CRS.from_user_input(self.source.ds.crs.to_wkt())
         self.to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
         self.to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ObjectiveSection
-from .losses import distill_loss, gather_no_grad, info_nce, location_loss
+from .losses import distill_loss, gather_ranks, info_nce, location_loss
 
 
 class LocationQueue(nn.Module):
@@ -103,4 +103,4 @@ class GAIRObjective(nn.Module):
 
     def after_step(self, lonlat: torch.Tensor) -> None:
         """Enqueue this step's locations from every rank (same order everywhere, so all queues agree)."""
-        self.queue.push(gather_no_grad(lonlat.to(self.model.queue_for_location.device)))
+        self.queue.push(gather_ranks(lonlat.to(self.model.queue_for_location.device)).detach())

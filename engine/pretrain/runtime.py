@@ -1,4 +1,4 @@
-"""Runtime pieces of the training loop: process group and device, AMP, optimizer groups, LR schedule, and the
+"""Runtime pieces of the training loop: scoped determinism, AMP, optimizer groups, LR schedule, and the
 dry run that freezes parameters the objective never reaches (DDP needs a gradient for every trainable one)."""
 from __future__ import annotations
 
@@ -6,39 +6,11 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..errors import GAIRError
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-
-def setup_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-    if device_pref not in ("auto", "cuda", "cpu"):
-        raise GAIRError(f"train.device must be auto, cuda or cpu, got {device_pref!r} (torchrun picks the GPU per rank)")
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise GAIRError("train.device = cuda but CUDA is not available; use auto or cpu")
-    device = torch.device(f"cuda:{info.local_rank}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-        info.owns_group = True
-    return info, device
-
 
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 

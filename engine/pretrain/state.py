@@ -10,6 +10,7 @@ import torch
 
 from ..errors import GAIRError
 from ..io.files import atomic_path
+from ..runtime.loading import load_torch_file
 
 CHECKPOINT_FORMAT = "gair-pretrain-checkpoint"
 
@@ -63,10 +64,7 @@ def find_checkpoint(resume: str | bool, out_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise GAIRError(f"could not read training checkpoint {path}: {exc}") from exc
+    payload = load_torch_file(path, "training checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise GAIRError(f"{path} is not a pretraining checkpoint; to start from model weights use init.source")
     return payload

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import GAIRError
+from ..runtime.loading import load_torch_file
 from .config import PretrainConfig
 
 
@@ -25,16 +25,6 @@ class StartReport:
     source: str
     queue_filled: int
     notes: list[str] = field(default_factory=list)
-
-
-def _load_pickle(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise GAIRError(f"weights file {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise GAIRError(f"could not read {path}: {exc}") from exc
 
 
 def croma_state(obj: dict) -> dict[str, torch.Tensor]:
@@ -127,9 +117,9 @@ def build_start(cfg: PretrainConfig):
         model.queue_ptr_location.zero_()
         report.queue_filled = 0
     if cfg.init.croma:
-        report.notes += load_croma(model, croma_state(_load_pickle(cfg.init.croma)))
+        report.notes += load_croma(model, croma_state(load_torch_file(cfg.init.croma, "CROMA weights")))
     if cfg.init.geoclip:
-        report.notes += load_geoclip(model.location_encoder, _load_pickle(cfg.init.geoclip))
+        report.notes += load_geoclip(model.location_encoder, load_torch_file(cfg.init.geoclip, "GeoCLIP weights"))
     refresh_fingerprint(model)
     return model.train(), report
 
