@@ -5,12 +5,12 @@ localized query is learned at every position of the crop, not only the centre). 
 or touch nodata are retried at other offsets, then skipped and counted. Rasters are read as inference reads them
 (pipeline.source.SourceRaster): bands by identity, crop size by the same rule (equatorial degree on EPSG:4326).
 
-    python -m engine.pretrain.build_dataset --rasters s2/*.tif --photos photos.csv --out manifest.csv \
+    python -m engine build-dataset --rasters s2/*.tif --photos photos.csv --out manifest.csv \
         [--config configs/tiny.toml | --crop-ground-m 2240] [--crops-dir crops/] [--seed 0]
+    (`python -m engine.pretrain.build_dataset ...` is an alias)
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from collections import Counter
@@ -228,48 +228,11 @@ def build_manifest(rasters: list[str | Path], points: list[dict], out: str | Pat
     return report
 
 
-def _ground_size(args) -> float:
-    if args.crop_ground_m:
-        return args.crop_ground_m
-    if args.config:
-        from .config import load_config
-
-        return load_config(args.config).gair_config().crop_ground_m
-    from ..config import GAIRConfig
-
-    return GAIRConfig().crop_ground_m
-
-
 def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
+    """`python -m engine.pretrain.build_dataset`: an alias of `python -m engine build-dataset`."""
+    from ..cli.pretrain import run_alias
 
-    parser = argparse.ArgumentParser(prog="python -m engine.pretrain.build_dataset", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rasters", nargs="+", required=True, help="Sentinel-2 rasters or folders of them")
-    parser.add_argument("--photos", required=True, help="photo table: CSV with lon/lat/path, or GeoPackage")
-    parser.add_argument("--out", required=True, help="manifest to write (.csv, or .parquet with pyarrow)")
-    parser.add_argument("--config", help="pretraining config: its model's crop_pixels x gsd_m is the crop size")
-    parser.add_argument("--crop-ground-m", type=float, default=0.0, help="crop side on the ground, metres")
-    parser.add_argument("--crops-dir", help="also write each crop as its own GeoTIFF and point the manifest at it")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tries", type=int, default=3, help="random offsets tried before a nodata crop is skipped")
-    parser.add_argument("--lon-field", default="lon")
-    parser.add_argument("--lat-field", default="lat")
-    parser.add_argument("--path-field", default="path", help="photo path column; '' for points without photos")
-    parser.add_argument("--date-field", default="date")
-    parser.add_argument("--label-field", default="label")
-    args = parser.parse_args(argv)
-    try:
-        points = read_points(args.photos, args.lon_field, args.lat_field, args.path_field, args.date_field, args.label_field)
-        with tqdm(total=100, unit="%", desc="crops") as bar:
-            def progress(fraction: float) -> None:
-                bar.update(round(fraction * 100) - bar.n)
-
-            report = build_manifest(expand_rasters(args.rasters), points, args.out, _ground_size(args), args.seed,
-                                    args.tries, args.crops_dir, require_photos=bool(args.path_field), progress=progress)
-    except GAIRError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    print(report.summary())
-    return 0
+    return run_alias("build-dataset", argv)
 
 
 if __name__ == "__main__":
