@@ -13,7 +13,6 @@ are aliases that run these same commands.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
