@@ -195,8 +195,8 @@ def raster_transform(path):
 
 
 def test_manifest_errors_name_the_row(tmp_path):
-    write_manifest([{"rs_path": "a.tif", "sv_path": "p.png", "lon": "x", "lat": "1", "query_x": "0.5", "query_y": "0.5"}],
-                   tmp_path / "m.csv")
+    write_manifest([{"rs_path": "a.tif", "sv_path": "p.png", "lon": "x", "lat": "1", "query_x": "0.5",
+                     "query_y": "0.5"}], tmp_path / "m.csv")
     with pytest.raises(GAIRError, match="row 2: column lon"):
         read_manifest(tmp_path / "m.csv")
     write_manifest([{"rs_path": "a.tif", "sv_path": "p.png", "lon": "1", "lat": "1"}], tmp_path / "m.csv")

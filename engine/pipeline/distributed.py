@@ -32,10 +32,6 @@ class Shard:
         return self.rank == 0
 
 
-def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def init_from_env(device: str = "auto") -> Shard:
     """Join the process group that torchrun describes in RANK/WORLD_SIZE/LOCAL_RANK; a no-op when run alone.
 
@@ -45,7 +41,7 @@ def init_from_env(device: str = "auto") -> Shard:
     """
     if device not in DEVICES:
         raise GAIRError(f"device must be one of {', '.join(DEVICES)}, got {device!r} (torchrun picks the GPU per rank)")
-    alone = env_world_size() <= 1
+    alone = int(os.environ.get("WORLD_SIZE", "1")) <= 1
     if alone and device != "cuda":
         return Shard()  # without importing torch (the ONNX runtime needs none)
     import torch

@@ -161,7 +161,8 @@ class PretrainConfig:
             if not value > 0:
                 raise GAIRError(f"{name} must be > 0, got {value}")
         if self.objective.name == "gair" and self.objective.rs_sv_weight > 0 and self.train.batch_size < 2:
-            raise GAIRError("train.batch_size must be at least 2: the RS-SV loss contrasts each pair with the rest of the batch")
+            raise GAIRError("train.batch_size must be at least 2: the RS-SV loss contrasts each pair with the rest of "
+                            "the batch")
         if self.optim.lr < 0 or self.optim.min_lr < 0:
             raise GAIRError("optim.lr and optim.min_lr must not be negative (optim.lr = 0 applies the base_lr rule)")
         if not 0.0 < self.data.sv_crop_scale[0] <= self.data.sv_crop_scale[1] <= 1.0:
@@ -193,7 +194,8 @@ def _build(cls, data: dict, where: str = ""):
         if key not in fields:
             raise GAIRError(f"unknown option {name}; known: {', '.join(sorted(fields))}")
         default = getattr(cls(), key)
-        kwargs[key] = _build(type(default), value, name) if dataclasses.is_dataclass(default) else _coerce(value, default, name)
+        kwargs[key] = (_build(type(default), value, name) if dataclasses.is_dataclass(default)
+                       else _coerce(value, default, name))
     return cls(**kwargs)
 
 

@@ -24,11 +24,13 @@ def gather_ranks(x: torch.Tensor) -> torch.Tensor:
     import torch.distributed.nn.functional as dist_fn
 
     with warnings.catch_warnings():  # torch 2.13 marks it deprecated for a private replacement; it still works
-        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather",
+                                category=FutureWarning)
         return torch.cat(dist_fn.all_gather(x), dim=0)
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float,
+             gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE(a -> b), CE(b -> a)) with in-batch negatives; with `gather`, the negatives come from every rank."""
     if gather and distributed():
         a_all, b_all = gather_ranks(a), gather_ranks(b)
@@ -87,7 +89,8 @@ def csp_inbatch(loc: torch.Tensor, img: torch.Tensor, temperature: float, symmet
     return loss + F.cross_entropy(logits.T, target) if symmetric else loss
 
 
-def csp_random_locations(loc: torch.Tensor, random_loc: torch.Tensor, img: torch.Tensor, temperature: float) -> torch.Tensor:
+def csp_random_locations(loc: torch.Tensor, random_loc: torch.Tensor, img: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
     """CSP sampled-negative term: each image's own location against K random locations (random_loc (K, B, D))."""
     pos = (loc * img).sum(dim=-1, keepdim=True)
     neg = torch.einsum("kbd,bd->bk", random_loc, img)

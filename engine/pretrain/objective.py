@@ -76,7 +76,8 @@ class GAIRObjective(nn.Module):
         self._teacher = (teacher,)  # a tuple keeps the frozen teacher out of parameters(), DDP and state_dict
         self.queue = LocationQueue(model, queue_filled)
 
-    def forward(self, rs: torch.Tensor, sv: torch.Tensor, rel_xy: torch.Tensor, lonlat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, rs: torch.Tensor, sv: torch.Tensor, rel_xy: torch.Tensor,
+                lonlat: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, m = self.cfg, self.model
         tokens = m.rs_tokens(rs)
         r = F.normalize(localized(m, tokens, rel_xy, cfg.query_mode).float(), dim=-1)

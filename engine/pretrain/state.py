@@ -18,7 +18,8 @@ CHECKPOINT_FORMAT = "gair-pretrain-checkpoint"
 def rng_state() -> dict:
     """Python, numpy, torch (and CUDA) generator states, as tensors and tuples torch.load(weights_only) accepts."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+    state = {"python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -59,7 +60,8 @@ def find_checkpoint(resume: str | bool, out_dir: str | Path) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not path.is_file():
-        raise GAIRError(f"checkpoint {path} not found; --resume takes a checkpoint file or nothing (the newest in {out_dir})")
+        raise GAIRError(f"checkpoint {path} not found; --resume takes a checkpoint file or nothing (the newest in "
+                        f"{out_dir})")
     return path
 
 

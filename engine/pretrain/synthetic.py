@@ -95,7 +95,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 def land_cover(spec: WorldSpec, rng: np.random.Generator) -> np.ndarray:
     """(H, W) class indices: argmax of smooth per-class fields plus the regional trends."""
     n = spec.size_px
-    ys, xs = np.meshgrid(np.linspace(1, -1, n, dtype=np.float32), np.linspace(-1, 1, n, dtype=np.float32), indexing="ij")
+    ys, xs = np.meshgrid(np.linspace(1, -1, n, dtype=np.float32), np.linspace(-1, 1, n, dtype=np.float32),
+                         indexing="ij")
     logits = np.stack([
         _smooth_noise(rng, (n, n), spec.patch_sigma_px) + spec.trend_strength * (tx * xs + ty * ys)
         for tx, ty in TRENDS

@@ -42,7 +42,7 @@ from .state import (
     save_checkpoint,
     set_rng_state,
 )
-from .weights import StartReport, build_start, build_teacher, refresh_fingerprint
+from .weights import StartReport, build_start, build_teacher
 
 
 @dataclass
@@ -153,8 +153,8 @@ class _Session:
         t = self.cfg.train
         (self.out_dir / "pretrain_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2, default=str))
         print(f"start: {self.start.source}; {len(self.samples)} samples, {self.shard.world_size} process(es) x batch "
-              f"{t.batch_size} x accum {self.accum}; lr {self.lr:.3g}; {self.total} steps ({self.steps_per_epoch}/epoch); "
-              f"device {self.device}")
+              f"{t.batch_size} x accum {self.accum}; lr {self.lr:.3g}; {self.total} steps "
+              f"({self.steps_per_epoch}/epoch); device {self.device}")
         for note in self.start.notes:
             print(note)
         if self.frozen:
@@ -281,7 +281,7 @@ class _Session:
         if self.main:
             import engine
 
-            refresh_fingerprint(self.model)
+            self.model.invalidate_fingerprint()
             bundle = engine.save_bundle(self.model.eval(), self.out_dir / "bundle",
                                         source=f"engine.pretrain ({self.start.source}, {self.step} steps)")
             print(f"bundle: {bundle} (fingerprint {self.model.fingerprint})")

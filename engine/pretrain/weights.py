@@ -56,8 +56,9 @@ def load_croma(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
             copied[key] = value
     problems += [f"missing {k}" for k in ours if not k.startswith("linear_input.") and k not in copied]
     if problems:
-        raise GAIRError(f"the CROMA encoder does not fit this model ({model.config.embed_dim}-d, {model.config.rs_depth} "
-                        f"layers): {'; '.join(problems[:6])}; use CROMA_base.pt with the base model")
+        raise GAIRError(f"the CROMA encoder does not fit this model ({model.config.embed_dim}-d, "
+                        f"{model.config.rs_depth} layers): {'; '.join(problems[:6])}; use CROMA_base.pt with the base "
+                        "model")
     ours.update({k: v.to(ours[k].dtype) for k, v in copied.items()})
     target.load_state_dict(ours)
     target.linear_input.reset_parameters()
@@ -79,7 +80,8 @@ def load_geoclip(encoder: nn.Module, state: dict[str, torch.Tensor]) -> list[str
                 raise GAIRError(f"GeoCLIP weights lack {key}; give geoclip/model/weights/location_encoder_weights.pth "
                                 "(scripts/fetch_geoclip_weights.py extracts it)")
             if tuple(state[key].shape) != tuple(ours[key].shape):
-                raise GAIRError(f"GeoCLIP {key} is {tuple(state[key].shape)}, this model's is {tuple(ours[key].shape)}: "
+                raise GAIRError(f"GeoCLIP {key} is {tuple(state[key].shape)}, this model's is "
+                                f"{tuple(ours[key].shape)}: "
                                 "GeoCLIP fits the base location encoder (256 frequencies, 1024 hidden, 3 layers)")
             mapped[key] = state[key].to(ours[key].dtype)
     extra = sorted({k.split(".")[0] for k in state} - set(capsules))
@@ -111,7 +113,8 @@ def build_start(cfg: PretrainConfig):
         model = engine.load_model(None if source == "hub" else source, device="cpu", backend="torch")
         report = StartReport(f"weights from {source}", model.queue_for_location.shape[1])
         if cfg.model.overrides:
-            report.notes.append(f"[model] overrides {cfg.model.overrides} ignored: the architecture comes from {source}")
+            report.notes.append(f"[model] overrides {cfg.model.overrides} ignored: the architecture comes from "
+                                f"{source}")
     if cfg.init.reset_queue or source == "random":
         model.queue_for_location.zero_()
         model.queue_ptr_location.zero_()
@@ -120,13 +123,8 @@ def build_start(cfg: PretrainConfig):
         report.notes += load_croma(model, croma_state(load_torch_file(cfg.init.croma, "CROMA weights")))
     if cfg.init.geoclip:
         report.notes += load_geoclip(model.location_encoder, load_torch_file(cfg.init.geoclip, "GeoCLIP weights"))
-    refresh_fingerprint(model)
+    model.invalidate_fingerprint()  # weights changed in place
     return model.train(), report
-
-
-def refresh_fingerprint(model: nn.Module) -> None:
-    """Weights changed in place: drop the cached fingerprint."""
-    model.invalidate_fingerprint()
 
 
 def build_teacher(cfg: PretrainConfig, model: nn.Module) -> nn.Module | None:
