@@ -78,7 +78,7 @@ def check_mapping(weights: Path, wheel: Path) -> float:
     from engine.config import GAIRConfig
     from engine.model.encoders import LocationEncoder, equal_earth
     from engine.pretrain.weights import load_geoclip
-    from engine.runtime.loading import load_torch_file
+    from engine.model.torch_file import load_torch_file
 
     state = load_torch_file(weights, "GeoCLIP weights")
     encoder = LocationEncoder(GAIRConfig())

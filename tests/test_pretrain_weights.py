@@ -137,3 +137,23 @@ def test_random_and_bundle_starts(tmp_path):
     teacher = build_teacher(load_config("configs/tiny.toml", ["objective.distill=true"]), c)
     assert teacher is not c and not any(p.requires_grad for p in teacher.parameters())
     assert build_teacher(cfg, c) is None
+
+
+def test_weight_files_are_read_without_running_pickled_code(tmp_path):
+    """One loader (weights_only) for CROMA, GeoCLIP and training checkpoints; errors name what and which file."""
+    import datetime
+
+    from engine.pretrain.state import load_checkpoint
+
+    with pytest.raises(GAIRError, match=r"CROMA weights .*none\.pt not found"):
+        build_start(load_config("configs/tiny.toml", [f'init.croma="{tmp_path / "none.pt"}"']))
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"when": datetime.date(2024, 1, 1)}, unsafe)  # any non-tensor global is refused by weights_only
+    with pytest.raises(GAIRError, match=r"could not read GeoCLIP weights .*unsafe\.pt"):
+        build_start(load_config("configs/tiny.toml", [f'init.geoclip="{unsafe}"']))
+    with pytest.raises(GAIRError, match="could not read training checkpoint"):
+        load_checkpoint(unsafe)
+    plain = tmp_path / "plain.pt"
+    torch.save({"step": 3}, plain)
+    with pytest.raises(GAIRError, match="is not a pretraining checkpoint"):
+        load_checkpoint(plain)

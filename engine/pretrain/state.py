@@ -10,7 +10,7 @@ import torch
 
 from ..errors import GAIRError
 from ..io.files import atomic_path
-from ..runtime.loading import load_torch_file
+from ..model.torch_file import load_torch_file
 
 CHECKPOINT_FORMAT = "gair-pretrain-checkpoint"
 

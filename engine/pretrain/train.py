@@ -22,7 +22,6 @@ from torch import nn
 
 from ..errors import Cancelled, GAIRError
 from ..pipeline.distributed import Shard, init_from_env, shutdown
-from ..runtime.loading import resolve_device
 from .config import PretrainConfig
 from .data import EpochSampler, PretrainDataset, make_loader
 from .manifest import read_manifest
@@ -64,8 +63,9 @@ def run(cfg: PretrainConfig, resume: str | bool = False, progress: Callable[[flo
     resume: True (the newest checkpoint in out_dir, if any) or a checkpoint path. cancel() -> True stops with
     engine.Cancelled, leaving the checkpoints written so far (resumable) and no bundle.
     """
-    shard = init_from_env(cfg.train.device)
-    device = torch.device(shard.device if shard.world_size > 1 else resolve_device(cfg.train.device))
+    shard = init_from_env(cfg.train.device)  # validates train.device; under torchrun, this rank's device
+    alone = "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+    device = torch.device(shard.device if shard.world_size > 1 else alone)
     threads = torch.get_num_threads()
     try:
         if cfg.train.threads > 0:

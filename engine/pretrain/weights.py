@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import GAIRError
-from ..runtime.loading import load_torch_file
+from ..model.torch_file import load_torch_file
 from .config import PretrainConfig
 
 
