@@ -62,8 +62,9 @@ def geoclip_functions(wheel: Path) -> dict:
     with zipfile.ZipFile(wheel) as zf:
         for source in SOURCES:
             tree = ast.parse(zf.read(source).decode("utf-8"))
+            wanted = ("equal_earth_projection", "gaussian_encoding")
             keep = [node for node in tree.body if isinstance(node, ast.Assign) or
-                    (isinstance(node, ast.FunctionDef) and node.name in ("equal_earth_projection", "gaussian_encoding"))]
+                    (isinstance(node, ast.FunctionDef) and node.name in wanted)]
             for node in keep:
                 if isinstance(node, ast.FunctionDef):
                     node.decorator_list = []  # run eagerly rather than through torch.jit.script
@@ -77,8 +78,8 @@ def check_mapping(weights: Path, wheel: Path) -> float:
 
     from engine.config import GAIRConfig
     from engine.model.encoders import LocationEncoder, equal_earth
-    from engine.pretrain.weights import load_geoclip
     from engine.model.torch_file import load_torch_file
+    from engine.pretrain.weights import load_geoclip
 
     state = load_torch_file(weights, "GeoCLIP weights")
     encoder = LocationEncoder(GAIRConfig())
