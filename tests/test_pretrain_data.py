@@ -189,6 +189,25 @@ def test_bands_are_read_by_identity_in_training_as_in_inference(tmp_path, crop_f
         np.testing.assert_array_equal(dataset[i]["rs"].numpy(), preprocess_rs(raw, TINY)[0])
 
 
+def test_explicit_bands_reach_training_as_they_reach_inference(tmp_path):
+    """No descriptions and an odd order: --bands (data.bands) picks the same raster bands in both."""
+    raster = tmp_path / "plain.tif"
+    data, points = _write_s2(raster, [""] * 11, lat=40.0)
+    bands = "11,10,9,8,7,6,5,4,2,1"  # one raster band number per model band
+    build_manifest([raster], points, tmp_path / "m.csv", GROUND, seed=0, require_photos=False, bands=bands)
+    samples = read_manifest(tmp_path / "m.csv", require_photos=False)
+    dataset = PretrainDataset(samples, TINY, DataSection(bands=bands), train=False, photos=False)
+    picked = data[[int(b) - 1 for b in bands.split(",")]]
+    for i, sample in enumerate(samples):
+        c0, r0, w, h = sample.window
+        with SourceRaster(raster, TINY, bands) as src:
+            inference = src.read(rasterio.windows.Window(*sample.window))[0]
+        np.testing.assert_array_equal(inference, picked[:, r0:r0 + h, c0:c0 + w])
+        np.testing.assert_array_equal(dataset[i]["rs"].numpy(), preprocess_rs(inference, TINY)[0])
+    with pytest.raises(GAIRError, match="plain.tif: cannot tell which of the raster's 11 bands"):
+        build_manifest([raster], points, tmp_path / "m2.csv", GROUND, require_photos=False)
+
+
 def raster_transform(path):
     with rasterio.open(path) as ds:
         return ds.transform
