@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GAIRError
+from ..pipeline.distributed import DEVICES
 
 QUERY_MODES = ("nili", "bilinear", "bicubic", "mean")
 LOCATION_NEGATIVES = ("queue", "batch", "batch+queue")
@@ -141,6 +142,7 @@ class PretrainConfig:
             (self.csp.encoder, CSP_ENCODERS, "csp.encoder"),
             (self.csp.image, CSP_IMAGES, "csp.image"),
             (self.train.amp, AMP_MODES, "train.amp"),
+            (self.train.device, DEVICES, "train.device"),
         ]
         for value, allowed, name in checks:
             if value not in allowed:

@@ -94,7 +94,7 @@ def read_manifest(path: str | Path, require_photos: bool = True) -> list[Sample]
     """Rows as Samples with absolute paths; a bad row raises naming the row and column."""
     path = Path(path)
     if not path.is_file():
-        raise GAIRError(f"manifest {path} not found; make one with `python -m engine.pretrain.build_dataset`")
+        raise GAIRError(f"manifest {path} not found; make one with `python -m engine build-dataset`")
     rows = _read_table(path)
     if not rows:
         raise GAIRError(f"manifest {path} has no rows")

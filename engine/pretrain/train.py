@@ -63,7 +63,7 @@ def run(cfg: PretrainConfig, resume: str | bool = False, progress: Callable[[flo
     resume: True (the newest checkpoint in out_dir, if any) or a checkpoint path. cancel() -> True stops with
     engine.Cancelled, leaving the checkpoints written so far (resumable) and no bundle.
     """
-    shard = init_from_env(cfg.train.device)  # validates train.device; under torchrun, this rank's device
+    shard = init_from_env(cfg.train.device)  # under torchrun, this rank's device
     alone = "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
     device = torch.device(shard.device if shard.world_size > 1 else alone)
     threads = torch.get_num_threads()
@@ -101,7 +101,7 @@ class _Session:
         self.main = shard.is_main
         self.out_dir = Path(t.out_dir)
         if not cfg.data.manifest:
-            raise GAIRError("no manifest: set data.manifest (make one with `python -m engine.pretrain.build_dataset`)")
+            raise GAIRError("no manifest: set data.manifest (make one with `python -m engine build-dataset`)")
         self.amp_dtype, use_scaler = amp_settings(t.amp, device)
         self.model, self.start = build_start(cfg)
         self.model.to(device)
