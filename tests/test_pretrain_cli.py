@@ -80,3 +80,16 @@ def test_module_aliases_run_as_documented(tmp_path):
     done = subprocess.run([sys.executable, "-m", "engine", "--help"], cwd=ROOT, capture_output=True, text=True,
                           check=False, timeout=120)
     assert all(name in done.stdout for name in ("pretrain", "build-dataset", "synthetic"))
+
+
+def test_the_clis_cancel_callback_stops_build_dataset_leaving_nothing(world, tmp_path):
+    from engine import Cancelled
+    from engine.cli.main import build_parser
+
+    out = tmp_path / "m.csv"
+    args = build_parser().parse_args(["build-dataset", "--rasters", str(world / "sentinel2.tif"), "--photos",
+                                      str(world / "photos.csv"), "--out", str(out), "--quiet"])
+    args.cancel = lambda: True  # the one CLI's Ctrl-C callback, already tripped
+    with pytest.raises(Cancelled, match="nothing was written"):
+        args.handler(args)
+    assert args.cancellable and not out.exists() and not list(tmp_path.iterdir())

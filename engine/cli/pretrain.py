@@ -14,6 +14,7 @@ are aliases that run these same commands.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..errors import Cancelled
@@ -78,6 +79,16 @@ def run_alias(command: str, argv: list[str] | None) -> int:
     return main([command, *(sys.argv[1:] if argv is None else argv)])
 
 
+def _cancel_callback(args):
+    """The CLI's Ctrl-C callback when it offers one (polled between steps), in a single process only: under
+    torchrun, ranks must stop at the same step, so there Ctrl-C interrupts as usual."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return None
+    cancel = getattr(args, "cancel", None)
+    args.cancellable = cancel is not None
+    return cancel
+
+
 def _pretrain(args) -> int:
     from ..pretrain.config import load_config
 
@@ -91,7 +102,7 @@ def _pretrain(args) -> int:
     from ..pretrain.train import run
 
     try:
-        result = run(cfg, resume=args.resume)
+        result = run(cfg, resume=args.resume, cancel=_cancel_callback(args))
     except KeyboardInterrupt:
         raise Cancelled(f"pretraining interrupted; --resume continues from the last checkpoint in "
                         f"{cfg.train.out_dir}") from None
@@ -102,9 +113,10 @@ def _pretrain(args) -> int:
 
 
 def _build_dataset(args) -> int:
+    from tqdm import tqdm
+
     from ..config import GAIRConfig
     from ..pretrain.build_dataset import build_manifest, expand_rasters, read_points
-    from .pipeline import _progress
 
     model_config = GAIRConfig()
     if args.config:
@@ -113,12 +125,13 @@ def _build_dataset(args) -> int:
         model_config = load_config(args.config).gair_config()
     points = read_points(args.photos, args.lon_field, args.lat_field, args.path_field, args.date_field,
                          args.label_field)
-    with _progress("crops", not args.quiet) as progress:
+    with tqdm(total=100, unit="%", desc="crops", file=sys.stderr, disable=args.quiet) as bar:
         try:
             report = build_manifest(expand_rasters(args.rasters), points, args.out,
                                     args.crop_ground_m or model_config.crop_ground_m, args.seed, args.tries,
-                                    args.crops_dir, require_photos=bool(args.path_field), progress=progress,
-                                    bands=args.bands, model_config=model_config)
+                                    args.crops_dir, require_photos=bool(args.path_field),
+                                    progress=lambda fraction: bar.update(round(fraction * 100) - bar.n),
+                                    cancel=_cancel_callback(args), bands=args.bands, model_config=model_config)
         except KeyboardInterrupt:
             raise Cancelled("building the manifest was interrupted; nothing was written") from None
     print(report.summary())
