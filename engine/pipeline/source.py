@@ -153,7 +153,7 @@ class SourceRaster:
     def close(self) -> None:
         self.ds.close()
 
-    def __enter__(self) -> "SourceRaster":
+    def __enter__(self) -> SourceRaster:
         return self
 
     def __exit__(self, *exc) -> None:
