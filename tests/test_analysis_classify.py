@@ -16,7 +16,7 @@ from engine.analysis import (
     train_regressor,
 )
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
-from engine.analysis.vectors import write_gpkg
+from engine.io.vectors import write_gpkg
 
 NAMES = np.array(["water", "forest", "urban", "crop"], dtype=object)
 

@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from engine.cli.analysis import main
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
-from engine.analysis.vectors import reproject, write_gpkg
+from engine.io.vectors import reproject, write_gpkg
 from engine.io.embedding_raster import EmbeddingRasterWriter
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"

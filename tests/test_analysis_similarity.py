@@ -12,7 +12,7 @@ from engine import Cancelled, GAIRError
 from engine.analysis import rank_features, similarity_search
 from engine.analysis.similarity import cosine_scan, query_matrix
 from engine.analysis.synthetic import make_planted_raster, pixel_xy
-from engine.analysis.vectors import write_gpkg
+from engine.io.vectors import write_gpkg
 from engine.io.embedding_raster import (
     EmbeddingRaster,
     EmbeddingRasterWriter,
@@ -91,7 +91,7 @@ def test_pca_raster_projects_full_dim_reference_layer(planted, tmp_path):
     """An embedding layer in the model's full space is projected through the raster's PCA sidecar."""
     from rasterio.windows import Window
 
-    with EmbeddingRaster.open(planted.path) as full:
+    with EmbeddingRaster(planted.path) as full:
         vectors, _, _ = sample_pixels(full, 4000, seed=0)
         block = full.read_block(Window(0, 0, full.width, full.height))
     pca = PCAProjection.from_sample(vectors, 8, model=full.meta.model)

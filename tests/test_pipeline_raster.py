@@ -18,7 +18,7 @@ from engine.pipeline import embed_raster
 from engine.pipeline import raster as raster_module
 from engine.pipeline.bands import L2A_12
 from engine.pipeline.blend import ProjectedField, crop_field
-from engine.pipeline.raster import quicklook_path
+from engine.io.files import quicklook_path
 from engine.pipeline.tiling import CropLayout
 from engine.runtime.preprocess import preprocess_rs
 
@@ -169,7 +169,7 @@ def test_coarser_input_is_resampled_to_the_crop_ground_size(tmp_path, tiny_model
 def test_pca_int16_matches_projected_full_field(tmp_path, s2_raster, tiny_model):
     full = _read(embed_raster(s2_raster, tmp_path / "full.tif", tiny_model, quicklook=False))
     out = embed_raster(s2_raster, tmp_path / "pca.tif", tiny_model, dims=4, dtype="int16")
-    with EmbeddingRaster.open(out) as er:
+    with EmbeddingRaster(out) as er:
         assert er.int16 and er.dims == 4 and er.meta.model_dims == 32
         assert er.meta.space == er.pca.space and er.meta.space.startswith(tiny_model.fingerprint + "-pca4-")
         reduced = er.read_block(rasterio.windows.Window(0, 0, 224, 160))

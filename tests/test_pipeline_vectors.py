@@ -121,10 +121,10 @@ def test_space_of_an_embedding_raster_and_the_analysis_reader(tmp_path, tiny_mod
     full, _, _ = read_output(embed_features(raster, layer, tmp_path / "full.gpkg", tiny_model).path)
     result = embed_features(raster, layer, tmp_path / "red.gpkg", tiny_model, space=reduced)
     vec, _, meta = read_output(result.path)
-    with EmbeddingRaster.open(reduced) as er:
+    with EmbeddingRaster(reduced) as er:
         np.testing.assert_allclose(vec, er.project(full), rtol=1e-5, atol=1e-6)
         assert meta["GAIR_SPACE"] == er.meta.space == result.space and meta["GAIR_DIMS"] == "5"
-        from engine.analysis.vectors import read_embedding_layer
+        from engine.io.feature_layer import read_embedding_layer
 
         _, vectors, layer_meta = read_embedding_layer(result.path)
         assert vectors.shape == (2, 5) and layer_meta.space == er.meta.space
