@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import GAIRError
 from ..io.embedding_raster import EmbeddingRaster
 from ..io.files import atomic_path
-from ..io.space import EmbeddingSpace, check_same_space
+from ..io.space import EmbeddingSpace
 from ..io.vectors import read_layer
 from .pixels import samples_from_layer
 
@@ -138,8 +138,10 @@ def load_model_file(path: str | os.PathLike) -> dict:
 def check_model_matches(bundle: dict, raster: EmbeddingRaster, model_path) -> None:
     """Refuse rasters in another embedding space (model, query mode, NILI convention, PCA, options) or dims."""
     name = Path(model_path).name
-    check_same_space(EmbeddingSpace(**bundle["space"]), raster, names=(f"{name} (the space it was trained in)",
-                                                                      raster.path.name))
+    differences = EmbeddingSpace(**bundle["space"]).differences(raster.meta.space)
+    if differences:
+        raise GAIRError(f"{name} was trained on embeddings made another way than {raster.path.name} "
+                        f"({'; '.join(differences)}); embed the raster the way the training raster was, or retrain")
     if bundle["dims"] != raster.dims:
         raise GAIRError(f"{name} was trained on {bundle['dims']}-dim embeddings, but {raster.path.name} has "
                         f"{raster.dims} dims; use a raster embedded the same way, or retrain on this one")
