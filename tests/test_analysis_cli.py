@@ -15,12 +15,12 @@ import rasterio
 import shapely
 from rasterio.windows import Window
 
-from engine.cli.analysis import main
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
+from engine.cli.analysis import main
+from engine.io.embedding_raster import EmbeddingRasterWriter
 from engine.io.feature_layer import embedding_tags
 from engine.io.space import EmbeddingSpace
 from engine.io.vectors import reproject, write_gpkg
-from engine.io.embedding_raster import EmbeddingRasterWriter
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 

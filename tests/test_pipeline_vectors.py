@@ -19,7 +19,7 @@ import engine
 from engine import GAIRError
 from engine.io.embedding_raster import EmbeddingRaster
 from engine.io.space import EmbeddingSpace
-from engine.pipeline import embed_locations, embed_photos, embed_features, embed_raster
+from engine.pipeline import embed_features, embed_locations, embed_photos, embed_raster
 from engine.runtime.preprocess import load_photo, preprocess_rs, preprocess_sv
 
 from .test_pipeline_raster import MODEL_BANDS, synthetic_s2, write_raster
