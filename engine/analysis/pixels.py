@@ -10,10 +10,6 @@ from ..io.embedding_raster import EmbeddingRaster
 from ..io.vectors import VectorLayer, crs_name, is_pointlike, reproject
 
 
-def layer_in_raster_crs(layer: VectorLayer, raster: EmbeddingRaster) -> np.ndarray:
-    return reproject(layer.geometries, layer.crs, raster.crs)
-
-
 def world_to_pixel(raster: EmbeddingRaster, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer (row, col) of the pixels holding map coordinates (may be outside the raster)."""
     cols, rows = ~raster.transform * (np.asarray(xs, np.float64), np.asarray(ys, np.float64))
@@ -60,7 +56,7 @@ def samples_from_layer(raster: EmbeddingRaster, layer: VectorLayer) -> Samples:
     from rasterio.features import geometry_mask
     from rasterio.windows import transform as window_transform
 
-    geoms = layer_in_raster_crs(layer, raster)
+    geoms = reproject(layer.geometries, layer.crs, raster.crs)
     rows_all, cols_all, owner = [], [], []
     outside = 0
     for i, geom in enumerate(geoms):

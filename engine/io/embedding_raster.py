@@ -164,11 +164,6 @@ class EmbeddingMeta:
         return self.space.model
 
 
-def raster_kind(tags: dict) -> str:
-    """GAIR_KIND of a raster's dataset tags ("" for rasters GAIR did not write)."""
-    return tags.get(TAG_KIND, "")
-
-
 class EmbeddingRaster:
     """An open embedding raster: metadata plus float32 block reads with NaN for nodata.
 
@@ -196,7 +191,7 @@ class EmbeddingRaster:
 
     def _read_meta(self) -> EmbeddingMeta:
         tags = self._ds.tags()
-        kind = raster_kind(tags)
+        kind = tags.get(TAG_KIND, "")
         if kind in DERIVED_KINDS:
             raise GAIRError(f"{self.path.name} is a GAIR {kind} raster (an analysis result), not an embedding "
                             "raster; choose the embedding raster it was made from")

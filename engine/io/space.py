@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..errors import GAIRError
 
@@ -49,10 +49,6 @@ class EmbeddingSpace:
         """Short readable hash of the identity: `<fingerprint[:8]>-<hash of all parts>`."""
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.model[:8]}-{digest}"
-
-    def full(self) -> EmbeddingSpace:
-        """The same space before any PCA reduction."""
-        return replace(self, pca="")
 
     def tags(self) -> dict[str, str]:
         tags = {TAG_SPACE: self.id, TAG_MODEL: self.model, TAG_QUERY_MODE: self.mode, TAG_CONVENTION: self.convention,
@@ -93,7 +89,7 @@ class EmbeddingSpace:
         return found
 
 
-def space_of(item) -> EmbeddingSpace:
+def _space_of(item) -> EmbeddingSpace:
     """The EmbeddingSpace of a raster, layer meta, model bundle or the space itself (anything with `.space`)."""
     if isinstance(item, EmbeddingSpace):
         return item
@@ -116,7 +112,7 @@ def check_same_space(a, b, names: tuple[str, str] | None = None, ignore_pca: boo
 
     ignore_pca: the caller projects full-dims vectors through the other side's PCA itself.
     """
-    differences = space_of(a).differences(space_of(b), ignore_pca)
+    differences = _space_of(a).differences(_space_of(b), ignore_pca)
     if differences:
         name_a, name_b = names or (_name(a, "the first embedding"), _name(b, "the second embedding"))
         raise GAIRError(f"{name_a} and {name_b} are in different embedding spaces ({'; '.join(differences)}); "
