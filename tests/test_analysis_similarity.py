@@ -183,3 +183,6 @@ def test_rank_features_of_embedding_layer(tmp_path):
                layer_metadata=embedding_tags(replace(space, convention="legacy"), 12, 12, "rs"))
     with pytest.raises(GAIRError, match="NILI convention released vs legacy"):
         rank_features(tmp_path / "emb.gpkg", tmp_path / "r3.gpkg", reference_layer=tmp_path / "legacy.gpkg")
+    write_gpkg(tmp_path / "bare.gpkg", pts, fields, "EPSG:4326", layer="bare")  # vectors of an unknown space
+    with pytest.raises(GAIRError, match="bare.gpkg has embedding fields but no GAIR_MODEL metadata"):
+        rank_features(tmp_path / "bare.gpkg", tmp_path / "r4.gpkg", reference_fids=[int(fids[0])])

@@ -131,9 +131,6 @@ def _layer_references(raster: EmbeddingRaster, path, layer) -> np.ndarray:
         np.add.at(sums, inverse, samples.vectors)
         return (sums / np.bincount(inverse)[:, None]).astype(np.float32)
     meta = layer_embedding_meta(data, vectors.shape[1])
-    if meta is None:
-        raise GAIRError(f"{Path(path).name} has embedding fields but no GAIR_MODEL metadata; cannot tell which "
-                        "space they are in. Re-create it with the engine's embed commands")
     names = (Path(path).name, raster.path.name)
     if not meta.space.pca and raster.meta.space.pca:  # full-dims vectors, PCA-reduced raster: project them
         check_same_space(meta, raster, names, ignore_pca=True)

@@ -57,11 +57,12 @@ def embedding_vectors(layer: VectorLayer) -> np.ndarray | None:
     return np.column_stack([layer.fields[n].astype(np.float32) for n in names])
 
 
-def layer_embedding_meta(layer: VectorLayer, dims: int) -> EmbeddingMeta | None:
-    """The identity stored with a per-feature layer; None when it has none (e.g. a GeoJSON copy)."""
+def layer_embedding_meta(layer: VectorLayer, dims: int) -> EmbeddingMeta:
+    """The identity stored with a per-feature layer; an error when it has none (e.g. a GeoJSON copy)."""
     values = read_layer_metadata(layer.path, layer.name)
     if TAG_MODEL not in values:
-        return None
+        raise GAIRError(f"{layer.path.name} has embedding fields but no {TAG_MODEL} metadata, so the space of its "
+                        "vectors is unknown; re-create it with the engine's embed commands (as a GeoPackage)")
     space = EmbeddingSpace.from_tags(values, layer.path.name)
     return EmbeddingMeta(space=space, dims=dims, model_dims=int(values.get(TAG_MODEL_DIMS) or dims))
 
@@ -74,8 +75,4 @@ def read_embedding_layer(path: str | os.PathLike, layer: str | int | None = None
     if vectors is None:
         raise GAIRError(f"{Path(path).name} has no {BAND_PREFIX}000.. fields; it is not a per-feature embedding "
                         "layer (make one with the engine's embed commands)")
-    meta = layer_embedding_meta(data, vectors.shape[1])
-    if meta is None:
-        raise GAIRError(f"{Path(path).name} has embedding fields but no {TAG_MODEL} metadata, so the space of its "
-                        "vectors is unknown; re-create it with the engine's embed commands (as a GeoPackage)")
-    return data, vectors, meta
+    return data, vectors, layer_embedding_meta(data, vectors.shape[1])
