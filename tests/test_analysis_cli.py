@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 import shapely
 from rasterio.windows import Window

@@ -1,4 +1,4 @@
-"""Embedding raster format: round trips, tags, int16 scaling, PCA sidecar, atomic writes, space identity, raster kind."""
+"""Embedding raster format: round trips, tags, int16 scaling, PCA sidecar, atomic writes, space identity, kinds."""
 from __future__ import annotations
 
 import numpy as np

@@ -14,13 +14,13 @@ import engine
 from engine import Cancelled, GAIRError
 from engine.config import S2_MEAN, S2_STD
 from engine.io.embedding_raster import EmbeddingRaster, band_names
+from engine.io.files import output_files, quicklook_path
 from engine.io.pca import PCAProjection
+from engine.io.space import EmbeddingSpace
 from engine.pipeline import embed_raster
 from engine.pipeline import raster as raster_module
 from engine.pipeline.bands import L2A_12
 from engine.pipeline.blend import ProjectedField, crop_field
-from engine.io.files import output_files, quicklook_path
-from engine.io.space import EmbeddingSpace
 from engine.pipeline.tiling import CropLayout
 from engine.runtime.preprocess import preprocess_rs
 
