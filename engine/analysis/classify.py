@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster
 from ..errors import GAIRError
-from .rasters import CLASS_NODATA, OutputRaster, check_cancel, scan, stage
+from ..io.embedding_raster import EmbeddingRaster
+from .rasters import CLASS_NODATA, OutputRaster, check_cancel, stage
 from .report import classification_report, write_report
 from .sampling import (
     check_class_counts,
@@ -92,7 +92,7 @@ def train_model(raster_path: str | os.PathLike, labels_path: str | os.PathLike, 
 
     if folds < 2:
         raise GAIRError("cross-validation needs folds >= 2")
-    with EmbeddingRaster.open(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:
         data = training_data(raster, labels_path, label_field, layer, numeric=how.numeric,
                              max_pixels_per_feature=max_pixels_per_feature, seed=seed)
         y, extra = how.targets(data, folds)
@@ -102,7 +102,7 @@ def train_model(raster_path: str | os.PathLike, labels_path: str | os.PathLike, 
         predicted = cross_val_predict(how.estimator(len(y) * (folds - 1) // folds, seed), data.vectors, y,
                                       groups=data.groups, cv=how.splitter(folds, seed))
         report = how.report(y, predicted, extra, folds, data.grouped)
-        report.update({"embedding_model": raster.meta.model, "embedding_space": raster.meta.space,
+        report.update({"embedding_model": raster.meta.model, "embedding_space": raster.meta.space.id,
                        how.field_key: label_field})
         check_cancel(cancel, "cross-validating")
         if progress is not None:
@@ -161,21 +161,23 @@ def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, o
     bundle = load_model_file(model_path)
     estimator = bundle["estimator"]
     regression = bundle.get("task") == "regression"
-    with EmbeddingRaster.open(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:
         check_model_matches(bundle, raster, model_path)
         tags = {"GAIR_ANALYSIS_MODEL": Path(model_path).name, "GAIR_METHOD": bundle["method"]}
         if regression:
-            out = OutputRaster(out_path, raster, "float32", float("nan"), f"predicted {bundle['field']}", tags)
+            out = OutputRaster(out_path, raster, "prediction", "float32", float("nan"),
+                               f"predicted {bundle['field']}", tags)
             conf = None
         else:
-            out = OutputRaster(out_path, raster, "uint8", CLASS_NODATA, f"class ({bundle['field']})", tags,
+            out = OutputRaster(out_path, raster, "classes", "uint8", CLASS_NODATA, f"class ({bundle['field']})", tags,
                                class_names=list(bundle["classes"]))
-            conf = OutputRaster(confidence_path, raster, "float32", float("nan"), "confidence (top probability)",
-                                tags) if confidence_path is not None else None
+            conf = OutputRaster(confidence_path, raster, "confidence", "float32", float("nan"),
+                                "confidence (top probability)", tags) if confidence_path is not None else None
         outputs = [o for o in (out, conf) if o is not None]
         counts = np.zeros(len(bundle.get("classes", [])) + 1, np.int64)
         try:
-            for window, bands in scan(raster, block_size, progress, cancel):
+            for window, block in raster.iter_blocks(block_size, progress, cancel):
+                bands = block.reshape(raster.dims, -1)
                 valid = np.isfinite(bands).all(axis=0)
                 pixels = bands[:, valid].T  # (n_valid, K) for scikit-learn
                 if regression:
