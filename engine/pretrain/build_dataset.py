@@ -76,19 +76,18 @@ def read_points(path: str | Path, lon_field: str = "lon", lat_field: str = "lat"
 
 
 def _read_vector(path: Path):
-    import pyogrio.raw
+    """Rows, column names and the points' lon/lat (None for a layer without geometry) of any OGR vector layer."""
     import shapely
-    from pyproj import CRS, Transformer
 
-    meta, _, geometry, values = pyogrio.raw.read(path)
-    columns = list(meta["fields"])
-    rows = [{c: values[j][i] for j, c in enumerate(columns)} for i in range(len(geometry))]
-    if geometry is None or not len(geometry):
+    from ..io.vectors import read_layer, reproject
+
+    layer = read_layer(path)
+    columns = list(layer.fields)
+    rows = [{c: layer.fields[c][i] for c in columns} for i in range(len(layer))]
+    if not len(layer) or all(g is None for g in layer.geometries):
         return rows, set(columns), None, None
-    points = shapely.from_wkb(geometry)
+    points = layer.geometries if layer.crs is None else reproject(layer.geometries, layer.crs, "EPSG:4326")
     x, y = shapely.get_x(points), shapely.get_y(points)
-    if meta.get("crs") and not CRS.from_user_input(meta["crs"]).equals(CRS.from_epsg(4326)):
-        x, y = Transformer.from_crs(meta["crs"], "EPSG:4326", always_xy=True).transform(x, y)
     return rows, set(columns), list(np.asarray(x, float)), list(np.asarray(y, float))
 
 
