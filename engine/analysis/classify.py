@@ -135,9 +135,13 @@ def _class_targets(data, folds: int) -> tuple[np.ndarray, dict]:
 
 
 def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathLike, class_field: str,
-                     model_path: str | os.PathLike, *, method: str = "logistic", **options) -> TrainResult:
-    """train_model with a classifier: stratified group k-fold, accuracy/F1 report, class + confidence rasters.
-    options: those of train_model (folds, seed, layer, report_paths, output_path, confidence_path, ...)."""
+                     model_path: str | os.PathLike, *, method: str = "logistic", folds: int = 5, seed: int = 0,
+                     layer: str | None = None, report_paths: list[str | os.PathLike] = (),
+                     max_pixels_per_feature: int = 1000, output_path: str | os.PathLike | None = None,
+                     confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
+                     progress: Callable[[float], None] | None = None,
+                     cancel: Callable[[], bool] | None = None) -> TrainResult:
+    """train_model with a classifier: stratified group k-fold, accuracy/F1 report, class + confidence rasters."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     if method not in CLASSIFIERS:
@@ -148,7 +152,10 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
         splitter=lambda folds, seed: StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed),
         report=lambda y, predicted, extra, folds, grouped: classification_report(
             y, predicted, extra["classes"], method, folds, grouped))
-    return train_model(raster_path, labels_path, class_field, model_path, how, **options)
+    return train_model(raster_path, labels_path, class_field, model_path, how, folds=folds, seed=seed, layer=layer,
+                       report_paths=report_paths, max_pixels_per_feature=max_pixels_per_feature,
+                       output_path=output_path, confidence_path=confidence_path, block_size=block_size,
+                       progress=progress, cancel=cancel)
 
 
 def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, out_path: str | os.PathLike, *,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,9 +34,12 @@ def _value_targets(data, folds: int) -> tuple[np.ndarray, dict]:
 
 
 def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLike, value_field: str,
-                    model_path: str | os.PathLike, *, method: str = "random_forest", **options) -> TrainResult:
-    """train_model with a regressor: group k-fold R^2 and RMSE, a float32 prediction raster when applied.
-    options: those of train_model (folds, seed, layer, report_paths, output_path, ...)."""
+                    model_path: str | os.PathLike, *, method: str = "random_forest", folds: int = 5, seed: int = 0,
+                    layer: str | None = None, report_paths: list[str | os.PathLike] = (),
+                    max_pixels_per_feature: int = 1000, output_path: str | os.PathLike | None = None,
+                    block_size: int | None = None, progress: Callable[[float], None] | None = None,
+                    cancel: Callable[[], bool] | None = None) -> TrainResult:
+    """train_model with a regressor: group k-fold R^2 and RMSE, a float32 prediction raster when applied."""
     from sklearn.model_selection import GroupKFold
 
     if method not in REGRESSORS:
@@ -45,4 +49,6 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
         estimator=lambda n, seed: make_regressor(method, seed),
         splitter=lambda folds, seed: GroupKFold(n_splits=folds, shuffle=True, random_state=seed),
         report=lambda y, predicted, extra, folds, grouped: regression_report(y, predicted, method, folds, grouped))
-    return train_model(raster_path, labels_path, value_field, model_path, how, **options)
+    return train_model(raster_path, labels_path, value_field, model_path, how, folds=folds, seed=seed, layer=layer,
+                       report_paths=report_paths, max_pixels_per_feature=max_pixels_per_feature,
+                       output_path=output_path, block_size=block_size, progress=progress, cancel=cancel)
