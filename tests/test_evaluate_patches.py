@@ -118,7 +118,6 @@ def test_probe_and_knn_beat_chance_on_both_splits_and_the_report_is_complete(eur
                 assert curve[-1]["n_train"] == pytest.approx(36 * 2 / 3, abs=4)
                 assert curve[0]["n_train"] == 3  # 1 % -> one label per class
                 assert curve[-1]["accuracy"] >= 0.9, (split, classifier, curve[-1])
-    # spatial blocks: no block is on both sides of a fold
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "<svg" in html and "crop_mean" in html and "nili_centre" in html and "linear probe" in html
 

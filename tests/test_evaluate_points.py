@@ -12,6 +12,17 @@ import pytest
 from engine.errors import GAIRError
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP workers fighting over the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from engine.pretrain.synthetic import WorldSpec, make_world
