@@ -55,9 +55,8 @@ def tiny_model():
 
 
 def test_point_features_follow_the_points_pipeline(world, tiny_model, tmp_path) -> None:
-    from engine.evaluate.points import point_features
+    from engine.evaluate.points import point_features, read_embeddings
     from engine.pipeline import embed_features
-    from engine.evaluate.points import read_embeddings
 
     layer = labels_layer(world, tmp_path / "labels.gpkg", blank_every=10)
     features, labels, coords, skipped = point_features(tiny_model, world.raster, layer, "class")

@@ -67,7 +67,7 @@ def learning_curve_svg(title: str, curves: dict[str, list[dict]], chance: float 
         y = _y(chance, lo, hi)
         parts.append(f'<line x1="{PAD_L}" x2="{WIDTH - PAD_R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#888" '
                      f'stroke-dasharray="4 3"/><text x="{WIDTH - PAD_R - 4}" y="{y - 4:.1f}" text-anchor="end" '
-                     'fill="#888">chance</text>')
+                     'fill="#888">majority class</text>')
     for i, (method, pts) in enumerate(curves.items()):
         colour = PALETTE[i % len(PALETTE)]
         pts = sorted(pts, key=lambda p: p["fraction"])
@@ -113,7 +113,8 @@ def _gain(report: dict) -> str:
     for split, by_classifier in gains.items():
         for classifier, pts in by_classifier.items():
             cells = "".join(f"<td>{p['fraction'] * 100:g} %: {p['gain']:+.3f}</td>" for p in pts)
-            parts.append(f"<table><tr><th>{html.escape(split)} / {html.escape(classifier)}</th>{cells}</tr></table>")
+            label = f"{html.escape(split)} split, {html.escape(classifier)}"
+            parts.append(f"<table><tr><th>{label}</th>{cells}</tr></table>")
     return "".join(parts)
 
 
