@@ -132,3 +132,17 @@ def test_cli_writes_the_patch_report(tmp_path, capsys) -> None:
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["protocol"]["fractions"] == [0.1, 1.0] and set(report["results"]) == {"random", "blocks"}
     assert main(["evaluate", "--output", str(tmp_path / "none"), "--model", str(bundle), "--quiet"]) == 2
+
+
+def test_cli_location_with_the_csp_encoder_beside_the_model(world, tmp_path, capsys) -> None:
+    from engine.cli.main import main
+    from engine.pretrain.csp import GridCellConfig, GridCellEncoder, save_gridcell
+
+    save_gridcell(GridCellEncoder(GridCellConfig(embed_dim=16, hidden=32, layers=1)), tmp_path / "run")
+    code = main(["evaluate", "--location", "--points", str(world.labels_csv), "--location-encoder", "gridcell",
+                 "--model", str(tmp_path / "run"), "--output", str(tmp_path / "eval"), "--fractions", "50,100",
+                 "--folds", "2", "--repeats", "1", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "gain random" in out
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["encoder"] == "gridcell" and [g["fraction"] for g in report["gain"]["random"]["linear"]] == [0.5, 1]

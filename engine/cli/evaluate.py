@@ -64,7 +64,8 @@ def register(subparsers) -> None:
     what.add_argument("--synthetic-world", default=None,
                       help="--location: make the synthetic world in this folder and use its label points")
     what.add_argument("--location-encoder", choices=("gair", "gridcell"), default="gair")
-    what.add_argument("--gridcell", default=None, help="CSP grid-cell encoder file (gridcell_location_encoder.*)")
+    what.add_argument("--gridcell", default=None,
+                      help="CSP grid-cell encoder file or its folder (default: the --model folder)")
     what.add_argument("--method", choices=("probe", "finetune"), default="probe",
                       help="--location: frozen-encoder probe (default) or end-to-end fine-tuning as in CSP")
     what.add_argument("--epochs", type=int, default=100, help="--method finetune: full-batch epochs")
@@ -97,6 +98,9 @@ def _evaluate(args) -> int:
     config = ProtocolConfig(splits=args.split, folds=args.folds, block_size=args.block_size, fractions=fractions,
                             repeats=args.repeats, knn_k=args.knn_k, seed=args.seed)
     model = args.model
+    gridcell = args.gridcell
+    if args.location and args.location_encoder == "gridcell" and gridcell is None and args.model:
+        gridcell = args.model  # CSP pretraining saves the grid-cell encoder beside the bundle
     if not (args.location and args.location_encoder == "gridcell"):
         from ..runtime.loading import load_model
 
@@ -104,7 +108,7 @@ def _evaluate(args) -> int:
     options: dict = {"config": config}
     if args.location:
         options.update(class_field=args.class_field or "label", encoder=args.location_encoder, method=args.method,
-                       gridcell=args.gridcell, epochs=args.epochs)
+                       gridcell=gridcell, epochs=args.epochs)
     elif args.patches is not None:
         options.update(band_order=args.band_order, **({"modes": args.modes} if args.modes else {}))
     else:

@@ -74,7 +74,9 @@ def evaluate_patches(patch_dir: str | os.PathLike, output_dir: str | os.PathLike
     report = _base_report("patches", model, labels, config, names)
     report.update(source=str(patch_dir), band_order=list(band_order or []) or "EuroSAT-MS (B8A last)",
                   description="Frozen-encoder features of each patch: crop_mean = mean of the tokens (the crop "
-                              "embedding); *_centre = the query at the patch centre.")
+                              "embedding); *_centre = the query at the patch centre. Patches are resized to the "
+                              "model input like any crop, so a 64-pixel patch is seen larger than a pretraining "
+                              "crop (224 pixels).")
     report["results"] = evaluate_features(methods, labels, config, coords, _stage(progress, 0.6, 1.0))
     return _finish(report, output_dir, started)
 
