@@ -133,3 +133,19 @@ def test_shuffled_labels_fall_to_chance(eurosat, tiny_model) -> None:
     config = ProtocolConfig(fractions=(1.0,), folds=4)
     result = evaluate_features({"m": feature_classifiers(features["mean"])}, shuffled, config)
     assert result["random"]["methods"]["m"]["linear"][0]["accuracy"] < 0.6
+
+
+def test_cancel_stops_before_any_report_is_written(eurosat, tiny_model, tmp_path) -> None:
+    from engine.errors import Cancelled
+    from engine.evaluate import ProtocolConfig, evaluate_patches
+
+    calls = []
+
+    def cancel() -> bool:  # let feature extraction and a few fits run, then cancel during the protocol
+        calls.append(1)
+        return len(calls) > 5
+
+    with pytest.raises(Cancelled):
+        evaluate_patches(eurosat, tmp_path / "eval", tiny_model, config=ProtocolConfig(folds=2, repeats=1),
+                         cancel=cancel)
+    assert len(calls) == 6 and not (tmp_path / "eval").exists()

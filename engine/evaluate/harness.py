@@ -18,6 +18,7 @@ from .protocol import ProtocolConfig, evaluate_features, feature_classifiers
 from .report import write_report
 
 Progress = Callable[[float], None] | None
+Cancel = Callable[[], bool] | None
 METHOD_LABELS = {"mean": "crop_mean"}  # report name of each feature mode
 
 
@@ -57,7 +58,8 @@ def _model(model):
 
 def evaluate_patches(patch_dir: str | os.PathLike, output_dir: str | os.PathLike, model=None, *,
                      modes: tuple[str, ...] = ("mean", "nili"), band_order=None,
-                     config: ProtocolConfig | None = None, batch_size: int = 32, progress: Progress = None) -> dict:
+                     config: ProtocolConfig | None = None, batch_size: int = 32, progress: Progress = None,
+                     cancel: Cancel = None) -> dict:
     """Probe crop means (and centre queries) of a EuroSAT-format folder; returns the report dict."""
     started = time.perf_counter()
     config = config or ProtocolConfig()
@@ -66,7 +68,7 @@ def evaluate_patches(patch_dir: str | os.PathLike, output_dir: str | os.PathLike
         raise GAIRError(f"patch features must be among {', '.join(POINT_MODES)}, got {', '.join(modes) or 'none'}")
     model = _model(model)
     paths, labels, classes = find_patches(patch_dir)
-    features, coords = patch_features(model, paths, modes, band_order, batch_size, _stage(progress, 0, 0.6))
+    features, coords = patch_features(model, paths, modes, band_order, batch_size, _stage(progress, 0, 0.6), cancel)
     if "blocks" in config.splits and coords is None:
         raise GAIRError("the spatial-block split needs georeferenced patches; some have no CRS. Use --split random")
     names = [METHOD_LABELS.get(m, f"{m}_centre") for m in modes]
@@ -77,34 +79,34 @@ def evaluate_patches(patch_dir: str | os.PathLike, output_dir: str | os.PathLike
                               "embedding); *_centre = the query at the patch centre. Patches are resized to the "
                               "model input like any crop, so a 64-pixel patch is seen larger than a pretraining "
                               "crop (224 pixels).")
-    report["results"] = evaluate_features(methods, labels, config, coords, _stage(progress, 0.6, 1.0))
+    report["results"] = evaluate_features(methods, labels, config, coords, _stage(progress, 0.6, 1.0), cancel)
     return _finish(report, output_dir, started)
 
 
 def evaluate_points(raster: str | os.PathLike, points: str | os.PathLike, output_dir: str | os.PathLike,
                     model=None, *, class_field: str = "class", modes: tuple[str, ...] = POINT_MODES, bands=None,
                     config: ProtocolConfig | None = None, batch_size: int | None = None,
-                    progress: Progress = None) -> dict:
+                    progress: Progress = None, cancel: Cancel = None) -> dict:
     """Probe localized embeddings at labelled points, one feature set per query mode; returns the report dict."""
     started = time.perf_counter()
     config = config or ProtocolConfig()
     model = _model(model)
     features, labels, coords, skipped = point_features(model, raster, points, class_field, modes, bands,
-                                                       batch_size, _stage(progress, 0, 0.6))
+                                                       batch_size, _stage(progress, 0, 0.6), cancel)
     names = [METHOD_LABELS.get(m, m) for m in modes]
     methods = {n: feature_classifiers(features[m], config.knn_k) for n, m in zip(names, modes)}
     report = _base_report("points", model, labels, config, names)
     report.update(raster=str(raster), points=str(points), class_field=class_field, skipped=skipped,
                   description="Embeddings at each labelled point of crops centred on it (the engine's embed-points "
                               "pipeline): NILI, bilinear and bicubic queries, and the crop mean as the baseline.")
-    report["results"] = evaluate_features(methods, labels, config, coords, _stage(progress, 0.6, 1.0))
+    report["results"] = evaluate_features(methods, labels, config, coords, _stage(progress, 0.6, 1.0), cancel)
     return _finish(report, output_dir, started)
 
 
 def evaluate_location(points: str | os.PathLike, output_dir: str | os.PathLike, model=None, *,
                       class_field: str = "label", encoder: str = "gair", method: str = "probe", gridcell=None,
                       config: ProtocolConfig | None = None, epochs: int = 100, lr: float = 1e-3,
-                      progress: Progress = None) -> dict:
+                      progress: Progress = None, cancel: Cancel = None) -> dict:
     """CSP's few-label protocol: location-only classifiers, pretrained vs randomly initialised encoder."""
     started = time.perf_counter()
     config = config or ProtocolConfig(fractions=LOCATION_RATIOS)
@@ -119,7 +121,7 @@ def evaluate_location(points: str | os.PathLike, output_dir: str | os.PathLike, 
     if method == "finetune":
         report["finetune"] = {"epochs": epochs, "lr": lr, "optimizer": "Adam, full batch"}
     coords = lonlat_metres(lonlat) if "blocks" in config.splits else None
-    report["results"] = evaluate_features(methods, labels, config, coords, progress)
+    report["results"] = evaluate_features(methods, labels, config, coords, progress, cancel)
     report["gain"] = gains(report["results"])
     return _finish(report, output_dir, started)
 

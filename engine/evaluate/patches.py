@@ -108,15 +108,18 @@ def ground_coordinates(centres: list, crss: list) -> np.ndarray | None:
 
 def patch_features(model, paths: list[Path], modes: tuple[str, ...] = ("mean", "nili"),
                    band_order=None, batch_size: int = 32,
-                   progress: Callable[[float], None] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+                   progress: Callable[[float], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """{mode: (N, D) features} ("mean" = crop mean, others = query at the centre) and the patch centres in metres."""
     from ..runtime.preprocess import preprocess_rs
+    from .protocol import check_cancel
 
     cfg = model.config
     reader = PatchReader(tuple(cfg.rs_bands), parse_band_order(band_order), band_order is not None)
     features: dict[str, list[np.ndarray]] = {m: [] for m in modes}
     centres, crss = [], []
     for start in range(0, len(paths), batch_size):
+        check_cancel(cancel)
         inputs = []
         for path in paths[start:start + batch_size]:
             data, centre, crs = reader.read(path)

@@ -66,17 +66,20 @@ def ground_metres(xy: np.ndarray, crs) -> np.ndarray:
     return np.column_stack(Transformer.from_crs(crs, EQUAL_AREA_CRS, always_xy=True).transform(xy[:, 0], xy[:, 1]))
 
 
-def crop_means(model, raster: str | os.PathLike, xy: np.ndarray, bands=None, batch_size: int = 16) -> np.ndarray:
+def crop_means(model, raster: str | os.PathLike, xy: np.ndarray, bands=None, batch_size: int = 16,
+               cancel: Callable[[], bool] | None = None) -> np.ndarray:
     """(N, D) crop embedding of the crop the point pipeline centres on each point; NaN rows where it has none."""
     from ..pipeline.features import _point_task
     from ..pipeline.source import SourceRaster
     from ..runtime.preprocess import preprocess_rs
+    from .protocol import check_cancel
 
     out = np.full((len(xy), model.config.embed_dim), np.nan, np.float32)
     with SourceRaster(raster, model.config, bands) as src:
         tasks = [t for i, (x, y) in enumerate(xy) if np.isfinite(x)
                  and not isinstance(t := _point_task(src, i, x, y), str)]
         for k in range(0, len(tasks), batch_size):
+            check_cancel(cancel)
             rows, inputs = [], []
             for task in tasks[k:k + batch_size]:
                 data, valid = src.read(task.window)
@@ -92,8 +95,8 @@ def crop_means(model, raster: str | os.PathLike, xy: np.ndarray, bands=None, bat
 
 def point_features(model, raster: str | os.PathLike, layer_path: str | os.PathLike, class_field: str,
                    modes: tuple[str, ...] = POINT_MODES, bands=None, batch_size: int | None = None,
-                   progress: Callable[[float], None] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray,
-                                                                              np.ndarray, dict]:
+                   progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict]:
     """{mode: (N, D)}, labels (N,), coordinates in metres (N, 2) and counts of the points left out (by reason)."""
     import rasterio
 
@@ -112,12 +115,12 @@ def point_features(model, raster: str | os.PathLike, layer_path: str | os.PathLi
     with tempfile.TemporaryDirectory(prefix="gair-eval-") as tmp:
         for i, mode in enumerate(modes):
             if mode == "mean":
-                vectors = crop_means(model, raster, xy, bands, batch_size or 16)
+                vectors = crop_means(model, raster, xy, bands, batch_size or 16, cancel)
                 good = np.isfinite(vectors).all(axis=1)
             else:
                 out = Path(tmp) / f"{mode}.gpkg"
                 embed_features(raster, layer_path, out, model, bands=bands, polygons="centroid", mode=mode,
-                               batch_size=batch_size)
+                               batch_size=batch_size, cancel=cancel)
                 vectors, status = read_embeddings(out)
                 good = status == "ok"
             features[mode] = vectors

@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import GAIRError
+from ..errors import Cancelled, GAIRError
 
 LEARNING_FRACTIONS = (0.01, 0.05, 0.10, 1.0)
 SPLITS = ("random", "blocks")
 KNN_K = 5  # small and fixed; lowered per fit to the smallest class count of the training subset (see knn)
 # (train indices, their labels, test indices) -> predicted labels of the test indices
 FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+Cancel = Callable[[], bool] | None
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def learning_curves(methods: dict[str, dict[str, FitPredict]], labels: np.ndarray,
                     folds: list[tuple[np.ndarray, np.ndarray]], config: ProtocolConfig,
-                    progress: Callable[[float], None] | None = None) -> dict:
+                    progress: Callable[[float], None] | None = None, cancel: Cancel = None) -> dict:
     """{method: {classifier: [one point per fraction]}}; every method sees the same folds and subsets."""
     labels = np.asarray(labels)
     plan = []  # (fraction, fold index, train subset), shared by all methods
@@ -158,6 +159,7 @@ def learning_curves(methods: dict[str, dict[str, FitPredict]], labels: np.ndarra
         for name, fit_predict in classifiers.items():
             scores: dict[float, list[tuple[float, float, int]]] = {f: [] for f in config.fractions}
             for fraction, k, train in plan:
+                check_cancel(cancel)
                 test = folds[k][1]
                 pred = np.asarray(fit_predict(train, labels[train], test))
                 truth = labels[test]
@@ -176,7 +178,8 @@ def _summary(fraction: float, runs: list[tuple[float, float, int]]) -> dict:
 
 
 def evaluate_features(methods: dict[str, dict[str, FitPredict]], labels: np.ndarray, config: ProtocolConfig,
-                      coords: np.ndarray | None = None, progress: Callable[[float], None] | None = None) -> dict:
+                      coords: np.ndarray | None = None, progress: Callable[[float], None] | None = None,
+                      cancel: Cancel = None) -> dict:
     """{split: {"folds": n, "test_sizes": [...], "methods": learning curves}} for each split of the config.
 
     BLAS runs on one thread: these are many small fits, which multi-threaded BLAS slows down several times over
@@ -185,10 +188,15 @@ def evaluate_features(methods: dict[str, dict[str, FitPredict]], labels: np.ndar
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _evaluate_splits(methods, labels, config, coords, progress)
+        return _evaluate_splits(methods, labels, config, coords, progress, cancel)
 
 
-def _evaluate_splits(methods, labels, config, coords, progress) -> dict:
+def check_cancel(cancel: Cancel) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("evaluation cancelled; no report was written")
+
+
+def _evaluate_splits(methods, labels, config, coords, progress, cancel) -> dict:
     results = {}
     for i, split in enumerate(config.splits):
         folds = make_folds(labels, split, config, coords)
@@ -198,5 +206,5 @@ def _evaluate_splits(methods, labels, config, coords, progress) -> dict:
                 progress((i + frac) / len(config.splits))
 
         results[split] = {"folds": len(folds), "test_sizes": [int(len(te)) for _, te in folds],
-                          "methods": learning_curves(methods, labels, folds, config, sub)}
+                          "methods": learning_curves(methods, labels, folds, config, sub, cancel)}
     return results
