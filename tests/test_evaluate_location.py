@@ -146,3 +146,16 @@ def test_cli_location_with_the_csp_encoder_beside_the_model(world, tmp_path, cap
     assert code == 0 and "gain random" in out
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["encoder"] == "gridcell" and [g["fraction"] for g in report["gain"]["random"]["linear"]] == [0.5, 1]
+
+
+def test_labelled_points_read_the_same_from_csv_and_geopackage(world, tmp_path) -> None:
+    from engine.evaluate import evaluate
+    from engine.evaluate.location import read_labelled_points
+    from tests.test_evaluate_points import labels_layer
+
+    lonlat, labels = read_labelled_points(world.labels_csv)
+    layer_lonlat, layer_labels = read_labelled_points(labels_layer(world, tmp_path / "l.gpkg"), class_field="class")
+    np.testing.assert_allclose(layer_lonlat, lonlat, atol=1e-9)
+    assert (layer_labels == labels).all() and len(labels) == 160
+    with pytest.raises(GAIRError, match="one evaluation at a time"):
+        evaluate(tmp_path / "x", None, patches=tmp_path, location=True, points=world.labels_csv)

@@ -90,6 +90,8 @@ def _evaluate(args) -> int:
     from ..evaluate.protocol import LEARNING_FRACTIONS
 
     points = args.points
+    if args.synthetic_world and not args.location:
+        raise GAIRError("--synthetic-world makes label points for the location protocol; add --location")
     if args.location and args.synthetic_world:
         if points is not None:
             raise GAIRError("give either --points or --synthetic-world, not both")

@@ -130,6 +130,8 @@ def evaluate(output_dir: str | os.PathLike, model=None, *, patches=None, raster=
              location: bool = False, **options) -> dict:
     """One entry point: `patches` (EuroSAT folder), `raster` + `points` (labelled points), or `location=True` +
     `points` (location encoder protocol). Options go to evaluate_patches / evaluate_points / evaluate_location."""
+    if patches is not None and (raster is not None or location):
+        raise GAIRError("give one evaluation at a time: --patches, --raster with --points, or --location")
     if location:
         if points is None:
             raise GAIRError("the location protocol needs labelled points (--points)")
