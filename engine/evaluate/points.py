@@ -8,7 +8,6 @@ taken at their centroid. A point keeps its row only where every mode gave it an 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,6 @@ from ..errors import GAIRError
 from ..io.vectors import read_layer
 
 POINT_MODES = ("nili", "bilinear", "bicubic", "mean")
-_EMBEDDING_FIELD = re.compile(r"^gair_(\d{3,})$")
 
 
 def class_labels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,21 +29,19 @@ def class_labels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def read_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) gair_### vectors and the gair_status column of a layer written by embed_features."""
-    layer = read_layer(path)
-    names = sorted((n for n in layer.fields if _EMBEDDING_FIELD.match(n)), key=lambda n: int(n[5:]))
-    if not names:
-        raise GAIRError(f"{Path(path).name} has no gair_### embedding fields")
-    vectors = np.column_stack([np.asarray(layer.fields[n], np.float64) for n in names]).astype(np.float32)
-    return vectors, np.asarray(layer.fields["gair_status"], dtype=object)
+    from ..io.feature_layer import STATUS_FIELD, read_embedding_layer
+
+    layer, vectors, _ = read_embedding_layer(path)
+    return vectors, np.asarray(layer.column(STATUS_FIELD), dtype=object)
 
 
 def _point_xy(layer, crs) -> np.ndarray:
     """Each feature's point (centroid for other geometries) in `crs`; NaN where it has no geometry."""
     import shapely
 
-    from ..pipeline.features import _reproject
+    from ..io.vectors import reproject
 
-    geoms = _reproject(layer.geometries, layer.crs, crs)
+    geoms = reproject(layer.geometries, layer.crs, crs)
     xy = np.full((len(layer), 2), np.nan)
     for i, geom in enumerate(geoms):
         if geom is not None and not shapely.is_empty(geom):
