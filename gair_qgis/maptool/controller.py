@@ -268,8 +268,14 @@ class SimilarityController(QObject):
             self.status.emit("Nothing to keep yet: click the map first.")
             return []
         os.makedirs(folder, exist_ok=True)
-        stem = Path(self.embedding_layer.source().split("|")[0]).stem if self.embedding_layer else "gair"
         kept = []
+        embedding = self.embedding_layer
+        if embedding is not None and embedding in self.temporary_layers():  # embedded here: keep it too
+            target = _free_path(folder, "gair_embedding", ".tif")
+            _copy_with_sidecars(embedding.source().split("|")[0], target)  # with its .pca.npz and quicklook
+            embedding.setDataSource(target, embedding.name(), "gdal", _provider_options())
+            kept.append(target)
+        stem = Path(embedding.source().split("|")[0]).stem if embedding is not None else "gair"
         for layer, path, suffix in ((self.similarity_layer, self.result_paths[0], "similarity"),
                                     (self.points_layer, self.result_paths[1], "top_places")):
             if path is None:
@@ -321,7 +327,8 @@ class SimilarityController(QObject):
             self.project.removeMapLayer(layer.id())
         if self.embedding_layer is not None and self.project.mapLayer(self.embedding_layer.id()) is None:
             self.embedding_layer = None
-        self.canvas.scene().removeItem(self.markers)
+        if self.markers.scene() is not None:
+            self.canvas.scene().removeItem(self.markers)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

@@ -177,5 +177,8 @@ class SimilarityDock(QgsDockWidget):
     def shutdown(self) -> None:
         self.set_tool_active(False)
         for signal in (self.project.layersAdded, self.project.layersRemoved):
-            signal.disconnect(self._refresh_lists)
+            try:
+                signal.disconnect(self._refresh_lists)
+            except TypeError:  # shut down before
+                pass
         self.controller.shutdown()

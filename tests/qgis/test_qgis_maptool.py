@@ -4,6 +4,7 @@ embedding rasters, opens with an instruction, keeps results beside the project, 
 the project when it shuts down."""
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -144,7 +145,7 @@ def test_click_outside_raster_explains(dock):
 
 
 def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_project, gair_settings,
-                                                          sample_raster, tiny_bundle):
+                                                          sample_raster, tiny_bundle, tmp_path):
     from gair_qgis.maptool.dock import SimilarityDock
 
     source = QgsRasterLayer(str(sample_raster), "s2", "gdal")
@@ -182,5 +183,112 @@ def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_
         click(widget, canvas, embedding.extent().center())
         wait_for(widget.controller)
         assert widget.controller.similarity_layer is not None and widget.controller.points_layer.featureCount() > 0
+        # keeping results also keeps the embedding made here (with its quicklook), under new names
+        widget.choose_folder = lambda: str(tmp_path / "kept")
+        kept = [os.path.basename(p) for p in widget.keep_results()]
+        assert kept == ["gair_embedding.tif", "gair_embedding_similarity.tif", "gair_embedding_top_places.gpkg"]
+        assert (tmp_path / "kept" / "gair_embedding.quicklook.png").is_file()
+        assert embedding.source() == str(tmp_path / "kept" / "gair_embedding.tif") and embedding.isValid()
+        assert widget.controller.temporary_layers() == []
     finally:
         widget.shutdown()
+
+
+def test_dock_opens_with_an_instruction_and_lists_only_embedding_rasters(qgis_iface, qgis_new_project,
+                                                                        gair_settings, sample_embedding,
+                                                                        sample_raster):
+    from gair_qgis.maptool.controller import INSTRUCTION
+    from gair_qgis.maptool.dock import SimilarityDock
+
+    project = QgsProject.instance()
+    embedding = QgsRasterLayer(str(sample_embedding), "embedding", "gdal")
+    source = QgsRasterLayer(str(sample_raster), "s2", "gdal")
+    project.addMapLayers([embedding, source])
+    widget = SimilarityDock(qgis_iface)
+    try:
+        assert widget.status.text() == INSTRUCTION and "Cleared" not in widget.status.text()
+        assert widget.listed_layers() == [embedding] and widget.listed_layers(widget.source_box) == [source]
+        assert widget.controller.embedding_layer is None and not widget.keep_button.isEnabled()
+        widget.layer_box.setLayer(embedding)
+        assert widget.status.text().startswith("Click the map on embedding")
+        # a derived raster (the similarity output) carries GAIR tags but is no embedding: in neither list
+        canvas = sized_canvas(qgis_iface)
+        canvas.setDestinationCrs(embedding.crs())
+        canvas.setExtent(embedding.extent())
+        widget.controller.references = [embedding.extent().center()]
+        widget.controller.run_search()
+        wait_for(widget.controller)
+        similarity = widget.controller.similarity_layer
+        assert similarity is not None and project.mapLayer(similarity.id()) is not None
+        assert similarity not in widget.listed_layers() and similarity not in widget.listed_layers(widget.source_box)
+        assert widget.listed_layers() == [embedding]
+    finally:
+        widget.shutdown()
+
+
+def _search(widget, canvas, layer, to_canvas) -> None:
+    click(widget, canvas, to_canvas.transform(layer.extent().center()))
+    wait_for(widget.controller)
+    assert widget.controller.similarity_layer is not None, widget.status.text()
+
+
+def test_keep_results_beside_the_saved_project_survives_shutdown_and_reopening(dock, tmp_path):
+    widget, canvas, layer, to_canvas = dock
+    controller, project = widget.controller, QgsProject.instance()
+    project_file = tmp_path / "study" / "area.qgz"
+    project_file.parent.mkdir()
+    assert project.write(str(project_file))
+    _search(widget, canvas, layer, to_canvas)
+    similarity, points = controller.similarity_layer, controller.points_layer
+    before = similarity.dataProvider().sample(controller.references[0], 1)[0]
+    count = points.featureCount()
+    assert controller.temporary_layers() and all(
+        lyr.source().startswith(controller.workdir) for lyr in (similarity, points))
+
+    widget.choose_folder = lambda: pytest.fail("a saved project keeps results beside itself")
+    kept = widget.keep_results()
+    folder = project_file.parent
+    assert kept == [str(folder / "detroit_gair_similarity.tif"), str(folder / "detroit_gair_top_places.gpkg")]
+    assert all(os.path.isfile(path) for path in kept)
+    assert similarity.source() == kept[0] and points.source().split("|")[0] == kept[1]
+    assert similarity.isValid() and points.isValid() and points.featureCount() == count
+    assert similarity.renderer().type() == "singlebandpseudocolor"  # the style stays
+    assert similarity.dataProvider().sample(controller.references[0], 1)[0] == pytest.approx(before)
+    assert not widget.keep_button.isEnabled() and controller.temporary_layers() == []
+
+    _search(widget, canvas, layer, to_canvas)  # a new temporary result; the kept layers stay
+    assert project.mapLayer(similarity.id()) is similarity and len(controller.temporary_layers()) == 2
+    second = widget.keep_results()
+    assert second == [str(folder / "detroit_gair_similarity_2.tif"), str(folder / "detroit_gair_top_places_2.gpkg")]
+
+    _search(widget, canvas, layer, to_canvas)  # this one is not kept
+    temporary = {lyr.id() for lyr in controller.temporary_layers()}
+    assert len(temporary) == 2
+    assert project.write(str(project_file))
+    workdir = controller.workdir
+    widget.shutdown()
+    assert not os.path.exists(workdir)
+    assert not temporary & set(project.mapLayers())  # unkept layers left the project with their folder
+    assert project.mapLayer(similarity.id()) is similarity  # kept ones stay
+    assert project.write(str(project_file))
+
+    embedding_source = layer.source()
+    project.clear()
+    assert project.read(str(project_file))
+    layers = project.mapLayers().values()
+    sources = sorted(lyr.source().split("|")[0] for lyr in layers)
+    assert all(lyr.isValid() for lyr in layers)  # nothing in the project points at a missing file
+    assert sorted(kept + second) == sorted(s for s in sources if s != embedding_source)
+
+
+def test_keep_results_of_an_unsaved_project_asks_for_a_folder(dock, tmp_path):
+    widget, canvas, layer, to_canvas = dock
+    _search(widget, canvas, layer, to_canvas)
+    asked = []
+    widget.choose_folder = lambda: asked.append(True) or ""
+    assert widget.keep_results() == [] and asked == [True]  # cancelled: nothing written, still temporary
+    assert widget.keep_button.isEnabled() and len(widget.controller.temporary_layers()) == 2
+    widget.choose_folder = lambda: str(tmp_path / "kept")
+    kept = widget.keep_results()
+    assert [os.path.basename(p) for p in kept] == ["detroit_gair_similarity.tif", "detroit_gair_top_places.gpkg"]
+    assert all(os.path.dirname(p) == str(tmp_path / "kept") for p in kept)
