@@ -98,6 +98,9 @@ class SimilarityController(QObject):
         self.result_paths: tuple[str, str | None] | None = None
         self.task: EngineTask | None = None
         self.workdir = tempfile.mkdtemp(prefix="gair_maptool_")
+        self.project.writeProject.connect(self._leave_out_temporary_layers)
+        self.project.writeMapLayer.connect(self._leave_out_layer_element)
+        self.project.layersWillBeRemoved.connect(self._forget_layers)
         self.markers = QgsRubberBand(canvas, QgsWkbTypes.PointGeometry)
         self.markers.setColor(QColor("#ff00ff"))
         self.markers.setIconSize(12)
@@ -297,6 +300,47 @@ class SimilarityController(QObject):
         return [layer for layer in self.project.mapLayers().values()
                 if os.path.realpath(layer.source().split("|")[0]).startswith(root)]
 
+    def _leave_out_temporary_layers(self, document) -> None:
+        """Writing the project file: layers of the temporary folder are left out of its layer tree (here) and
+        of its layer list (`_leave_out_layer_element`), because their files go when the session ends. A saved
+        project never references missing files; the layers stay on the map until the session ends."""
+        ids = {layer.id() for layer in self.temporary_layers()}
+        if not ids:
+            return
+        doomed = []
+        for tag, layer_id in (("layer-tree-layer", lambda e: e.attribute("id")), ("item", lambda e: e.text())):
+            nodes = document.elementsByTagName(tag)  # tree nodes, and the tree's custom-order items
+            doomed += [nodes.at(i) for i in range(nodes.count()) if layer_id(nodes.at(i).toElement()) in ids]
+        for node in doomed:
+            node.parentNode().removeChild(node)
+        self.status.emit(f"The project was saved without {len(ids)} temporary GAIR layer(s): click Keep results to "
+                         "store them beside the project, then save again.")
+
+    def _leave_out_layer_element(self, layer, element, document) -> None:
+        """A temporary layer's <maplayer> element is emptied; QGIS reads an empty one as nothing (no bad layer)."""
+        if layer in self.temporary_layers():
+            while element.hasChildNodes():
+                element.removeChild(element.firstChild())
+            attributes = element.attributes()
+            for name in [attributes.item(i).nodeName() for i in range(attributes.count())]:
+                element.removeAttribute(name)
+
+    def _forget_layers(self, layer_ids) -> None:
+        """Layers leaving the project (removed by the user, or a project being closed) are dropped from the state
+        first, so nothing here removes them a second time while QGIS is removing them."""
+        ids = set(layer_ids)
+        if self.similarity_layer is not None and self.similarity_layer.id() in ids:
+            self.similarity_layer = None
+        if self.points_layer is not None and self.points_layer.id() in ids:
+            self.points_layer = None
+        if self.similarity_layer is None and self.points_layer is None and self.result_paths is not None:
+            self.result_paths = None
+            self.results_changed.emit(False)
+        if self.embedding_layer is not None and self.embedding_layer.id() in ids:
+            self.embedding_layer = None
+            self.references = []
+            self.markers.reset(QgsWkbTypes.PointGeometry)
+
     # --- clean-up -------------------------------------------------------------------------------------------
     def _remove_results(self) -> None:
         for layer in (self.similarity_layer, self.points_layer):
@@ -323,6 +367,13 @@ class SimilarityController(QObject):
     def shutdown(self) -> None:
         """Unkept temporary layers leave the project before their folder is deleted."""
         self.clear(quiet=True)
+        for signal, slot in ((self.project.writeProject, self._leave_out_temporary_layers),
+                             (self.project.writeMapLayer, self._leave_out_layer_element),
+                             (self.project.layersWillBeRemoved, self._forget_layers)):
+            try:
+                signal.disconnect(slot)
+            except TypeError:  # shut down before
+                pass
         for layer in self.temporary_layers():
             self.project.removeMapLayer(layer.id())
         if self.embedding_layer is not None and self.project.mapLayer(self.embedding_layer.id()) is None:

@@ -59,7 +59,6 @@ class SimilarityDock(QgsDockWidget):
         self.layer_box.layerChanged.connect(self._layer_changed)
         self.source_box.layerChanged.connect(self._source_changed)
         self.project.layersAdded.connect(self._refresh_lists)
-        self.project.layersRemoved.connect(self._refresh_lists)
         self.model = QgsFileWidget()
         self.model.setFilter("GAIR models (*.pth *.pt *.ckpt *.onnx config.json);;All files (*)")
         self.model.setToolTip("Model for embedding a source raster; empty: the one in GAIR settings")
@@ -176,7 +175,7 @@ class SimilarityDock(QgsDockWidget):
 
     def shutdown(self) -> None:
         self.set_tool_active(False)
-        for signal in (self.project.layersAdded, self.project.layersRemoved):
+        for signal in (self.project.layersAdded,):
             try:
                 signal.disconnect(self._refresh_lists)
             except TypeError:  # shut down before

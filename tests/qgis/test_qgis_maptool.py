@@ -292,3 +292,36 @@ def test_keep_results_of_an_unsaved_project_asks_for_a_folder(dock, tmp_path):
     kept = widget.keep_results()
     assert [os.path.basename(p) for p in kept] == ["detroit_gair_similarity.tif", "detroit_gair_top_places.gpkg"]
     assert all(os.path.dirname(p) == str(tmp_path / "kept") for p in kept)
+
+
+def test_saved_project_leaves_out_unkept_temporary_layers(dock, tmp_path):
+    widget, canvas, layer, to_canvas = dock
+    project = QgsProject.instance()
+    _search(widget, canvas, layer, to_canvas)
+    temporary = widget.controller.temporary_layers()
+    assert len(temporary) == 2
+    project_file = tmp_path / "area.qgs"
+    assert project.write(str(project_file))
+    text = project_file.read_text()
+    leftovers = [line.strip() for line in text.splitlines() if widget.controller.workdir in line]
+    assert leftovers == [] and "gair_maptool_" not in text and "detroit_gair.tif" in text  # nothing temporary
+    assert "without 2 temporary GAIR layer(s)" in widget.status.text()
+    assert all(project.mapLayer(lyr.id()) is lyr for lyr in temporary)  # still on the map for this session
+    embedding_id = layer.id()
+    project.clear()
+    assert project.read(str(project_file))
+    assert list(project.mapLayers()) == [embedding_id] and project.mapLayer(embedding_id).isValid()
+    tree_ids = [node.layerId() for node in project.layerTreeRoot().findLayers()]
+    assert tree_ids == [embedding_id]  # no dangling layer-tree entries either
+
+
+def test_closing_the_project_with_results_on_the_map(dock):
+    """A new project while the dock shows results: QGIS removes the layers, the tool forgets them (it used to
+    remove them a second time from inside the removal, which crashed QGIS)."""
+    widget, canvas, layer, to_canvas = dock
+    _search(widget, canvas, layer, to_canvas)
+    QgsProject.instance().clear()
+    controller = widget.controller
+    assert controller.embedding_layer is None and controller.similarity_layer is None
+    assert controller.references == [] and not widget.keep_button.isEnabled()
+    assert widget.listed_layers() == []
