@@ -237,3 +237,16 @@ def test_describe_model_of_a_bundle(tmp_path, tiny_state):
     official = describe_model(load_official(tmp_path / "checkpoint.pth", TINY))
     assert official["kind"] == "official GAIR checkpoint" and official["training_steps"] is None
     assert official["source"] == str(tmp_path / "checkpoint.pth") and official["dims"] == 32
+
+
+def test_info_command_describes_the_model(tmp_path, tiny_state, capsys):
+    import json
+
+    from engine.cli.main import main
+
+    model, _ = tiny_state
+    engine.save_bundle(model, tmp_path / "b", source="engine.pretrain (random init, 7 steps)")
+    assert main(["info", str(tmp_path / "b")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["dims"], info["training_steps"], info["backend"], info["device"]) == (32, 7, "torch", "cpu")
+    assert info["fingerprint"] == model.fingerprint and info["source"] == str(tmp_path / "b")

@@ -141,9 +141,11 @@ class Algorithm(GAIRAlgorithm):
         pixel = self.parameterAsDouble(parameters, "PIXEL_SIZE", context) if parameters.get("PIXEL_SIZE") else None
         dims = self.parameterAsInt(parameters, "DIMS", context) or None  # the default when unset, 0: all
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        model = self.load_model(parameters, context, feedback)
-        feedback.pushInfo(self.tr(f"Embedding {layer.name()} into {output}"))
-        with engine_messages(feedback_sink(feedback)):  # size estimate first, then "crop i/n, ~m:ss left"
+        # engine log lines reach the Processing log: a checkpoint download's size, the output size estimate
+        # before the work, then "crop i/n, ~m:ss left"
+        with engine_messages(feedback_sink(feedback)):
+            model = self.load_model(parameters, context, feedback)
+            feedback.pushInfo(self.tr(f"Embedding {layer.name()} into {output}"))
             out = run_embed_raster(
                 raster_layer_path(layer), output, bounds=bounds, model=model, pixel_size_m=pixel or None,
                 dims=dims, dtype=DTYPES[self.parameterAsEnum(parameters, "DTYPE", context)],
