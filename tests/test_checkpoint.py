@@ -195,9 +195,8 @@ def test_hub_size_is_reported_before_downloading_and_consent_is_needed(tmp_path,
 
     import huggingface_hub
 
-    from engine.runtime.loading import fetch_official_checkpoint
-
     import engine.runtime.loading as loading
+    from engine.runtime.loading import fetch_official_checkpoint
 
     events = []
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
