@@ -249,3 +249,15 @@ def test_info_command_describes_the_model(tmp_path, tiny_state, capsys):
     info = json.loads(capsys.readouterr().out)
     assert (info["dims"], info["training_steps"], info["backend"], info["device"]) == (32, 7, "torch", "cpu")
     assert info["fingerprint"] == model.fingerprint and info["source"] == str(tmp_path / "b")
+
+
+def test_describe_model_of_an_onnx_export_reads_its_bundle(tmp_path, tiny_state):
+    from engine.model.onnx_export import export_onnx
+    from engine.runtime.loading import describe_model
+
+    model, _ = tiny_state
+    bundle = engine.save_bundle(model, tmp_path / "b", source="engine.pretrain (random init, 9 steps)")
+    export = export_onnx(str(bundle), tmp_path / "onnx")
+    info = describe_model(engine.load_model(export, backend="onnx", device="cpu"))
+    assert (info["kind"], info["backend"], info["device"], info["dims"]) == ("ONNX export", "onnx", "cpu", 32)
+    assert info["origin"] == str(bundle) and info["training_steps"] == 9 and info["fingerprint"] == model.fingerprint

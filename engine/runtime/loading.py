@@ -296,6 +296,16 @@ def _recorded_meta(folder: Path) -> dict:
         return {}
 
 
+def _training_steps(meta: dict) -> int | None:
+    """Steps a bundle's config.json records: a "training" section, or engine.pretrain's "(..., N steps)" source."""
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    steps = training.get("steps", meta.get("steps"))
+    if steps is None:
+        found = re.search(r"(\d+) steps", str(meta.get("source") or ""))
+        steps = int(found.group(1)) if found else None
+    return None if steps is None else int(steps)
+
+
 def describe_model(model) -> dict:
     """What a loaded model is, for people: description, where it was loaded from, dims, training steps (when its
     bundle records them), fingerprint, backend and device. Works for the torch and the ONNX backends."""
@@ -307,11 +317,9 @@ def describe_model(model) -> dict:
     onnx = not hasattr(model, "load_report") and hasattr(model, "path")
     kind = ("ONNX export" if onnx else "GAIR bundle" if folder is not None
             else "official GAIR checkpoint" if loaded_from.endswith(HUB_FILE) else "GAIR checkpoint")
-    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
-    steps = training.get("steps", meta.get("steps"))
-    if steps is None:
-        found = re.search(r"(\d+) steps", origin)
-        steps = int(found.group(1)) if found else None
+    steps = _training_steps(meta)
+    if steps is None and origin and Path(origin).is_dir():  # an ONNX export of a bundle: the bundle records them
+        steps = _training_steps(_recorded_meta(Path(origin)))
     cfg = model.config
     description = meta.get("description") or cfg.extra.get("description") or (
         f"{kind}, {cfg.embed_dim}-d" + (f", from {Path(origin).name}" if origin and not steps else "")
