@@ -75,3 +75,19 @@ def test_embed_raster_logs_estimate_then_crop_progress(tiny_model, tmp_path, cap
     # the real (ZSTD-compressed) file is within the estimate's order of magnitude and not larger than it
     size = out.stat().st_size
     assert 0.3 * expected < size < 1.05 * expected
+
+
+def test_warns_before_the_work_when_the_disk_is_too_small(tiny_model, tmp_path, caplog, monkeypatch):
+    from collections import namedtuple
+
+    import engine.pipeline.raster as raster_module
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(raster_module.shutil, "disk_usage", lambda folder: usage(10**6, 10**6 - 1000, 1000))
+    src = write_raster(tmp_path / "s2.tif", synthetic_s2(96, 96, seed=1))
+    with caplog.at_level(logging.INFO, logger="engine.pipeline.raster"):
+        embed_raster(src, tmp_path / "big.tif", tiny_model, quicklook=False)
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert "big.tif may need up to 1.2 MB" in warning.getMessage() and "only 1.0 KB free" in warning.getMessage()
+    assert "fewer dims" in warning.getMessage()
+    assert caplog.records.index(warning) == 1  # right after the estimate, before any crop

@@ -134,3 +134,18 @@ def test_offline_problem_is_the_engine_message(settings_as, monkeypatch):
     monkeypatch.setattr(loading, "cached_official_checkpoint", lambda cache_dir=None: None)
     problem = settings.model_problem(None)
     assert "HF_HUB_OFFLINE is set" in problem and "python -m engine fetch" in problem
+
+
+def test_the_question_names_the_size_and_the_alternative(qgis_app, monkeypatch):
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    from gair_qgis import settings
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: asked.append(args) or QMessageBox.Yes)
+    assert settings.ask_download(HubCheckpoint("PingL/GAIR", "checkpoint.pth", 1_634_000_000))
+    (_, title, text, buttons, default), = asked
+    assert title == "GAIR model" and "checkpoint.pth from the hub repo PingL/GAIR (1.6 GB)" in text
+    assert "GAIR settings" in text and default == QMessageBox.No  # declining is the default
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.No)
+    assert not settings.ask_download(HubCheckpoint("PingL/GAIR", "checkpoint.pth", None))
