@@ -398,14 +398,15 @@ def _free_path(folder: str, stem: str, suffix: str) -> str:
     return candidate
 
 
+SIDECARS = (".pca.npz", ".quicklook.png", ".quicklook.png.aux.xml", ".qml")  # beside an embedding raster
+
+
 def _copy_with_sidecars(path: str, target: str) -> None:
-    """Copy a file and its sidecars (path.aux.xml, stem.qml...) under the target's stem; each copy is written to a
-    temporary name first, so an interrupted copy never leaves a half file under the final name."""
+    """Copy a file, its own sidecars (path.aux.xml...) and GAIR's stem sidecars (PCA, quicklook, style) to the
+    target's name; each copy goes to a temporary name first, so an interrupted copy leaves no half file."""
     stem, target_stem = os.path.splitext(path)[0], os.path.splitext(target)[0]
-    for source in glob.glob(glob.escape(stem) + ".*"):
-        rest = source[len(stem):]
-        if rest.endswith(("-wal", "-shm")):
-            continue
-        final = target_stem + rest
+    pairs = [(path, target)] + [(extra, target + extra[len(path):]) for extra in glob.glob(glob.escape(path) + ".*")]
+    pairs += [(stem + suffix, target_stem + suffix) for suffix in SIDECARS if os.path.isfile(stem + suffix)]
+    for source, final in pairs:
         shutil.copy2(source, final + ".part")
         os.replace(final + ".part", final)

@@ -188,6 +188,7 @@ def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_
         kept = [os.path.basename(p) for p in widget.keep_results()]
         assert kept == ["gair_embedding.tif", "gair_embedding_similarity.tif", "gair_embedding_top_places.gpkg"]
         assert (tmp_path / "kept" / "gair_embedding.quicklook.png").is_file()
+        assert not list((tmp_path / "kept").glob("*.part"))
         assert embedding.source() == str(tmp_path / "kept" / "gair_embedding.tif") and embedding.isValid()
         assert widget.controller.temporary_layers() == []
     finally:
@@ -292,6 +293,8 @@ def test_keep_results_of_an_unsaved_project_asks_for_a_folder(dock, tmp_path):
     kept = widget.keep_results()
     assert [os.path.basename(p) for p in kept] == ["detroit_gair_similarity.tif", "detroit_gair_top_places.gpkg"]
     assert all(os.path.dirname(p) == str(tmp_path / "kept") for p in kept)
+    written = sorted(os.listdir(tmp_path / "kept"))
+    assert [name for name in written if not name.endswith(".aux.xml")] == sorted(os.path.basename(p) for p in kept)
 
 
 def test_saved_project_leaves_out_unkept_temporary_layers(dock, tmp_path):
