@@ -6,7 +6,6 @@ into a chosen folder) and repoints their layers; on shutdown every layer still r
 project before the folder is deleted, so a saved project never references files that are gone."""
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ from qgis.PyQt.QtGui import QColor
 from ..engine_log import engine_messages
 from ..layers import add_to_gair_group, raster_tag
 from ..styling import band_range, similarity_renderer, top_k_renderer
+from .results import copy_with_sidecars, empty_element, free_path, provider_options, remove_layer_tree_entries
 
 SIMILARITY_NAME = "GAIR similarity"
 TOP_K_NAME = "GAIR top-k"
@@ -274,20 +274,20 @@ class SimilarityController(QObject):
         kept = []
         embedding = self.embedding_layer
         if embedding is not None and embedding in self.temporary_layers():  # embedded here: keep it too
-            target = _free_path(folder, "gair_embedding", ".tif")
-            _copy_with_sidecars(embedding.source().split("|")[0], target)  # with its .pca.npz and quicklook
-            embedding.setDataSource(target, embedding.name(), "gdal", _provider_options())
+            target = free_path(folder, "gair_embedding", ".tif")
+            copy_with_sidecars(embedding.source().split("|")[0], target)  # with its .pca.npz and quicklook
+            embedding.setDataSource(target, embedding.name(), "gdal", provider_options())
             kept.append(target)
         stem = Path(embedding.source().split("|")[0]).stem if embedding is not None else "gair"
         for layer, path, suffix in ((self.similarity_layer, self.result_paths[0], "similarity"),
                                     (self.points_layer, self.result_paths[1], "top_places")):
             if path is None:
                 continue
-            target = _free_path(folder, f"{stem}_{suffix}", Path(path).suffix)
-            _copy_with_sidecars(path, target)
+            target = free_path(folder, f"{stem}_{suffix}", Path(path).suffix)
+            copy_with_sidecars(path, target)
             if layer is not None and self.project.mapLayer(layer.id()) is not None:
                 source = target if layer is self.similarity_layer else f"{target}|layername=similar_places"
-                layer.setDataSource(source, Path(target).stem, layer.providerType(), _provider_options())
+                layer.setDataSource(source, Path(target).stem, layer.providerType(), provider_options())
             kept.append(target)
         self.similarity_layer = self.points_layer = self.result_paths = None
         self.results_changed.emit(False)
@@ -301,29 +301,17 @@ class SimilarityController(QObject):
                 if os.path.realpath(layer.source().split("|")[0]).startswith(root)]
 
     def _leave_out_temporary_layers(self, document) -> None:
-        """Writing the project file: layers of the temporary folder are left out of its layer tree (here) and
-        of its layer list (`_leave_out_layer_element`), because their files go when the session ends. A saved
-        project never references missing files; the layers stay on the map until the session ends."""
+        """Writing the project file: layers of the temporary folder are left out of it, because their files go
+        when the session ends. They stay on the map until then."""
         ids = {layer.id() for layer in self.temporary_layers()}
-        if not ids:
-            return
-        doomed = []
-        for tag, layer_id in (("layer-tree-layer", lambda e: e.attribute("id")), ("item", lambda e: e.text())):
-            nodes = document.elementsByTagName(tag)  # tree nodes, and the tree's custom-order items
-            doomed += [nodes.at(i) for i in range(nodes.count()) if layer_id(nodes.at(i).toElement()) in ids]
-        for node in doomed:
-            node.parentNode().removeChild(node)
-        self.status.emit(f"The project was saved without {len(ids)} temporary GAIR layer(s): click Keep results to "
-                         "store them beside the project, then save again.")
+        if ids:
+            remove_layer_tree_entries(document, ids)
+            self.status.emit(f"The project was saved without {len(ids)} temporary GAIR layer(s): click Keep results "
+                             "to store them beside the project, then save again.")
 
     def _leave_out_layer_element(self, layer, element, document) -> None:
-        """A temporary layer's <maplayer> element is emptied; QGIS reads an empty one as nothing (no bad layer)."""
         if layer in self.temporary_layers():
-            while element.hasChildNodes():
-                element.removeChild(element.firstChild())
-            attributes = element.attributes()
-            for name in [attributes.item(i).nodeName() for i in range(attributes.count())]:
-                element.removeAttribute(name)
+            empty_element(element)
 
     def _forget_layers(self, layer_ids) -> None:
         """Layers leaving the project (removed by the user, or a project being closed) are dropped from the state
@@ -381,32 +369,3 @@ class SimilarityController(QObject):
         if self.markers.scene() is not None:
             self.canvas.scene().removeItem(self.markers)
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _provider_options():
-    from qgis.core import QgsDataProvider
-
-    return QgsDataProvider.ProviderOptions()
-
-
-def _free_path(folder: str, stem: str, suffix: str) -> str:
-    """folder/stem.suffix, or stem_2, stem_3... when taken: keeping never overwrites an earlier result."""
-    candidate, n = os.path.join(folder, stem + suffix), 1
-    while glob.glob(glob.escape(os.path.splitext(candidate)[0]) + ".*"):
-        n += 1
-        candidate = os.path.join(folder, f"{stem}_{n}{suffix}")
-    return candidate
-
-
-SIDECARS = (".pca.npz", ".quicklook.png", ".quicklook.png.aux.xml", ".qml")  # beside an embedding raster
-
-
-def _copy_with_sidecars(path: str, target: str) -> None:
-    """Copy a file, its own sidecars (path.aux.xml...) and GAIR's stem sidecars (PCA, quicklook, style) to the
-    target's name; each copy goes to a temporary name first, so an interrupted copy leaves no half file."""
-    stem, target_stem = os.path.splitext(path)[0], os.path.splitext(target)[0]
-    pairs = [(path, target)] + [(extra, target + extra[len(path):]) for extra in glob.glob(glob.escape(path) + ".*")]
-    pairs += [(stem + suffix, target_stem + suffix) for suffix in SIDECARS if os.path.isfile(stem + suffix)]
-    for source, final in pairs:
-        shutil.copy2(source, final + ".part")
-        os.replace(final + ".part", final)
