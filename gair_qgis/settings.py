@@ -105,7 +105,7 @@ def official_checkpoint_problem() -> str | None:
     try:
         info = engine_module("runtime.loading").official_checkpoint_info()
     except engine.GAIRError as exc:  # offline: fails at once, with what to do
-        return str(exc)
+        return str(exc)[:1].upper() + str(exc)[1:]
     if info.cached is not None or download_allowed():
         return None
     if _can_ask() and ask_download(info):

@@ -133,7 +133,8 @@ def test_offline_problem_is_the_engine_message(settings_as, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(loading, "cached_official_checkpoint", lambda cache_dir=None: None)
     problem = settings.model_problem(None)
-    assert "HF_HUB_OFFLINE is set" in problem and "python -m engine fetch" in problem
+    assert problem.startswith("No GAIR model is set") and "HF_HUB_OFFLINE is set" in problem
+    assert "python -m engine fetch" in problem
 
 
 def test_the_question_names_the_size_and_the_alternative(qgis_app, monkeypatch):
