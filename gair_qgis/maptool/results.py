@@ -5,8 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-
-SIDECARS = (".pca.npz", ".quicklook.png", ".quicklook.png.aux.xml", ".qml")  # beside an embedding raster
+from pathlib import Path
 
 
 def provider_options():
@@ -25,13 +24,19 @@ def free_path(folder: str, stem: str, suffix: str) -> str:
 
 
 def copy_with_sidecars(path: str, target: str) -> None:
-    """Copy a file, its own sidecars (path.aux.xml...) and GAIR's stem sidecars (PCA, quicklook, style) to the
-    target's name; each copy goes to a temporary name first, so an interrupted copy leaves no half file."""
-    stem, target_stem = os.path.splitext(path)[0], os.path.splitext(target)[0]
-    pairs = [(path, target)] + [(extra, target + extra[len(path):]) for extra in glob.glob(glob.escape(path) + ".*")]
-    pairs += [(stem + suffix, target_stem + suffix) for suffix in SIDECARS if os.path.isfile(stem + suffix)]
-    for source, final in pairs:
-        shutil.copy2(source, final + ".part")
+    """Copy an engine output with the files it consists of (engine io.files.output_files: .aux.xml, PCA sidecar,
+    quicklook...) under the target's name; each copy goes to a temporary name first, so an interrupted copy
+    leaves no half file under a final name."""
+    from ..engine_link import engine_attrs
+
+    output_files = engine_attrs("io.files", "output_files")
+    source, stem = Path(path), Path(path).stem
+    target_stem = Path(target).stem
+    for part in output_files(source):
+        name = part.name
+        renamed = target_stem + name[len(stem):] if name.startswith(stem) else name
+        final = os.path.join(os.path.dirname(target), renamed)
+        shutil.copy2(part, final + ".part")
         os.replace(final + ".part", final)
 
 
