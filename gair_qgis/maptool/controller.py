@@ -33,8 +33,8 @@ from ..layers import add_to_gair_group, raster_tag
 from ..styling import band_range, similarity_renderer, top_k_renderer
 from .results import copy_with_sidecars, empty_element, free_path, provider_options, remove_layer_tree_entries
 
-SIMILARITY_NAME = "GAIR similarity"
-TOP_K_NAME = "GAIR top-k"
+SIMILARITY_NAME = "{name} similarity"  # layers are named after the embedding raster and what they show
+TOP_K_NAME = "{name} top places"
 INSTRUCTION = ("Pick an embedding raster, then click the map to find places like the clicked one (shift-click adds "
                "more references). For a Sentinel-2 raster, embed the visible extent first.")
 READY = "Click the map on {name} to find places like the clicked one; shift-click adds more references."
@@ -233,13 +233,14 @@ class SimilarityController(QObject):
             return
         raster_path, points_path = task.result
         self._remove_results()
-        similarity = QgsRasterLayer(raster_path, SIMILARITY_NAME, "gdal")
+        name = self.embedding_layer.name() if self.embedding_layer is not None else "GAIR"
+        similarity = QgsRasterLayer(raster_path, SIMILARITY_NAME.format(name=name), "gdal")
         vmin, vmax = band_range(similarity)
         similarity_renderer(similarity, vmin, vmax, self.threshold)
         add_to_gair_group(similarity, self.project, 0)
         points = None
         if points_path:  # None when no pixel peaks (e.g. the raster is all nodata but the references)
-            points = QgsVectorLayer(points_path, TOP_K_NAME, "ogr")
+            points = QgsVectorLayer(points_path, TOP_K_NAME.format(name=name), "ogr")
             top_k_renderer(points)
             add_to_gair_group(points, self.project, 0)
         self.similarity_layer, self.points_layer = similarity, points

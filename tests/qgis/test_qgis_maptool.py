@@ -84,6 +84,7 @@ def test_click_makes_similarity_layer_and_top_k_points(dock):
     assert {node.layerId() for node in group.findLayers()} == {similarity.id(), points.id()}
     assert similarity.crs().authid() == "EPSG:4326" and similarity.extent() == layer.extent()
     assert similarity.renderer().type() == "singlebandpseudocolor"
+    assert (similarity.name(), points.name()) == ("embedding similarity", "embedding top places")
     assert points.featureCount() == 5 and points.renderer().symbol().symbolLayer(0).properties()["name"] == "star"
     # the clicked pixel (within a canvas pixel of the centre) is the most similar place: cosine 1 with itself
     (reference,) = controller.references
