@@ -11,6 +11,7 @@ import numpy as np
 
 from ..io.embedding_raster import EmbeddingRaster
 from ..errors import GAIRError
+from ..params import CLASSIFIERS
 from .rasters import CLASS_NODATA, OutputRaster, check_cancel, scan, stage
 from .report import classification_report, write_report
 from .sampling import (
@@ -22,7 +23,6 @@ from .sampling import (
     training_data,
 )
 
-CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
 
 
 @dataclass

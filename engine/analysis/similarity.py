@@ -16,6 +16,7 @@ import numpy as np
 
 from ..io.embedding_raster import EmbeddingRaster, check_same_space
 from ..errors import GAIRError
+from ..params import AGGREGATES
 from .rasters import MASK_NODATA, OutputRaster, scan, stage
 from .vectors import (
     embedding_vectors,
@@ -31,7 +32,6 @@ from .vectors import (
     write_gpkg,
 )
 
-AGGREGATES = ("mean", "max")
 CHUNK_COLUMNS = 4096  # pixels per chunk: long enough rows for BLAS, small enough to stay in cache for the norm
 
 

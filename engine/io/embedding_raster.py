@@ -15,13 +15,13 @@ from typing import Self
 import numpy as np
 
 from ..errors import Cancelled, GAIRError
+from ..params import DTYPES
 from .files import temp_path_for  # noqa: F401 (used by writers across the engine)
 from .pca import PCAProjection, sidecar_path  # noqa: F401 (part of this format's API)
 
 BAND_PREFIX = "gair_"
 INT16_NODATA = -32768
 INT16_LIMIT = 32767
-DTYPES = ("float32", "int16")
 TAG_MODEL, TAG_SPACE, TAG_QUERY_MODE = "GAIR_MODEL", "GAIR_SPACE", "GAIR_QUERY_MODE"
 TAG_CROP_PIXELS, TAG_CROP_GROUND_M = "GAIR_CROP_PIXELS", "GAIR_CROP_GROUND_M"
 TAG_DIMS, TAG_PCA = "GAIR_DIMS", "GAIR_PCA"
