@@ -23,6 +23,7 @@ from qgis.gui import QgsMapCanvas, QgsRubberBand
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
+from ..engine_calls import defaults
 from ..layers import add_to_gair_group
 from ..styling import band_range, similarity_renderer, top_k_renderer
 
@@ -63,7 +64,7 @@ class SimilarityController(QObject):
         self.canvas, self.project = canvas, project or QgsProject.instance()
         self.embedding_layer: QgsRasterLayer | None = None
         self.references: list[QgsPointXY] = []  # in the embedding raster's CRS
-        self.top_k = 10
+        self.top_k = defaults("similarity_search")["top_k"]
         self.threshold: float | None = None
         self.similarity_layer: QgsRasterLayer | None = None
         self.points_layer: QgsVectorLayer | None = None
@@ -109,7 +110,7 @@ class SimilarityController(QObject):
 
     # --- work -----------------------------------------------------------------------------------------------
     def run_search(self) -> None:
-        from ..toolbox.algorithms.similarity_search import run_similarity
+        from ..engine_calls import run_similarity
 
         if self.task is not None:
             self.task.cancel()  # the newest click wins
@@ -127,7 +128,7 @@ class SimilarityController(QObject):
 
     def embed_visible_extent(self, source: QgsRasterLayer, model_path: str | None = None) -> None:
         """Embed what the canvas shows of `source`; the result becomes the embedding raster."""
-        from ..toolbox.algorithms.embed_raster import run_embed_raster
+        from ..engine_calls import run_embed_raster
 
         extent = QgsCoordinateTransform(self.canvas.mapSettings().destinationCrs(), source.crs(),
                                         self.project).transformBoundingBox(self.canvas.extent())
@@ -140,8 +141,7 @@ class SimilarityController(QObject):
         out = os.path.join(self.workdir, f"embedding_{uuid.uuid4().hex[:8]}.tif")
 
         def work(progress, cancel):
-            return run_embed_raster(path, out, bounds=bounds, model=model_path,
-                                    progress=progress, cancel=cancel)
+            return run_embed_raster(path, out, extent=bounds, model=model_path, progress=progress, cancel=cancel)
 
         self._start(EngineTask("GAIR embed visible extent", work, self._embed_done))
 
