@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from ..errors import Cancelled, GAIRError
 
-COMMAND_MODULES = (".model", ".pipeline", ".analysis")  # relative: the engine may be vendored under another name
+COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service")  # relative: the engine may be vendored under another name
 CANCELLED_MESSAGE = "cancelled; no output was written"
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 
