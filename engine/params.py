@@ -84,7 +84,7 @@ class Param:
     def title(self) -> str:
         return self.label or self.help.split(";")[0]
 
-    def replace(self, **changes) -> "Param":
+    def replace(self, **changes) -> Param:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

@@ -10,14 +10,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 import shapely
 from rasterio.windows import Window
 
-from engine.cli.main import main
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
 from engine.analysis.vectors import reproject, write_gpkg
+from engine.cli.main import main
 from engine.io.embedding_raster import EmbeddingRasterWriter
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -78,17 +77,17 @@ def _run_all(capsys, folder: Path, raster: Path, labels: Path, ref_xy: tuple[flo
              embedding_layer: Path) -> dict:
     """Run each command; return what the tests check."""
     out = {}
-    out["cluster"] = _run(capsys, "cluster-embeddings", raster, folder / "clusters.tif", "--k", 4, "--auto-k", "--sample-size",
-                          3000, "--polygons", folder / "clusters.gpkg", "--sieve", 4)
-    out["similarity"] = _run(capsys, "similarity-search", raster, folder / "sim.tif", "--point", *ref_xy, "--points-crs",
-                             ref_crs, "--top-k", 3, "--threshold", 0.95, "--mask", folder / "mask.tif", "--hits",
-                             folder / "hits.gpkg")
-    out["classify"] = _run(capsys, "train-classifier", raster, labels, "--field", "label", "--model-output", folder / "m.joblib",
-                           "--folds", 3, "--report", folder / "report.json", "--report", folder / "report.html",
-                           "--output", folder / "classes.tif", "--confidence", folder / "conf.tif")
+    out["cluster"] = _run(capsys, "cluster-embeddings", raster, folder / "clusters.tif", "--k", 4, "--auto-k",
+                          "--sample-size", 3000, "--polygons", folder / "clusters.gpkg", "--sieve", 4)
+    out["similarity"] = _run(capsys, "similarity-search", raster, folder / "sim.tif", "--point", *ref_xy,
+                             "--points-crs", ref_crs, "--top-k", 3, "--threshold", 0.95, "--mask", folder / "mask.tif",
+                             "--hits", folder / "hits.gpkg")
+    out["classify"] = _run(capsys, "train-classifier", raster, labels, "--field", "label", "--model-output",
+                           folder / "m.joblib", "--folds", 3, "--report", folder / "report.json", "--report",
+                           folder / "report.html", "--output", folder / "classes.tif", "--confidence", folder / "conf.tif")
     out["apply"] = _run(capsys, "apply-model", raster, folder / "m.joblib", folder / "classes2.tif")
-    out["regress"] = _run(capsys, "train-regressor", raster, labels, "--field", "value", "--model-output", folder / "r.joblib",
-                          "--method", "ridge", "--folds", 3, "--output", folder / "pred.tif")
+    out["regress"] = _run(capsys, "train-regressor", raster, labels, "--field", "value", "--model-output",
+                          folder / "r.joblib", "--method", "ridge", "--folds", 3, "--output", folder / "pred.tif")
     out["rank"] = _run(capsys, "rank-features", embedding_layer, folder / "ranked.gpkg", "--reference-fid", 1)
     out["report"] = json.loads((folder / "report.json").read_text())
     for name in ("clusters.tif", "clusters.gpkg", "sim.tif", "mask.tif", "hits.gpkg", "m.joblib", "report.html",

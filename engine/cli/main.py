@@ -17,13 +17,15 @@ from contextlib import contextmanager
 
 from ..errors import Cancelled, GAIRError
 
-COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service")  # relative: the engine may be vendored under another name
+# relative names: the engine may be vendored under another name
+COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service")
 CANCELLED_MESSAGE = "cancelled; no output was written"
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="GAIR embeddings: models, pipelines, analysis.")
+    parser = argparse.ArgumentParser(prog="python -m engine",
+                                     description="GAIR embeddings: models, pipelines, analysis.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

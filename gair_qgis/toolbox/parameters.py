@@ -25,7 +25,8 @@ def scalar_parameter(param, tr=str) -> QgsProcessingParameterDefinition:
     """The Processing parameter of one scalar engine Param (int, float, str, bool, choice)."""
     name, label = param.processing_name, tr(param.title)
     if param.kind in ("int", "float"):
-        number_type = QgsProcessingParameterNumber.Integer if param.kind == "int" else QgsProcessingParameterNumber.Double
+        number_type = (QgsProcessingParameterNumber.Integer if param.kind == "int"
+                       else QgsProcessingParameterNumber.Double)
         limits = {}
         if param.minimum is not None:
             limits["minValue"] = param.minimum

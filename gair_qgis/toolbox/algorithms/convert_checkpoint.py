@@ -1,4 +1,5 @@
-"""Convert official checkpoint: the official GAIR checkpoint (.pth) -> a safetensors bundle (fast, safe to load, fingerprinted)."""
+"""Convert official checkpoint: the official GAIR checkpoint (.pth) -> a safetensors bundle (fast, safe to load,
+fingerprinted)."""
 from __future__ import annotations
 
 import os
