@@ -84,7 +84,8 @@ def _run_all(capsys, folder: Path, raster: Path, labels: Path, ref_xy: tuple[flo
                              "--hits", folder / "hits.gpkg")
     out["classify"] = _run(capsys, "train-classifier", raster, labels, "--field", "label", "--model-output",
                            folder / "m.joblib", "--folds", 3, "--report", folder / "report.json", "--report",
-                           folder / "report.html", "--output", folder / "classes.tif", "--confidence", folder / "conf.tif")
+                           folder / "report.html", "--output", folder / "classes.tif", "--confidence",
+                           folder / "conf.tif")
     out["apply"] = _run(capsys, "apply-model", raster, folder / "m.joblib", folder / "classes2.tif")
     out["regress"] = _run(capsys, "train-regressor", raster, labels, "--field", "value", "--model-output",
                           folder / "r.joblib", "--method", "ridge", "--folds", 3, "--output", folder / "pred.tif")
