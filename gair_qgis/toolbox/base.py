@@ -116,6 +116,19 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(param)
 
+    def add_space_parameter(self) -> None:
+        """'Same space as embedding raster': the feature vectors go through that raster's PCA."""
+        from qgis.core import QgsProcessingParameterRasterLayer
+
+        space = self.operation.param("space")
+        param = QgsProcessingParameterRasterLayer(space.processing_name, self.tr(space.label), optional=True)
+        param.setHelp(self.tr(space.help))
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
+
+    def space_path(self, parameters, context: QgsProcessingContext) -> str | None:
+        return self.raster_path(parameters, "SPACE", context) if parameters.get("SPACE") else None
+
     def add_embedded_count_output(self) -> None:
         from qgis.core import QgsProcessingOutputNumber
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
@@ -21,10 +20,7 @@ class Algorithm(GAIRAlgorithm):
                                                               [QgsProcessing.TypeVectorAnyGeometry]))
         self.addParameter(QgsProcessingParameterRasterLayer("RASTER", self.tr(op.param("raster").label)))
         self.add_engine_parameters()
-        space = QgsProcessingParameterRasterLayer("SPACE", self.tr(op.param("space").label), optional=True)
-        space.setHelp(self.tr(op.param("space").help))
-        space.setFlags(space.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(space)
+        self.add_space_parameter()
         self.add_model_parameter()
         self.add_embedded_count_output()
         self.addParameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr(op.param("output").label)))
@@ -44,10 +40,9 @@ class Algorithm(GAIRAlgorithm):
     def run_engine(self, parameters, context, feedback, bridge):
         from ...engine_link import engine
 
-        space = self.raster_path(parameters, "SPACE", context) if parameters.get("SPACE") else None
         result = engine.embed_features(
             self.raster_path(parameters, "RASTER", context), self.vector_path(parameters, "INPUT", context, feedback),
             self.parameterAsOutputLayer(parameters, "OUTPUT", context), self.load_model(parameters, context, feedback),
-            space=space, **self.engine_values(parameters, context), **bridge.kwargs(),
+            space=self.space_path(parameters, context), **self.engine_values(parameters, context), **bridge.kwargs(),
         )
         return self.finish_layer_result(result, context, feedback)

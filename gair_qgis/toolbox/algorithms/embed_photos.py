@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProject,
 )
 
-from ..base import GAIRAlgorithm
+from ..base import GAIRAlgorithm, require_embedding_raster
 
 
 def source_folder(layer) -> str:
@@ -36,6 +36,7 @@ class Algorithm(GAIRAlgorithm):
         field.setHelp(self.tr(photo.help))
         self.addParameter(field)
         self.add_engine_parameters()
+        self.add_space_parameter()
         self.add_model_parameter()
         self.add_embedded_count_output()
         self.addParameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr(op.param("output").label)))
@@ -45,6 +46,8 @@ class Algorithm(GAIRAlgorithm):
         field = self.parameterAsString(parameters, "PHOTO_FIELD", context)
         if source is not None and source.fields().lookupField(field) < 0:
             return self.tr(f"The layer has no field '{field}'; choose the field holding the photo file paths.")
+        if parameters.get("SPACE"):
+            return require_embedding_raster(self.parameterAsRasterLayer(parameters, "SPACE", context))
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
@@ -56,6 +59,7 @@ class Algorithm(GAIRAlgorithm):
             self.vector_path(parameters, "INPUT", context, feedback),
             self.parameterAsOutputLayer(parameters, "OUTPUT", context), self.load_model(parameters, context, feedback),
             photo_field=self.parameterAsString(parameters, "PHOTO_FIELD", context), photo_root=root,
+            space=self.space_path(parameters, context),
             **self.engine_values(parameters, context), **bridge.kwargs(),
         )
         return self.finish_layer_result(result, context, feedback)
