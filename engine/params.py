@@ -10,6 +10,7 @@ layers, files, points and destinations are built by each algorithm (they are QGI
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ class Param:
     key: str | None = None
     cli: bool = True
     toolbox: bool = True
+    pattern: str | None = None  # a str value must match this regular expression
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -64,6 +66,20 @@ class Param:
             raise ValueError(f"{self.name}: default {self.default!r} is not one of {self.choices}")
         if self.choice_labels and len(self.choice_labels) != len(self.choices):
             raise ValueError(f"{self.name}: one label per choice")
+
+    def check(self, value: Any) -> str | None:
+        """What is wrong with a value of this parameter (range, pattern, choices), or None."""
+        if value is None:
+            return None if self.optional or self.default is None else "a value is required"
+        if self.choices and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be at least {self.minimum:g}, got {value:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be at most {self.maximum:g}, got {value:g}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, str(value)):
+            return f"{value!r} is not valid ({self.help})"
+        return None
 
     @property
     def option(self) -> str:
@@ -130,7 +146,8 @@ MODEL = Param("model", "model", None, optional=True, advanced=True, key="MODEL",
                    "(default: $GAIR_CHECKPOINT, else the one in the plugin settings or the hub)")
 BACKEND = Param("backend", "choice", "auto", choices=BACKENDS, toolbox=False,
                 help="torch, onnx (onnxruntime only) or auto (ONNX exports -> onnx, else torch when installed)")
-DEVICE = Param("device", "str", "auto", toolbox=False, help="auto, cpu, cuda or cuda:N")
+DEVICE = Param("device", "str", "auto", toolbox=False, pattern=r"auto|cpu|mps|cuda(:\d+)?",
+               help="auto, cpu, cuda or cuda:N")
 SEED = Param("seed", "int", 0, minimum=0, advanced=True, label="Random seed", help="same seed, same result")
 BLOCK_SIZE = Param("block_size", "int", None, optional=True, minimum=1, toolbox=False,
                    help="pixels per block side (a multiple of the raster's tiles)")

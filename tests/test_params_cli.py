@@ -95,6 +95,22 @@ def test_cli_options_are_the_definitions():
             assert _action(sub, "seed").default == 0
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["cluster-embeddings", "r.tif", "o.tif", "--k", "1"], "argument --k: must be at least 2, got 1"),
+    (["cluster-embeddings", "r.tif", "o.tif", "--k", "many"], "argument --k: 'many' is not a whole number"),
+    (["embed-raster", "s2.tif", "o.tif", "--device", "gpu0"], "argument --device: 'gpu0' is not valid"),
+    (["embed-raster", "s2.tif", "o.tif", "--overlap", "0.95"], "argument --overlap: must be at most 0.9"),
+    (["similarity-search", "r.tif", "o.tif", "--aggregate", "median"], "argument --aggregate: invalid choice"),
+    (["train-classifier", "r.tif", "l.gpkg", "--field", "c"], "the following arguments are required: --model-output"),
+    (["embed-points", "s2.tif", "l.gpkg", "o.gpkg"], "argument COMMAND: invalid choice: 'embed-points'"),
+])
+def test_usage_errors_are_one_line_with_the_definitions_limits(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
 def test_a_changed_definition_changes_the_cli(monkeypatch):
     op = params.OPERATIONS["cluster_embeddings"]
     changed = tuple(p.replace(default=5) if p.name == "k" else p for p in op.params)

@@ -23,9 +23,15 @@ CANCELLED_MESSAGE = "cancelled; no output was written"
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as the one-line `error:` of every other problem (exit 2), with where to read more."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine",
-                                     description="GAIR embeddings: models, pipelines, analysis.")
+    parser = Parser(prog="python -m engine", description="GAIR embeddings: models, pipelines, analysis.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -57,7 +63,10 @@ def cancel_on_interrupt(args: argparse.Namespace) -> Iterator[Callable[[], bool]
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    # the engine's own messages at INFO; libraries (rasterio's GDAL chatter) only from WARNING on, unless -v
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        logging.getLogger(__package__.rsplit(".", 1)[0]).setLevel(logging.INFO)
     try:
         with cancel_on_interrupt(args) as cancel:
             args.cancel = cancel

@@ -26,6 +26,25 @@ def _help(param: Param) -> str:
     return text.replace("%", "%%")
 
 
+def _checked(param: Param) -> Callable[[str], object]:
+    """argparse `type`: convert, then check the definition's range and pattern (a bad value is a usage error)."""
+    convert = _TYPES.get(param.kind, float if param.kind in _METAVARS else str)
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            kind = "a whole number" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        problem = None if param.kind in _METAVARS else param.check(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = param.kind  # argparse names the type in its messages
+    return parse
+
+
 def add_argument(parser: argparse.ArgumentParser, param: Param) -> None:
     """One Param as an argparse argument: dest = the engine keyword, default/choices/help from the definition."""
     if param.kind == "bool":
@@ -33,7 +52,7 @@ def add_argument(parser: argparse.ArgumentParser, param: Param) -> None:
         flag = param.flag or ("--no-" if param.default else "--") + param.name.replace("_", "-")
         parser.add_argument(flag, dest=param.name, action=action, default=param.default, help=_help(param))
         return
-    kwargs: dict = {"help": _help(param), "type": _TYPES.get(param.kind, float if param.kind in _METAVARS else str)}
+    kwargs: dict = {"help": _help(param), "type": _checked(param) if not param.choices else str}
     if param.choices:
         kwargs["choices"] = param.choices
     if param.kind in _METAVARS:
