@@ -41,7 +41,6 @@ def _checked(param: Param) -> Callable[[str], object]:
             raise argparse.ArgumentTypeError(problem)
         return value
 
-    parse.__name__ = param.kind  # argparse names the type in its messages
     return parse
 
 
