@@ -161,6 +161,8 @@ LAYER_NAME = Param("layer_name", "str", None, optional=True, toolbox=False,
 SPACE = Param("space", "raster", None, optional=True, advanced=True, key="SPACE",
               label="Same space as embedding raster (optional)",
               help="embedding raster whose PCA the vectors go through, so they compare with its pixels")
+CONFIDENCE = Param("confidence_path", "raster_out", None, optional=True, flag="--confidence", key="CONFIDENCE",
+                   label="Confidence (classifiers)", help="confidence raster (top class probability; classifiers)")
 EMBEDDING_RASTER = Param("raster_path", "raster", positional=True, flag="raster", key="INPUT",
                          label="Embedding raster", help="embedding raster (GeoTIFF written by embed-raster)")
 
@@ -171,6 +173,12 @@ def _batch_size(default: int | None, what: str) -> Param:
 
 
 _MODEL_PARAMS = (MODEL, BACKEND, DEVICE)
+
+
+def _layer_in_out(label: str, help_text: str, output_label: str) -> tuple[Param, Param]:
+    """The input layer and output GeoPackage of a per-feature embedding operation."""
+    return (Param("layer", "vector", positional=True, key="INPUT", label=label, help=help_text),
+            Param("output", "vector_out", positional=True, key="OUTPUT", label=output_label, help="output GeoPackage"))
 
 
 def _training(task: str, methods: tuple[str, ...], default: str, field_help: str) -> tuple[Param, ...]:
@@ -249,10 +257,8 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         (
             Param("raster", "raster", positional=True, key="RASTER", label="Sentinel-2 raster",
                   help="Sentinel-2 raster"),
-            Param("layer", "vector", positional=True, key="INPUT", label="Features",
-                  help="vector layer (points, polygons; any CRS)"),
-            Param("output", "vector_out", positional=True, key="OUTPUT", label="Features with embeddings",
-                  help="output GeoPackage"),
+            *_layer_in_out("Features", "vector layer (points, polygons; any CRS)",
+                           "Features with embeddings"),
             LAYER_NAME,
             BANDS,
             Param("polygons", "choice", "mean", choices=POLYGON_MODES, label="Polygons",
@@ -274,10 +280,8 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "embeddings (cross-view search).",
         "pipeline.features:embed_photos",
         (
-            Param("layer", "vector", positional=True, key="INPUT", label="Points with photos",
-                  help="layer with a photo-path field (absolute or relative to --photo-root)"),
-            Param("output", "vector_out", positional=True, key="OUTPUT", label="Points with embeddings",
-                  help="output GeoPackage"),
+            *_layer_in_out("Points with photos", "layer with a photo-path field (absolute or relative to --photo-root)",
+                           "Points with embeddings"),
             Param("photo_field", "field", "photo", key="PHOTO_FIELD", label="Photo path field",
                   help="field holding the photo path"),
             Param("photo_root", "folder", None, optional=True, toolbox=False,
@@ -297,10 +301,8 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "describe what a place is like. The layer may be in any CRS.",
         "pipeline.features:embed_locations",
         (
-            Param("layer", "vector", positional=True, key="INPUT", label="Points",
-                  help="vector layer (any CRS; centroids for non-points)"),
-            Param("output", "vector_out", positional=True, key="OUTPUT", label="Locations with embeddings",
-                  help="output GeoPackage"),
+            *_layer_in_out("Points", "vector layer (any CRS; centroids for non-points)",
+                           "Locations with embeddings"),
             LAYER_NAME,
             SPACE.replace(toolbox=False),
             *_MODEL_PARAMS,
@@ -379,8 +381,7 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "analysis.classify:train_classifier",
         (
             *_training("class", CLASSIFIERS, "logistic", "Class field"),
-            Param("confidence_path", "raster_out", None, optional=True, flag="--confidence", key="CONFIDENCE",
-                  label="Confidence", help="with --output: confidence raster (top probability)"),
+            CONFIDENCE.replace(label="Confidence", help="with --output: " + CONFIDENCE.help),
             BLOCK_SIZE,
         ), summary="train (and apply) a classifier from labelled features"),
     Operation(
@@ -407,8 +408,7 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
                   label="Trained model (.joblib)", help="model file saved by train-classifier or train-regressor"),
             Param("out_path", "raster_out", positional=True, flag="output", key="OUTPUT",
                   label="Classes or prediction", help="class (or prediction) raster"),
-            Param("confidence_path", "raster_out", None, optional=True, flag="--confidence", key="CONFIDENCE",
-                  label="Confidence (classifiers)", help="confidence raster (classifiers)"),
+            CONFIDENCE,
             BLOCK_SIZE,
         ), summary="apply a saved classifier or regressor to an embedding raster"),
     Operation(
