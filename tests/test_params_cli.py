@@ -241,3 +241,19 @@ def test_embed_photos_resolves_relative_paths_from_photo_root(tmp_path, bundle, 
                  str(bundle), "--quiet"]) == 0
     assert "1 of 1 features embedded" in capsys.readouterr().out
     assert list(pyogrio.raw.read(tmp_path / "b.gpkg", layer="points")[3][-1]) == ["ok"]
+
+
+def test_the_readme_commands_parse():
+    """Every `python -m engine ...` line of the README is a valid command line today."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [m.group(1) for m in re.finditer(r"-m engine ([a-z][^\n#`]*)", readme)]
+    assert len(lines) >= 12
+    parser = build_parser()
+    for line in lines:
+        argv = shlex.split(line)
+        if argv[0] in ("worker", "serve") or "--help" in argv:
+            continue
+        parser.parse_args(argv)  # a usage error exits (fails the test) with the reason
