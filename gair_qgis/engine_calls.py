@@ -2,8 +2,6 @@
 algorithm run the same code with the same defaults (engine.params). No Processing and no widgets here."""
 from __future__ import annotations
 
-import os
-
 from .engine_link import engine_attrs, engine_module
 
 
@@ -28,32 +26,15 @@ def run_similarity(embedding_path: str, points, points_crs: str | None, out_rast
 def run_embed_raster(input_path: str, output_path: str, *, model=None, progress=None, cancel=None,
                      **options) -> str:
     """engine embed_raster (on the whole raster, or `extent=(xmin, ymin, xmax, ymax)` in `extent_crs`, default the
-    raster's CRS); `model`: a loaded model, or a model path / None for the one in the plugin settings. The
-    quicklook gets a georeference so it lands on the map over the embedding raster."""
+    raster's CRS); `model`: a loaded model, or a model path / None for the one in the plugin settings."""
     from .engine_link import engine
     from .settings import load_model
 
     if not hasattr(model, "rs_tokens"):
         model = load_model(model)
-    out = str(engine.embed_raster(input_path, output_path, model, progress=progress, cancel=cancel, **options))
-    look = quicklook_of(out)
-    if os.path.isfile(look):
-        georeference_quicklook(look, out)
-    return out
+    return str(engine.embed_raster(input_path, output_path, model, progress=progress, cancel=cancel, **options))
 
 
 def quicklook_of(path: str) -> str:
-    return str(engine_attrs("pipeline.raster", "quicklook_path")(path))
-
-
-def georeference_quicklook(png: str, embedding_path: str) -> None:
-    """Write a PAM sidecar so the quicklook PNG lands on the map over the embedding raster."""
-    from osgeo import gdal
-
-    source, look = gdal.Open(embedding_path), gdal.Open(png)
-    x0, dx, _, y0, _, dy = source.GetGeoTransform()
-    sx, sy = source.RasterXSize / look.RasterXSize, source.RasterYSize / look.RasterYSize
-    step = max(round(sx), round(sy))  # the engine keeps every step-th pixel along both axes
-    look.SetGeoTransform((x0, dx * step, 0.0, y0, 0.0, dy * step))
-    look.SetProjection(source.GetProjection())
-    look = source = None
+    """The engine's georeferenced quicklook PNG beside an embedding raster."""
+    return str(engine_attrs("io.files", "quicklook_path")(path))

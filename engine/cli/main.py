@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from ..errors import Cancelled, GAIRError
 
 # relative names: the engine may be vendored under another name
-COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service")
+COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service", ".evaluate")
 CANCELLED_MESSAGE = "cancelled; no output was written"
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 

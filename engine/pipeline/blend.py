@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..io.embedding_raster import PCAProjection
+from ..io.pca import PCAProjection
 
 
 def crop_field(model, tokens: np.ndarray, height: int, width: int, mode: str = "nili",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import GAIRConfig
 from ..errors import GAIRError
+from ..io.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +141,12 @@ def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.invalidate_fingerprint()  # weights may have changed in place since it was last read (training)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = out / (BUNDLE_WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})
-    os.replace(tmp, out / BUNDLE_WEIGHTS)
+    with atomic_path(out / BUNDLE_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})
     meta = {"format": BUNDLE_FORMAT, "version": 1, "fingerprint": model.fingerprint, "source": source,
             "config": model.config.to_dict()}
-    tmp = out / (BUNDLE_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out / BUNDLE_CONFIG)
+    with atomic_path(out / BUNDLE_CONFIG) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
     return out
 
 
