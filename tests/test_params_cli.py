@@ -20,9 +20,9 @@ from rasterio.windows import Window
 import engine
 from engine import params
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
-from engine.analysis.vectors import write_gpkg
 from engine.cli.main import build_parser, cancel_on_interrupt, main
 from engine.cli.options import LOADING, _function
+from engine.io.vectors import write_gpkg
 
 from .test_pipeline_raster import synthetic_s2, write_raster
 
