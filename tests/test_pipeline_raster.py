@@ -225,7 +225,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_model):
     with pytest.raises(GAIRError, match="only nodata"):
         embed_raster(write_raster(tmp_path / "empty.tif", np.zeros_like(data)), tmp_path / "c.tif", tiny_model)
     with pytest.raises(GAIRError, match="dims must be at least 1"):
-        embed_raster(write_raster(tmp_path / "ok.tif", data), tmp_path / "d.tif", tiny_model, dims=0)
+        embed_raster(write_raster(tmp_path / "ok.tif", data), tmp_path / "d.tif", tiny_model, dims=-1)
     with pytest.raises(GAIRError, match="too coarse"):
         embed_raster(tmp_path / "ok.tif", tmp_path / "e.tif", tiny_model, pixel_size_m=200)
     with pytest.raises(GAIRError, match="transformer per pixel"):

@@ -11,6 +11,7 @@ from qgis.core import (
 )
 
 from ...engine_calls import quicklook_of, run_embed_raster
+from ...engine_log import engine_messages, feedback_sink
 from ..base import GAIRAlgorithm, raster_layer_path
 from ..outputs import finish_output
 
@@ -48,10 +49,13 @@ class Algorithm(GAIRAlgorithm):
             box = self.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
             extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        model = self.load_model(parameters, context, feedback)
-        feedback.pushInfo(self.tr(f"Embedding {layer.name()} into {output}"))
-        out = run_embed_raster(raster_layer_path(layer), output, model=model, extent=extent,
-                               **self.engine_values(parameters, context), **bridge.kwargs())
+        # engine log lines reach the Processing log: a checkpoint download's size, the output size estimate
+        # before the work, then "crop i/n, ~m:ss left"
+        with engine_messages(feedback_sink(feedback)):
+            model = self.load_model(parameters, context, feedback)
+            feedback.pushInfo(self.tr(f"Embedding {layer.name()} into {output}"))
+            out = run_embed_raster(raster_layer_path(layer), output, model=model, extent=extent,
+                                   **self.engine_values(parameters, context), **bridge.kwargs())
         self.track_output(out)
         finish_output(context, out, "GAIR embedding", "OUTPUT")
         results = {"OUTPUT": out, "QUICKLOOK": None}
