@@ -7,10 +7,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import GAIRError
+from ..params import REGRESSORS
 from .classify import Estimation, TrainResult, train_model
 from .report import regression_report
-
-REGRESSORS = ("random_forest", "ridge")
 
 
 def make_regressor(method: str, seed: int):
