@@ -1,4 +1,4 @@
-"""CLI: pretrain, build-dataset, synthetic (registered by engine/cli/main.py, which reports errors and cancels).
+"""CLI: pretrain, build-dataset, synthetic (registered by engine/cli/main.py, which reports errors and Ctrl-C).
 
 `python -m engine.pretrain`, `python -m engine.pretrain.build_dataset` and `python -m engine.pretrain.synthetic`
 are aliases that run these same commands.
@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from ..errors import Cancelled
+from .options import progress
 
 
 def register(subparsers) -> None:
@@ -101,11 +101,7 @@ def _pretrain(args) -> int:
         return 0
     from ..pretrain.train import run
 
-    try:
-        result = run(cfg, resume=args.resume, cancel=_cancel_callback(args))
-    except KeyboardInterrupt:
-        raise Cancelled(f"pretraining interrupted; --resume continues from the last checkpoint in "
-                        f"{cfg.train.out_dir}") from None
+    result = run(cfg, resume=args.resume, cancel=_cancel_callback(args))
     if result.bundle is not None:
         print(f"done: {result.steps} steps, last loss {result.last_loss:.4f}, {result.samples_per_s:.1f} samples/s; "
               f"bundle {result.bundle}; log {result.log}")
@@ -113,8 +109,6 @@ def _pretrain(args) -> int:
 
 
 def _build_dataset(args) -> int:
-    from tqdm import tqdm
-
     from ..config import GAIRConfig
     from ..pretrain.build_dataset import build_manifest, expand_rasters, read_points
 
@@ -125,15 +119,11 @@ def _build_dataset(args) -> int:
         model_config = load_config(args.config).gair_config()
     points = read_points(args.photos, args.lon_field, args.lat_field, args.path_field, args.date_field,
                          args.label_field)
-    with tqdm(total=100, unit="%", desc="crops", file=sys.stderr, disable=args.quiet) as bar:
-        try:
-            report = build_manifest(expand_rasters(args.rasters), points, args.out,
-                                    args.crop_ground_m or model_config.crop_ground_m, args.seed, args.tries,
-                                    args.crops_dir, require_photos=bool(args.path_field),
-                                    progress=lambda fraction: bar.update(round(fraction * 100) - bar.n),
-                                    cancel=_cancel_callback(args), bands=args.bands, model_config=model_config)
-        except KeyboardInterrupt:
-            raise Cancelled("building the manifest was interrupted; nothing was written") from None
+    with progress(args, "crops") as bar:
+        report = build_manifest(expand_rasters(args.rasters), points, args.out,
+                                args.crop_ground_m or model_config.crop_ground_m, args.seed, args.tries,
+                                args.crops_dir, require_photos=bool(args.path_field), progress=bar,
+                                cancel=_cancel_callback(args), bands=args.bands, model_config=model_config)
     print(report.summary())
     return 0
 
