@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ..runtime.loading import convert_checkpoint
+    from ..model.checkpoint import convert_checkpoint
 
     model = convert_checkpoint(args.checkpoint, args.out_dir, args.convention)
     print(f"{model.load_report.summary()}\nwrote bundle {args.out_dir} (fingerprint {model.fingerprint})")

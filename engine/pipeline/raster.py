@@ -22,7 +22,8 @@ from ..io.embedding_raster import (
     temp_path_for,
 )
 from ..errors import Cancelled, GAIRError
-from .blend import BlockBlender, ProjectedField, crop_field, numpy_blas_beside
+from ..runtime.protocol import GAIRModelLike
+from .blend import BlockBlender, crop_field, numpy_blas_beside, pca_field
 from .distributed import Shard, barrier, current_shard, gather_batches
 from .source import OutputGrid, SourceRaster
 from .tiling import CropLayout
@@ -40,7 +41,7 @@ FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense field
 
 def as_model(model, device: str = "auto", backend: str = "auto"):
     """A loaded model (torch or ONNX backend) as it is; a path or None goes through engine.load_model."""
-    if hasattr(model, "rs_tokens") and hasattr(model, "config"):
+    if isinstance(model, GAIRModelLike):
         return model
     from ..runtime.loading import load_model
 
@@ -49,7 +50,7 @@ def as_model(model, device: str = "auto", backend: str = "auto"):
 
 def default_batch_size(model) -> int:
     """Crops per encoder call: 8 fill a CPU's cores with little memory; a GPU wants more."""
-    return 32 if str(getattr(model, "device", "cpu")).startswith("cuda") else 8
+    return 32 if str(model.device).startswith("cuda") else 8
 
 
 def quicklook_path(raster_path: str | os.PathLike) -> Path:
@@ -144,7 +145,7 @@ class _RasterJob:
             self.check_cancel()
         self.encoded.update(todo)
 
-    def field(self, index: int, projector: ProjectedField | None, keep: bool) -> np.ndarray:
+    def field(self, index: int, projector: Callable | None, keep: bool) -> np.ndarray:
         """A crop's (projected) field, from the cache when the previous block kept it; `keep` caches it."""
         field = self.fields.get(index)
         if field is None:
@@ -180,7 +181,7 @@ class _RasterJob:
         """Blend and write every block (rank 0); all ranks walk the blocks to encode their share of the crops."""
         from rasterio.windows import Window
 
-        projector = ProjectedField(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
+        projector = pca_field(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
 
         side, height, width = self.block_side, self.grid.height, self.grid.width
         n_block_cols = math.ceil(width / side)

@@ -1,21 +1,15 @@
-"""Loading GAIR weights: the official checkpoint (strictly checked), our safetensors bundles, and the authors' hub.
+"""Which model a path names, and loading it on the right backend (torch-free: the ONNX path never imports torch).
 
-The official loader silently skips missing and mismatched keys (`strict=False`), so a wrong file gives random
-weights without a word. Here a missing or mismatched key is an error that lists them; keys the released checkpoint
-carries from training are listed in a warning and ignored on purpose.
+A path is the official checkpoint .pth, a bundle folder (safetensors + config.json) or an ONNX export folder;
+none means $GAIR_CHECKPOINT, else the authors' hub. The torch formats are read by engine.model.checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import re
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import GAIRConfig
 from ..errors import GAIRError
 
 log = logging.getLogger(__name__)
@@ -23,169 +17,20 @@ log = logging.getLogger(__name__)
 HUB_REPO, HUB_FILE = "PingL/GAIR", "checkpoint.pth"
 BUNDLE_CONFIG, BUNDLE_WEIGHTS, BUNDLE_FORMAT = "config.json", "model.safetensors", "gair-bundle"
 
-# Keys the released checkpoint may carry from training, with why each is not part of the inference model.
-TRAINING_ONLY_KEYS = {
-    r"^rs_encoder_teacher\.": "frozen RS distillation teacher (training only)",
-    r"^sv_encoder_teacher\.": "frozen street-view distillation teacher (training only)",
-    r"^(rs|sv)_student_projector\.": "distillation projector (training only)",
-    r"^ContrastLoss\.": "loss-module copy of the projections (training only)",
-    r"^queue_for_rs_encoding$|^queue_ptr_rs$": "RS feature queue (training state)",
-    r"^rs_encoder\.s2_encoder\.transformer\.norm_out\.": (
-        "CROMA's final norm: the official GAIR inference does not apply it, so tokens match the official model"
-    ),
-}
-
-
-@dataclass
-class LoadReport:
-    source: str
-    loaded: int = 0
-    ignored: dict[str, str] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        text = f"loaded {self.loaded} tensors from {self.source}"
-        if self.ignored:
-            reasons: dict[str, list[str]] = {}
-            for key, why in self.ignored.items():
-                reasons.setdefault(why, []).append(key)
-            text += "; ignored " + "; ".join(f"{len(keys)} key(s) ({why}), e.g. {keys[0]}" for why, keys in reasons.items())
-        return text
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def resolve_device(device: str = "auto") -> str:
-    torch = _torch()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise GAIRError(f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
-    return device
-
-
-def read_checkpoint_file(path: Path) -> dict:
-    """torch.load with weights_only (plus argparse.Namespace, which MAE-style checkpoints store as `args`)."""
-    torch = _torch()
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any unpickling failure with the file name
-        raise GAIRError(f"could not read checkpoint {path}: {exc}. Is it a PyTorch .pth file from GAIR?") from exc
-    state = obj["model"] if isinstance(obj, dict) and "model" in obj else obj
-    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise GAIRError(f"{path} holds no state dict (expected {{'model': state_dict}} or a bare state dict)")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def apply_state_dict(model, state: dict, source: str, allow_unknown: bool = False) -> LoadReport:
-    """Load `state` into `model` strictly: missing/mismatched keys are errors; training-only keys are reported."""
-    expected = model.state_dict()
-    report = LoadReport(source)
-    unknown, mismatched = [], []
-    for key, value in state.items():
-        if key in expected:
-            if tuple(value.shape) != tuple(expected[key].shape):
-                mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}")
-            continue
-        why = next((w for pattern, w in TRAINING_ONLY_KEYS.items() if re.search(pattern, key)), None)
-        if why is None:
-            unknown.append(key)
-        else:
-            report.ignored[key] = why
-    missing = [k for k in expected if k not in state]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:12])}")
-    if unknown and not allow_unknown:
-        problems.append(f"{len(unknown)} unexpected key(s): {', '.join(unknown[:12])}")
-    if problems:
-        raise GAIRError(
-            f"{source} does not match the GAIR architecture ({model.config.embed_dim}-d, {model.config.rs_depth} RS layers): "
-            + " | ".join(problems)
-            + ". Use the official GAIR checkpoint.pth or a bundle written by `python -m engine convert`."
-        )
-    for key in unknown:
-        report.ignored[key] = "unknown key, ignored because allow_unknown=True"
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
-    report.loaded = len(expected)
-    if report.ignored:
-        warnings.warn(report.summary(), stacklevel=3)
-    return report
-
-
-def load_official(path: str | os.PathLike, config: GAIRConfig | None = None, allow_unknown: bool = False, dtype=None):
-    """The official checkpoint.pth (or any state dict with its key names) -> GAIRModel on CPU (float32 default)."""
-    from ..model import GAIRModel
-
-    path = Path(path)
-    state = read_checkpoint_file(path)
-    model = GAIRModel(config or GAIRConfig())
-    if dtype is not None:  # cast before loading so float64 weights stay exact
-        model = model.to(dtype)
-    model.load_report = apply_state_dict(model, state, str(path), allow_unknown)
-    return model.eval()
-
-
-def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
-    """Write safetensors weights + config.json; config.json is written last, so its presence marks a whole bundle."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.invalidate_fingerprint()  # weights may have changed in place since it was last read (training)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = out / (BUNDLE_WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})
-    os.replace(tmp, out / BUNDLE_WEIGHTS)
-    meta = {"format": BUNDLE_FORMAT, "version": 1, "fingerprint": model.fingerprint, "source": source,
-            "config": model.config.to_dict()}
-    tmp = out / (BUNDLE_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out / BUNDLE_CONFIG)
-    return out
-
-
-def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, convention: str = "released",
-                       allow_unknown: bool = False):
-    """Official checkpoint.pth -> bundle folder, with the NILI convention to store; returns the loaded model."""
-    from dataclasses import replace
-
-    model = load_official(checkpoint, allow_unknown=allow_unknown)
-    model.config = replace(model.config, nili_convention=convention)
-    save_bundle(model, out_dir, source=str(checkpoint))
-    return model
-
 
 def read_bundle_meta(path: str | os.PathLike) -> dict:
+    """config.json of a bundle folder (format, fingerprint, source, config); a clear error for anything else."""
     cfg_path = Path(path) / BUNDLE_CONFIG
     if not cfg_path.is_file():
         raise GAIRError(f"{path} is not a GAIR bundle (no {BUNDLE_CONFIG}); convert a checkpoint with `python -m engine convert`")
-    meta = json.loads(cfg_path.read_text())
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise GAIRError(f"{cfg_path} is not a GAIR bundle config (format={meta.get('format')!r})")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except ValueError as exc:
+        raise GAIRError(f"{cfg_path} is not valid JSON ({exc}); convert the checkpoint again") from exc
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt != BUNDLE_FORMAT or not isinstance(meta.get("config"), dict):
+        raise GAIRError(f"{cfg_path} is not a GAIR bundle config (format={fmt!r}); convert the checkpoint again")
     return meta
-
-
-def load_bundle(path: str | os.PathLike, dtype=None):
-    from safetensors.torch import load_file
-
-    from ..model import GAIRModel
-
-    meta = read_bundle_meta(path)
-    model = GAIRModel(GAIRConfig.from_dict(meta["config"]))
-    if dtype is not None:
-        model = model.to(dtype)
-    weights = Path(path) / BUNDLE_WEIGHTS
-    if not weights.is_file():
-        raise GAIRError(f"bundle {path} has no {BUNDLE_WEIGHTS}; it was not written completely, convert again")
-    model.load_report = apply_state_dict(model, load_file(str(weights)), str(path))
-    return model.eval()
 
 
 def fetch_official_checkpoint(cache_dir: str | None = None) -> Path:
@@ -240,6 +85,8 @@ def _load(path, device: str, backend: str, dtype, allow_unknown_keys: bool):
         from .onnx_model import OnnxGAIR
 
         return OnnxGAIR.load(p, device=device)
+    from ..model.checkpoint import load_bundle, load_official, resolve_device
+
     model = load_bundle(p, dtype) if p.is_dir() else load_official(p, allow_unknown=allow_unknown_keys, dtype=dtype)
     return model.to(resolve_device(device))
 
