@@ -140,7 +140,7 @@ def test_bad_inputs_are_explained(model, tokens):
         (lambda: model.projected_field(np.eye(2, 32), np.zeros(2), mode="nearest"), "unknown query mode"),
         (lambda: model.query_tokens(tokens, np.zeros((1, 2))), "rel_xy must be"),
         (lambda: model.query_tokens(tokens[:, :, :8], np.zeros((2, 1, 2))), "tokens must be"),
-        (lambda: model.dense_field(tokens[:, :140], 4, 4), "square grid"),
+        (lambda: model.dense_field(tokens[:, :100], 4, 4), "tokens must be"),
     ]
     for call, message in cases:
         with pytest.raises(engine.GAIRError, match=message) as info:

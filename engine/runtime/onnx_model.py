@@ -149,7 +149,8 @@ class OnnxGAIR:
         return self._run("location", lonlat)[0]
 
     # ---- queries --------------------------------------------------------------------------------------------
-    def _tokens(self, tokens, mode: str) -> np.ndarray:
+    @staticmethod
+    def _check_mode(mode: str) -> None:
         if mode == "transformer":
             raise GAIRError(
                 "query mode 'transformer' (the learned query transformer) is not part of the ONNX export; "
@@ -157,6 +158,9 @@ class OnnxGAIR:
             )
         if mode not in QUERY_MODES:
             raise GAIRError(f"unknown query mode {mode!r}; use one of {', '.join(QUERY_MODES)}")
+
+    def _tokens(self, tokens, mode: str) -> np.ndarray:
+        self._check_mode(mode)
         tokens = np.asarray(tokens, dtype=np.float32)
         check_tokens(tokens.shape, self.config)
         return tokens
@@ -191,7 +195,7 @@ class OnnxGAIR:
     def projected_field(self, components, shift, mode: str = "nili") -> FieldFn:
         """dense_field followed by x -> components @ x - shift (a PCA), computed in the K-dim space (exact, see
         GAIRModel.projected_field). Returns fn(tokens (B, G*G, D), height, width) -> (B, H, W, K) float32."""
-        self._tokens(np.zeros((0, 1, self.config.embed_dim)), mode)  # the mode check, before any work
+        self._check_mode(mode)
         comps = np.asarray(components, dtype=np.float32)
         shift = np.asarray(shift, dtype=np.float32)
         imnet = self.imnet.projected(comps, shift)

@@ -67,8 +67,8 @@ def check_lonlat(shape: tuple) -> None:
 
 
 def check_tokens(shape: tuple, cfg: GAIRConfig) -> None:
-    if len(shape) != 3 or shape[2] != cfg.embed_dim:
-        raise GAIRError(f"tokens must be (B, G*G, {cfg.embed_dim}) from rs_tokens; got {tuple(shape)}")
+    if len(shape) != 3 or tuple(shape[1:]) != (cfg.rs_tokens, cfg.embed_dim):
+        raise GAIRError(f"tokens must be (B, {cfg.rs_tokens}, {cfg.embed_dim}) from rs_tokens; got {tuple(shape)}")
 
 
 def check_positions(shape: tuple, batch: int) -> None:
