@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.runtime.grid import pixel_centres  # noqa: E402
-from engine.model.query import dense_nili, nili_points  # noqa: E402
+from engine.model.query import nili_grid, nili_points, sample_dense  # noqa: E402
+from engine.runtime.grid import dense_plan, pixel_centres  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -50,10 +50,14 @@ def main() -> None:
 
             def per_point():
                 for chunk in np.array_split(sample, max(1, sample.shape[1] // 2048), axis=1):
-                    nili_points(tokens, chunk, imnet)
+                    nili_points(tokens, torch.from_numpy(chunk), imnet)
+
+            def dense():  # what GAIRModel.dense_field runs: the taps, the projected cells, the kernel
+                plan = dense_plan(size, size, g, "nili", like=tokens)
+                return sample_dense(nili_grid(tokens, imnet.weight, imnet.bias, "released"), plan)
 
             t_point = timed(per_point, 1 if size > 96 else 2) * n / sample.shape[1]
-            t_dense = timed(lambda: dense_nili(tokens, size, size, imnet), args.repeats)
+            t_dense = timed(dense, args.repeats)
             grid = torch.from_numpy(2 * xy.reshape(1, size, size, 2) - 1).float()
             feat = tokens.transpose(1, 2).reshape(1, d, g, g)
             t_bilinear = timed(lambda: F.grid_sample(feat, grid, mode="bilinear", align_corners=False), args.repeats)

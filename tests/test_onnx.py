@@ -229,7 +229,9 @@ def test_onnx_path_never_imports_torch(exported, inputs, tmp_path):
         sys.modules["torch"] = None  # any `import torch` now raises ImportError
         import numpy as np
         import engine
+        import engine.pipeline.blend, engine.runtime.preprocess, engine.runtime.protocol  # the torch-free modules
         model = engine.load_model({str(folder)!r})
+        assert isinstance(model, engine.GAIRModelLike)
         rs = np.load({str(tmp_path / "rs.npy")!r})
         tokens = model.rs_tokens(rs)
         pca = model.projected_field(np.eye(3, 32), np.ones(3))(tokens, 5, 7)

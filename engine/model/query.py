@@ -63,7 +63,7 @@ def project_cells(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     Computed as W (K x 9D) @ unfold (9D x G*G), which reads `F.unfold`'s output in place.
     """
     grid = token_grid(tokens)
-    b, d, g, _ = grid.shape
+    b, _, g, _ = grid.shape
     cols = torch.matmul(weight[:, :-2], F.unfold(grid, 3, padding=1)) + bias[:, None]
     return cols.view(b, -1, g, g).permute(0, 2, 3, 1)
 

@@ -7,7 +7,7 @@ blend is a convex combination and the projection is affine.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

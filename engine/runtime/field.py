@@ -27,7 +27,7 @@ class Imnet:
     bias: np.ndarray   # (K,) float32
 
     @classmethod
-    def from_linear(cls, weight: np.ndarray, bias: np.ndarray) -> "Imnet":
+    def from_linear(cls, weight: np.ndarray, bias: np.ndarray) -> Imnet:
         """(K, 9D + 2) weight of `nn.Linear` whose inputs are channel-major unfolded features, then the offset."""
         weight = np.asarray(weight, dtype=np.float32)
         d_out, d_in = weight.shape
@@ -37,7 +37,7 @@ class Imnet:
         cell = weight[:, : 9 * d].reshape(d_out, d, 9).transpose(2, 1, 0)
         return cls(np.ascontiguousarray(cell), np.ascontiguousarray(weight[:, 9 * d:]), np.asarray(bias, np.float32))
 
-    def projected(self, components: np.ndarray, shift: np.ndarray) -> "Imnet":
+    def projected(self, components: np.ndarray, shift: np.ndarray) -> Imnet:
         """imnet followed by x -> components @ x - shift (a PCA): exact, as the NILI blend weights sum to one."""
         comps = np.asarray(components, dtype=np.float32)
         return Imnet(np.ascontiguousarray(self.cell @ comps.T), np.ascontiguousarray(comps @ self.rel),

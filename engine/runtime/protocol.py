@@ -5,7 +5,8 @@ below are shared so a wrong input gets the same one-line GAIRError from either.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from ..config import GAIRConfig
 from ..errors import GAIRError
