@@ -178,3 +178,15 @@ def test_point_queries_stay_on_the_tokens_device(model, tokens):
     with torch.no_grad():
         np.testing.assert_array_equal(model.query_tokens(tokens, rel).numpy(),
                                       model.query_tokens(tokens, rel.numpy()).numpy())
+
+
+@pytest.mark.parametrize("mode", ["nili", "bicubic"])
+def test_taps_are_the_same_from_numpy_and_torch(mode):
+    """grid.py builds every tap with the same float64/float32 operations for both array kinds: bit-equal plans."""
+    rel = np.concatenate([np.random.default_rng(1).random((2, 40, 2)), [[[0, 0], [1, 1], [0.5, 1 / 12]]] * 2], axis=1)
+    for grid in (6, 12, 13):
+        a = points_plan(rel, grid, mode, "legacy" if grid == 13 else "released")
+        b = points_plan(torch.from_numpy(rel), grid, mode, "legacy" if grid == 13 else "released")
+        for axis_a, axis_b in ((a.rows, b.rows), (a.cols, b.cols)):
+            np.testing.assert_array_equal(axis_a.index, axis_b.index.numpy())
+            np.testing.assert_array_equal(axis_a.weight, axis_b.weight.numpy())

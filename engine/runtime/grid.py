@@ -68,13 +68,14 @@ def grid_coords(x: Array, y: Array, convention: str = "released") -> tuple[Array
 
 
 def cell_centres(index: Array, grid: int) -> Array:
-    """Centres of cells in [-1, 1], rounded as LIIF's `make_coord` makes them (float32): part of the function."""
-    torch = _torch_of(index)
-    if torch is not None:
-        first = torch.tensor(-1 + 1 / grid, dtype=torch.float32, device=index.device)
-        return (first + torch.tensor(2.0 / grid, dtype=torch.float32, device=index.device) * index.float()).double()
-    step = np.float32(2.0 / grid)
-    return (np.float32(-1 + 1 / grid) + step * np.asarray(index).astype(np.float32)).astype(np.float64)
+    """Centres of cells in [-1, 1], rounded as LIIF's `make_coord` makes them (float32): part of the function.
+
+    The float32 constants go in as Python scalars, which torch applies in float32 (no host-to-device copy).
+    """
+    first, step = np.float32(-1 + 1 / grid), np.float32(2.0 / grid)
+    if _torch_of(index) is not None:
+        return (index.float() * float(step) + float(first)).double()
+    return (first + step * np.asarray(index).astype(np.float32)).astype(np.float64)
 
 
 @dataclass(frozen=True)
