@@ -10,15 +10,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 import shapely
 from rasterio.windows import Window
 
-from engine.cli.analysis import main
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
-from engine.analysis.vectors import reproject, write_gpkg
+from engine.cli.analysis import main
 from engine.io.embedding_raster import EmbeddingRasterWriter
+from engine.io.feature_layer import embedding_tags
+from engine.io.space import EmbeddingSpace
+from engine.io.vectors import reproject, write_gpkg
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
@@ -101,8 +102,8 @@ def _run_all(capsys, folder: Path, raster: Path, labels: Path, ref_xy: tuple[flo
 
 def _embedding_layer(path: Path, vectors: np.ndarray, xs, ys, crs, model: str) -> Path:
     fields = {f"gair_{i:03d}": vectors[:, i].astype(np.float64) for i in range(vectors.shape[1])}
-    return write_gpkg(path, shapely.points(xs, ys), fields, crs, layer="embeddings",
-                      layer_metadata={"GAIR_MODEL": model, "GAIR_SPACE": model})
+    tags = embedding_tags(EmbeddingSpace(model, "nili", "released"), vectors.shape[1], vectors.shape[1], "rs")
+    return write_gpkg(path, shapely.points(xs, ys), fields, crs, layer="embeddings", layer_metadata=tags)
 
 
 def test_cli_on_synthetic_planted_raster(tmp_path, capsys):

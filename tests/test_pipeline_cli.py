@@ -58,8 +58,9 @@ def test_torchrun_two_cpu_ranks_write_the_same_file(tmp_path, bundle):
     assert {k: v for k, v in tags_a.items() if k != "GAIR_PCA"} == {k: v for k, v in tags_b.items() if k != "GAIR_PCA"}
     with np.load(tmp_path / "one.pca.npz") as pa, np.load(tmp_path / "two.pca.npz") as pb:
         np.testing.assert_array_equal(pa["components"], pb["components"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "one.pca.npz", "one.quicklook.png", "one.tif",
-                                                          "two.pca.npz", "two.quicklook.png", "two.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "one.pca.npz", "one.quicklook.png",
+                                                          "one.quicklook.png.aux.xml", "one.tif", "two.pca.npz",
+                                                          "two.quicklook.png", "two.quicklook.png.aux.xml", "two.tif"]
 
 
 def test_vector_commands_on_the_real_samples(tmp_path, samples_dir, bundle, examples, capsys):

@@ -14,22 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster, check_same_space
 from ..errors import GAIRError
-from .rasters import MASK_NODATA, OutputRaster, scan, stage
-from .vectors import (
-    embedding_vectors,
-    pixel_centres,
-    read_embedding_layer,
-    read_layer,
-    read_layer_meta,
-    read_pixels_at,
-    reproject,
-    require_layer_crs,
-    samples_from_layer,
-    world_to_pixel,
-    write_gpkg,
-)
+from ..io.embedding_raster import EmbeddingRaster
+from ..io.feature_layer import embedding_vectors, layer_embedding_meta, read_embedding_layer
+from ..io.space import check_same_space
+from ..io.vectors import META_TABLE, read_layer, read_layer_metadata, reproject, require_layer_crs, write_gpkg
+from .pixels import pixel_centres, read_pixels_at, samples_from_layer, world_to_pixel
+from .rasters import MASK_NODATA, OutputRaster, stage
 
 AGGREGATES = ("mean", "max")
 CHUNK_COLUMNS = 4096  # pixels per chunk: long enough rows for BLAS, small enough to stay in cache for the norm
@@ -139,15 +130,12 @@ def _layer_references(raster: EmbeddingRaster, path, layer) -> np.ndarray:
         sums = np.zeros((len(owners), raster.dims), np.float64)
         np.add.at(sums, inverse, samples.vectors)
         return (sums / np.bincount(inverse)[:, None]).astype(np.float32)
-    meta = read_layer_meta(path, data.name, vectors.shape[1])
-    if meta is None:
-        raise GAIRError(f"{Path(path).name} has embedding fields but no GAIR_MODEL metadata; cannot tell which "
-                        "space they are in. Re-create it with the engine's embed commands")
-    if meta.space == raster.meta.space:
-        return vectors
-    if meta.model == raster.meta.model and meta.space == meta.model:  # full-dims vectors, PCA-reduced raster
+    meta = layer_embedding_meta(data, vectors.shape[1])
+    names = (Path(path).name, raster.path.name)
+    if not meta.space.pca and raster.meta.space.pca:  # full-dims vectors, PCA-reduced raster: project them
+        check_same_space(meta, raster, names, ignore_pca=True)
         return raster.project(vectors)
-    check_same_space(meta, raster)  # raises: another model or another reduction
+    check_same_space(meta, raster, names)
     return vectors
 
 
@@ -163,18 +151,18 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
     if mask_path is not None and threshold is None:
         raise GAIRError("a mask needs a threshold (cosine similarity, e.g. 0.8)")
     started = time.perf_counter()
-    with EmbeddingRaster.open(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:
         references = reference_vectors(raster, points, points_crs, reference_layer, layer)
         query = query_matrix(references, aggregate)
-        out = OutputRaster(out_path, raster, "float32", float("nan"), "cosine similarity",
+        out = OutputRaster(out_path, raster, "similarity", "float32", float("nan"), "cosine similarity",
                            tags={"GAIR_AGGREGATE": aggregate})
-        mask = OutputRaster(mask_path, raster, "uint8", MASK_NODATA, f"similarity >= {threshold}") \
+        mask = OutputRaster(mask_path, raster, "mask", "uint8", MASK_NODATA, f"similarity >= {threshold}") \
             if mask_path is not None else None
         outputs = [o for o in (out, mask) if o is not None]
         try:
             valid = masked = 0
-            for window, bands in scan(raster, block_size, stage(progress, 0.0, 0.9), cancel):
-                sim = cosine_scan(bands, query)
+            for window, block in raster.iter_blocks(block_size, stage(progress, 0.0, 0.9), cancel):
+                sim = cosine_scan(block.reshape(raster.dims, -1), query)
                 out.write(window, sim)
                 finite = np.isfinite(sim)
                 valid += int(finite.sum())
@@ -261,8 +249,7 @@ def rank_features(layer_path: str | os.PathLike, out_path: str | os.PathLike, *,
         refs.append(vectors[np.isin(data.fids, list(reference_fids))])
     if reference_layer is not None:
         _, ref_vectors, ref_meta = read_embedding_layer(reference_layer, reference_layer_name)
-        if meta is not None and ref_meta is not None:
-            check_same_space(meta, ref_meta)
+        check_same_space(meta, ref_meta, (Path(layer_path).name, Path(reference_layer).name))
         if ref_vectors.shape[1] != vectors.shape[1]:
             raise GAIRError(f"reference vectors have {ref_vectors.shape[1]} dims, the layer {vectors.shape[1]}; "
                             "they come from different embedding spaces")
@@ -278,9 +265,10 @@ def rank_features(layer_path: str | os.PathLike, out_path: str | os.PathLike, *,
     ranks[order] = np.arange(1, len(order) + 1)
     fields = {name: values[order] for name, values in data.fields.items()}
     fields.update(similarity=scores[order].astype(np.float64), sim_rank=ranks[order])
-    metadata = {"GAIR_MODEL": meta.model, "GAIR_SPACE": meta.space} if meta else None
+    metadata = read_layer_metadata(data.path, data.name)  # still an embedding layer of the same space
     write_gpkg(out_path, data.geometries[order], fields, data.crs, layer=Path(out_path).stem,
-               layer_metadata=metadata)
+               layer_metadata=metadata, tables={META_TABLE: {k: np.array([v], dtype=object)
+                                                             for k, v in metadata.items()}})
     if progress is not None:
         progress(1.0)
     ranking = [(int(data.fids[i]), float(scores[i])) for i in order if valid[i]]

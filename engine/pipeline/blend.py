@@ -6,12 +6,12 @@ blend is a convex combination and the projection is affine.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
 
-from ..io.embedding_raster import PCAProjection
+from ..io.pca import PCAProjection
 from ..runtime.protocol import GAIRModelLike
 
 

@@ -14,14 +14,11 @@ from typing import Callable
 import numpy as np
 
 from ..config import QUERY_MODES
-from ..io.embedding_raster import (
-    DTYPES,
-    EmbeddingRasterWriter,
-    PCAProjection,
-    int16_scale_offset,
-    temp_path_for,
-)
 from ..errors import Cancelled, GAIRError
+from ..io.blocks import block_windows
+from ..io.embedding_raster import DTYPES, EmbeddingRasterWriter, int16_scale_offset
+from ..io.files import PAM, PendingFile, quicklook_path
+from ..io.pca import PCAProjection
 from ..runtime.protocol import GAIRModelLike
 from .blend import BlockBlender, crop_field, numpy_blas_beside, pca_field
 from .distributed import Shard, barrier, current_shard, gather_batches
@@ -53,13 +50,9 @@ def default_batch_size(model) -> int:
     return 32 if str(model.device).startswith("cuda") else 8
 
 
-def quicklook_path(raster_path: str | os.PathLike) -> Path:
-    path = Path(raster_path)
-    return path.with_name(path.stem + ".quicklook.png")
-
-
 class Quicklook:
-    """A small RGB (+alpha for nodata) PNG of three principal components, filled block by block."""
+    """A small RGB (+alpha for nodata) PNG of three principal components, filled block by block; georeferenced
+    (an .aux.xml beside it) so it lands on the map over its embedding raster."""
 
     def __init__(self, height: int, width: int, sample: np.ndarray, first_three: bool) -> None:
         dims = sample.shape[1]
@@ -88,10 +81,21 @@ class Quicklook:
         out[..., :scaled.shape[-1]] = scaled
         out[..., 3] = np.where(valid, 255, 0)
 
-    def save(self, path: Path) -> None:
-        from PIL import Image
+    def save(self, path: Path, crs, transform) -> Path:
+        """Write the PNG and its .aux.xml (CRS, and the raster's transform with pixels `step` times larger)."""
+        import rasterio
+        from rasterio.transform import Affine
 
-        Image.fromarray(self.image, "RGBA").save(path, format="PNG")
+        height, width = self.image.shape[:2]
+        pending = PendingFile(path, sidecars=(PAM,))
+        try:
+            with rasterio.open(pending.tmp, "w", driver="PNG", width=width, height=height, count=4, dtype="uint8",
+                               crs=crs, transform=transform * Affine.scale(self.step)) as ds:
+                ds.write(np.moveaxis(self.image, -1, 0))
+        except BaseException:
+            pending.abort()
+            raise
+        return pending.commit()
 
 
 class _RasterJob:
@@ -108,8 +112,7 @@ class _RasterJob:
         # output blocks: tile multiples whose blend accumulators fit the budget
         side = int(math.sqrt(BLOCK_BUDGET_BYTES / (4 * (dims + 1)))) // TILE * TILE
         self.block_side = min(max(TILE, side), 8 * TILE)
-        self.blocks = [(r, c) for r in range(0, grid.height, self.block_side)
-                       for c in range(0, grid.width, self.block_side)]
+        self.blocks = block_windows(grid.height, grid.width, self.block_side, self.block_side)
         self.work_total = int(keep.sum()) + len(self.blocks)
         self.work_done = 0
 
@@ -179,11 +182,9 @@ class _RasterJob:
 
     def run_blocks(self, writer, pca: PCAProjection | None, quicklook: Quicklook | None) -> None:
         """Blend and write every block (rank 0); all ranks walk the blocks to encode their share of the crops."""
-        from rasterio.windows import Window
-
         projector = pca_field(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
 
-        side, height, width = self.block_side, self.grid.height, self.grid.width
+        side, width = self.block_side, self.grid.width
         n_block_cols = math.ceil(width / side)
         last_block = {}  # a crop's tokens and field are dropped after the last block (row-major) it touches
         for i in map(int, np.flatnonzero(self.keep)):
@@ -191,9 +192,9 @@ class _RasterJob:
             last_block[i] = ((r0 + self.layout.crop_h - 1) // side * n_block_cols
                              + (c0 + self.layout.crop_w - 1) // side)
         field_cap = max(1, FIELD_CACHE_BYTES // (4 * self.dims * self.layout.crop_h * self.layout.crop_w))
-        for b, (row0, col0) in enumerate(self.blocks):
+        for b, window in enumerate(self.blocks):
             self.check_cancel()
-            h, w = min(side, height - row0), min(side, width - col0)
+            row0, col0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
             ids = [i for i in self.layout.touching(row0, row0 + h, col0, col0 + w) if self.keep[i]]
             self.encode(ids)
             # fields the next block of this block row uses again are cached, within the budget
@@ -205,7 +206,7 @@ class _RasterJob:
                     wy, wx = self.layout.weights(i)
                     blender.add(self.field(i, projector, i in reuse), wy, wx, *self.layout.origin(i))
                 block = blender.result(self.src.valid(self.src.window_of(self.grid, row0, col0, h, w), (h, w)))
-                writer.write(Window(col0, row0, w, h), block)
+                writer.write(window, block)
                 if quicklook is not None:
                     quicklook.add(block, row0, col0)
             self.fields = {i: self.fields[i] for i in reuse if i in self.fields}
@@ -274,25 +275,23 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
             if dtype == "int16":
                 scale, offset = int16_scale_offset(sample)
             look = Quicklook(grid.height, grid.width, sample, first_three=pca is not None) if quicklook else None
-        look_tmp = temp_path_for(quicklook_path(output_path), ".png")
         writer = (EmbeddingRasterWriter(output_path, width=grid.width, height=grid.height, crs=src.ds.crs,
                                         transform=grid.transform, dims=out_dims, model=model.fingerprint,
-                                        query_mode=mode, crop_pixels=cfg.crop_pixels,
+                                        query_mode=mode, nili_convention=cfg.nili_convention,
+                                        crop_pixels=cfg.crop_pixels,
                                         crop_ground_m=cfg.crop_ground_m, dtype=dtype, pca=pca, scale=scale,
                                         offset=offset, tile=TILE,
                                         extra_tags={"GAIR_OVERLAP": repr(float(overlap)),
                                                     "GAIR_SOURCE": Path(src.path).name,
                                                     "GAIR_SOURCE_BANDS": ",".join(map(str, src.indexes))})
                   if shard.is_main else nullcontext())
-        try:
-            with writer:
-                job.run_blocks(writer, pca, look)
-                job.check_cancel()
-                if look is not None:
-                    look.save(look_tmp)
-            if look is not None:
-                os.replace(look_tmp, quicklook_path(output_path))
-        finally:
-            look_tmp.unlink(missing_ok=True)
+        with writer:
+            job.run_blocks(writer, pca, look)
+            job.check_cancel()
+        if look is not None:
+            look.save(quicklook_path(output_path), src.ds.crs, grid.transform)
+        elif shard.is_main:  # a quicklook of an older run of this name would show another raster
+            for stale in (quicklook_path(output_path), Path(str(quicklook_path(output_path)) + PAM)):
+                stale.unlink(missing_ok=True)
     barrier(shard)
     return output_path

@@ -43,7 +43,7 @@ class Algorithm(GAIRAlgorithm):
             return problem
         path = self.parameterAsFile(parameters, "CLASSIFIER", context)
         bundle = load_model_file(path)
-        with EmbeddingRaster.open(raster_layer_path(layer)) as raster:
+        with EmbeddingRaster(raster_layer_path(layer)) as raster:
             check_model_matches(bundle, raster, path)
         return None
 

@@ -38,19 +38,6 @@ def clip_to_bounds(source: str, bounds: tuple[float, float, float, float], folde
     return out
 
 
-def georeference_quicklook(png: str, embedding_path: str) -> None:
-    """Write a PAM sidecar so the quicklook PNG lands on the map over the embedding raster."""
-    from osgeo import gdal
-
-    source, look = gdal.Open(embedding_path), gdal.Open(png)
-    x0, dx, _, y0, _, dy = source.GetGeoTransform()
-    sx, sy = source.RasterXSize / look.RasterXSize, source.RasterYSize / look.RasterYSize
-    step = max(round(sx), round(sy))  # the engine keeps every step-th pixel along both axes
-    look.SetGeoTransform((x0, dx * step, 0.0, y0, 0.0, dy * step))
-    look.SetProjection(source.GetProjection())
-    look = source = None
-
-
 def run_embed_raster(input_path: str, output_path: str, *, bounds=None, model=None,
                      pixel_size_m: float | None = None, dims: int | None = None, dtype: str = "float32",
                      mode: str = "nili", progress=None, cancel=None) -> str:
@@ -69,14 +56,14 @@ def run_embed_raster(input_path: str, output_path: str, *, bounds=None, model=No
                                   mode=mode, progress=progress, cancel=cancel)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    look = quicklook_of(str(out))
-    if os.path.isfile(look):
-        georeference_quicklook(look, str(out))
     return str(out)
 
 
 def quicklook_of(path: str) -> str:
-    return os.path.splitext(path)[0] + ".quicklook.png"
+    """The engine's georeferenced quicklook PNG beside an embedding raster."""
+    from ...engine_link import engine_attrs
+
+    return str(engine_attrs("io.files", "quicklook_path")(path))
 
 
 class Algorithm(GAIRAlgorithm):
