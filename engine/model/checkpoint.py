@@ -166,3 +166,9 @@ def load_bundle(path: str | os.PathLike, dtype=None) -> GAIRModel:
     return model.eval()
 
 
+
+
+def load_torch_model(path: Path, device: str = "auto", dtype=None, allow_unknown_keys: bool = False) -> GAIRModel:
+    """The torch side of engine.load_model: a bundle folder or an official checkpoint, on `device`."""
+    model = load_bundle(path, dtype) if path.is_dir() else load_official(path, allow_unknown=allow_unknown_keys, dtype=dtype)
+    return model.to(resolve_device(device))

@@ -5,9 +5,12 @@ none means $GAIR_CHECKPOINT, else the authors' hub. The torch formats are read b
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import GAIRError
@@ -15,6 +18,9 @@ from ..errors import GAIRError
 log = logging.getLogger(__name__)
 
 HUB_REPO, HUB_FILE = "PingL/GAIR", "checkpoint.pth"
+# The torch backend's loader, imported by name and only when that backend is asked for: nothing in engine/runtime
+# imports torch or engine/model, so an ONNX-only install runs load_model.
+TORCH_LOADER = "..model.checkpoint"
 BUNDLE_CONFIG, BUNDLE_WEIGHTS, BUNDLE_FORMAT = "config.json", "model.safetensors", "gair-bundle"
 
 
@@ -59,20 +65,11 @@ def resolve_model_path(path: str | os.PathLike | None) -> Path:
 
 def load_model(path: str | os.PathLike | None = None, device: str = "auto", backend: str = "auto", dtype=None,
                allow_unknown_keys: bool = False, nili_convention: str | None = None):
-    """Official checkpoint .pth, bundle folder or ONNX export folder -> a model with the GAIR methods.
+    """Official checkpoint .pth, bundle folder or ONNX export folder -> a GAIRModelLike (engine.runtime.protocol).
 
     backend: "torch", "onnx" (numpy in/out, no torch import) or "auto" (ONNX files -> onnx; else torch when
     installed, else onnx). nili_convention overrides the stored one ("released" or "legacy", see engine.runtime.grid).
     """
-    model = _load(path, device, backend, dtype, allow_unknown_keys)
-    if nili_convention is not None:
-        from dataclasses import replace
-
-        model.config = replace(model.config, nili_convention=nili_convention)
-    return model
-
-
-def _load(path, device: str, backend: str, dtype, allow_unknown_keys: bool):
     p = resolve_model_path(path)
     if not p.exists():
         raise GAIRError(f"model path {p} does not exist; give a GAIR checkpoint.pth, a bundle folder or an ONNX export")
@@ -84,16 +81,13 @@ def _load(path, device: str, backend: str, dtype, allow_unknown_keys: bool):
     if backend == "onnx":
         from .onnx_model import OnnxGAIR
 
-        return OnnxGAIR.load(p, device=device)
-    from ..model.checkpoint import load_bundle, load_official, resolve_device
-
-    model = load_bundle(p, dtype) if p.is_dir() else load_official(p, allow_unknown=allow_unknown_keys, dtype=dtype)
-    return model.to(resolve_device(device))
+        model = OnnxGAIR.load(p, device=device)
+    else:
+        model = importlib.import_module(TORCH_LOADER, __package__).load_torch_model(p, device, dtype, allow_unknown_keys)
+    if nili_convention is not None:
+        model.config = replace(model.config, nili_convention=nili_convention)
+    return model
 
 
 def _default_backend() -> str:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return "onnx"
-    return "torch"
+    return "torch" if importlib.util.find_spec("torch") is not None else "onnx"
