@@ -74,7 +74,8 @@ class GAIRConfig:
             raise GAIRError(f"GAIRConfig rs_mean/rs_std need one value per band in rs_bands ({len(self.rs_bands)}); "
                             f"got {len(self.rs_mean)} and {len(self.rs_std)}")
         if self.nili_convention not in NILI_CONVENTIONS:
-            raise GAIRError(f"nili_convention must be one of {', '.join(NILI_CONVENTIONS)}; got {self.nili_convention!r}")
+            raise GAIRError(f"nili_convention must be one of {', '.join(NILI_CONVENTIONS)}; "
+                            f"got {self.nili_convention!r}")
 
     @property
     def rs_channels(self) -> int:
@@ -102,7 +103,7 @@ class GAIRConfig:
         return self.crop_pixels * self.gsd_m
 
     @classmethod
-    def tiny(cls, **overrides) -> "GAIRConfig":
+    def tiny(cls, **overrides) -> GAIRConfig:
         """A few-hundred-thousand-parameter model for tests and CPU pretraining."""
         base = dict(
             embed_dim=32, rs_input_size=48, rs_patch_size=8, rs_depth=2, rs_heads=4,
@@ -116,7 +117,7 @@ class GAIRConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GAIRConfig":
+    def from_dict(cls, data: dict) -> GAIRConfig:
         """The inverse of to_dict (JSON lists become tuples); unknown fields are an error, not ignored."""
         if not isinstance(data, dict):
             raise GAIRError(f"a GAIRConfig must be a mapping of field names to values; got {type(data).__name__}")

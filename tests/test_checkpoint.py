@@ -120,7 +120,8 @@ def test_convention_override(tmp_path, tiny_state):
 
 
 def test_config_mistakes_are_one_line_gair_errors():
-    cases = [({"embed_dim": 0}, "positive integers; got embed_dim=0"), ({"rs_patch_size": 7}, "multiples of their patch"),
+    cases = [({"embed_dim": 0}, "positive integers; got embed_dim=0"),
+             ({"rs_patch_size": 7}, "multiples of their patch"),
              ({"rs_mean": (1.0,)}, "one value per band"), ({"nili_convention": "x"}, "nili_convention must be one of")]
     for overrides, message in cases:
         with pytest.raises(engine.GAIRError, match=message) as info:
@@ -144,5 +145,8 @@ def test_damaged_bundles_are_explained(tmp_path, tiny_state):
     with pytest.raises(engine.GAIRError, match="not valid JSON"):
         engine.load_model(out, device="cpu")
     (out / "config.json").write_text(json.dumps({"format": "gair-bundle"}))
-    with pytest.raises(engine.GAIRError, match="not a GAIR bundle config"):
+    with pytest.raises(engine.GAIRError, match="lacks its config or fingerprint"):
+        engine.load_model(out, device="cpu")
+    (out / "config.json").write_text(json.dumps({"format": "gair-onnx"}))
+    with pytest.raises(engine.GAIRError, match="'gair-onnx', not 'gair-bundle': this folder is not a GAIR bundle"):
         engine.load_model(out, device="cpu")

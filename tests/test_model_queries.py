@@ -44,7 +44,8 @@ def test_dense_field_equals_point_query(model, tokens, size):
 def test_projected_points_equal_reference_form(model, tokens):
     """The projected-cells kernel at arbitrary points (cell boundaries and crop edges included) is the reference."""
     rng = np.random.default_rng(0)
-    rel = np.concatenate([rng.random((2, 50, 2)), [[[0, 0], [1, 1], [0.5, 0.5]]] * 2, [[[1 / 12, 0.25], [0, 1], [1, 0]]] * 2], axis=1)
+    edges = [[[0, 0], [1, 1], [0.5, 0.5]]] * 2, [[[1 / 12, 0.25], [0, 1], [1, 0]]] * 2
+    rel = np.concatenate([rng.random((2, 50, 2)), *edges], axis=1)
     conv = model.config.nili_convention
     with torch.no_grad():
         a = nili_points(tokens, torch.from_numpy(rel), model.imnet, conv)
@@ -59,7 +60,8 @@ def test_projected_points_equal_reference_form(model, tokens):
 def test_interpolation_equals_grid_sample(model, tokens, mode):
     grid = torch.from_numpy(tokens.numpy().reshape(2, 12, 12, -1)).permute(0, 3, 1, 2)
     rel = pixel_grid(20, 30, 2)
-    expected = F.grid_sample(grid, torch.from_numpy(2 * rel - 1)[:, None], mode=mode, align_corners=False)[:, :, 0].transpose(1, 2)
+    sampled = F.grid_sample(grid, torch.from_numpy(2 * rel - 1)[:, None], mode=mode, align_corners=False)
+    expected = sampled[:, :, 0].transpose(1, 2)
     with torch.no_grad():
         points = model.query_tokens(tokens, rel, mode=mode)
         dense = model.dense_field(tokens, 20, 30, mode=mode).reshape(2, 600, -1)

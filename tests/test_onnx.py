@@ -59,7 +59,8 @@ def test_export_folder_holds_checked_graphs_with_dynamic_batch(exported):
     import onnx
 
     torch_model, onnx_model, folder = exported
-    assert sorted(p.name for p in folder.iterdir()) == sorted(["config.json", "query.npz", *[f for f, _, _ in GRAPHS.values()]])
+    expected_files = ["config.json", "query.npz", *[f for f, _, _ in GRAPHS.values()]]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected_files)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     for file, input_name, _ in GRAPHS.values():
         graph = onnx.load(str(folder / file))
@@ -117,7 +118,8 @@ def test_point_queries_match_torch(exported, inputs, mode):
     edges = [[[0, 0], [1, 1], [0.5, 0.5], [1 / 12, 0.25], [0, 1], [1, 0]]] * 3
     for rel in (rng.random((3, 1, 2)), np.concatenate([rng.random((3, 100, 2)), edges], axis=1)):  # few / many points
         got = onnx_model.query_tokens(tokens, rel, mode=mode)
-        assert got.shape == (3, rel.shape[1], 32) and rel_err(got, torch_model.query_tokens(tokens, rel, mode=mode)) < TOL
+        assert got.shape == (3, rel.shape[1], 32)
+        assert rel_err(got, torch_model.query_tokens(tokens, rel, mode=mode)) < TOL
     bbox = np.array([[10.0, 46.0, 11.0, 45.0]] * 3)
     single = np.array([[10.5, 45.5], [10.1, 45.9], [10.99, 45.01]])
     many = rng.uniform([10, 45], [11, 46], (3, 7, 2))

@@ -49,7 +49,8 @@ class LoadReport:
             reasons: dict[str, list[str]] = {}
             for key, why in self.ignored.items():
                 reasons.setdefault(why, []).append(key)
-            text += "; ignored " + "; ".join(f"{len(keys)} key(s) ({why}), e.g. {keys[0]}" for why, keys in reasons.items())
+            text += "; ignored " + "; ".join(f"{len(keys)} key(s) ({why}), e.g. {keys[0]}"
+                                             for why, keys in reasons.items())
         return text
 
 
@@ -93,14 +94,16 @@ def apply_state_dict(model, state: dict, source: str, allow_unknown: bool = Fals
     missing = [k for k in expected if k not in state]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
+        more = " ..." if len(missing) > 12 else ""
+        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:12])}{more}")
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:12])}")
     if unknown and not allow_unknown:
         problems.append(f"{len(unknown)} unexpected key(s): {', '.join(unknown[:12])}")
     if problems:
         raise GAIRError(
-            f"{source} does not match the GAIR architecture ({model.config.embed_dim}-d, {model.config.rs_depth} RS layers): "
+            f"{source} does not match the GAIR architecture "
+            f"({model.config.embed_dim}-d, {model.config.rs_depth} RS layers): "
             + " | ".join(problems)
             + ". Use the official GAIR checkpoint.pth or a bundle written by `python -m engine convert`."
         )
@@ -170,5 +173,8 @@ def load_bundle(path: str | os.PathLike, dtype=None) -> GAIRModel:
 
 def load_torch_model(path: Path, device: str = "auto", dtype=None, allow_unknown_keys: bool = False) -> GAIRModel:
     """The torch side of engine.load_model: a bundle folder or an official checkpoint, on `device`."""
-    model = load_bundle(path, dtype) if path.is_dir() else load_official(path, allow_unknown=allow_unknown_keys, dtype=dtype)
+    if path.is_dir():
+        model = load_bundle(path, dtype)
+    else:
+        model = load_official(path, allow_unknown=allow_unknown_keys, dtype=dtype)
     return model.to(resolve_device(device))

@@ -37,11 +37,12 @@ def array_io(method):
     """Accept numpy or torch; numpy input runs without grad on the model's device/dtype and returns numpy."""
 
     @functools.wraps(method)
-    def wrapper(self: "GAIRModel", first, *args, **kwargs):
+    def wrapper(self: GAIRModel, first, *args, **kwargs):
         if isinstance(first, torch.Tensor):
             return method(self, first, *args, **kwargs)
         with torch.inference_mode():
-            out = method(self, torch.as_tensor(np.asarray(first), device=self.device, dtype=self.dtype), *args, **kwargs)
+            tensor = torch.as_tensor(np.asarray(first), device=self.device, dtype=self.dtype)
+            out = method(self, tensor, *args, **kwargs)
         return out.detach().cpu().numpy()
 
     return wrapper

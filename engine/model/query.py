@@ -34,7 +34,8 @@ def unfold3x3(tokens: torch.Tensor) -> torch.Tensor:
     return F.unfold(grid, 3, padding=1).view(b, d * 9, g, g).permute(0, 2, 3, 1)
 
 
-def nili_points(tokens: torch.Tensor, rel_xy: torch.Tensor, imnet: torch.nn.Linear, convention: str = "released") -> torch.Tensor:
+def nili_points(tokens: torch.Tensor, rel_xy: torch.Tensor, imnet: torch.nn.Linear,
+                convention: str = "released") -> torch.Tensor:
     """Reference-form NILI at N points per crop: (B, G*G, D), rel_xy (B, N, 2) float64 -> (B, N, D).
 
     Evaluates `imnet` on the four (9D + 2)-vectors of every point, exactly as LIIF does; used for few points
@@ -69,7 +70,7 @@ def project_cells(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 def nili_grid(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, convention: str) -> torch.Tensor:
-    """The grid NILI's taps read: projected cells plus an extra column (c0's offset weight) and row (c1's): (B, G+1, G+1, K).
+    """The grid NILI reads: projected cells, an extra column (c0's offset weight) and row (c1's): (B, G+1, G+1, K).
 
     The legacy convention reads the cells transposed, so that grid rows always follow c1 (see grid.field_plan).
     """

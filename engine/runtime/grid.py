@@ -141,7 +141,7 @@ def nili_taps(c: Array, grid: int, eps: float) -> AxisTaps:
 
 
 def interp_taps(c: Array, grid: int, mode: str) -> AxisTaps:
-    """`grid_sample` taps (zeros padding, align_corners=False) of one axis: one term, 2 (bilinear) or 4 (bicubic) taps."""
+    """`grid_sample` taps (zeros padding, align_corners=False) of one axis: one term, 2 (bilinear) or 4 (bicubic)."""
     ix = ((as_float64(c) + 1) * grid - 1) / 2
     xp = _xp(ix)
     i0 = xp.floor(ix)
@@ -174,7 +174,8 @@ def field_plan(x: Array, y: Array, grid: int, mode: str, convention: str = "rele
         c0, c1 = grid_coords(as_float64(x), as_float64(y), convention)
         return FieldPlan(rows=nili_taps(c1, grid, AREA_EPS), cols=nili_taps(c0, grid, 1.0))
     if mode in INTERP_MODES:
-        return FieldPlan(rows=interp_taps(2 * as_float64(y) - 1, grid, mode), cols=interp_taps(2 * as_float64(x) - 1, grid, mode))
+        rows, cols = interp_taps(2 * as_float64(y) - 1, grid, mode), interp_taps(2 * as_float64(x) - 1, grid, mode)
+        return FieldPlan(rows=rows, cols=cols)
     raise GAIRError(f"unknown query mode {mode!r}; use nili, {', '.join(INTERP_MODES)} (or transformer on torch)")
 
 
@@ -183,7 +184,8 @@ def points_plan(rel_xy: Array, grid: int, mode: str, convention: str = "released
     return field_plan(rel_xy[..., 0], rel_xy[..., 1], grid, mode, convention)
 
 
-def dense_plan(height: int, width: int, grid: int, mode: str, convention: str = "released", like: Array = None) -> FieldPlan:
+def dense_plan(height: int, width: int, grid: int, mode: str, convention: str = "released",
+               like: Array = None) -> FieldPlan:
     """The plan of the pixel centres of a height x width grid over the crop (taps on the device of `like`)."""
     like = np.zeros(0) if like is None else like
     return field_plan(pixel_centres(width, like), pixel_centres(height, like), grid, mode, convention)

@@ -24,19 +24,26 @@ TORCH_LOADER = "..model.checkpoint"
 BUNDLE_CONFIG, BUNDLE_WEIGHTS, BUNDLE_FORMAT = "config.json", "model.safetensors", "gair-bundle"
 
 
-def read_bundle_meta(path: str | os.PathLike) -> dict:
-    """config.json of a bundle folder (format, fingerprint, source, config); a clear error for anything else."""
-    cfg_path = Path(path) / BUNDLE_CONFIG
+def read_meta(folder: str | os.PathLike, fmt: str, what: str, hint: str) -> dict:
+    """config.json of a bundle or ONNX export folder (format `fmt`, config, fingerprint); one clear error otherwise."""
+    cfg_path = Path(folder) / BUNDLE_CONFIG
     if not cfg_path.is_file():
-        raise GAIRError(f"{path} is not a GAIR bundle (no {BUNDLE_CONFIG}); convert a checkpoint with `python -m engine convert`")
+        raise GAIRError(f"{folder} is not {what} (no {BUNDLE_CONFIG}); {hint}")
     try:
         meta = json.loads(cfg_path.read_text())
     except ValueError as exc:
-        raise GAIRError(f"{cfg_path} is not valid JSON ({exc}); convert the checkpoint again") from exc
-    fmt = meta.get("format") if isinstance(meta, dict) else None
-    if fmt != BUNDLE_FORMAT or not isinstance(meta.get("config"), dict):
-        raise GAIRError(f"{cfg_path} is not a GAIR bundle config (format={fmt!r}); convert the checkpoint again")
+        raise GAIRError(f"{cfg_path} is not valid JSON ({exc}); {hint}") from exc
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != fmt:
+        raise GAIRError(f"{cfg_path} has format {found!r}, not {fmt!r}: this folder is not {what}; {hint}")
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("fingerprint"), str):
+        raise GAIRError(f"{cfg_path} lacks its config or fingerprint; {hint}")
     return meta
+
+
+def read_bundle_meta(path: str | os.PathLike) -> dict:
+    """config.json of a bundle folder (format, fingerprint, source, config)."""
+    return read_meta(path, BUNDLE_FORMAT, "a GAIR bundle", "convert a checkpoint with `python -m engine convert`")
 
 
 def fetch_official_checkpoint(cache_dir: str | None = None) -> Path:
@@ -83,7 +90,8 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", back
 
         model = OnnxGAIR.load(p, device=device)
     else:
-        model = importlib.import_module(TORCH_LOADER, __package__).load_torch_model(p, device, dtype, allow_unknown_keys)
+        torch_loader = importlib.import_module(TORCH_LOADER, __package__)
+        model = torch_loader.load_torch_model(p, device, dtype, allow_unknown_keys)
     if nili_convention is not None:
         model.config = replace(model.config, nili_convention=nili_convention)
     return model

@@ -1,22 +1,22 @@
 """Running an exported GAIR model with onnxruntime: the GAIRModel API, numpy in/out, without importing torch.
 
-An export folder (written by engine.model.onnx_export) holds three graphs with a dynamic batch axis, the `imnet` weights the
-numpy point queries and dense field need, and config.json with the GAIRConfig and the fingerprint of the torch
-weights it came from, so rasters made by either backend share one embedding space.
+An export folder (written by engine.model.onnx_export) holds three graphs with a dynamic batch axis, the `imnet`
+weights the numpy point queries and dense field need, and config.json with the GAIRConfig and the fingerprint of the
+torch weights it came from, so rasters made by either backend share one embedding space.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from . import field as numpy_field
 from ..config import QUERY_MODES, GAIRConfig
 from ..errors import GAIRError
+from . import field as numpy_field
 from .grid import dense_plan, points_plan, relative_positions
+from .loading import read_meta
 from .protocol import FieldFn, check_lonlat, check_positions, check_rs_input, check_sv_input, check_tokens
 
 ONNX_FORMAT = "gair-onnx"
@@ -35,27 +35,15 @@ def _onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:
-        raise GAIRError("onnxruntime is not installed; `pip install onnxruntime` (or onnxruntime-gpu for CUDA)") from exc
+        raise GAIRError(
+            "onnxruntime is not installed; `pip install onnxruntime` (or onnxruntime-gpu for CUDA)"
+        ) from exc
     return onnxruntime
 
 
 def read_export_meta(folder: Path) -> dict:
-    """config.json of an export folder; a clear error for anything else or for missing files."""
-    cfg_path = folder / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise GAIRError(f"{folder} is not a GAIR ONNX export (no {CONFIG_FILE}); {EXPORT_HINT}")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except ValueError as exc:
-        raise GAIRError(f"{cfg_path} is not valid JSON ({exc}); {EXPORT_HINT}") from exc
-    fmt = meta.get("format") if isinstance(meta, dict) else None
-    if fmt != ONNX_FORMAT:
-        raise GAIRError(
-            f"{cfg_path} has format {fmt!r}, not {ONNX_FORMAT!r}: this folder is not an ONNX export "
-            f"(a torch bundle needs backend='torch'); {EXPORT_HINT}"
-        )
-    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("fingerprint"), str):
-        raise GAIRError(f"{cfg_path} lacks its config or fingerprint; {EXPORT_HINT}")
+    """config.json of an export folder; a clear error for anything else (a torch bundle included) or missing files."""
+    meta = read_meta(folder, ONNX_FORMAT, "an ONNX export (a torch bundle needs backend='torch')", EXPORT_HINT)
     missing = [name for name in [f for f, _, _ in GRAPHS.values()] + [QUERY_FILE] if not (folder / name).is_file()]
     if missing:
         raise GAIRError(f"ONNX export {folder} is incomplete: missing {', '.join(missing)}; {EXPORT_HINT}")
@@ -83,7 +71,7 @@ def _providers(device: str, available: list[str]) -> tuple[list, str]:
 
 
 class OnnxGAIR:
-    """The onnxruntime backend of engine.runtime.protocol.GAIRModelLike: sessions created on first use, numpy queries."""
+    """The onnxruntime backend of engine.runtime.protocol.GAIRModelLike: sessions made on first use, numpy queries."""
 
     backend = "onnx"
 
@@ -96,7 +84,8 @@ class OnnxGAIR:
         self._providers, self.device = _providers(device, ort.get_available_providers())
         self._options = ort.SessionOptions()
         # 0 lets onnxruntime use one thread per physical core; OMP_NUM_THREADS (shared machines, workers) wins.
-        self._options.intra_op_num_threads = int(threads if threads is not None else os.environ.get("OMP_NUM_THREADS") or 0)
+        threads = threads if threads is not None else os.environ.get("OMP_NUM_THREADS")
+        self._options.intra_op_num_threads = int(threads or 0)
         self._options.inter_op_num_threads = 1
         self._options.log_severity_level = 3
         self._sessions: dict = {}
@@ -105,7 +94,7 @@ class OnnxGAIR:
             self.imnet = numpy_field.Imnet.from_linear(q["imnet_weight"], q["imnet_bias"])
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None) -> "OnnxGAIR":
+    def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None) -> OnnxGAIR:
         """An export folder (or any file inside it, e.g. the rs_tokens.onnx a file dialog picked)."""
         folder = Path(path)
         if folder.is_file():
@@ -143,7 +132,7 @@ class OnnxGAIR:
         return self._run("sv", x, ("aligned" if aligned else "pooled",))[0]
 
     def encode_location(self, lonlat) -> np.ndarray:
-        """(B, 2) [lon, lat] degrees -> (B, D). The graph takes float64 (its Fourier phases need it, see onnx_export)."""
+        """(B, 2) [lon, lat] degrees -> (B, D); the graph takes float64 (its Fourier phases need it: onnx_export)."""
         lonlat = np.ascontiguousarray(lonlat, dtype=np.float64)
         check_lonlat(lonlat.shape)
         return self._run("location", lonlat)[0]
