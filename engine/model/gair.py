@@ -201,7 +201,8 @@ class GAIRModel(nn.Module):
 
         @torch.inference_mode()
         def field(tokens, height: int, width: int) -> np.ndarray:
-            t = torch.as_tensor(np.asarray(tokens), device=self.device, dtype=self.dtype)
+            t = torch.as_tensor(tokens, device=self.device, dtype=self.dtype)
+            check_tokens(t.shape, cfg)
             if mode == "transformer":
                 out = self.dense_field(t, height, width, mode) @ comps.T - shift_t
             elif mode == "nili":
