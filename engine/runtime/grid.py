@@ -185,7 +185,7 @@ def points_plan(rel_xy: Array, grid: int, mode: str, convention: str = "released
 
 
 def dense_plan(height: int, width: int, grid: int, mode: str, convention: str = "released",
-               like: Array = None) -> FieldPlan:
+               like: Array | None = None) -> FieldPlan:
     """The plan of the pixel centres of a height x width grid over the crop (taps on the device of `like`)."""
     like = np.zeros(0) if like is None else like
     return field_plan(pixel_centres(width, like), pixel_centres(height, like), grid, mode, convention)
@@ -197,7 +197,7 @@ def taps_matrix(index: Array, weight: Array, grid: int) -> Array:
     return (onehot * weight[..., None]).sum(0)
 
 
-def pixel_centres(n: int, like: Array = None) -> Array:
+def pixel_centres(n: int, like: Array | None = None) -> Array:
     """Relative positions (0..1) of the centres of n pixels across a crop (float64, on the device of `like`)."""
     return (_arange(n, np.zeros(0) if like is None else like) + 0.5) / n
 
