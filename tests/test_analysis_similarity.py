@@ -53,8 +53,8 @@ def test_top_k_hits_land_on_planted_lookalikes(planted, tmp_path):
     x, y = pixel_xy(planted, [r], [c])
     lon, lat = Transformer.from_crs(planted.crs, "EPSG:4326", always_xy=True).transform(x[0], y[0])
     result = similarity_search(planted.path, tmp_path / "sim.tif", points=[(lon, lat)], points_crs="EPSG:4326",
-                               top_k=5, min_distance_px=5, threshold=0.9, mask_path=tmp_path / "mask.tif",
-                               hits_path=tmp_path / "hits.gpkg", block_size=64)
+                               top_k=5, min_distance_px=5, exclude_radius_px=0, threshold=0.9,
+                               mask_path=tmp_path / "mask.tif", hits_path=tmp_path / "hits.gpkg", block_size=64)
     assert [h.rank for h in result.hits] == [1, 2, 3, 4, 5]
     assert _near_targets(result.hits, planted.targets)
     matched = {int(np.argmin(np.abs(planted.targets - [h.row, h.col]).sum(axis=1))) for h in result.hits}
@@ -81,13 +81,36 @@ def test_top_k_hits_land_on_planted_lookalikes(planted, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hits.gpkg", "mask.tif", "sim.tif"]
 
 
+def test_reference_neighbourhood_is_left_out_of_the_top_places(planted, tmp_path):
+    """By default (radius = min distance) the clicked target is not its own rank 1: the other 4 targets are the
+    hits; a larger radius also drops a target inside it, 0 keeps the reference as rank 1 (score 1)."""
+    r, c = planted.targets[0]
+    x, y = pixel_xy(planted, [r], [c])
+    others = planted.targets[1:]
+    result = similarity_search(planted.path, tmp_path / "sim.tif", points=[(x[0], y[0])], top_k=5,
+                               min_distance_px=5, threshold=0.9)
+    found = sorted((h.row, h.col) for h in result.hits)
+    assert len(found) == 4 and _near_targets(result.hits, others, tol=1)
+    assert all(np.hypot(h.row - r, h.col - c) >= 5 for h in result.hits)
+    assert all(h.score < 1.0 - 1e-4 for h in result.hits)
+    # a radius reaching the nearest other target drops it too
+    nearest = float(np.min(np.hypot(*(others - [r, c]).T)))
+    wide = similarity_search(planted.path, tmp_path / "wide.tif", points=[(x[0], y[0])], top_k=5,
+                             min_distance_px=5, exclude_radius_px=int(nearest) + 2, threshold=0.9)
+    assert len(wide.hits) == 3 and all(np.hypot(h.row - r, h.col - c) >= nearest + 1 for h in wide.hits)
+    kept = similarity_search(planted.path, tmp_path / "kept.tif", points=[(x[0], y[0])], top_k=5,
+                             min_distance_px=5, exclude_radius_px=0, threshold=0.9)
+    assert (kept.hits[0].row, kept.hits[0].col) == (r, c) and kept.hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert sorted((h.row, h.col) for h in kept.hits[1:]) == found
+
+
 def test_polygon_reference_layer_and_max_aggregate(planted, tmp_path):
     rows, cols = planted.targets[:2, 0], planted.targets[:2, 1]
     xs, ys = pixel_xy(planted, rows, cols)
     squares = shapely.buffer(shapely.points(xs, ys), 12, cap_style="square")  # ~3x3 px around two targets
     write_gpkg(tmp_path / "refs.gpkg", squares, {"name": np.array(["a", "b"], dtype=object)}, planted.crs)
     result = similarity_search(planted.path, tmp_path / "sim.tif", reference_layer=tmp_path / "refs.gpkg",
-                               aggregate="max", top_k=5)
+                               aggregate="max", top_k=5, exclude_radius_px=0)
     assert result.references == 2 and _near_targets(result.hits, planted.targets)
 
 

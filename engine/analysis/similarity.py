@@ -97,17 +97,7 @@ def reference_vectors(raster: EmbeddingRaster, points: Sequence[tuple[float, flo
     raster's vectors under each feature, a polygon's pixels averaged)."""
     refs = []
     if points:
-        import shapely
-
-        pts = shapely.points(np.asarray(points, np.float64))
-        if points_crs is not None:
-            pts = reproject(pts, points_crs, raster.crs)
-        xy = shapely.get_coordinates(pts)
-        rows, cols = world_to_pixel(raster, xy[:, 0], xy[:, 1])
-        inside = (rows >= 0) & (rows < raster.height) & (cols >= 0) & (cols < raster.width)
-        if not inside.all():
-            raise GAIRError(f"reference point(s) {np.flatnonzero(~inside).tolist()} lie outside {raster.path.name}; "
-                            "check the coordinates and their CRS (lon/lat need points_crs='EPSG:4326')")
+        rows, cols = _point_pixels(raster, points, points_crs)
         vecs = read_pixels_at(raster, rows, cols)
         bad = ~np.isfinite(vecs).all(axis=1)
         if bad.any():
@@ -118,6 +108,37 @@ def reference_vectors(raster: EmbeddingRaster, points: Sequence[tuple[float, flo
     if not refs:
         raise GAIRError("give reference points or a reference layer")
     return np.concatenate(refs)
+
+
+def _point_pixels(raster: EmbeddingRaster, points, points_crs) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of points (x, y in points_crs, default the raster CRS); a point off the raster is an error."""
+    import shapely
+
+    pts = shapely.points(np.asarray(points, np.float64))
+    if points_crs is not None:
+        pts = reproject(pts, points_crs, raster.crs)
+    xy = shapely.get_coordinates(pts)
+    rows, cols = world_to_pixel(raster, xy[:, 0], xy[:, 1])
+    inside = (rows >= 0) & (rows < raster.height) & (cols >= 0) & (cols < raster.width)
+    if not inside.all():
+        raise GAIRError(f"reference point(s) {np.flatnonzero(~inside).tolist()} lie outside {raster.path.name}; "
+                        "check the coordinates and their CRS (lon/lat need points_crs='EPSG:4326')")
+    return rows, cols
+
+
+def reference_pixels(raster: EmbeddingRaster, points=None, points_crs=None, reference_layer=None,
+                     layer: str | None = None) -> np.ndarray:
+    """(n, 2) row/col of the places the references were taken from on this raster: the points, and the pixels
+    under a plain layer's features. A per-feature embedding layer's vectors have no place on this raster."""
+    places = []
+    if points:
+        places.append(np.stack(_point_pixels(raster, points, points_crs), axis=1))
+    if reference_layer is not None:
+        data = read_layer(reference_layer, layer, require_crs=False)
+        if embedding_vectors(data) is None:
+            samples = samples_from_layer(raster, data)
+            places.append(np.stack([samples.rows, samples.cols], axis=1))
+    return np.concatenate(places).astype(np.int64) if places else np.empty((0, 2), np.int64)
 
 
 def _layer_references(raster: EmbeddingRaster, path, layer) -> np.ndarray:
@@ -143,11 +164,16 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
                       points: Sequence[tuple[float, float]] | None = None, points_crs=None,
                       reference_layer: str | os.PathLike | None = None, layer: str | None = None,
                       aggregate: str = "mean", top_k: int = 10, min_distance_px: int = 5,
+                      exclude_radius_px: int | None = None,
                       threshold: float | None = None, mask_path: str | os.PathLike | None = None,
                       hits_path: str | os.PathLike | None = None, block_size: int | None = None,
                       progress: Callable[[float], None] | None = None,
                       cancel: Callable[[], bool] | None = None) -> SimilarityResult:
-    """Cosine-similarity raster (float32, NaN nodata) to the references, its top-k peaks and a threshold mask."""
+    """Cosine-similarity raster (float32, NaN nodata) to the references, its top-k peaks and a threshold mask.
+
+    exclude_radius_px: top-k hits closer than this many pixels to a reference place (a point, a plain layer's
+    feature pixels) are left out, so the reference does not find itself; default min_distance_px, 0 keeps them.
+    """
     if mask_path is not None and threshold is None:
         raise GAIRError("a mask needs a threshold (cosine similarity, e.g. 0.8)")
     started = time.perf_counter()
@@ -170,7 +196,11 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
                     hit = sim >= threshold
                     masked += int(hit.sum())
                     mask.write(window, np.where(finite, hit, MASK_NODATA).astype(np.uint8))
-            hits = _top_peaks(raster, out.close(), top_k, min_distance_px, threshold) if top_k > 0 else []
+            radius = min_distance_px if exclude_radius_px is None else exclude_radius_px
+            excluded = (reference_pixels(raster, points, points_crs, reference_layer, layer) if radius > 0
+                        else np.empty((0, 2), np.int64))
+            hits = (_top_peaks(raster, out.close(), top_k, min_distance_px, threshold, excluded, radius)
+                    if top_k > 0 else [])
             written_hits = _write_hits(hits_path, hits, raster.crs) if hits_path is not None and hits else None
             for o in outputs:
                 o.commit()
@@ -186,9 +216,11 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
 
 
 def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance: int,
-               threshold: float | None) -> list[SimilarityHit]:
+               threshold: float | None, excluded: np.ndarray | None = None,
+               exclude_radius: float = 0) -> list[SimilarityHit]:
     """Local maxima of the similarity raster, best first: no higher value in the (2r+1)^2 square around a hit
-    (a separable filter, fast), then greedy suppression keeps hits at least r = min_distance pixels apart."""
+    (a separable filter, fast), then greedy suppression keeps hits at least r = min_distance pixels apart.
+    Peaks closer than exclude_radius to an `excluded` (row, col) are dropped before the ranking."""
     import rasterio
     from rasterio.windows import Window
     from scipy.ndimage import maximum_filter
@@ -209,6 +241,9 @@ def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance
             core[int(window.row_off) - r0:int(window.row_off + window.height) - r0,
                  int(window.col_off) - c0:int(window.col_off + window.width) - c0] = True
             rows, cols = np.nonzero(peak & core)
+            if excluded is not None and len(excluded) and len(rows):
+                near = _near_any(rows + r0, cols + c0, excluded, exclude_radius)
+                rows, cols = rows[~near], cols[~near]
             scores = sim[rows, cols]
             best = np.argsort(-scores, kind="stable")[: 2 * top_k + 8]
             candidates += [(float(scores[i]), int(rows[i]) + r0, int(cols[i]) + c0) for i in best]
@@ -222,6 +257,16 @@ def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance
     xs, ys = pixel_centres(raster, [c[1] for c in chosen], [c[2] for c in chosen])
     return [SimilarityHit(i + 1, s, float(x), float(y), row, col)
             for i, ((s, row, col), x, y) in enumerate(zip(chosen, np.atleast_1d(xs), np.atleast_1d(ys)))]
+
+
+def _near_any(rows: np.ndarray, cols: np.ndarray, places: np.ndarray, radius: float) -> np.ndarray:
+    """Which (row, col) lie closer than `radius` pixels to any of `places` (n, 2), in chunks of places."""
+    near = np.zeros(len(rows), bool)
+    for start in range(0, len(places), 256):
+        chunk = places[start:start + 256]
+        d2 = (rows[:, None] - chunk[None, :, 0]) ** 2 + (cols[:, None] - chunk[None, :, 1]) ** 2
+        near |= (d2 < radius * radius).any(axis=1)
+    return near
 
 
 def _write_hits(path, hits: list[SimilarityHit], crs) -> Path:

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import Cancelled, GAIRError
 
-COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service")  # relative: the engine may be vendored under another name
+COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service", ".evaluate")  # relative: the engine may be vendored under another name
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,13 +36,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..runtime.loading import load_model
+    from ..runtime.loading import describe_model, load_model
 
-    model = load_model(args.model, device="cpu")
-    cfg = model.config
-    print(json.dumps({"fingerprint": model.fingerprint, "backend": type(model).__name__, "embed_dim": cfg.embed_dim,
-                      "bands": list(cfg.rs_bands), "crop_pixels": cfg.crop_pixels, "gsd_m": cfg.gsd_m,
-                      "crop_ground_m": cfg.crop_ground_m, "nili_convention": cfg.nili_convention}, indent=2))
+    print(json.dumps(describe_model(load_model(args.model, device="cpu")), indent=2))
     return 0
 
 

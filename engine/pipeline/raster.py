@@ -5,9 +5,13 @@ last block is done, so memory is bounded by the block size, not by the raster. S
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,12 +32,58 @@ from .tiling import CropLayout
 Progress = Callable[[float], None] | None
 Cancel = Callable[[], bool] | None
 
+log = logging.getLogger(__name__)
+
+# Dims the QGIS Embed raster tool (and engine.params) keep by default: 64 principal components hold nearly all the
+# variance of GAIR's 768-d field that similarity, clustering and classifiers use, at 1/12 of the size (a Sentinel-2
+# tile, 10980 x 10980 px, is ~31 GB in float32 at 64 dims, ~370 GB with all 768). None here means all dims.
+DEFAULT_DIMS = 64
+PROGRESS_STEPS = 10  # crop progress is logged at every 10% of the crops (and after the first batch)
+
 TILE = 256
 BLOCK_BUDGET_BYTES = 128 * 2**20   # blend accumulators of one block
 FIELD_CACHE_BYTES = 256 * 2**20    # crop fields kept for the next block of the same block row
 SAMPLE_CROPS, SAMPLE_PIXELS = 16, 16384
 QUICKLOOK_SIDE = 1024
 FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense fields: cost per pixel, not per token
+
+
+def estimate_output_bytes(height: int, width: int, dims: int, dtype: str = "float32") -> int:
+    """Uncompressed size of an embedding raster's pixel data: pixels x dims x bytes per value."""
+    return int(height) * int(width) * int(dims) * int(np.dtype(dtype).itemsize)
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return ""  # unreachable
+
+
+@dataclass(frozen=True)
+class OutputEstimate:
+    """What an embed_raster run will write and encode, known before any crop is encoded."""
+
+    height: int
+    width: int
+    dims: int
+    dtype: str
+    crops: int
+
+    @property
+    def bytes(self) -> int:
+        return estimate_output_bytes(self.height, self.width, self.dims, self.dtype)
+
+    def describe(self) -> str:
+        return (f"{self.width} x {self.height} px x {self.dims} dims {self.dtype} = {format_bytes(self.bytes)} "
+                f"before compression (it typically saves 20-30%); {self.crops} crops to encode")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def as_model(model, device: str = "auto", backend: str = "auto"):
@@ -115,6 +165,8 @@ class _RasterJob:
         self.blocks = block_windows(grid.height, grid.width, self.block_side, self.block_side)
         self.work_total = int(keep.sum()) + len(self.blocks)
         self.work_done = 0
+        self.crops_total, self.crops_done, self.next_log = int(keep.sum()), 0, 1
+        self.started = time.monotonic()
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
@@ -124,6 +176,19 @@ class _RasterJob:
         self.work_done += units
         if self.progress is not None and self.shard.is_main:
             self.progress(min(1.0, self.work_done / max(1, self.work_total)))
+
+    def log_crops(self, count: int) -> None:
+        """Log "crop i/n, ~m:ss left" after the first batch, at every PROGRESS_STEPS-th of the crops and the last."""
+        self.crops_done += count
+        if not self.shard.is_main or (self.crops_done < self.next_log and self.crops_done < self.crops_total):
+            return
+        done, total = self.crops_done, max(1, self.crops_total)
+        elapsed = time.monotonic() - self.started
+        left = elapsed / done * max(0, total - done)
+        log.info(f"crop {done}/{total} ({done / total:.0%}), {format_duration(elapsed)} elapsed, "
+                 f"~{format_duration(left)} left")
+        step = math.ceil(total / PROGRESS_STEPS)
+        self.next_log = (done // step + 1) * step
 
     def crop_window(self, index: int):
         row0, col0 = self.layout.origin(index)
@@ -145,6 +210,7 @@ class _RasterJob:
         for j, tokens in gather_batches(self.shard, [len(b) for b in batches], (cfg.rs_tokens, cfg.embed_dim), run):
             self.tokens.update(zip(batches[j], tokens))
             self.report(len(batches[j]))
+            self.log_crops(len(batches[j]))
             self.check_cancel()
         self.encoded.update(todo)
 
@@ -235,6 +301,16 @@ def _kept_crops(src: SourceRaster, grid: OutputGrid, layout: CropLayout, min_val
     return keep
 
 
+def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
+    """Say what the run will write before it starts, and warn when it cannot fit on the disk."""
+    log.info(f"{output_path.name}: {estimate.describe()}")
+    folder = output_path.parent if output_path.parent.exists() else Path.cwd()
+    free = shutil.disk_usage(folder).free
+    if estimate.bytes > free:
+        log.warning(f"{output_path.name} may need up to {format_bytes(estimate.bytes)} but {folder} has only "
+                    f"{format_bytes(free)} free; keep fewer dims, use int16 or a larger pixel size")
+
+
 def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, bands=None,
                  pixel_size_m: float | None = None, dims: int | None = None, dtype: str = "float32",
                  mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None, min_valid: float = 0.5,
@@ -264,7 +340,10 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
                             "span at least 4 output pixels; choose a smaller --pixel-size")
         layout = CropLayout(grid.height, grid.width, crop_h, crop_w, overlap)
         out_dims = int(dims) if dims is not None else cfg.embed_dim
-        job = _RasterJob(model, src, grid, layout, _kept_crops(src, grid, layout, min_valid), out_dims, mode,
+        keep = _kept_crops(src, grid, layout, min_valid)
+        if shard.is_main:
+            _log_estimate(OutputEstimate(grid.height, grid.width, out_dims, dtype, int(keep.sum())), output_path)
+        job = _RasterJob(model, src, grid, layout, keep, out_dims, mode,
                          batch_size or default_batch_size(model), shard, progress, cancel)
         sample = job.sample(seed)
         pca = scale = offset = look = None
