@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from qgis.core import QgsSettings
 
-BACKENDS = ("auto", "torch", "onnx")
-DEVICES = ("auto", "cpu", "cuda")
+from .engine_link import engine_attrs
+
+BACKENDS, DEVICES = engine_attrs("params", "BACKENDS", "DEVICES")
 _PREFIX = "gair/"
 _ALLOW_DOWNLOAD = _PREFIX + "allow_download"
 

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QgsApplication([], True)
     app.initQgis()
     from gair_qgis.maptool.controller import SimilarityController
-    from gair_qgis.toolbox.algorithms.embed_raster import run_embed_raster
+    from gair_qgis.engine_calls import run_embed_raster
     from gair_qgis.settings import GAIRSettings
     from gair_qgis.styling import true_color_renderer
 

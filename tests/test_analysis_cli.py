@@ -15,7 +15,7 @@ import shapely
 from rasterio.windows import Window
 
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
-from engine.cli.analysis import main
+from engine.cli.main import main
 from engine.io.embedding_raster import EmbeddingRasterWriter
 from engine.io.feature_layer import embedding_tags
 from engine.io.space import EmbeddingSpace
@@ -79,17 +79,18 @@ def _run_all(capsys, folder: Path, raster: Path, labels: Path, ref_xy: tuple[flo
              embedding_layer: Path) -> dict:
     """Run each command; return what the tests check."""
     out = {}
-    out["cluster"] = _run(capsys, "cluster", raster, folder / "clusters.tif", "--k-range", 2, 4, "--sample-size",
-                          3000, "--polygons", folder / "clusters.gpkg", "--sieve", 4)
-    out["similarity"] = _run(capsys, "similarity", raster, folder / "sim.tif", "--point", *ref_xy, "--points-crs",
-                             ref_crs, "--top-k", 3, "--threshold", 0.95, "--mask", folder / "mask.tif", "--hits",
-                             folder / "hits.gpkg")
-    out["classify"] = _run(capsys, "classify", raster, labels, "--field", "label", "--model", folder / "m.joblib",
-                           "--folds", 3, "--report", folder / "report.json", "--report", folder / "report.html",
-                           "--output", folder / "classes.tif", "--confidence", folder / "conf.tif")
-    out["apply"] = _run(capsys, "apply-classifier", raster, folder / "m.joblib", folder / "classes2.tif")
-    out["regress"] = _run(capsys, "regress", raster, labels, "--field", "value", "--model", folder / "r.joblib",
-                          "--method", "ridge", "--folds", 3, "--output", folder / "pred.tif")
+    out["cluster"] = _run(capsys, "cluster-embeddings", raster, folder / "clusters.tif", "--k", 4, "--auto-k",
+                          "--sample-size", 3000, "--polygons", folder / "clusters.gpkg", "--sieve", 4)
+    out["similarity"] = _run(capsys, "similarity-search", raster, folder / "sim.tif", "--point", *ref_xy,
+                             "--points-crs", ref_crs, "--top-k", 3, "--threshold", 0.95, "--mask", folder / "mask.tif",
+                             "--hits", folder / "hits.gpkg")
+    out["classify"] = _run(capsys, "train-classifier", raster, labels, "--field", "label", "--model-output",
+                           folder / "m.joblib", "--folds", 3, "--report", folder / "report.json", "--report",
+                           folder / "report.html", "--output", folder / "classes.tif", "--confidence",
+                           folder / "conf.tif")
+    out["apply"] = _run(capsys, "apply-model", raster, folder / "m.joblib", folder / "classes2.tif")
+    out["regress"] = _run(capsys, "train-regressor", raster, labels, "--field", "value", "--model-output",
+                          folder / "r.joblib", "--method", "ridge", "--folds", 3, "--output", folder / "pred.tif")
     out["rank"] = _run(capsys, "rank-features", embedding_layer, folder / "ranked.gpkg", "--reference-fid", 1)
     out["report"] = json.loads((folder / "report.json").read_text())
     for name in ("clusters.tif", "clusters.gpkg", "sim.tif", "mask.tif", "hits.gpkg", "m.joblib", "report.html",
@@ -159,7 +160,7 @@ def test_cli_on_pipeline_raster_plumbing(tmp_path, capsys):
     out = _run_all(capsys, tmp_path, raster, labels, (xs[0], ys[0]), "EPSG:4326", Path(points.path))
     assert "score 1.0000" not in next(line for line in out["similarity"].splitlines() if line.strip().startswith("#1 "))
     assert out["report"]["overall_accuracy"] > 0.6  # random weights: plumbing, yet better than chance (0.5)
-    ref = main(["similarity", str(raster), str(tmp_path / "ref.tif"), "--reference-layer", str(points.path),
+    ref = main(["similarity-search", str(raster), str(tmp_path / "ref.tif"), "--reference-layer", str(points.path),
                 "--aggregate", "max", "--top-k", "0", "--quiet"])  # full-dims vectors projected through the PCA
     assert ref == 0 and "60 reference(s)" in capsys.readouterr().out
     with rasterio.open(tmp_path / "ref.tif") as ds:
@@ -170,7 +171,8 @@ def test_cli_on_pipeline_raster_plumbing(tmp_path, capsys):
 def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
     planted = make_planted_raster(tmp_path / "p.tif", dims=8, n_targets=0)
     write_gpkg(tmp_path / "nocrs.gpkg", shapely.points([1.0], [2.0]), {"label": np.array(["a"], dtype=object)}, None)
-    code = main(["classify", str(planted.path), str(tmp_path / "nocrs.gpkg"), "--field", "label", "--model",
+    code = main(["train-classifier", str(planted.path), str(tmp_path / "nocrs.gpkg"), "--field", "label",
+                 "--model-output",
                  str(tmp_path / "m.joblib"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "no CRS" in err and err.count("\n") == 1

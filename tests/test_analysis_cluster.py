@@ -29,7 +29,7 @@ def _purity(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_automatic_k_recovers_planted_classes(planted, tmp_path):
-    result = cluster_embeddings(planted.path, tmp_path / "c.tif", k_range=(2, 6), sample_size=3000, seed=0,
+    result = cluster_embeddings(planted.path, tmp_path / "c.tif", k=6, auto_k=True, sample_size=3000, seed=0,
                             polygons_path=tmp_path / "c.gpkg", block_size=64)
     assert result.k == 4 and max(result.silhouettes, key=result.silhouettes.get) == 4
     assert sorted(result.silhouettes) == [2, 3, 4, 5, 6]

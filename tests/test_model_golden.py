@@ -42,7 +42,7 @@ def test_cli_convert_gives_the_same_model(golden_checkpoints, ref, tmp_path):
     from engine.cli.main import main
 
     path = golden_checkpoints[torch.float32]
-    assert main(["convert", str(path), str(tmp_path / "bundle")]) == 0
+    assert main(["convert-checkpoint", str(path), str(tmp_path / "bundle")]) == 0
     bundle = engine.load_model(tmp_path / "bundle", device="cpu")
     official = engine.load_model(path, device="cpu")
     assert bundle.fingerprint == official.fingerprint

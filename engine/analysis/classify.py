@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import GAIRError
 from ..io.embedding_raster import EmbeddingRaster
+from ..params import CLASSIFIERS
 from .rasters import CLASS_NODATA, OutputRaster, check_cancel, stage
 from .report import classification_report, write_report
 from .sampling import (
@@ -21,8 +22,6 @@ from .sampling import (
     sorted_classes,
     training_data,
 )
-
-CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
 
 
 @dataclass

@@ -80,21 +80,21 @@ def assign(bands: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLike, *, k: int = 8,
-                   k_range: tuple[int, int] | None = None, sample_size: int = 20000, seed: int = 0,
+                   auto_k: bool = False, sample_size: int = 20000, seed: int = 0,
                    polygons_path: str | os.PathLike | None = None, sieve_pixels: int = 0,
                    block_size: int | None = None, progress: Callable[[float], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> ClusterResult:
     """Byte class raster (0 = nodata, 1..k, colour table) from k-means; optionally the classes as polygons.
 
-    `k_range=(lo, hi)` picks k by silhouette on the sample. `sieve_pixels` merges polygon pieces smaller than
+    `auto_k` picks k between 2 and `k` by silhouette on the sample. `sieve_pixels` merges polygon pieces smaller than
     that many pixels into their neighbours (polygons only; the raster keeps every pixel's class).
     """
     started = time.perf_counter()
     with EmbeddingRaster(raster_path) as raster:
         sample, _, _ = sample_pixels(raster, sample_size, seed, cancel, stage(progress, 0.0, 0.1))
         silhouettes: dict[int, float] = {}
-        if k_range is not None:
-            k, silhouettes = choose_k(sample, int(k_range[0]), int(k_range[1]), seed, cancel,
+        if auto_k:
+            k, silhouettes = choose_k(sample, 2, int(k), seed, cancel,
                                       stage(progress, 0.1, 0.5))
         centroids, inertia = fit_kmeans(sample, int(k), seed)
         if progress is not None:

@@ -8,12 +8,11 @@ import numpy as np
 
 from ..errors import GAIRError
 from ..io.embedding_raster import EmbeddingRaster
+from ..params import REGRESSORS
 from .classify import TrainResult, apply_model
 from .rasters import check_cancel, stage
 from .report import regression_report, write_report
 from .sampling import save_model_file, training_data
-
-REGRESSORS = ("random_forest", "ridge")
 
 
 def make_regressor(method: str, seed: int):

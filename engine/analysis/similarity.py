@@ -19,10 +19,10 @@ from ..io.embedding_raster import EmbeddingRaster
 from ..io.feature_layer import embedding_vectors, layer_embedding_meta, read_embedding_layer
 from ..io.space import check_same_space
 from ..io.vectors import META_TABLE, read_layer, read_layer_metadata, reproject, require_layer_crs, write_gpkg
+from ..params import AGGREGATES
 from .pixels import pixel_centres, read_pixels_at, samples_from_layer, world_to_pixel
 from .rasters import MASK_NODATA, OutputRaster, stage
 
-AGGREGATES = ("mean", "max")
 CHUNK_COLUMNS = 4096  # pixels per chunk: long enough rows for BLAS, small enough to stay in cache for the norm
 
 

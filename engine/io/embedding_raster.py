@@ -15,6 +15,7 @@ from typing import Self
 import numpy as np
 
 from ..errors import GAIRError
+from ..params import DTYPES
 from .blocks import Cancel, Progress, block_windows, walk
 from .files import PAM, PendingFile, pca_sidecar_path
 from .pca import PCAProjection
@@ -23,7 +24,6 @@ from .space import EmbeddingSpace
 BAND_PREFIX = "gair_"
 INT16_NODATA = -32768
 INT16_LIMIT = 32767
-DTYPES = ("float32", "int16")
 # What a GAIR raster is: embedding rasters hold vectors; derived rasters (analysis outputs) hold one value per pixel.
 TAG_KIND = "GAIR_KIND"
 KIND_EMBEDDING = "embedding"

@@ -255,10 +255,11 @@ def _photo_path(value, base: Path) -> Path | None:
 
 
 def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None, *, photo_field: str = "photo",
-                 layer_name: str | None = None, aligned: bool = False, space=None, batch_size: int = 16,
-                 progress: Progress = None, cancel: Cancel = None) -> LayerResult:
+                 photo_root: str | os.PathLike | None = None, layer_name: str | None = None, aligned: bool = False,
+                 space=None, batch_size: int = 16, progress: Progress = None, cancel: Cancel = None) -> LayerResult:
     """GeoPackage of `layer` + the street-view embedding of the photo each feature names in `photo_field`
-    (absolute, or relative to the layer file's folder). aligned=True: the projection trained against RS crops."""
+    (absolute, or relative to `photo_root`, by default the layer file's folder). aligned=True: the projection
+    trained against RS crops."""
     from ..runtime.preprocess import load_photo, preprocess_sv
 
     model = as_model(model)
@@ -268,7 +269,7 @@ def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None
                         f"{sorted(features.fields)}. Name the right one with --photo-field")
     vectors = np.zeros((len(features), model.config.embed_dim), np.float32)
     status = np.full(len(features), OK, dtype=object)
-    base = features.path.parent
+    base = Path(photo_root).expanduser() if photo_root else features.path.parent
     for batch in _batches(len(features), batch_size):
         _check_cancel(cancel)
         rows, inputs = [], []

@@ -17,12 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import QUERY_MODES
 from ..errors import Cancelled, GAIRError
 from ..io.blocks import block_windows
 from ..io.embedding_raster import DTYPES, EmbeddingRasterWriter, int16_scale_offset
 from ..io.files import PAM, PendingFile, quicklook_path
 from ..io.pca import PCAProjection
+from ..params import DEFAULT_DIMS, FIELD_MODES
 from ..runtime.protocol import GAIRModelLike
 from .blend import BlockBlender, crop_field, numpy_blas_beside, pca_field
 from .distributed import Shard, barrier, current_shard, gather_batches
@@ -34,10 +34,6 @@ Cancel = Callable[[], bool] | None
 
 log = logging.getLogger(__name__)
 
-# Dims the QGIS Embed raster tool (and engine.params) keep by default: 64 principal components hold nearly all the
-# variance of GAIR's 768-d field that similarity, clustering and classifiers use, at 1/12 of the size (a Sentinel-2
-# tile, 10980 x 10980 px, is ~31 GB in float32 at 64 dims, ~370 GB with all 768). None here means all dims.
-DEFAULT_DIMS = 64
 PROGRESS_STEPS = 10  # crop progress is logged at every 10% of the crops (and after the first batch)
 
 TILE = 256
@@ -45,7 +41,6 @@ BLOCK_BUDGET_BYTES = 128 * 2**20   # blend accumulators of one block
 FIELD_CACHE_BYTES = 256 * 2**20    # crop fields kept for the next block of the same block row
 SAMPLE_CROPS, SAMPLE_PIXELS = 16, 16384
 QUICKLOOK_SIDE = 1024
-FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense fields: cost per pixel, not per token
 
 
 def estimate_output_bytes(height: int, width: int, dims: int, dtype: str = "float32") -> int:
@@ -311,16 +306,18 @@ def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
                     f"{format_bytes(free)} free; keep fewer dims, use int16 or a larger pixel size")
 
 
-def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, bands=None,
-                 pixel_size_m: float | None = None, dims: int | None = None, dtype: str = "float32",
-                 mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None, min_valid: float = 0.5,
-                 quicklook: bool = True, seed: int = 0, progress: Progress = None, cancel: Cancel = None) -> Path:
+def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, extent=None,
+                 extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
+                 dtype: str = "float32", mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None,
+                 min_valid: float = 0.5, quicklook: bool = True, seed: int = 0, progress: Progress = None,
+                 cancel: Cancel = None) -> Path:
     """Embed a Sentinel-2 raster into a continuous GAIR field (GeoTIFF, one band per dim); returns the output path.
 
-    bands: see pipeline.bands.resolve_bands. pixel_size_m: output pixel size (default: the input's). dims: reduce to
-    this many principal components (sidecar `<stem>.pca.npz`). overlap: fraction of a crop shared with the next
-    one. min_valid: crops with less valid data are skipped. Under torchrun, crops are sharded over the ranks and
-    rank 0 writes.
+    extent: (xmin, ymin, xmax, ymax) in extent_crs (default: the raster's CRS): only that window of the input is
+    read and embedded. bands: see pipeline.bands.resolve_bands. pixel_size_m: output pixel size (default: the
+    input's). dims: reduce to this many principal components (sidecar `<stem>.pca.npz`); None, 0 or at least the
+    model's dims keep every dim. overlap: fraction of a crop shared with the next one. min_valid: crops with less
+    valid data are skipped. Under torchrun, crops are sharded over the ranks and rank 0 writes.
     """
     if mode not in FIELD_MODES:
         raise GAIRError(f"query mode for a raster must be one of {FIELD_MODES}, got {mode!r}"
@@ -330,9 +327,11 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         raise GAIRError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     model = as_model(model)
     cfg, shard, output_path = model.config, current_shard(), Path(output_path)
-    if dims is not None and not 1 <= int(dims) <= cfg.embed_dim:
-        raise GAIRError(f"--dims must be between 1 and the model's {cfg.embed_dim} dims, got {dims}")
-    with numpy_blas_beside(model), SourceRaster(input_path, cfg, bands) as src:
+    if dims is not None and int(dims) < 0:
+        raise GAIRError(f"dims must be at least 1 (or 0 for all {cfg.embed_dim}), got {dims}")
+    if dims is not None and (int(dims) == 0 or int(dims) >= cfg.embed_dim):
+        dims = None  # nothing to reduce: the model's own space
+    with numpy_blas_beside(model), SourceRaster(input_path, cfg, bands, extent, extent_crs) as src:
         grid = src.output_grid(pixel_size_m)
         crop_h, crop_w = src.crop_size_px(grid.res_m)
         if min(crop_h, crop_w) < 4:

@@ -28,6 +28,7 @@ from qgis.gui import QgsMapCanvas, QgsRubberBand
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
+from ..engine_calls import defaults
 from ..engine_log import engine_messages
 from ..layers import add_to_gair_group, raster_tag
 from ..styling import band_range, similarity_renderer, top_k_renderer
@@ -91,7 +92,7 @@ class SimilarityController(QObject):
         self.canvas, self.project = canvas, project or QgsProject.instance()
         self.embedding_layer: QgsRasterLayer | None = None
         self.references: list[QgsPointXY] = []  # in the embedding raster's CRS
-        self.top_k = 10
+        self.top_k = defaults("similarity_search")["top_k"]
         self.threshold: float | None = None
         self.similarity_layer: QgsRasterLayer | None = None
         self.points_layer: QgsVectorLayer | None = None
@@ -142,7 +143,7 @@ class SimilarityController(QObject):
 
     # --- work -----------------------------------------------------------------------------------------------
     def run_search(self) -> None:
-        from ..toolbox.algorithms.similarity_search import run_similarity
+        from ..engine_calls import run_similarity
 
         if self.task is not None:
             self.task.cancel()  # the newest click wins
@@ -159,10 +160,10 @@ class SimilarityController(QObject):
         self._start(EngineTask("GAIR similarity search", work, self._search_done))
 
     def embed_visible_extent(self, source: QgsRasterLayer, model_path: str | None = None) -> None:
-        """Embed what the canvas shows of `source` (DEFAULT_DIMS principal components, fewer dims of a smaller
-        model all kept); the result becomes the embedding raster."""
+        """Embed what the canvas shows of `source` (the engine's default dims: DEFAULT_DIMS principal components,
+        fewer dims of a smaller model all kept); the result becomes the embedding raster."""
+        from ..engine_calls import run_embed_raster
         from ..settings import model_problem
-        from ..toolbox.algorithms.embed_raster import DEFAULT_DIMS, run_embed_raster
 
         problem = model_problem(model_path)  # on the GUI thread: may ask before downloading the checkpoint
         if problem:
@@ -179,8 +180,7 @@ class SimilarityController(QObject):
         out = os.path.join(self.workdir, f"embedding_{uuid.uuid4().hex[:8]}.tif")
 
         def work(progress, cancel):
-            return run_embed_raster(path, out, bounds=bounds, model=model_path, dims=DEFAULT_DIMS,
-                                    progress=progress, cancel=cancel)
+            return run_embed_raster(path, out, extent=bounds, model=model_path, progress=progress, cancel=cancel)
 
         self._start(EngineTask("GAIR embed visible extent", work, self._embed_done))
 

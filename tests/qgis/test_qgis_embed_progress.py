@@ -58,9 +58,11 @@ def test_embed_raster_reports_estimate_then_crop_progress(gair_provider, sample_
 def test_default_dims_keep_all_of_a_smaller_model(gair_provider, sample_raster, tmp_path):
     """The tiny test model has 32 dims, fewer than the default 64: the default keeps them all (no PCA)."""
     import engine.pipeline.raster
-    from gair_qgis.toolbox.algorithms.embed_raster import DEFAULT_DIMS
+    from engine.params import DEFAULT_DIMS
 
-    assert DEFAULT_DIMS == engine.pipeline.raster.DEFAULT_DIMS == 64
+    algorithm = gair_provider.algorithm("embed_raster")
+    assert algorithm.parameterDefinition("DIMS").defaultValue() == DEFAULT_DIMS == engine.pipeline.raster.DEFAULT_DIMS
+    assert DEFAULT_DIMS == 64
     feedback = RecordingFeedback()
     out = tmp_path / "all.tif"
     processing.run("gair:embed_raster", {"INPUT": str(sample_raster), "OUTPUT": str(out)}, feedback=feedback)
