@@ -100,7 +100,8 @@ def test_bundle_round_trip_and_env_path(tmp_path, tiny_state, monkeypatch):
 
 
 def test_hub_download_fails_clearly_offline(tmp_path):
-    code = "import engine\nfrom engine.runtime.loading import fetch_official_checkpoint\nfetch_official_checkpoint(cache_dir=%r)" % str(tmp_path)
+    code = ("import engine\nfrom engine.runtime.loading import fetch_official_checkpoint\n"
+            f"fetch_official_checkpoint(cache_dir={str(tmp_path)!r})")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GAIR_CHECKPOINT": ""}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
