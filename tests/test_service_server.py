@@ -64,10 +64,10 @@ def test_the_server_reads_and_writes_only_inside_the_job(server, tmp_path: Path)
     outside = tmp_path / "secret.tif"
     make_planted_raster(outside)
     engine = RemoteEngine(url, TOKEN)
-    with pytest.raises(RemoteError, match="looks like a path"):
+    with pytest.raises(RemoteError, match="names a file"):
         engine.run("similarity_search", {"raster_path": str(outside), "out_path": {"file": "o.tif"},
                                          "points": [[0, 0]]}, {}, tmp_path / "r")
-    with pytest.raises(RemoteError, match="looks like a path"):
+    with pytest.raises(RemoteError, match="names a file"):
         engine.run("similarity_search", {"raster_path": {"file": "x.tif"}, "out_path": str(tmp_path / "stolen.tif"),
                                          "points": [[0, 0]]}, {}, tmp_path / "r")
     with pytest.raises(RemoteError, match="bad file name"):
@@ -75,6 +75,10 @@ def test_the_server_reads_and_writes_only_inside_the_job(server, tmp_path: Path)
                                          "points": [[0, 0]]}, {}, tmp_path / "r")
     with pytest.raises(RemoteError, match="own model"):
         engine.run("embed_raster", {"model": "/etc/passwd"}, {}, tmp_path / "r")
+    with pytest.raises(RemoteError, match="names a file"):  # list-valued path parameters too
+        engine.run("train_classifier", {"raster_path": {"file": "e.tif"}, "labels_path": {"file": "l.gpkg"},
+                                        "class_field": "c", "model_path": {"file": "m"},
+                                        "report_paths": ["/tmp/report.html"]}, {}, tmp_path / "r")
     job = json.loads(engine._request("POST", "/v1/jobs"))["job"]
     with pytest.raises(RemoteError, match="bad file name"):
         engine._request("PUT", f"/v1/jobs/{job}/files/..%2Fescape.tif", b"x", "application/octet-stream")

@@ -95,6 +95,14 @@ def test_user_errors_are_one_line_and_the_worker_keeps_serving(worker, tmp_path:
     worker.send({"type": "run", "job": "unknown", "op": "format_disk", "params": {}})
     final, _ = worker.until_done("unknown")
     assert final["kind"] == "user" and "unknown operation 'format_disk'" in final["message"]
+    worker.send({"type": "run", "job": "typo", "op": "similarity_search",
+                 "params": {"raster_path": "a.tif", "out_path": "b.tif", "top_kk": 3}})
+    final, _ = worker.until_done("typo")
+    assert final["kind"] == "user" and "no parameter top_kk" in final["message"]
+    worker.send({"type": "run", "job": "range", "op": "similarity_search",
+                 "params": {"raster_path": "a.tif", "out_path": "b.tif", "top_k": -1}})
+    final, _ = worker.until_done("range")
+    assert final["kind"] == "user" and "top_k must be at least 0" in final["message"]
     worker.proc.stdin.write(b"this is not json\n")
     worker.proc.stdin.flush()
     assert worker.read()["kind"] == "internal"

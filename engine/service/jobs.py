@@ -15,26 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Cancelled, GAIRError
+from ..params import OPERATIONS, Operation
 from . import protocol
 
 Emit = Callable[[dict[str, Any]], None]
 
-# operation id -> (engine module, function, takes a GAIR model). The id is the one name of the operation in the CLI
-# (with '-'), the Processing toolbox and here.
-OPERATIONS: dict[str, tuple[str, str, bool]] = {
-    "embed_raster": ("pipeline", "embed_raster", True),
-    "embed_features": ("pipeline", "embed_features", True),
-    "embed_photos": ("pipeline", "embed_photos", True),
-    "embed_locations": ("pipeline", "embed_locations", True),
-    "cluster_embeddings": ("analysis", "cluster_embeddings", False),
-    "similarity_search": ("analysis", "similarity_search", False),
-    "rank_features": ("analysis", "rank_features", False),
-    "train_classifier": ("analysis", "train_classifier", False),
-    "train_regressor": ("analysis", "train_regressor", False),
-    "apply_model": ("analysis", "apply_model", False),
-    "describe_engine": ("service.jobs", "describe_engine", False),
-}
-MODEL_KEYS = ("model", "backend", "device")
+MODEL_KEYS = ("model", "backend", "device")  # pick the model; the engine function gets the loaded model
+ENGINE_INFO = "describe_engine"  # the one operation of the worker itself
 
 
 def describe_engine() -> dict[str, Any]:
@@ -142,28 +129,44 @@ class JobRunner:
             with self._lock:
                 self._cancelled.discard(job)
 
-    def _call(self, job: str, op: str, params: dict[str, Any], emit: Emit) -> Any:
-        if op not in OPERATIONS:
-            raise GAIRError(f"unknown operation {op!r}; the engine knows {', '.join(sorted(OPERATIONS))}")
-        module, name, takes_model = OPERATIONS[op]
-        function = getattr(importlib.import_module(f"{__package__.rpartition('.')[0]}.{module}"), name)
-        if op == "describe_engine":
-            return function()
-        if takes_model:
-            settings = {k: params.pop(k) for k in MODEL_KEYS if k in params}
-            params["model"] = self.model(settings.get("model") or None, settings.get("backend") or "auto",
-                                         settings.get("device") or "auto")
-        else:
-            unexpected = [k for k in MODEL_KEYS if params.get(k) is not None and k != "model"]
-            if unexpected:
-                raise GAIRError(f"{op} takes no {', '.join(unexpected)}")
+    def _call(self, job: str, op_id: str, params: dict[str, Any], emit: Emit) -> Any:
+        if op_id == ENGINE_INFO:
+            return describe_engine()
+        op = operation_of(op_id)
+        kwargs = checked_params(op, params)
+        if any(p.name == "model" for p in op.params):
+            settings = {k: kwargs.pop(k, None) for k in MODEL_KEYS}
+            kwargs["model"] = self.model(settings["model"] or None, settings["backend"] or "auto",
+                                         settings["device"] or "auto")
 
         def report(fraction: float, message: str = "") -> None:
             emit(protocol.progress(job, fraction, message))
 
-        try:
-            return function(**params, progress=report, cancel=lambda: self._is_cancelled(job))
-        except TypeError as exc:
-            if "unexpected keyword" in str(exc) or "missing" in str(exc):
-                raise GAIRError(f"bad parameters for {op}: {exc}") from exc
-            raise
+        module, name = op.function.split(":")
+        function = getattr(importlib.import_module(f"{__package__.rpartition('.')[0]}.{module}"), name)
+        return function(**kwargs, progress=report, cancel=lambda: self._is_cancelled(job))
+
+
+def operation_of(op_id: str) -> Operation:
+    """The engine operation named `op_id`; a GAIRError (one line, listing the known ones) otherwise."""
+    if op_id not in OPERATIONS:
+        raise GAIRError(f"unknown operation {op_id!r}; the engine knows {', '.join(sorted(OPERATIONS))}")
+    return OPERATIONS[op_id]
+
+
+def checked_params(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    """The request's parameters checked against the operation's definitions (names, choices, ranges)."""
+    known = {p.name: p for p in op.params}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise GAIRError(f"{op.id} has no parameter {', '.join(unknown)}; it takes {', '.join(known)}")
+    for name, value in params.items():
+        param = known[name]
+        if param.scalar and not isinstance(value, list):
+            problem = param.check(value)
+            if problem:
+                raise GAIRError(f"{op.id}: {name} {problem}")
+    missing = [p.name for p in op.params if p.positional and not p.optional and params.get(p.name) is None]
+    if missing:
+        raise GAIRError(f"{op.id} needs {', '.join(missing)}")
+    return dict(params)

@@ -3,8 +3,8 @@
 Threat model (also in the README): the server runs jobs for whoever holds the token, as the user who started it.
 It binds 127.0.0.1 unless told otherwise; on another interface anyone who can reach the port can try tokens, so put
 it behind a VPN/SSH tunnel or a firewall, and use TLS (a reverse proxy) on untrusted networks: the token travels in a
-header. A job sees only its own folder: inputs are uploaded into it, files are named by {"file": NAME} in the
-parameters, any other string that looks like a path is refused, and outputs are downloaded from it. The model is
+header. A job sees only its own folder: inputs are uploaded into it, every path parameter (by its definition in
+engine.params) must be {"file": NAME} with a plain NAME, and outputs are downloaded from it. The model is
 the server's (`--model`), never a path sent by a client.
 
 Endpoints (all need `Authorization: Bearer TOKEN`):
@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlparse
 
 from ..errors import GAIRError
 from . import protocol
-from .jobs import JobRunner, describe_engine
+from .jobs import JobRunner, describe_engine, operation_of
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")  # one file name, no folders, not hidden
 CHUNK = 1 << 20
@@ -84,31 +84,39 @@ class Service:
             raise ValueError(f"bad file name {name!r}: use a plain name (letters, digits, . _ -), no folders")
         return job.folder / name
 
-    def sandboxed(self, job: Job, value: Any) -> Any:
-        """Parameters with {"file": NAME} turned into paths inside the job folder; path-like strings refused."""
-        if isinstance(value, dict):
-            if set(value) == {"file"}:
-                return str(self.file_path(job, str(value["file"])))
-            return {k: self.sandboxed(job, v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.sandboxed(job, v) for v in value]
-        if isinstance(value, str) and ("/" in value or "\\" in value or value.startswith("~") or ".." in value):
-            raise ValueError(f"{value[:80]!r} looks like a path: name files as {{\"file\": NAME}} and upload them")
-        return value
+    def sandboxed(self, job: Job, op_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Path parameters given as {"file": NAME} -> paths inside the job folder; any other form of a path refused.
+
+        Which parameters are paths comes from the operation's definitions (engine.params), not from guessing."""
+        from ..params import PATH_KINDS
+
+        op = operation_of(op_id)
+        kinds = {p.name: p.kind for p in op.params}
+        out = {}
+        for name, value in params.items():
+            if kinds.get(name) == "model":
+                raise ValueError("the server uses its own model and device: leave model/backend/device out")
+            if kinds.get(name) in PATH_KINDS and value is not None:
+                values = value if isinstance(value, list) else [value]
+                if not all(isinstance(v, dict) and set(v) == {"file"} for v in values):
+                    raise ValueError(f"{name} names a file: give it as {{\"file\": NAME}} and upload it")
+                paths = [str(self.file_path(job, str(v["file"]))) for v in values]
+                out[name] = paths if isinstance(value, list) else paths[0]
+            else:
+                out[name] = value
+        return out
 
     def start(self, job_id: str, op: str, params: dict[str, Any]) -> None:
         job = self.job(job_id)
-        if "model" in params or "backend" in params or "device" in params:
+        if "backend" in params or "device" in params:
             raise ValueError("the server uses its own model and device: leave model/backend/device out")
-        params = self.sandboxed(job, params)
+        params = self.sandboxed(job, op, params)
         with self.lock:
             if any(j.thread is not None and j.thread.is_alive() for j in self.jobs.values()):
                 raise RuntimeError("the engine is busy with another job; try again when it has finished")
             if job.thread is not None:
                 raise RuntimeError(f"job {job_id} has already run; create a new job")
-            from .jobs import OPERATIONS
-
-            if op in OPERATIONS and OPERATIONS[op][2]:
+            if any(p.name == "model" for p in operation_of(op).params):
                 params["model"] = self.model
             job.thread = threading.Thread(target=self._run, args=(job_id, job, op, params), daemon=True)
             job.thread.start()
