@@ -77,8 +77,8 @@ def check_mapping(weights: Path, wheel: Path) -> float:
     import torch
 
     from engine.config import GAIRConfig
+    from engine.model.checkpoint import load_torch_file
     from engine.model.encoders import LocationEncoder, equal_earth
-    from engine.model.torch_file import load_torch_file
     from engine.pretrain.weights import load_geoclip
 
     state = load_torch_file(weights, "GeoCLIP weights")

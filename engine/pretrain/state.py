@@ -10,7 +10,7 @@ import torch
 
 from ..errors import GAIRError
 from ..io.files import atomic_path
-from ..model.torch_file import load_torch_file
+from ..model.checkpoint import load_torch_file
 
 CHECKPOINT_FORMAT = "gair-pretrain-checkpoint"
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import GAIRError
-from ..model.torch_file import load_torch_file
+from ..model.checkpoint import load_torch_file
 from .config import PretrainConfig
 
 
