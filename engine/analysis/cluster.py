@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import Cancelled, GAIRError
 from ..io.embedding_raster import EmbeddingRaster, sample_pixels
+from ..io.guard import guarded
 from ..io.vectors import write_gpkg
 from .rasters import CLASS_NODATA, MAX_CLASSES, OutputRaster, stage
 
@@ -79,6 +80,7 @@ def assign(bands: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return labels
 
 
+@guarded
 def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLike, *, k: int = 8,
                    auto_k: bool = False, sample_size: int = 20000, seed: int = 0,
                    polygons_path: str | os.PathLike | None = None, sieve_pixels: int = 0,

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import GAIRError
 from ..io.embedding_raster import EmbeddingRaster
+from ..io.guard import guarded
 from ..params import REGRESSORS
 from .classify import TrainResult, apply_model
 from .rasters import check_cancel, stage
@@ -28,6 +29,7 @@ def make_regressor(method: str, seed: int):
     raise GAIRError(f"unknown regressor {method!r}; choose one of {REGRESSORS}")
 
 
+@guarded
 def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLike, value_field: str,
                     model_path: str | os.PathLike, *, method: str = "random_forest", folds: int = 5, seed: int = 0,
                     layer: str | None = None, report_paths: list[str | os.PathLike] = (),

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..config import GAIRConfig
 from ..errors import GAIRError
 from ..io.files import atomic_path
+from ..io.guard import guarded
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
     return out
 
 
+@guarded
 def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, convention: str = "released",
                        allow_unknown: bool = False):
     """Official checkpoint.pth -> bundle folder, with the NILI convention to store; returns the loaded model."""
