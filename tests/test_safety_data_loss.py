@@ -27,8 +27,8 @@ from engine.errors import GAIRError
 from engine.io.files import OutputLock, lock_file_path
 from engine.io.guard import check_paths
 from engine.io.vectors import META_TABLE, read_layer_metadata, write_gpkg
-from engine.service.jobs import checked_params
 from engine.params import OPERATIONS
+from engine.service.jobs import checked_params
 
 from .test_pipeline_raster import synthetic_s2, write_raster
 
@@ -76,7 +76,7 @@ def test_embed_raster_into_its_own_input_is_refused_also_through_links(tmp_path,
     os.link(s2, tmp_path / "hard.tif")
     missing_model = tmp_path / "no-model"  # the check comes before the model loads: no "model not found" error
     for output in (s2, tmp_path / "link.tif", tmp_path / "hard.tif", tmp_path / "sub" / ".." / "s2.tif"):
-        _fails(capsys, ["embed-raster", s2, output, "--model", missing_model], "is the input", "input",
+        _fails(capsys, ["embed-raster", s2, output, "--model", missing_model], "is also the input", "overwrite",
                "choose another output name")
         assert _digest(s2) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.tif", "link.tif", "s2.tif"]
@@ -86,7 +86,7 @@ def test_train_classifier_model_output_onto_the_embedding_raster_is_refused(tmp_
     labels = _labels(tmp_path, planted)
     before = _digest(planted.path)
     _fails(capsys, ["train-classifier", planted.path, labels, "--field", "label", "--model-output", planted.path,
-                    "--folds", "2"], "--model-output", "is the input raster")
+                    "--folds", "2"], "--model-output", "is also the input raster")
     _fails(capsys, ["train-classifier", planted.path, labels, "--field", "label", "--model-output",
                     tmp_path / "m.joblib", "--report", labels, "--folds", "2"], "--report", "labels")
     assert _digest(planted.path) == before and not (tmp_path / "m.joblib").exists()
@@ -114,7 +114,7 @@ def test_two_outputs_of_one_run_with_the_same_name_are_refused(tmp_path, planted
 def test_an_output_whose_sidecar_would_replace_an_input_is_refused(tmp_path):
     picture = tmp_path / "scene.quicklook.png"  # embed-raster of scene.tif writes scene.quicklook.png beside it
     picture.write_bytes(b"my picture")
-    with pytest.raises(GAIRError, match="would replace .*scene.quicklook.png, which belongs to the input"):
+    with pytest.raises(GAIRError, match="would overwrite .*scene.quicklook.png, which belongs to the input"):
         engine.embed_raster(picture, tmp_path / "scene.tif")
     emb = tmp_path / "emb.tif"
     emb.write_bytes(b"raster")

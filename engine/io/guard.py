@@ -87,17 +87,17 @@ def check_paths(op: Operation | str, values: dict) -> list[PathValue]:
     for out in outputs:
         for inp in inputs:
             if same_file(out.path, inp.path):
-                raise GAIRError(f"output {out.name} is the input {inp.name} ({inp.path}): writing it would destroy "
+                raise GAIRError(f"{out.name} {out.path} is also the input {inp.name}: writing it would overwrite "
                                 "that input; choose another output name")
             hit = next(((w, o) for w in out.written() for o in inp.owned() if same_file(w, o)), None)
             if hit is not None:
-                raise GAIRError(f"output {out.name} ({out.path}) would replace {hit[1]}, which belongs to the input "
+                raise GAIRError(f"{out.name} {out.path} would overwrite {hit[1]}, which belongs to the input "
                                 f"{inp.name}; choose another output name")
     for i, out in enumerate(outputs):
         for other in outputs[:i]:
             if same_file(out.path, other.path):
-                raise GAIRError(f"outputs {other.name} and {out.name} are the same file ({out.path}); give each "
-                                "output its own name")
+                raise GAIRError(f"the outputs {other.name} and {out.name} are the same file ({out.path}); give "
+                                "each output its own name")
     for out in outputs:
         check_writable(out)
     return outputs
@@ -107,10 +107,10 @@ def check_writable(out: PathValue) -> None:
     """The output is not an existing folder (or, for a folder output, a file) and its folder can be made and written."""
     path, folder_out = out.path, out.param.kind == "folder_out"
     if not folder_out and path.is_dir():
-        raise GAIRError(f"output {out.name} ({path}) is an existing folder; give a file name inside it, e.g. "
+        raise GAIRError(f"{out.name} {path} is an existing folder; give a file name inside it, e.g. "
                         f"{path / ('result' + (path.suffix or _default_suffix(out.param)))}")
     if folder_out and path.exists() and not path.is_dir():
-        raise GAIRError(f"output {out.name} ({path}) is an existing file, not a folder; choose a folder name")
+        raise GAIRError(f"{out.name} {path} is an existing file, not a folder; choose a folder name")
     parent = Path(os.path.abspath(path)).parent
     existing = parent
     while not existing.exists() and existing.parent != existing:
