@@ -206,7 +206,7 @@ def test_an_output_that_is_a_folder_fails_before_any_work(tmp_path, planted, cap
            "--polygons", "is an existing folder")
     (tmp_path / "file").write_text("x")
     _fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "file" / "sub" / "c.tif"],
-           "cannot create the folder", "is a file")
+           "cannot create the folder", "file is a file")
     _fails(capsys, ["convert-checkpoint", tmp_path / "file", s2], "is an existing file, not a folder")
     assert list(folder.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "planted.tif", "results", "s2.tif"]

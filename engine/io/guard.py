@@ -116,12 +116,12 @@ def check_writable(out: PathValue) -> None:
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
-        raise GAIRError(f"cannot create the folder of output {out.name} ({parent}): {existing} is a file; choose "
-                        "another output folder")
+        raise GAIRError(f"cannot create the folder {parent} of {out.name}: {existing} is a file; choose another "
+                        "output folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "create a folder in" if existing != parent else "write to"
-        raise GAIRError(f"cannot {what} {existing} (permission denied: read-only folder) for output {out.name}; "
-                        "choose another output folder")
+        raise GAIRError(f"cannot {what} {existing} (permission denied: read-only folder) for {out.name}; choose "
+                        "another output folder")
 
 
 def _default_suffix(param: Param) -> str:
