@@ -210,6 +210,9 @@ def test_an_output_that_is_a_folder_fails_before_any_work(tmp_path, planted, cap
     _fails(capsys, ["convert-checkpoint", tmp_path / "file", s2], "is an existing file, not a folder")
     assert list(folder.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "planted.tif", "results", "s2.tif"]
+    created = tmp_path / "new" / "sub" / "c.tif"  # a folder that can be created is fine
+    assert main(["cluster-embeddings", str(planted.path), str(created), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "new" / "sub").iterdir()) == ["c.tif", "c.tif.aux.xml"]
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
@@ -334,3 +337,11 @@ def _try_lock(target: Path) -> str:
             return "took it"
     except GAIRError as exc:
         return str(exc)
+
+
+def test_a_folder_without_write_permission_is_named_in_the_error(tmp_path, planted, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # what a read-only folder answers (not as root)
+    with pytest.raises(GAIRError, match=r"cannot write to .* \(permission denied: read-only folder\) for output"):
+        check_paths("cluster_embeddings", {"raster_path": planted.path, "out_path": tmp_path / "c.tif"})
+    with pytest.raises(GAIRError, match=r"cannot create a folder in .* \(permission denied"):
+        check_paths("cluster_embeddings", {"raster_path": planted.path, "out_path": tmp_path / "new" / "c.tif"})

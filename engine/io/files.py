@@ -173,6 +173,7 @@ class OutputLock:
                 return
             while True:
                 try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
                     fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
                 except OSError as exc:
                     raise GAIRError(f"cannot write {self.target}: {exc.strerror or exc} in {self.path.parent}; "
