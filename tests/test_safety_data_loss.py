@@ -345,3 +345,19 @@ def test_a_folder_without_write_permission_is_named_in_the_error(tmp_path, plant
         check_paths("cluster_embeddings", {"raster_path": planted.path, "out_path": tmp_path / "c.tif"})
     with pytest.raises(GAIRError, match=r"cannot create a folder in .* \(permission denied"):
         check_paths("cluster_embeddings", {"raster_path": planted.path, "out_path": tmp_path / "new" / "c.tif"})
+
+
+def test_first_sigterm_asks_to_stop_the_second_interrupts():
+    from engine.cli.main import cancel_on_interrupt
+
+    class Args:
+        cancellable = True
+
+    args, previous = Args(), signal.getsignal(signal.SIGTERM)
+    with cancel_on_interrupt(args) as cancel:
+        assert not cancel()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert cancel() and args.stop_signal == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == previous  # restored
