@@ -86,7 +86,8 @@ class EmbeddingRasterWriter:
             profile.update(compress=compress, predictor=3 if dtype == "float32" else 2)
             if compress == "zstd":
                 profile["zstd_level"] = 1
-        tags = {TAG_MODEL: model, TAG_SPACE: pca.space if pca else model, TAG_QUERY_MODE: query_mode,
+        tags = {"GAIR_KIND": "embedding", TAG_MODEL: model, TAG_SPACE: pca.space if pca else model,
+                TAG_QUERY_MODE: query_mode,
                 TAG_CROP_PIXELS: "" if crop_pixels is None else str(int(crop_pixels)),
                 TAG_CROP_GROUND_M: "" if crop_ground_m is None else repr(float(crop_ground_m)),
                 TAG_DIMS: str(self.dims), TAG_MODEL_DIMS: str(pca.input_dims if pca else self.dims),

@@ -12,7 +12,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..base import GAIRAlgorithm, require_embedding_raster
+from ..base import GAIRAlgorithm, push_monospace, require_embedding_raster
 
 REPORT_FILTER = "HTML report (*.html);;JSON (*.json);;Text (*.txt)"
 MODEL_FILTER = "GAIR analysis model (*.joblib)"
@@ -86,7 +86,7 @@ class TrainingAlgorithm(GAIRAlgorithm):
         feedback.pushInfo(self.tr(f"Trained on {result.samples} pixels from {result.features} features "
                                   f"({result.skipped_outside} outside the raster, {result.skipped_nodata} on nodata, "
                                   f"{result.skipped_unlabelled} without a label)."))
-        feedback.pushInfo(format_text(result.report))
+        push_monospace(feedback, format_text(result.report))
 
 
 def _is_null(value) -> bool:
