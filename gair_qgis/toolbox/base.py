@@ -213,12 +213,6 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         self._outputs_written = []
 
 
-def push_monospace(feedback: QgsProcessingFeedback, text: str) -> None:
-    """Log a table (a confusion matrix, a report) so its columns line up: the algorithm dialog shows command info
-    in a fixed-width font, and non-breaking spaces keep its HTML log from collapsing runs of spaces."""
-    feedback.pushCommandInfo(text.replace(" ", "\u00a0"))
-
-
 def raster_layer_path(layer: QgsRasterLayer) -> str:
     """File path of a GDAL raster layer; other providers (WMS, XYZ…) cannot feed the engine."""
     if layer.providerType() != "gdal":
