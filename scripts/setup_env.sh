@@ -37,6 +37,10 @@ install_system_packages() {
     if ! "$SYSTEM_PYTHON" -c "import qgis.core" >/dev/null 2>&1 || [ ! -x "$QGIS_PROCESS" ]; then
         missing+=("${APT_PACKAGES[@]}")
     fi
+    # The desktop start test and scripts/screenshot.py run the QGIS desktop under Xvfb (it crashes on offscreen).
+    if ! command -v xvfb-run >/dev/null 2>&1; then
+        missing+=(xvfb)
+    fi
     # Debian splits venv/ensurepip out of python3; QGIS does not depend on it.
     if ! "$SYSTEM_PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
         missing+=(python3-venv)
