@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup behind `make demo` and `make test` on Debian 12:
-#   1. QGIS 3.22 from Debian (apt) when /usr/bin/python3 cannot import qgis.core,
+#   1. QGIS 3.22 from Debian (apt) when /usr/bin/python3 cannot import qgis.core (and xvfb for desktop tests),
 #   2. .venv made from /usr/bin/python3 with --system-site-packages (so the venv sees QGIS's Python bindings),
 #   3. torch==2.13.0 (CPU wheel) first, then `pip install -e .[dev]`; skipped while the stamp matches.
 # Safe to run often: when everything is in place it returns in about a second.

@@ -74,10 +74,16 @@ class GroupStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         if node is None:
             return
         group = gair_group(project)
-        if node.parent() is not group:
-            group.insertChildNode(self._position(group, layer), node.clone())
-            node.parent().removeChildNode(node)
-            node = root.findLayer(layer.id())
+        # QGIS may already have put the layer into the group (at its insertion point, e.g. above the selected
+        # layer): place it anyway. The clone goes in before the original leaves, so the layer never leaves the
+        # layer tree (which would remove it from the project).
+        others = [child for child in group.children() if child is not node]
+        position = self._position(others, layer)
+        before = others[position] if position < len(others) else None
+        group.insertChildNode(group.children().index(before) if before is not None else len(group.children()),
+                              node.clone())
+        node.parent().removeChildNode(node)
+        node = root.findLayer(layer.id())
         node.setItemVisibilityChecked(self.visible)
         for other in project.mapLayers().values():
             if other is layer:
@@ -92,11 +98,10 @@ class GroupStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
     @staticmethod
-    def _position(group, layer: QgsMapLayer) -> int:
+    def _position(children: list, layer: QgsMapLayer) -> int:
         """Vector results go on top; rasters below the vector layers at the top of the group."""
         if isinstance(layer, QgsVectorLayer):
             return 0
-        children = group.children()
         index = 0
         while index < len(children) and isinstance(getattr(children[index], "layer", lambda: None)(),
                                                    QgsVectorLayer):

@@ -13,6 +13,7 @@ import pytest
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
+    QgsLayerTreeRegistryBridge,
     QgsMapLayer,
     QgsGeometry,
     QgsMultiBandColorRenderer,
@@ -101,7 +102,14 @@ def test_similarity_results_are_named_unique_and_hide_the_embedding(gair_provide
     parameters = {"INPUT": embedding, "POINT": f"{centre.x()},{centre.y()} [EPSG:4326]", "TOP_K": 3,
                   "OUTPUT": "TEMPORARY_OUTPUT", "TOP_K_OUTPUT": "TEMPORARY_OUTPUT"}
     first = processing.runAndLoadResults("gair:similarity_search", parameters)
-    second = processing.runAndLoadResults("gair:similarity_search", parameters)
+    # as in the desktop when a layer of the GAIR group is selected: QGIS adds new layers at the top of that group
+    group = project.layerTreeRoot().findGroup("GAIR")
+    bridge = project.layerTreeRegistryBridge()
+    bridge.setLayerInsertionPoint(QgsLayerTreeRegistryBridge.InsertionPoint(group, 0))
+    try:
+        second = processing.runAndLoadResults("gair:similarity_search", parameters)
+    finally:
+        bridge.setLayerInsertionPoint(QgsLayerTreeRegistryBridge.InsertionPoint(project.layerTreeRoot(), 0))
     assert layer_names(project) == ["detroit_gair", "detroit_gair similarity", "detroit_gair similarity (2)",
                                     "detroit_gair top places", "detroit_gair top places (2)"]
     loaded = layers_by_source(project)
@@ -111,8 +119,7 @@ def test_similarity_results_are_named_unique_and_hide_the_embedding(gair_provide
     assert not tree_node(project, embedding).isVisible()
     for path in (first["OUTPUT"], first["TOP_K_OUTPUT"], second["OUTPUT"], second["TOP_K_OUTPUT"]):
         assert tree_node(project, loaded[path]).isVisible(), path
-    # ranked points stay above the rasters in the GAIR group
-    group = project.layerTreeRoot().findGroup("GAIR")
+    # ranked points stay above the rasters in the GAIR group, whatever order Processing loads them in
     kinds = [type(node.layer()).__name__ for node in group.findLayers()]
     assert kinds == ["QgsVectorLayer", "QgsVectorLayer", "QgsRasterLayer", "QgsRasterLayer"]
 
