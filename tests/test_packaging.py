@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from engine import GAIRError
-from tests.qgis_helpers import (PLUGIN, ROOT, QgisDesktop, QgisProcess, QgisProcessError, build_plugin_zip,
-                                 loaded_plugin, unzip_plugin)
+from tests.qgis_helpers import (
+    PLUGIN,
+    ROOT,
+    QgisDesktop,
+    QgisProcess,
+    QgisProcessError,
+    build_plugin_zip,
+    loaded_plugin,
+    unzip_plugin,
+)
 
 SOURCES = ("gair_qgis", "engine", "resources", "metadata.txt", "LICENSE")
 

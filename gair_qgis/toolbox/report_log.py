@@ -26,8 +26,8 @@ def _columns(rows: list[list[str]]) -> list[str]:
 def report_for_log(report: dict) -> str:
     """Summary sentence(s), then for a classifier the per-class table and the confusion matrix."""
     grouped = ", grouped by feature" if report.get("grouped_by_feature") else ""
-    lines = [f"Cross-validation of the {report['method']} {report['task']}: {report['folds']} folds{grouped}, "
-             f"{report['samples']} samples."]
+    lines = [(f"Cross-validation of the {report['method']} {report['task']}: {report['folds']} folds{grouped}, "
+              f"{report['samples']} samples.")]
     if report["task"] == "regression":
         lines.append(f"R² {report['r2']:.4f}, RMSE {report['rmse']:.4f}, MAE {report['mae']:.4f} (target mean "
                      f"{report['target_mean']:.4f}, standard deviation {report['target_std']:.4f}).")

@@ -13,9 +13,9 @@ import pytest
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
+    QgsGeometry,
     QgsLayerTreeRegistryBridge,
     QgsMapLayer,
-    QgsGeometry,
     QgsMultiBandColorRenderer,
     QgsPointXY,
     QgsProcessingException,
@@ -209,8 +209,9 @@ def test_true_colour_action_styles_the_active_sentinel2_raster(qgis_iface, qgis_
 
 def test_true_colour_action_explains_a_raster_that_is_not_sentinel2(qgis_iface, qgis_new_project, sample_embedding,
                                                                     tmp_path):
-    import gair_qgis
     from qgis.core import Qgis
+
+    import gair_qgis
 
     not_s2 = write_bands(tmp_path / "rgb.tif", ["red", "green", "nir"])
     embedding = QgsRasterLayer(str(sample_embedding), "emb", "gdal")  # embedding dims are not reflectances
@@ -255,12 +256,12 @@ def run_in_dialog(qgis_iface, algorithm_id: str, parameters: dict, timeout_s: fl
 
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.core import QgsApplication
+    from qgis.gui import QgsBrowserGuiModel
     from qgis.PyQt.QtCore import QCoreApplication
 
-    from qgis.gui import QgsBrowserGuiModel
-
     if not isinstance(qgis_iface.browserModel(), QgsBrowserGuiModel):  # pytest-qgis's iface has none
-        qgis_iface.browserModel = lambda model=QgsBrowserGuiModel(): model
+        model = QgsBrowserGuiModel()
+        qgis_iface.browserModel = lambda: model
     # the dialog's widgets pick layers from the project, as a user does
     QgsProject.instance().addMapLayers([v for v in parameters.values() if isinstance(v, QgsMapLayer)])
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)

@@ -182,8 +182,8 @@ def test_plugin_without_any_runtime_loads_and_shows_the_pip_command(qgis_iface, 
 def test_post_processor_styles_and_moves_loaded_layer_into_gair_group(qgis_new_project, small_raster):
     from qgis.core import QgsProcessingContext, QgsProject
 
-    from gair_qgis.toolbox.outputs import GroupStylePostProcessor
     from gair_qgis.styling import paletted_renderer, save_default_style
+    from gair_qgis.toolbox.outputs import GroupStylePostProcessor
 
     paletted_renderer(small_raster, [(1, "a"), (2, "b")])
     save_default_style(small_raster)
