@@ -152,7 +152,9 @@ class QgisDesktop:
 
     QGIS 3.22's desktop cannot run on Qt's offscreen platform (it crashes in QgsClipboard at start), so without a
     DISPLAY it runs under Xvfb (`xvfb-run`, Debian package xvfb; `make test` installs it). The `--code` script runs
-    once the main window is up and must end the session, e.g. `QTimer.singleShot(0, iface.actionExit().trigger)`.
+    once the main window is up and must end the session: `QTimer.singleShot(0, iface.actionExit().trigger)` (as a
+    user quits; plugins are unloaded) while the project is empty, else `QgsApplication.exit(0)`, since with layers in
+    an unsaved project QGIS asks whether to save it and waits for an answer.
     """
 
     def __init__(self, profiles_dir: Path, timeout: float = 300.0, screen: str = "1600x1000") -> None:
