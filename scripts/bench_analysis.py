@@ -66,7 +66,7 @@ def scan_in_memory(path: Path, membw: MemoryBandwidth, repeats: int = 7) -> tupl
     interleaved with it (same machine load); also the bytes scanned."""
     from threadpoolctl import threadpool_limits
 
-    with EmbeddingRaster.open(path) as raster:
+    with EmbeddingRaster(path) as raster:
         blocks = [bands.copy() for _, bands in scan(raster, None, None, None)]
         query = query_matrix(np.random.default_rng(1).normal(size=(1, raster.dims)), "mean")
     outs = [np.empty(b.shape[1], np.float32) for b in blocks]
@@ -82,7 +82,7 @@ def scan_in_memory(path: Path, membw: MemoryBandwidth, repeats: int = 7) -> tupl
 def bench_similarity(path: Path, out_dir: Path, membw: MemoryBandwidth) -> dict:
     kernel, sum_time, nbytes = scan_in_memory(path, membw)
     bandwidth = membw.array.nbytes / sum_time
-    with EmbeddingRaster.open(path) as raster:
+    with EmbeddingRaster(path) as raster:
         dims, pixels = raster.dims, raster.width * raster.height
     x, y = 500000 + 55, 4200000 - 55  # a pixel near the top-left corner
     similarity_search(path, out_dir / "sim.tif", points=[(x, y)], top_k=10)  # warm the page cache

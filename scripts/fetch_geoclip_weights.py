@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.pretrain.files import atomic_path
+from engine.io.files import atomic_path
 
 VERSION = "1.3.0"
 WEIGHTS = "geoclip/model/weights/location_encoder_weights.pth"

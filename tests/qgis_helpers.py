@@ -125,8 +125,8 @@ class QgisProcess:
         return output["results"]
 
 
-# Run by QGIS before it loads any plugin ($PYQGIS_STARTUP): a Python error at start is logged (tag "Python error", where tests look) instead of opening the modal error dialog that would
-# block an unattended QGIS until the timeout.
+# Run by QGIS before it loads any plugin ($PYQGIS_STARTUP): a Python error at start is logged (tag "Python error",
+# where tests look) instead of opening the modal error dialog that would block an unattended QGIS until the timeout.
 STARTUP_HOOK = """
 import traceback
 
@@ -207,10 +207,10 @@ class QgisDesktop:
                                    start_new_session=True)  # its own process group: a timeout ends all of it
         try:
             output, _ = process.communicate(timeout=timeout or self.timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             os.killpg(process.pid, 9)
             output, _ = process.communicate()
-            raise QgisDesktopError(f"QGIS did not quit within {timeout or self.timeout} s\n{output[-4000:]}")
+            raise QgisDesktopError(f"QGIS did not quit within {timeout or self.timeout} s\n{output[-4000:]}") from exc
         if not result.is_file():
             raise QgisDesktopError(f"QGIS exited {process.returncode} without writing {result}\n{output[-6000:]}")
         return json.loads(result.read_text())

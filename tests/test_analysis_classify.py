@@ -16,7 +16,7 @@ from engine.analysis import (
     train_regressor,
 )
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
-from engine.analysis.vectors import write_gpkg
+from engine.io.vectors import write_gpkg
 
 NAMES = np.array(["water", "forest", "urban", "crop"], dtype=object)
 
@@ -102,7 +102,7 @@ def test_model_refuses_other_embedding_space(planted, tmp_path):
     planted, labels = planted
     train_classifier(planted.path, labels, "landcover", tmp_path / "m.joblib", folds=3)
     other = make_planted_raster(tmp_path / "other.tif", dims=16, seed=21, n_targets=0, model="othermodel")
-    with pytest.raises(GAIRError, match="trained on embeddings of model"):
+    with pytest.raises(GAIRError, match=r"made another way than other.tif \(model synthetic0000 vs othermodel\)"):
         apply_model(other.path, tmp_path / "m.joblib", tmp_path / "x.tif")
     narrow = make_planted_raster(tmp_path / "narrow.tif", dims=8, seed=21, n_targets=0)
     with pytest.raises(GAIRError, match="8 dims"):
@@ -146,3 +146,28 @@ def test_cancelled_apply_leaves_no_model_or_rasters(planted, tmp_path):
                          report_paths=[tmp_path / "r.json"], output_path=tmp_path / "c.tif",
                          confidence_path=tmp_path / "conf.tif", block_size=64, cancel=lambda: next(calls) >= 3)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_classifier_refuses_a_raster_of_another_query_mode(tmp_path):
+    """Trained on a NILI raster, applied to a bilinear raster of the same model and image: refused, saying why."""
+    import torch
+
+    import engine
+    from engine.pipeline import embed_raster
+
+    from .test_pipeline_raster import synthetic_s2, write_raster
+
+    torch.manual_seed(0)
+    model = engine.GAIRModel(engine.GAIRConfig.tiny()).eval()
+    source = write_raster(tmp_path / "s2.tif", synthetic_s2(64, 64))
+    nili = embed_raster(source, tmp_path / "nili.tif", model, quicklook=False)
+    bilinear = embed_raster(source, tmp_path / "bilinear.tif", model, mode="bilinear", quicklook=False)
+    rng = np.random.default_rng(0)
+    xs, ys = 500000.0 + rng.uniform(5, 635, 12), 4500000.0 - rng.uniform(5, 635, 12)
+    write_gpkg(tmp_path / "labels.gpkg", shapely.points(xs, ys),
+               {"c": np.array(["a", "b"] * 6, dtype=object)}, "EPSG:32633")
+    train_classifier(nili, tmp_path / "labels.gpkg", "c", tmp_path / "m.joblib", folds=3)
+    assert apply_model(nili, tmp_path / "m.joblib", tmp_path / "ok.tif").counts  # same space: accepted
+    with pytest.raises(GAIRError, match="query mode nili vs bilinear"):
+        apply_model(bilinear, tmp_path / "m.joblib", tmp_path / "x.tif")
+    assert not (tmp_path / "x.tif").exists()

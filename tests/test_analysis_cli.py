@@ -10,15 +10,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 import shapely
 from rasterio.windows import Window
 
-from engine.cli.analysis import main
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
-from engine.analysis.vectors import reproject, write_gpkg
+from engine.cli.main import main
 from engine.io.embedding_raster import EmbeddingRasterWriter
+from engine.io.feature_layer import embedding_tags
+from engine.io.space import EmbeddingSpace
+from engine.io.vectors import reproject, write_gpkg
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
@@ -78,17 +79,18 @@ def _run_all(capsys, folder: Path, raster: Path, labels: Path, ref_xy: tuple[flo
              embedding_layer: Path) -> dict:
     """Run each command; return what the tests check."""
     out = {}
-    out["cluster"] = _run(capsys, "cluster", raster, folder / "clusters.tif", "--k-range", 2, 4, "--sample-size",
-                          3000, "--polygons", folder / "clusters.gpkg", "--sieve", 4)
-    out["similarity"] = _run(capsys, "similarity", raster, folder / "sim.tif", "--point", *ref_xy, "--points-crs",
-                             ref_crs, "--top-k", 3, "--threshold", 0.95, "--mask", folder / "mask.tif", "--hits",
-                             folder / "hits.gpkg")
-    out["classify"] = _run(capsys, "classify", raster, labels, "--field", "label", "--model", folder / "m.joblib",
-                           "--folds", 3, "--report", folder / "report.json", "--report", folder / "report.html",
-                           "--output", folder / "classes.tif", "--confidence", folder / "conf.tif")
-    out["apply"] = _run(capsys, "apply-classifier", raster, folder / "m.joblib", folder / "classes2.tif")
-    out["regress"] = _run(capsys, "regress", raster, labels, "--field", "value", "--model", folder / "r.joblib",
-                          "--method", "ridge", "--folds", 3, "--output", folder / "pred.tif")
+    out["cluster"] = _run(capsys, "cluster-embeddings", raster, folder / "clusters.tif", "--k", 4, "--auto-k",
+                          "--sample-size", 3000, "--polygons", folder / "clusters.gpkg", "--sieve", 4)
+    out["similarity"] = _run(capsys, "similarity-search", raster, folder / "sim.tif", "--point", *ref_xy,
+                             "--points-crs", ref_crs, "--top-k", 3, "--threshold", 0.95, "--mask", folder / "mask.tif",
+                             "--hits", folder / "hits.gpkg")
+    out["classify"] = _run(capsys, "train-classifier", raster, labels, "--field", "label", "--model-output",
+                           folder / "m.joblib", "--folds", 3, "--report", folder / "report.json", "--report",
+                           folder / "report.html", "--output", folder / "classes.tif", "--confidence",
+                           folder / "conf.tif")
+    out["apply"] = _run(capsys, "apply-model", raster, folder / "m.joblib", folder / "classes2.tif")
+    out["regress"] = _run(capsys, "train-regressor", raster, labels, "--field", "value", "--model-output",
+                          folder / "r.joblib", "--method", "ridge", "--folds", 3, "--output", folder / "pred.tif")
     out["rank"] = _run(capsys, "rank-features", embedding_layer, folder / "ranked.gpkg", "--reference-fid", 1)
     out["report"] = json.loads((folder / "report.json").read_text())
     for name in ("clusters.tif", "clusters.gpkg", "sim.tif", "mask.tif", "hits.gpkg", "m.joblib", "report.html",
@@ -101,8 +103,8 @@ def _run_all(capsys, folder: Path, raster: Path, labels: Path, ref_xy: tuple[flo
 
 def _embedding_layer(path: Path, vectors: np.ndarray, xs, ys, crs, model: str) -> Path:
     fields = {f"gair_{i:03d}": vectors[:, i].astype(np.float64) for i in range(vectors.shape[1])}
-    return write_gpkg(path, shapely.points(xs, ys), fields, crs, layer="embeddings",
-                      layer_metadata={"GAIR_MODEL": model, "GAIR_SPACE": model})
+    tags = embedding_tags(EmbeddingSpace(model, "nili", "released"), vectors.shape[1], vectors.shape[1], "rs")
+    return write_gpkg(path, shapely.points(xs, ys), fields, crs, layer="embeddings", layer_metadata=tags)
 
 
 def test_cli_on_synthetic_planted_raster(tmp_path, capsys):
@@ -121,7 +123,7 @@ def test_cli_on_synthetic_planted_raster(tmp_path, capsys):
     out = _run_all(capsys, tmp_path, planted.path, tmp_path / "labels.gpkg", (rx[0], ry[0]), planted.crs, layer)
     assert "k=4" in out["cluster"]
     hit_rows = [line for line in out["similarity"].splitlines() if line.strip().startswith("#")]
-    assert len(hit_rows) == 3 and f"(row {tr[0]}, col {tc[0]})" in hit_rows[0]
+    assert len(hit_rows) == 3 and not any(f"(row {tr[0]}, col {tc[0]})" in row for row in hit_rows)  # left out
     assert out["report"]["overall_accuracy"] > 0.9
     assert "R^2" in out["regress"] and float(out["regress"].split("R^2")[1].split()[0]) > 0.9
     assert "fid 1 " in out["rank"].splitlines()[1]
@@ -135,7 +137,7 @@ def test_cli_on_real_sample_raster_plumbing(tmp_path, capsys):
     layer = _embedding_layer(tmp_path / "emb.gpkg", vectors, xs[:5], ys[:5], "EPSG:4326", "s2proj-test")
     out = _run_all(capsys, tmp_path, raster, labels, (xs[0], ys[0]), "EPSG:4326", layer)
     first_hit = next(line for line in out["similarity"].splitlines() if line.strip().startswith("#1 "))
-    assert f"(row {rows[0]}, col {cols[0]})" in first_hit and "score 1.0000" in first_hit
+    assert f"(row {rows[0]}, col {cols[0]})" not in first_hit and "score 1.0000" not in first_hit  # not itself
     assert out["report"]["overall_accuracy"] > 0.85  # NDVI classes from linear band features: easy, but real
     with rasterio.open(tmp_path / "classes.tif") as ds:
         classes = ds.read(1)
@@ -156,9 +158,9 @@ def test_cli_on_pipeline_raster_plumbing(tmp_path, capsys):
     labels, _, _, xs, ys = _ndvi_labels(tmp_path)
     points = engine.embed_features(SAMPLES / "detroit_rs.tif", labels, tmp_path / "emb.gpkg", model, overlap=0.0)
     out = _run_all(capsys, tmp_path, raster, labels, (xs[0], ys[0]), "EPSG:4326", Path(points.path))
-    assert "score 1.0000" in next(line for line in out["similarity"].splitlines() if line.strip().startswith("#1 "))
+    assert "score 1.0000" not in next(line for line in out["similarity"].splitlines() if line.strip().startswith("#1 "))
     assert out["report"]["overall_accuracy"] > 0.6  # random weights: plumbing, yet better than chance (0.5)
-    ref = main(["similarity", str(raster), str(tmp_path / "ref.tif"), "--reference-layer", str(points.path),
+    ref = main(["similarity-search", str(raster), str(tmp_path / "ref.tif"), "--reference-layer", str(points.path),
                 "--aggregate", "max", "--top-k", "0", "--quiet"])  # full-dims vectors projected through the PCA
     assert ref == 0 and "60 reference(s)" in capsys.readouterr().out
     with rasterio.open(tmp_path / "ref.tif") as ds:
@@ -169,7 +171,8 @@ def test_cli_on_pipeline_raster_plumbing(tmp_path, capsys):
 def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
     planted = make_planted_raster(tmp_path / "p.tif", dims=8, n_targets=0)
     write_gpkg(tmp_path / "nocrs.gpkg", shapely.points([1.0], [2.0]), {"label": np.array(["a"], dtype=object)}, None)
-    code = main(["classify", str(planted.path), str(tmp_path / "nocrs.gpkg"), "--field", "label", "--model",
+    code = main(["train-classifier", str(planted.path), str(tmp_path / "nocrs.gpkg"), "--field", "label",
+                 "--model-output",
                  str(tmp_path / "m.joblib"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "no CRS" in err and err.count("\n") == 1

@@ -29,7 +29,7 @@ def _purity(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_automatic_k_recovers_planted_classes(planted, tmp_path):
-    result = cluster_embeddings(planted.path, tmp_path / "c.tif", k_range=(2, 6), sample_size=3000, seed=0,
+    result = cluster_embeddings(planted.path, tmp_path / "c.tif", k=6, auto_k=True, sample_size=3000, seed=0,
                             polygons_path=tmp_path / "c.gpkg", block_size=64)
     assert result.k == 4 and max(result.silhouettes, key=result.silhouettes.get) == 4
     assert sorted(result.silhouettes) == [2, 3, 4, 5, 6]
@@ -71,3 +71,21 @@ def test_bad_input_and_cancel(planted, tmp_path):
         src = str(Path(__file__).resolve().parents[1] / "data" / "samples" / "detroit_rs.tif")
         cluster_embeddings(src, tmp_path / "x.tif")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_derived_rasters_say_what_they_are_and_are_not_embeddings(planted, tmp_path):
+    """A class raster is tagged GAIR_KIND=classes without embedding tags; cluster/similarity refuse it."""
+    from engine.analysis import similarity_search
+    from engine.analysis.synthetic import pixel_xy
+
+    classes = cluster_embeddings(planted.path, tmp_path / "classes.tif", k=3, sample_size=2000, seed=0).path
+    with rasterio.open(classes) as ds:
+        tags = ds.tags()
+    assert tags["GAIR_KIND"] == "classes" and tags["GAIR_SOURCE"] == "planted.tif"
+    assert not {"GAIR_SPACE", "GAIR_MODEL", "GAIR_DIMS", "GAIR_QUERY_MODE"} & set(tags)
+    with pytest.raises(GAIRError, match="classes.tif is a GAIR classes raster"):
+        cluster_embeddings(classes, tmp_path / "again.tif", k=2)
+    x, y = pixel_xy(planted, [40], [40])
+    with pytest.raises(GAIRError, match="is a GAIR classes raster .*not an embedding raster"):
+        similarity_search(classes, tmp_path / "sim.tif", points=[(x[0], y[0])])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "classes.tif.aux.xml"]

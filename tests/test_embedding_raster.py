@@ -1,4 +1,4 @@
-"""Embedding raster format: round trips, tags, int16 scaling, PCA sidecar, atomic writes, space checks."""
+"""Embedding raster format: round trips, tags, int16 scaling, PCA sidecar, atomic writes, space identity, kinds."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,14 +11,13 @@ from engine.io.embedding_raster import (
     INT16_NODATA,
     EmbeddingRaster,
     EmbeddingRasterWriter,
-    PCAProjection,
     band_names,
-    check_same_space,
-    create_embedding_raster,
     int16_scale_offset,
     sample_pixels,
-    sidecar_path,
 )
+from engine.io.files import output_files, pca_sidecar_path
+from engine.io.pca import PCAProjection
+from engine.io.space import EmbeddingSpace, check_same_space
 
 H, W, K = 70, 90, 6
 TRANSFORM = from_origin(500000.0, 4100000.0, 10.0, 10.0)
@@ -34,7 +33,7 @@ def _write(path, data, **kwargs):
     kw = {"width": W, "height": H, "crs": "EPSG:32633", "transform": TRANSFORM, "dims": data.shape[0],
           "model": "abc123", "crop_pixels": 224, "crop_ground_m": 2240.0, "tile": 32}
     kw.update(kwargs)
-    with create_embedding_raster(path, **kw) as writer:
+    with EmbeddingRasterWriter(path, **kw) as writer:
         for r in range(0, H, 32):  # windows that do not match the tiles, to test partial writes
             writer.write(Window(0, r, W, min(32, H - r)), data[:, r:r + 32])
     return path
@@ -43,10 +42,14 @@ def _write(path, data, **kwargs):
 def test_float32_round_trip_and_tags(tmp_path):
     data = _data()
     path = _write(tmp_path / "e.tif", data)
-    with EmbeddingRaster.open(path) as er:
-        assert (er.meta.model, er.meta.space, er.meta.dims, er.meta.model_dims) == ("abc123", "abc123", K, K)
+    with EmbeddingRaster(path) as er:
         meta = er.meta
-        assert (meta.query_mode, meta.crop_pixels, meta.crop_ground_m, meta.pca) == ("nili", 224, 2240.0, "")
+        assert meta.space == EmbeddingSpace("abc123", "nili", "released") and (meta.dims, meta.model_dims) == (K, K)
+        assert (meta.crop_pixels, meta.crop_ground_m, meta.pca_file) == (224, 2240.0, "")
+        tags = er._ds.tags()
+        assert tags["GAIR_KIND"] == "embedding" and tags["GAIR_SPACE"] == meta.space.id
+        assert (tags["GAIR_MODEL"], tags["GAIR_QUERY_MODE"], tags["GAIR_NILI_CONVENTION"]) == ("abc123", "nili",
+                                                                                               "released")
         assert er.crs.to_epsg() == 32633 and er.transform == TRANSFORM and np.isnan(er.nodata)
         assert list(er._ds.descriptions) == band_names(K) and er.tile_shape == (32, 32)
         full = np.full_like(data, np.nan)
@@ -65,7 +68,7 @@ def test_int16_scaled_round_trip(tmp_path):
     data = _data(1) * 3 + 5
     scale, offset = int16_scale_offset(data.reshape(K, -1).T)
     path = _write(tmp_path / "q.tif", data, dtype="int16", scale=scale, offset=offset)
-    with EmbeddingRaster.open(path) as er:
+    with EmbeddingRaster(path) as er:
         assert er.int16 and er.nodata == INT16_NODATA
         block = er.read_block(Window(0, 0, W, H))
         assert block.dtype == np.float32
@@ -82,37 +85,39 @@ def test_pca_sidecar_space_and_projection(tmp_path):
     rng = np.random.default_rng(2)
     vectors = (rng.normal(size=(500, 16)) * np.linspace(5, 0.1, 16)).astype(np.float32)
     pca = PCAProjection.from_sample(vectors, 4, model="fp1", seed=0)
-    assert pca.space.startswith("fp1-pca4-") and pca.explained_variance_ratio[0] > pca.explained_variance_ratio[-1]
+    assert len(pca.sha) == 16 and pca.explained_variance_ratio[0] > pca.explained_variance_ratio[-1]
     reduced = pca.transform(vectors)
     data = np.full((4, H, W), np.nan, np.float32)
     data[:, :5, :100] = reduced[: 5 * W].T.reshape(4, 5, W)
     path = _write(tmp_path / "p.tif", data, pca=pca, model="fp1")
-    side = sidecar_path(path)
+    side = pca_sidecar_path(path)
     assert side.name == "p.pca.npz" and side.is_file()
-    with EmbeddingRaster.open(path) as er:
-        assert er.meta.space == pca.space and er.meta.pca == "p.pca.npz" and er.meta.model_dims == 16
+    with EmbeddingRaster(path) as er:
+        assert er.meta.space.pca == pca.sha and er.meta.pca_file == "p.pca.npz" and er.meta.model_dims == 16
+        assert er._ds.tags()["GAIR_PCA_SHA"] == pca.sha and er.pca.sha == pca.sha
         np.testing.assert_allclose(er.project(vectors[:3]), reduced[:3], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(er.project(reduced[:3]), reduced[:3])  # already in raster space
         with pytest.raises(GAIRError, match="dims"):
             er.project(np.zeros((1, 7)))
         full = _write(tmp_path / "f.tif", _data(3, 16), model="fp1")
-        with EmbeddingRaster.open(full) as ef:
+        with EmbeddingRaster(full) as ef:
             np.testing.assert_array_equal(ef.project(vectors[:2]), vectors[:2])
-            with pytest.raises(GAIRError, match="different embedding spaces"):
+            with pytest.raises(GAIRError, match=f"PCA projection {pca.sha} vs none"):
                 check_same_space(er, ef)
-        check_same_space(er, pca.space)
+            check_same_space(er, ef, ignore_pca=True)
+        check_same_space(er, EmbeddingSpace("fp1", "nili", "released", pca.sha))
     side.unlink()
     with pytest.raises(GAIRError, match="sidecar"):
-        EmbeddingRaster.open(path)
+        EmbeddingRaster(path)
 
 
 def test_abort_and_cancel_leave_nothing(tmp_path):
     kw = {"width": W, "height": H, "crs": "EPSG:4326", "transform": TRANSFORM, "dims": 2, "model": "m"}
-    with pytest.raises(Cancelled), create_embedding_raster(tmp_path / "c.tif", **kw) as writer:
+    with pytest.raises(Cancelled), EmbeddingRasterWriter(tmp_path / "c.tif", **kw) as writer:
         writer.write(Window(0, 0, W, H), np.zeros((2, H, W), np.float32))
         raise Cancelled("stop")
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(GAIRError, match="block shape"), create_embedding_raster(tmp_path / "c.tif", **kw) as writer:
+    with pytest.raises(GAIRError, match="block shape"), EmbeddingRasterWriter(tmp_path / "c.tif", **kw) as writer:
         writer.write(Window(0, 0, W, H), np.zeros((3, H, W), np.float32))
     assert list(tmp_path.iterdir()) == []
 
@@ -125,13 +130,13 @@ def test_not_an_embedding_raster(tmp_path):
                        transform=TRANSFORM) as ds:
         ds.write(np.zeros((1, 4, 4), np.float32))
     with pytest.raises(GAIRError, match="not a GAIR embedding raster"):
-        EmbeddingRaster.open(path)
+        EmbeddingRaster(path)
 
 
 def test_sample_pixels_valid_distinct_seeded(tmp_path):
     data = _data(4)
     path = _write(tmp_path / "s.tif", data)
-    with EmbeddingRaster.open(path) as er:
+    with EmbeddingRaster(path) as er:
         vec, rows, cols = sample_pixels(er, 200, seed=7)
         _, rows2, cols2 = sample_pixels(er, 200, seed=7)
         _, rows3, _ = sample_pixels(er, 200, seed=8)
@@ -141,3 +146,53 @@ def test_sample_pixels_valid_distinct_seeded(tmp_path):
     assert len(set(zip(rows.tolist(), cols.tolist()))) == 200
     np.testing.assert_array_equal(vec, data[:, rows, cols].T)
     assert everything.shape[0] == H * W - 35
+
+
+def test_space_identity_names_what_differs():
+    base = EmbeddingSpace("fp1", "nili", "released")
+    assert base.id == EmbeddingSpace("fp1", "nili", "released").id and base.id.startswith("fp1-")
+    variants = {"query mode nili vs bilinear": EmbeddingSpace("fp1", "bilinear", "released"),
+                "NILI convention released vs legacy": EmbeddingSpace("fp1", "nili", "legacy"),
+                "model fp1 vs fp2": EmbeddingSpace("fp2", "nili", "released"),
+                "PCA projection none vs ab12": EmbeddingSpace("fp1", "nili", "released", "ab12"),
+                "option tile none vs 7": EmbeddingSpace("fp1", "nili", "released", options={"tile": "7"})}
+    for words, other in variants.items():
+        assert other.id != base.id
+        with pytest.raises(GAIRError, match=words):
+            check_same_space(base, other)
+    photos = EmbeddingSpace("fp1")  # no raster query: compares with any query mode of the same model
+    check_same_space(photos, base)
+    assert EmbeddingSpace.from_tags(variants["option tile none vs 7"].tags(), "x") == variants["option tile none vs 7"]
+    edited = dict(base.tags(), GAIR_QUERY_MODE="bicubic")
+    with pytest.raises(GAIRError, match="does not match"):
+        EmbeddingSpace.from_tags(edited, "x.tif")
+
+
+def test_raster_refuses_a_pca_sidecar_of_another_run(tmp_path):
+    """Rename a raster, embed another one to the old name: the renamed raster must not take the new sidecar."""
+    rng = np.random.default_rng(5)
+    first = PCAProjection.from_sample(rng.normal(size=(300, 16)).astype(np.float32), 4, model="fp1")
+    second = PCAProjection.from_sample(rng.normal(size=(300, 16)).astype(np.float32), 4, model="fp1")
+    assert first.sha != second.sha
+    _write(tmp_path / "a.tif", _data(6, 4), pca=first, model="fp1")
+    (tmp_path / "a.tif").rename(tmp_path / "b.tif")
+    _write(tmp_path / "a.tif", _data(7, 4), pca=second, model="fp1")
+    with pytest.raises(GAIRError, match="a.pca.npz belongs to another embedding run"):
+        EmbeddingRaster(tmp_path / "b.tif")
+    with EmbeddingRaster(tmp_path / "a.tif") as er:
+        assert er.pca.sha == second.sha
+    first.save(tmp_path / "b.pca.npz")  # the raster's own projection beside it under its new name: accepted
+    with EmbeddingRaster(tmp_path / "b.tif") as er:
+        assert er.pca.sha == first.sha
+
+
+def test_output_files_lists_raster_sidecars_and_quicklook(tmp_path):
+    path = tmp_path / "e.tif"
+    names = ["e.tif", "e.tif.aux.xml", "e.tif-wal", "e.tif-shm", "e.tif-journal", "e.pca.npz", "e.quicklook.png",
+             "e.quicklook.png.aux.xml"]
+    assert [p.name for p in output_files(path, existing_only=False)] == names
+    rng = np.random.default_rng(1)
+    pca = PCAProjection.from_sample(rng.normal(size=(100, 8)).astype(np.float32), 4, model="m")
+    _write(path, _data(1, 4), pca=pca, model="m")
+    (tmp_path / "other.tif").write_bytes(b"")
+    assert [p.name for p in output_files(path)] == ["e.tif", "e.pca.npz"]

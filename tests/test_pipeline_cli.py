@@ -18,7 +18,7 @@ import engine
 from engine.cli.main import main
 from engine.io.embedding_raster import PCAProjection
 from engine.pipeline import embed_features, embed_raster
-from engine.pipeline.blend import ProjectedField, crop_field
+from engine.pipeline.blend import crop_field, pca_field
 from engine.runtime.preprocess import preprocess_rs
 
 from .test_pipeline_raster import synthetic_s2, write_raster
@@ -58,8 +58,9 @@ def test_torchrun_two_cpu_ranks_write_the_same_file(tmp_path, bundle):
     assert {k: v for k, v in tags_a.items() if k != "GAIR_PCA"} == {k: v for k, v in tags_b.items() if k != "GAIR_PCA"}
     with np.load(tmp_path / "one.pca.npz") as pa, np.load(tmp_path / "two.pca.npz") as pb:
         np.testing.assert_array_equal(pa["components"], pb["components"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "one.pca.npz", "one.quicklook.png", "one.tif",
-                                                          "two.pca.npz", "two.quicklook.png", "two.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "one.pca.npz", "one.quicklook.png",
+                                                          "one.quicklook.png.aux.xml", "one.tif", "two.pca.npz",
+                                                          "two.quicklook.png", "two.quicklook.png.aux.xml", "two.tif"]
 
 
 def test_vector_commands_on_the_real_samples(tmp_path, samples_dir, bundle, examples, capsys):
@@ -74,7 +75,7 @@ def test_vector_commands_on_the_real_samples(tmp_path, samples_dir, bundle, exam
     model = ["--model", str(bundle)]
     assert main(["embed-raster", str(folder / "tokyo_rs.tif"), str(tmp_path / "tokyo.tif"), "--dims", "3", *model]) == 0
     with pytest.warns(UserWarning, match="2 \\(outside raster\\)"):
-        assert main(["embed-points", str(folder / "tokyo_rs.tif"), str(layer), str(tmp_path / "rs.gpkg"), *model]) == 0
+        assert main(["embed-features", str(folder / "tokyo_rs.tif"), str(layer), str(tmp_path / "rs.gpkg"), *model]) == 0
     assert main(["embed-photos", str(layer), str(tmp_path / "sv.gpkg"), *model]) == 0
     assert main(["embed-locations", str(layer), str(tmp_path / "loc.gpkg"), *model]) == 0
     out = capsys.readouterr().out
@@ -118,7 +119,6 @@ def test_onnx_backend_gives_the_same_field_and_points(tmp_path, bundle):
     tokens = onnx.rs_tokens(preprocess_rs(synthetic_s2(64, 64)[[1, 2, 3, 4, 5, 6, 7, 8, 10, 11]], onnx.config))[0]
     pca = PCAProjection.from_sample(np.random.default_rng(0).standard_normal((300, 32)), 4, onnx.fingerprint)
     for mode in ("nili", "bilinear", "bicubic"):
-        projector = ProjectedField(onnx, pca, mode)
-        assert projector._dense is not None
+        projector = pca_field(onnx, pca, mode)
         expected = crop_field(onnx, tokens, 30, 50, mode, pca)
         np.testing.assert_allclose(projector(tokens, 30, 50), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -13,12 +13,14 @@ from rasterio.transform import from_origin
 import engine
 from engine import Cancelled, GAIRError
 from engine.config import S2_MEAN, S2_STD
-from engine.io.embedding_raster import EmbeddingRaster, PCAProjection, band_names
+from engine.io.embedding_raster import EmbeddingRaster, band_names
+from engine.io.files import output_files, quicklook_path
+from engine.io.pca import PCAProjection
+from engine.io.space import EmbeddingSpace
 from engine.pipeline import embed_raster
 from engine.pipeline import raster as raster_module
 from engine.pipeline.bands import L2A_12
-from engine.pipeline.blend import ProjectedField, crop_field
-from engine.pipeline.raster import quicklook_path
+from engine.pipeline.blend import crop_field, pca_field
 from engine.pipeline.tiling import CropLayout
 from engine.runtime.preprocess import preprocess_rs
 
@@ -110,10 +112,11 @@ def test_fields_computed_in_pca_space_equal_projected_fields(tiny_model, mode):
     rng = np.random.default_rng(0)
     tokens = rng.standard_normal((36, 32)).astype(np.float32)
     pca = PCAProjection.from_sample(rng.standard_normal((400, 32)) * np.linspace(3, 0.1, 32), 5, "m")
-    projector = ProjectedField(tiny_model, pca, mode)
-    assert projector._dense is not None  # the fast path, not the fallback
+    projector = pca_field(tiny_model, pca, mode)
     expected = crop_field(tiny_model, tokens, 40, 56, mode, pca)
-    np.testing.assert_allclose(projector(tokens, 40, 56), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    got = projector(tokens, 40, 56)
+    assert got.shape == (40, 56, 5) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 def test_output_format_nodata_and_quicklook(tmp_path, s2_raster, tiny_model):
@@ -123,7 +126,8 @@ def test_output_format_nodata_and_quicklook(tmp_path, s2_raster, tiny_model):
         assert ds.transform == src.transform and ds.crs == src.crs and ds.profile["tiled"]
         assert ds.compression is not None and list(ds.descriptions) == band_names(32)
         tags = ds.tags()
-        assert tags["GAIR_MODEL"] == tags["GAIR_SPACE"] == tiny_model.fingerprint
+        assert tags["GAIR_KIND"] == "embedding" and tags["GAIR_MODEL"] == tiny_model.fingerprint
+        assert tags["GAIR_SPACE"] == EmbeddingSpace(tiny_model.fingerprint, "nili", "released").id
         assert (tags["GAIR_QUERY_MODE"], tags["GAIR_CROP_PIXELS"], tags["GAIR_DIMS"]) == ("nili", "64", "32")
         field, nodata = ds.read(), src.read(1) == 0
     assert np.isnan(field[:, nodata]).all() and np.isfinite(field[:, ~nodata]).all()
@@ -133,7 +137,24 @@ def test_output_format_nodata_and_quicklook(tmp_path, s2_raster, tiny_model):
         assert look.mode == "RGBA" and look.size == (224, 160)
         alpha = np.asarray(look)[..., 3]
     assert (alpha[nodata] == 0).all() and (alpha[~nodata] == 255).all()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.quicklook.png", "e.tif"]
+    with rasterio.open(quicklook_path(out)) as look, rasterio.open(s2_raster) as src:  # lands on the raster
+        assert look.crs == src.crs and look.transform == src.transform
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.quicklook.png", "e.quicklook.png.aux.xml", "e.tif"]
+    assert [p.name for p in output_files(out)] == ["e.tif", "e.quicklook.png", "e.quicklook.png.aux.xml"]
+
+
+def test_large_quicklook_is_georeferenced_at_its_step(tmp_path, tiny_model):
+    """A quicklook keeps every step-th pixel; its transform has pixels step times larger from the same origin."""
+    from engine.pipeline.raster import Quicklook
+
+    transform = rasterio.transform.from_origin(500000.0, 4500000.0, 10.0, 10.0)
+    look = Quicklook(2500, 1200, np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32), True)
+    assert look.step == 3 and look.image.shape[:2] == (834, 400)
+    look.save(tmp_path / "q.png", "EPSG:32633", transform)
+    with rasterio.open(tmp_path / "q.png") as ds:
+        assert ds.crs.to_epsg() == 32633 and ds.transform == rasterio.transform.from_origin(500000.0, 4500000.0,
+                                                                                          30.0, 30.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.png", "q.png.aux.xml"]
 
 
 def test_coarse_pixels_follow_the_fine_field(tmp_path, s2_raster, tiny_model):
@@ -169,9 +190,9 @@ def test_coarser_input_is_resampled_to_the_crop_ground_size(tmp_path, tiny_model
 def test_pca_int16_matches_projected_full_field(tmp_path, s2_raster, tiny_model):
     full = _read(embed_raster(s2_raster, tmp_path / "full.tif", tiny_model, quicklook=False))
     out = embed_raster(s2_raster, tmp_path / "pca.tif", tiny_model, dims=4, dtype="int16")
-    with EmbeddingRaster.open(out) as er:
+    with EmbeddingRaster(out) as er:
         assert er.int16 and er.dims == 4 and er.meta.model_dims == 32
-        assert er.meta.space == er.pca.space and er.meta.space.startswith(tiny_model.fingerprint + "-pca4-")
+        assert er.meta.space == EmbeddingSpace(tiny_model.fingerprint, "nili", "released", er.pca.sha)
         reduced = er.read_block(rasterio.windows.Window(0, 0, 224, 160))
         valid = np.isfinite(full).all(axis=0)
         projected = er.project(full[:, valid].T).T
@@ -204,8 +225,8 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_model):
         embed_raster(four, tmp_path / "b.tif", tiny_model)
     with pytest.raises(GAIRError, match="only nodata"):
         embed_raster(write_raster(tmp_path / "empty.tif", np.zeros_like(data)), tmp_path / "c.tif", tiny_model)
-    with pytest.raises(GAIRError, match="dims must be between 1 and the model's 32"):
-        embed_raster(write_raster(tmp_path / "ok.tif", data), tmp_path / "d.tif", tiny_model, dims=33)
+    with pytest.raises(GAIRError, match="dims must be at least 1"):
+        embed_raster(write_raster(tmp_path / "ok.tif", data), tmp_path / "d.tif", tiny_model, dims=-1)
     with pytest.raises(GAIRError, match="too coarse"):
         embed_raster(tmp_path / "ok.tif", tmp_path / "e.tif", tiny_model, pixel_size_m=200)
     with pytest.raises(GAIRError, match="transformer per pixel"):

@@ -18,7 +18,8 @@ from rasterio.features import geometry_mask
 import engine
 from engine import GAIRError
 from engine.io.embedding_raster import EmbeddingRaster
-from engine.pipeline import embed_locations, embed_photos, embed_features, embed_raster
+from engine.io.space import EmbeddingSpace
+from engine.pipeline import embed_features, embed_locations, embed_photos, embed_raster
 from engine.runtime.preprocess import load_photo, preprocess_rs, preprocess_sv
 
 from .test_pipeline_raster import MODEL_BANDS, synthetic_s2, write_raster
@@ -68,7 +69,10 @@ def test_points_are_the_nili_query_of_their_crop_in_any_layer_crs(tmp_path, tiny
         vec, status, meta = read_output(result.path)
         assert result.embedded == 3 and list(status) == ["ok"] * 3
         np.testing.assert_allclose(vec, expected, rtol=1e-4, atol=1e-5)
-        assert meta["GAIR_MODEL"] == meta["GAIR_SPACE"] == tiny_model.fingerprint and meta["GAIR_KIND"] == "rs"
+        assert meta["GAIR_MODEL"] == tiny_model.fingerprint and meta["GAIR_KIND"] == "embedding"
+        assert (meta["GAIR_MODALITY"], meta["GAIR_QUERY_MODE"], meta["GAIR_NILI_CONVENTION"]) == ("rs", "nili",
+                                                                                                  "released")
+        assert meta["GAIR_SPACE"] == EmbeddingSpace(tiny_model.fingerprint, "nili", "released").id == result.space
 
 
 def test_points_outside_or_on_nodata_get_nulls_and_one_warning(tmp_path, tiny_model):
@@ -121,17 +125,19 @@ def test_space_of_an_embedding_raster_and_the_analysis_reader(tmp_path, tiny_mod
     full, _, _ = read_output(embed_features(raster, layer, tmp_path / "full.gpkg", tiny_model).path)
     result = embed_features(raster, layer, tmp_path / "red.gpkg", tiny_model, space=reduced)
     vec, _, meta = read_output(result.path)
-    with EmbeddingRaster.open(reduced) as er:
+    with EmbeddingRaster(reduced) as er:
         np.testing.assert_allclose(vec, er.project(full), rtol=1e-5, atol=1e-6)
-        assert meta["GAIR_SPACE"] == er.meta.space == result.space and meta["GAIR_DIMS"] == "5"
-        from engine.analysis.vectors import read_embedding_layer
+        assert meta["GAIR_SPACE"] == er.meta.space.id == result.space and meta["GAIR_DIMS"] == "5"
+        from engine.io.feature_layer import read_embedding_layer
 
         _, vectors, layer_meta = read_embedding_layer(result.path)
         assert vectors.shape == (2, 5) and layer_meta.space == er.meta.space
     torch.manual_seed(1)
     other = engine.GAIRModel(engine.GAIRConfig.tiny()).eval()
-    with pytest.raises(GAIRError, match="was made with model"):
+    with pytest.raises(GAIRError, match="model .* vs "):
         embed_features(raster, layer, tmp_path / "x.gpkg", other, space=reduced)
+    with pytest.raises(GAIRError, match="query mode bicubic vs nili"):
+        embed_features(raster, layer, tmp_path / "x.gpkg", tiny_model, space=reduced, mode="bicubic")
 
 
 def test_photos_relative_absolute_and_unreadable(tmp_path, samples_dir, tiny_model):
@@ -149,7 +155,8 @@ def test_photos_relative_absolute_and_unreadable(tmp_path, samples_dir, tiny_mod
     expected = tiny_model.encode_sv(preprocess_sv(load_photo(photo), tiny_model.config))[0]
     np.testing.assert_allclose(vec[0], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(vec[1], expected, rtol=1e-5, atol=1e-6)
-    assert np.isnan(vec[2:]).all() and meta["GAIR_KIND"] == "sv"
+    assert np.isnan(vec[2:]).all() and (meta["GAIR_KIND"], meta["GAIR_MODALITY"]) == ("embedding", "sv")
+    assert meta["GAIR_QUERY_MODE"] == "" and meta["GAIR_SPACE"] == EmbeddingSpace(tiny_model.fingerprint).id
     with pytest.raises(GAIRError, match="no field 'photo'.*--photo-field"):
         embed_photos(layer, tmp_path / "x.gpkg", tiny_model)
 
@@ -162,7 +169,7 @@ def test_locations_and_layers_without_crs(tmp_path, tiny_model):
         warnings.simplefilter("error")  # all embedded: no warning
         vec, status, meta = read_output(embed_locations(layer, tmp_path / "o.gpkg", tiny_model).path)
     np.testing.assert_allclose(vec, tiny_model.encode_location(lonlat), rtol=1e-4, atol=1e-5)
-    assert meta["GAIR_KIND"] == "location"
+    assert (meta["GAIR_KIND"], meta["GAIR_MODALITY"]) == ("embedding", "location")
     bare = write_layer(tmp_path / "bare.gpkg", shapely.points([1.0], [2.0]), {"id": np.arange(1)}, None)
     with pytest.raises(GAIRError, match="no CRS"):
         embed_locations(bare, tmp_path / "x.gpkg", tiny_model)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster
 from ..errors import GAIRError
-from .rasters import CLASS_NODATA, OutputRaster, check_cancel, scan, stage
+from ..io.embedding_raster import EmbeddingRaster
+from ..params import CLASSIFIERS
+from .rasters import CLASS_NODATA, OutputRaster, check_cancel, stage
 from .report import classification_report, write_report
 from .sampling import (
     check_class_counts,
@@ -21,8 +22,6 @@ from .sampling import (
     sorted_classes,
     training_data,
 )
-
-CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
 
 
 @dataclass
@@ -80,7 +79,7 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
         raise GAIRError(f"unknown classifier {method!r}; choose one of {CLASSIFIERS}")
     if folds < 2:
         raise GAIRError("cross-validation needs folds >= 2")
-    with EmbeddingRaster.open(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:
         data = training_data(raster, labels_path, class_field, layer, max_pixels_per_feature=max_pixels_per_feature,
                              seed=seed)
         labels = data.targets.astype(str)
@@ -95,7 +94,7 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
         predicted = cross_val_predict(make_classifier(method, seed, len(y) * (folds - 1) // folds), data.vectors, y,
                                       groups=data.groups, cv=splitter)
         report = classification_report(y, predicted, classes, method, folds, data.grouped)
-        report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space, class_field=class_field)
+        report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space.id, class_field=class_field)
         check_cancel(cancel, "cross-validating")
         if progress is not None:
             progress(0.6)
@@ -128,21 +127,23 @@ def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, o
     bundle = load_model_file(model_path)
     estimator = bundle["estimator"]
     regression = bundle.get("task") == "regression"
-    with EmbeddingRaster.open(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:
         check_model_matches(bundle, raster, model_path)
         tags = {"GAIR_ANALYSIS_MODEL": Path(model_path).name, "GAIR_METHOD": bundle["method"]}
         if regression:
-            out = OutputRaster(out_path, raster, "float32", float("nan"), f"predicted {bundle['field']}", tags)
+            out = OutputRaster(out_path, raster, "prediction", "float32", float("nan"),
+                               f"predicted {bundle['field']}", tags)
             conf = None
         else:
-            out = OutputRaster(out_path, raster, "uint8", CLASS_NODATA, f"class ({bundle['field']})", tags,
+            out = OutputRaster(out_path, raster, "classes", "uint8", CLASS_NODATA, f"class ({bundle['field']})", tags,
                                class_names=list(bundle["classes"]))
-            conf = OutputRaster(confidence_path, raster, "float32", float("nan"), "confidence (top probability)",
-                                tags) if confidence_path is not None else None
+            conf = OutputRaster(confidence_path, raster, "confidence", "float32", float("nan"),
+                                "confidence (top probability)", tags) if confidence_path is not None else None
         outputs = [o for o in (out, conf) if o is not None]
         counts = np.zeros(len(bundle.get("classes", [])) + 1, np.int64)
         try:
-            for window, bands in scan(raster, block_size, progress, cancel):
+            for window, block in raster.iter_blocks(block_size, progress, cancel):
+                bands = block.reshape(raster.dims, -1)
                 valid = np.isfinite(bands).all(axis=0)
                 pixels = bands[:, valid].T  # (n_valid, K) for scikit-learn
                 if regression:

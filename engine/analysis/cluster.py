@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster, sample_pixels
 from ..errors import Cancelled, GAIRError
-from .rasters import CLASS_NODATA, MAX_CLASSES, OutputRaster, scan, stage
-from .vectors import write_gpkg
+from ..io.embedding_raster import EmbeddingRaster, sample_pixels
+from ..io.vectors import write_gpkg
+from .rasters import CLASS_NODATA, MAX_CLASSES, OutputRaster, stage
 
 SILHOUETTE_SAMPLE = 3000
 
@@ -80,34 +80,34 @@ def assign(bands: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLike, *, k: int = 8,
-                   k_range: tuple[int, int] | None = None, sample_size: int = 20000, seed: int = 0,
+                   auto_k: bool = False, sample_size: int = 20000, seed: int = 0,
                    polygons_path: str | os.PathLike | None = None, sieve_pixels: int = 0,
                    block_size: int | None = None, progress: Callable[[float], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> ClusterResult:
     """Byte class raster (0 = nodata, 1..k, colour table) from k-means; optionally the classes as polygons.
 
-    `k_range=(lo, hi)` picks k by silhouette on the sample. `sieve_pixels` merges polygon pieces smaller than
+    `auto_k` picks k between 2 and `k` by silhouette on the sample. `sieve_pixels` merges polygon pieces smaller than
     that many pixels into their neighbours (polygons only; the raster keeps every pixel's class).
     """
     started = time.perf_counter()
-    with EmbeddingRaster.open(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:
         sample, _, _ = sample_pixels(raster, sample_size, seed, cancel, stage(progress, 0.0, 0.1))
         silhouettes: dict[int, float] = {}
-        if k_range is not None:
-            k, silhouettes = choose_k(sample, int(k_range[0]), int(k_range[1]), seed, cancel,
+        if auto_k:
+            k, silhouettes = choose_k(sample, 2, int(k), seed, cancel,
                                       stage(progress, 0.1, 0.5))
         centroids, inertia = fit_kmeans(sample, int(k), seed)
         if progress is not None:
             progress(0.55)
-        out = OutputRaster(out_path, raster, "uint8", CLASS_NODATA, "k-means class",
+        out = OutputRaster(out_path, raster, "classes", "uint8", CLASS_NODATA, "k-means class",
                            tags={"GAIR_KMEANS_K": str(k), "GAIR_SEED": str(seed)},
                            class_names=[f"cluster {i}" for i in range(1, k + 1)])
         counts = np.zeros(k + 1, np.int64)
         polygons, polygons_written = 0, False
         try:
-            for window, bands in scan(raster, block_size, stage(progress, 0.55, 0.9 if polygons_path else 1.0),
-                                       cancel):
-                labels = assign(bands, centroids)
+            for window, block in raster.iter_blocks(block_size, stage(progress, 0.55, 0.9 if polygons_path else 1.0),
+                                                    cancel):
+                labels = assign(block.reshape(raster.dims, -1), centroids)
                 counts += np.bincount(labels, minlength=k + 1)
                 out.write(window, labels)
             out.close()

@@ -1,17 +1,20 @@
-"""Single-band analysis outputs (class, confidence, similarity, mask rasters) written atomically on the input grid."""
+"""Single-band analysis outputs (class, confidence, similarity, mask, prediction rasters) written atomically on the
+input grid. They say what they are in GAIR_KIND and carry no embedding tags (only GAIR_SOURCE_SPACE as provenance),
+so no tool mistakes them for embeddings."""
 from __future__ import annotations
 
 import colorsys
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster, default_block_size, temp_path_for
 from ..errors import Cancelled, GAIRError
+from ..io.embedding_raster import DERIVED_KINDS, TAG_KIND, EmbeddingRaster
+from ..io.files import PAM, PendingFile
 
 CLASS_NODATA = 0  # class rasters: 0 = no data, classes 1..n
 MAX_CLASSES = 255
@@ -30,17 +33,20 @@ def palette(n: int) -> list[tuple[int, int, int]]:
 
 
 class OutputRaster:
-    """One-band GeoTIFF on the grid of an embedding raster; temp file until commit(), removed by abort()."""
+    """One-band GeoTIFF of a `kind` (see DERIVED_KINDS) on the grid of an embedding raster; temp file until
+    commit(), removed by abort()."""
 
-    def __init__(self, path: str | os.PathLike, like: EmbeddingRaster, dtype: str, nodata: float,
+    def __init__(self, path: str | os.PathLike, like: EmbeddingRaster, kind: str, dtype: str, nodata: float,
                  description: str = "", tags: dict | None = None, class_names: list[str] | None = None) -> None:
         import rasterio
 
+        if kind not in DERIVED_KINDS:
+            raise ValueError(f"unknown derived raster kind {kind!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.resolve() == like.path.resolve():
             raise GAIRError(f"output {self.path} would overwrite its input raster; choose another name")
-        self.tmp = temp_path_for(self.path)
+        self._pending = PendingFile(self.path, sidecars=(PAM,))
+        self.tmp = self._pending.tmp
         self.class_names = class_names
         profile = {"driver": "GTiff", "width": like.width, "height": like.height, "count": 1, "dtype": dtype,
                    "crs": like.crs, "transform": like.transform, "nodata": nodata, "tiled": True,
@@ -49,7 +55,7 @@ class OutputRaster:
         if dtype == "float32":  # smooth float maps: the floating-point predictor helps, fast level is enough
             profile.update(predictor=3, zlevel=1)
         self.ds = rasterio.open(self.tmp, "w", **profile)
-        tags = dict(tags or {}, GAIR_MODEL=like.meta.model, GAIR_SPACE=like.meta.space)
+        tags = {**(tags or {}), TAG_KIND: kind, "GAIR_SOURCE": like.path.name, "GAIR_SOURCE_SPACE": like.meta.space.id}
         if class_names is not None:
             if len(class_names) > MAX_CLASSES - 1:
                 raise GAIRError(f"{len(class_names)} classes do not fit a Byte class raster (at most 254)")
@@ -70,21 +76,16 @@ class OutputRaster:
 
     def commit(self) -> Path:
         self.close()
-        try:
-            if self.class_names is not None:
-                _write_class_pam(Path(str(self.path) + ".aux.xml"), self.class_names)
-            os.replace(self.tmp, self.path)
-        finally:
-            self.abort()
-        return self.path
+        if self.class_names is not None:
+            Path(str(self.tmp) + PAM).write_text(_class_pam(self.class_names), encoding="utf-8")
+        return self._pending.commit()
 
     def abort(self) -> None:
         self.close()
-        self.tmp.unlink(missing_ok=True)
-        Path(str(self.tmp) + ".aux.xml").unlink(missing_ok=True)
+        self._pending.abort()
 
 
-def _write_class_pam(path: Path, class_names: list[str]) -> None:
+def _class_pam(class_names: list[str]) -> str:
     """GDAL PAM sidecar with category names and a thematic raster attribute table, so GIS tools show class names."""
     colours = palette(len(class_names))
     categories = "".join(f"<Category>{escape(n)}</Category>" for n in ["", *class_names])
@@ -93,12 +94,9 @@ def _write_class_pam(path: Path, class_names: list[str]) -> None:
                                                     ("green", 0, 7), ("blue", 0, 8)]))
     rows = "".join(f'<Row index="{i}"><F>{i + 1}</F><F>{escape(n)}</F><F>{c[0]}</F><F>{c[1]}</F><F>{c[2]}</F></Row>'
                    for i, (n, c) in enumerate(zip(class_names, colours)))
-    xml = (f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{categories}</CategoryNames>'
-           f'<GDALRasterAttributeTable tableType="thematic">{fields}{rows}</GDALRasterAttributeTable>'
-           f"</PAMRasterBand></PAMDataset>\n")
-    tmp = temp_path_for(path, ".xml")
-    tmp.write_text(xml, encoding="utf-8")
-    os.replace(tmp, path)
+    return (f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{categories}</CategoryNames>'
+            f'<GDALRasterAttributeTable tableType="thematic">{fields}{rows}</GDALRasterAttributeTable>'
+            f"</PAMRasterBand></PAMDataset>\n")
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:
@@ -107,22 +105,6 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
 
     with rasterio.open(path) as ds:
         return json.loads(ds.tags().get("GAIR_CLASSES", "[]"))
-
-
-def scan(raster: EmbeddingRaster, block_size: int | None, progress: Callable[[float], None] | None,
-         cancel: Callable[[], bool] | None) -> Iterator[tuple[object, np.ndarray]]:
-    """Yield (window, band-major (K, h*w) float32 block, NaN columns = nodata) over tile-aligned windows.
-
-    Band-major is how GDAL reads fastest; BLAS multiplies it by (m, K) matrices without a transpose. Every block
-    is a view of one reused buffer: use it before asking for the next (copy it to keep it).
-    """
-    windows = raster.windows(block_size or default_block_size(raster))
-    buffer = np.empty(raster.dims * max(int(w.height) * int(w.width) for w in windows), np.float32)
-    for i, window in enumerate(windows):
-        check_cancel(cancel, "scanning the embedding raster")
-        yield window, raster.read_block(window, buffer).reshape(raster.dims, -1)
-        if progress is not None:
-            progress((i + 1) / len(windows))
 
 
 def check_cancel(cancel: Callable[[], bool] | None, what: str) -> None:

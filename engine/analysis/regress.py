@@ -6,14 +6,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster
 from ..errors import GAIRError
+from ..io.embedding_raster import EmbeddingRaster
+from ..params import REGRESSORS
 from .classify import TrainResult, apply_model
 from .rasters import check_cancel, stage
 from .report import regression_report, write_report
 from .sampling import save_model_file, training_data
-
-REGRESSORS = ("random_forest", "ridge")
 
 
 def make_regressor(method: str, seed: int):
@@ -42,7 +41,7 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
         raise GAIRError(f"unknown regressor {method!r}; choose one of {REGRESSORS}")
     if folds < 2:
         raise GAIRError("cross-validation needs folds >= 2")
-    with EmbeddingRaster.open(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:
         data = training_data(raster, labels_path, value_field, layer, numeric=True,
                              max_pixels_per_feature=max_pixels_per_feature, seed=seed)
         if data.features < max(folds, 3):
@@ -55,7 +54,7 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
         splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         predicted = cross_val_predict(make_regressor(method, seed), data.vectors, y, groups=data.groups, cv=splitter)
         report = regression_report(y, predicted, method, folds, data.grouped)
-        report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space, value_field=value_field)
+        report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space.id, value_field=value_field)
         check_cancel(cancel, "cross-validating")
         if progress is not None:
             progress(0.6)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import temp_path_for
+from ..io.files import atomic_path
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], method: str,
@@ -100,11 +100,6 @@ def write_report(report: dict, path: str | os.PathLike) -> Path:
     suffix = path.suffix.lower()
     text = json.dumps(report, indent=2) + "\n" if suffix == ".json" else \
         format_html(report) if suffix in (".html", ".htm") else format_text(report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -1,18 +1,22 @@
 """Training data from labelled layers, and the saved-model file that remembers which embedding space it learned."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster, temp_path_for
 from ..errors import GAIRError
-from .vectors import read_layer, samples_from_layer
+from ..io.embedding_raster import EmbeddingRaster
+from ..io.files import atomic_path
+from ..io.space import EmbeddingSpace
+from ..io.vectors import read_layer
+from .pixels import samples_from_layer
 
 MODEL_FORMAT = "gair-analysis-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: the full embedding-space identity (query mode, NILI convention, PCA hash, options)
 
 
 @dataclass
@@ -100,21 +104,16 @@ def check_class_counts(labels: np.ndarray, groups: np.ndarray, folds: int) -> No
 
 
 def save_model_file(path: str | os.PathLike, raster: EmbeddingRaster, **content) -> Path:
-    """joblib file holding the estimator plus the identity (model fingerprint, space, dims) it was trained on."""
+    """joblib file holding the estimator plus the embedding space (as plain values) and dims it was trained on."""
     import joblib
     import sklearn
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bundle = dict(format=MODEL_FORMAT, version=MODEL_VERSION, model=raster.meta.model, space=raster.meta.space,
-                  dims=raster.dims, sklearn=sklearn.__version__, **content)
-    tmp = temp_path_for(path)
-    try:
+    space = raster.meta.space
+    bundle = dict(format=MODEL_FORMAT, version=MODEL_VERSION, model=space.model, space=dataclasses.asdict(space),
+                  space_id=space.id, dims=raster.dims, sklearn=sklearn.__version__, **content)
+    with atomic_path(path) as tmp:
         joblib.dump(bundle, tmp, compress=3)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def load_model_file(path: str | os.PathLike) -> dict:
@@ -130,16 +129,19 @@ def load_model_file(path: str | os.PathLike) -> dict:
         raise GAIRError(f"{path.name} is not a readable GAIR analysis model ({exc})") from exc
     if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
         raise GAIRError(f"{path.name} is not a GAIR analysis model (train one with `python -m engine classify`)")
+    if bundle.get("version") != MODEL_VERSION:
+        raise GAIRError(f"{path.name} was saved by another GAIR version (model file version {bundle.get('version')}, "
+                        f"this one reads {MODEL_VERSION}); train it again")
     return bundle
 
 
 def check_model_matches(bundle: dict, raster: EmbeddingRaster, model_path) -> None:
-    """Refuse rasters from another embedding model, another PCA reduction, or another dimensionality."""
+    """Refuse rasters in another embedding space (model, query mode, NILI convention, PCA, options) or dims."""
     name = Path(model_path).name
-    if bundle["model"] != raster.meta.model:
-        raise GAIRError(f"{name} was trained on embeddings of model {bundle['model']}, but {raster.path.name} was "
-                        f"made by model {raster.meta.model}; re-embed with the same model or retrain")
-    if bundle["space"] != raster.meta.space or bundle["dims"] != raster.dims:
-        raise GAIRError(f"{name} was trained in space {bundle['space']} ({bundle['dims']} dims), but "
-                        f"{raster.path.name} is in space {raster.meta.space} ({raster.dims} dims); use a raster "
-                        "with the same PCA reduction, or retrain on this one")
+    differences = EmbeddingSpace(**bundle["space"]).differences(raster.meta.space)
+    if differences:
+        raise GAIRError(f"{name} was trained on embeddings made another way than {raster.path.name} "
+                        f"({'; '.join(differences)}); embed the raster the way the training raster was, or retrain")
+    if bundle["dims"] != raster.dims:
+        raise GAIRError(f"{name} was trained on {bundle['dims']}-dim embeddings, but {raster.path.name} has "
+                        f"{raster.dims} dims; use a raster embedded the same way, or retrain on this one")

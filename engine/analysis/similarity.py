@@ -14,24 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster, check_same_space
 from ..errors import GAIRError
-from .rasters import MASK_NODATA, OutputRaster, scan, stage
-from .vectors import (
-    embedding_vectors,
-    pixel_centres,
-    read_embedding_layer,
-    read_layer,
-    read_layer_meta,
-    read_pixels_at,
-    reproject,
-    require_layer_crs,
-    samples_from_layer,
-    world_to_pixel,
-    write_gpkg,
-)
+from ..io.embedding_raster import EmbeddingRaster
+from ..io.feature_layer import embedding_vectors, layer_embedding_meta, read_embedding_layer
+from ..io.space import check_same_space
+from ..io.vectors import META_TABLE, read_layer, read_layer_metadata, reproject, require_layer_crs, write_gpkg
+from ..params import AGGREGATES
+from .pixels import pixel_centres, read_pixels_at, samples_from_layer, world_to_pixel
+from .rasters import MASK_NODATA, OutputRaster, stage
 
-AGGREGATES = ("mean", "max")
 CHUNK_COLUMNS = 4096  # pixels per chunk: long enough rows for BLAS, small enough to stay in cache for the norm
 
 
@@ -106,17 +97,7 @@ def reference_vectors(raster: EmbeddingRaster, points: Sequence[tuple[float, flo
     raster's vectors under each feature, a polygon's pixels averaged)."""
     refs = []
     if points:
-        import shapely
-
-        pts = shapely.points(np.asarray(points, np.float64))
-        if points_crs is not None:
-            pts = reproject(pts, points_crs, raster.crs)
-        xy = shapely.get_coordinates(pts)
-        rows, cols = world_to_pixel(raster, xy[:, 0], xy[:, 1])
-        inside = (rows >= 0) & (rows < raster.height) & (cols >= 0) & (cols < raster.width)
-        if not inside.all():
-            raise GAIRError(f"reference point(s) {np.flatnonzero(~inside).tolist()} lie outside {raster.path.name}; "
-                            "check the coordinates and their CRS (lon/lat need points_crs='EPSG:4326')")
+        rows, cols = _point_pixels(raster, points, points_crs)
         vecs = read_pixels_at(raster, rows, cols)
         bad = ~np.isfinite(vecs).all(axis=1)
         if bad.any():
@@ -129,6 +110,37 @@ def reference_vectors(raster: EmbeddingRaster, points: Sequence[tuple[float, flo
     return np.concatenate(refs)
 
 
+def _point_pixels(raster: EmbeddingRaster, points, points_crs) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of points (x, y in points_crs, default the raster CRS); a point off the raster is an error."""
+    import shapely
+
+    pts = shapely.points(np.asarray(points, np.float64))
+    if points_crs is not None:
+        pts = reproject(pts, points_crs, raster.crs)
+    xy = shapely.get_coordinates(pts)
+    rows, cols = world_to_pixel(raster, xy[:, 0], xy[:, 1])
+    inside = (rows >= 0) & (rows < raster.height) & (cols >= 0) & (cols < raster.width)
+    if not inside.all():
+        raise GAIRError(f"reference point(s) {np.flatnonzero(~inside).tolist()} lie outside {raster.path.name}; "
+                        "check the coordinates and their CRS (lon/lat need points_crs='EPSG:4326')")
+    return rows, cols
+
+
+def reference_pixels(raster: EmbeddingRaster, points=None, points_crs=None, reference_layer=None,
+                     layer: str | None = None) -> np.ndarray:
+    """(n, 2) row/col of the places the references were taken from on this raster: the points, and the pixels
+    under a plain layer's features. A per-feature embedding layer's vectors have no place on this raster."""
+    places = []
+    if points:
+        places.append(np.stack(_point_pixels(raster, points, points_crs), axis=1))
+    if reference_layer is not None:
+        data = read_layer(reference_layer, layer, require_crs=False)
+        if embedding_vectors(data) is None:
+            samples = samples_from_layer(raster, data)
+            places.append(np.stack([samples.rows, samples.cols], axis=1))
+    return np.concatenate(places).astype(np.int64) if places else np.empty((0, 2), np.int64)
+
+
 def _layer_references(raster: EmbeddingRaster, path, layer) -> np.ndarray:
     data = read_layer(path, layer, require_crs=False)
     vectors = embedding_vectors(data)
@@ -139,15 +151,12 @@ def _layer_references(raster: EmbeddingRaster, path, layer) -> np.ndarray:
         sums = np.zeros((len(owners), raster.dims), np.float64)
         np.add.at(sums, inverse, samples.vectors)
         return (sums / np.bincount(inverse)[:, None]).astype(np.float32)
-    meta = read_layer_meta(path, data.name, vectors.shape[1])
-    if meta is None:
-        raise GAIRError(f"{Path(path).name} has embedding fields but no GAIR_MODEL metadata; cannot tell which "
-                        "space they are in. Re-create it with the engine's embed commands")
-    if meta.space == raster.meta.space:
-        return vectors
-    if meta.model == raster.meta.model and meta.space == meta.model:  # full-dims vectors, PCA-reduced raster
+    meta = layer_embedding_meta(data, vectors.shape[1])
+    names = (Path(path).name, raster.path.name)
+    if not meta.space.pca and raster.meta.space.pca:  # full-dims vectors, PCA-reduced raster: project them
+        check_same_space(meta, raster, names, ignore_pca=True)
         return raster.project(vectors)
-    check_same_space(meta, raster)  # raises: another model or another reduction
+    check_same_space(meta, raster, names)
     return vectors
 
 
@@ -155,26 +164,31 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
                       points: Sequence[tuple[float, float]] | None = None, points_crs=None,
                       reference_layer: str | os.PathLike | None = None, layer: str | None = None,
                       aggregate: str = "mean", top_k: int = 10, min_distance_px: int = 5,
+                      exclude_radius_px: int | None = None,
                       threshold: float | None = None, mask_path: str | os.PathLike | None = None,
                       hits_path: str | os.PathLike | None = None, block_size: int | None = None,
                       progress: Callable[[float], None] | None = None,
                       cancel: Callable[[], bool] | None = None) -> SimilarityResult:
-    """Cosine-similarity raster (float32, NaN nodata) to the references, its top-k peaks and a threshold mask."""
+    """Cosine-similarity raster (float32, NaN nodata) to the references, its top-k peaks and a threshold mask.
+
+    exclude_radius_px: top-k hits closer than this many pixels to a reference place (a point, a plain layer's
+    feature pixels) are left out, so the reference does not find itself; default min_distance_px, 0 keeps them.
+    """
     if mask_path is not None and threshold is None:
         raise GAIRError("a mask needs a threshold (cosine similarity, e.g. 0.8)")
     started = time.perf_counter()
-    with EmbeddingRaster.open(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:
         references = reference_vectors(raster, points, points_crs, reference_layer, layer)
         query = query_matrix(references, aggregate)
-        out = OutputRaster(out_path, raster, "float32", float("nan"), "cosine similarity",
+        out = OutputRaster(out_path, raster, "similarity", "float32", float("nan"), "cosine similarity",
                            tags={"GAIR_AGGREGATE": aggregate})
-        mask = OutputRaster(mask_path, raster, "uint8", MASK_NODATA, f"similarity >= {threshold}") \
+        mask = OutputRaster(mask_path, raster, "mask", "uint8", MASK_NODATA, f"similarity >= {threshold}") \
             if mask_path is not None else None
         outputs = [o for o in (out, mask) if o is not None]
         try:
             valid = masked = 0
-            for window, bands in scan(raster, block_size, stage(progress, 0.0, 0.9), cancel):
-                sim = cosine_scan(bands, query)
+            for window, block in raster.iter_blocks(block_size, stage(progress, 0.0, 0.9), cancel):
+                sim = cosine_scan(block.reshape(raster.dims, -1), query)
                 out.write(window, sim)
                 finite = np.isfinite(sim)
                 valid += int(finite.sum())
@@ -182,7 +196,11 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
                     hit = sim >= threshold
                     masked += int(hit.sum())
                     mask.write(window, np.where(finite, hit, MASK_NODATA).astype(np.uint8))
-            hits = _top_peaks(raster, out.close(), top_k, min_distance_px, threshold) if top_k > 0 else []
+            radius = min_distance_px if exclude_radius_px is None else exclude_radius_px
+            excluded = (reference_pixels(raster, points, points_crs, reference_layer, layer) if radius > 0
+                        else np.empty((0, 2), np.int64))
+            hits = (_top_peaks(raster, out.close(), top_k, min_distance_px, threshold, excluded, radius)
+                    if top_k > 0 else [])
             written_hits = _write_hits(hits_path, hits, raster.crs) if hits_path is not None and hits else None
             for o in outputs:
                 o.commit()
@@ -198,9 +216,11 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
 
 
 def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance: int,
-               threshold: float | None) -> list[SimilarityHit]:
+               threshold: float | None, excluded: np.ndarray | None = None,
+               exclude_radius: float = 0) -> list[SimilarityHit]:
     """Local maxima of the similarity raster, best first: no higher value in the (2r+1)^2 square around a hit
-    (a separable filter, fast), then greedy suppression keeps hits at least r = min_distance pixels apart."""
+    (a separable filter, fast), then greedy suppression keeps hits at least r = min_distance pixels apart.
+    Peaks closer than exclude_radius to an `excluded` (row, col) are dropped before the ranking."""
     import rasterio
     from rasterio.windows import Window
     from scipy.ndimage import maximum_filter
@@ -221,6 +241,9 @@ def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance
             core[int(window.row_off) - r0:int(window.row_off + window.height) - r0,
                  int(window.col_off) - c0:int(window.col_off + window.width) - c0] = True
             rows, cols = np.nonzero(peak & core)
+            if excluded is not None and len(excluded) and len(rows):
+                near = _near_any(rows + r0, cols + c0, excluded, exclude_radius)
+                rows, cols = rows[~near], cols[~near]
             scores = sim[rows, cols]
             best = np.argsort(-scores, kind="stable")[: 2 * top_k + 8]
             candidates += [(float(scores[i]), int(rows[i]) + r0, int(cols[i]) + c0) for i in best]
@@ -234,6 +257,16 @@ def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance
     xs, ys = pixel_centres(raster, [c[1] for c in chosen], [c[2] for c in chosen])
     return [SimilarityHit(i + 1, s, float(x), float(y), row, col)
             for i, ((s, row, col), x, y) in enumerate(zip(chosen, np.atleast_1d(xs), np.atleast_1d(ys)))]
+
+
+def _near_any(rows: np.ndarray, cols: np.ndarray, places: np.ndarray, radius: float) -> np.ndarray:
+    """Which (row, col) lie closer than `radius` pixels to any of `places` (n, 2), in chunks of places."""
+    near = np.zeros(len(rows), bool)
+    for start in range(0, len(places), 256):
+        chunk = places[start:start + 256]
+        d2 = (rows[:, None] - chunk[None, :, 0]) ** 2 + (cols[:, None] - chunk[None, :, 1]) ** 2
+        near |= (d2 < radius * radius).any(axis=1)
+    return near
 
 
 def _write_hits(path, hits: list[SimilarityHit], crs) -> Path:
@@ -261,8 +294,7 @@ def rank_features(layer_path: str | os.PathLike, out_path: str | os.PathLike, *,
         refs.append(vectors[np.isin(data.fids, list(reference_fids))])
     if reference_layer is not None:
         _, ref_vectors, ref_meta = read_embedding_layer(reference_layer, reference_layer_name)
-        if meta is not None and ref_meta is not None:
-            check_same_space(meta, ref_meta)
+        check_same_space(meta, ref_meta, (Path(layer_path).name, Path(reference_layer).name))
         if ref_vectors.shape[1] != vectors.shape[1]:
             raise GAIRError(f"reference vectors have {ref_vectors.shape[1]} dims, the layer {vectors.shape[1]}; "
                             "they come from different embedding spaces")
@@ -278,9 +310,10 @@ def rank_features(layer_path: str | os.PathLike, out_path: str | os.PathLike, *,
     ranks[order] = np.arange(1, len(order) + 1)
     fields = {name: values[order] for name, values in data.fields.items()}
     fields.update(similarity=scores[order].astype(np.float64), sim_rank=ranks[order])
-    metadata = {"GAIR_MODEL": meta.model, "GAIR_SPACE": meta.space} if meta else None
+    metadata = read_layer_metadata(data.path, data.name)  # still an embedding layer of the same space
     write_gpkg(out_path, data.geometries[order], fields, data.crs, layer=Path(out_path).stem,
-               layer_metadata=metadata)
+               layer_metadata=metadata, tables={META_TABLE: {k: np.array([v], dtype=object)
+                                                             for k, v in metadata.items()}})
     if progress is not None:
         progress(1.0)
     ranking = [(int(data.fids[i]), float(scores[i])) for i in order if valid[i]]

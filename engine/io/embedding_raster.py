@@ -7,28 +7,30 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 
-from ..errors import Cancelled, GAIRError
-from .files import temp_path_for  # noqa: F401 (used by writers across the engine)
-from .pca import PCAProjection, sidecar_path  # noqa: F401 (part of this format's API)
+from ..errors import GAIRError
+from ..params import DTYPES
+from .blocks import Cancel, Progress, block_windows, walk
+from .files import PAM, PendingFile, pca_sidecar_path
+from .pca import PCAProjection
+from .space import EmbeddingSpace
 
 BAND_PREFIX = "gair_"
 INT16_NODATA = -32768
 INT16_LIMIT = 32767
-DTYPES = ("float32", "int16")
-TAG_MODEL, TAG_SPACE, TAG_QUERY_MODE = "GAIR_MODEL", "GAIR_SPACE", "GAIR_QUERY_MODE"
+# What a GAIR raster is: embedding rasters hold vectors; derived rasters (analysis outputs) hold one value per pixel.
+TAG_KIND = "GAIR_KIND"
+KIND_EMBEDDING = "embedding"
+DERIVED_KINDS = ("classes", "confidence", "similarity", "mask", "prediction")
 TAG_CROP_PIXELS, TAG_CROP_GROUND_M = "GAIR_CROP_PIXELS", "GAIR_CROP_GROUND_M"
 TAG_DIMS, TAG_PCA = "GAIR_DIMS", "GAIR_PCA"
 TAG_MODEL_DIMS = "GAIR_MODEL_DIMS"  # dims of the model's own space (differs from GAIR_DIMS after PCA)
-
-Progress = Callable[[float], None] | None
-Cancel = Callable[[], bool] | None
 
 
 def band_names(dims: int) -> list[str]:
@@ -54,8 +56,9 @@ class EmbeddingRasterWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, crs, transform, dims: int, model: str,
-                 query_mode: str = "nili", crop_pixels: int | None = None, crop_ground_m: float | None = None,
-                 dtype: str = "float32", pca: PCAProjection | None = None, scale: Sequence[float] | float | None = None,
+                 query_mode: str = "nili", nili_convention: str = "released", options: dict | None = None,
+                 crop_pixels: int | None = None, crop_ground_m: float | None = None, dtype: str = "float32",
+                 pca: PCAProjection | None = None, scale: Sequence[float] | float | None = None,
                  offset: Sequence[float] | float | None = None, tile: int = 256, compress: str | None = "auto",
                  extra_tags: dict | None = None) -> None:
         import rasterio
@@ -67,6 +70,7 @@ class EmbeddingRasterWriter:
         if crs is None:
             raise GAIRError("an embedding raster needs a CRS; give the CRS of the source imagery")
         self.path, self.dims, self.dtype, self.pca = Path(path), int(dims), dtype, pca
+        self.space = EmbeddingSpace(model, query_mode, nili_convention, pca.sha if pca else "", dict(options or {}))
         self.scale = self.offset = None
         if dtype == "int16":
             if scale is None:
@@ -74,8 +78,7 @@ class EmbeddingRasterWriter:
                                 "engine.io.embedding_raster.int16_scale_offset(sample)")
             self.scale = np.broadcast_to(np.asarray(scale, np.float64), (dims,)).copy()
             self.offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, np.float64), (dims,)).copy()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = temp_path_for(self.path)
+        self._pending = PendingFile(self.path, sidecars=(PAM,))
         profile = {"driver": "GTiff", "width": int(width), "height": int(height), "count": self.dims, "dtype": dtype,
                    "crs": crs, "transform": transform, "tiled": True, "blockxsize": tile, "blockysize": tile,
                    "interleave": "band", "BIGTIFF": "IF_SAFER",
@@ -86,13 +89,12 @@ class EmbeddingRasterWriter:
             profile.update(compress=compress, predictor=3 if dtype == "float32" else 2)
             if compress == "zstd":
                 profile["zstd_level"] = 1
-        tags = {"GAIR_KIND": "embedding", TAG_MODEL: model, TAG_SPACE: pca.space if pca else model,
-                TAG_QUERY_MODE: query_mode,
+        tags = {**(extra_tags or {}), TAG_KIND: KIND_EMBEDDING, **self.space.tags(),
                 TAG_CROP_PIXELS: "" if crop_pixels is None else str(int(crop_pixels)),
                 TAG_CROP_GROUND_M: "" if crop_ground_m is None else repr(float(crop_ground_m)),
                 TAG_DIMS: str(self.dims), TAG_MODEL_DIMS: str(pca.input_dims if pca else self.dims),
-                TAG_PCA: sidecar_path(self.path).name if pca else "", **(extra_tags or {})}
-        self._ds = rasterio.open(self._tmp, "w", **profile)
+                TAG_PCA: pca_sidecar_path(self.path).name if pca else ""}
+        self._ds = rasterio.open(self._pending.tmp, "w", **profile)
         try:
             self._ds.update_tags(**tags)
             for i, name in enumerate(band_names(self.dims), start=1):
@@ -123,20 +125,18 @@ class EmbeddingRasterWriter:
         self._ds.close()
         try:
             if self.pca is not None:
-                self.pca.save(sidecar_path(self.path))
-            os.replace(self._tmp, self.path)
-        finally:
-            self._cleanup()
-        return self.path
+                self.pca.save(pca_sidecar_path(self.path))
+            else:  # a sidecar left by an older run of the same name would describe another projection
+                pca_sidecar_path(self.path).unlink(missing_ok=True)
+        except BaseException:
+            self._pending.abort()
+            raise
+        return self._pending.commit()
 
     def abort(self) -> None:
         if not self._ds.closed:
             self._ds.close()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        self._tmp.unlink(missing_ok=True)
-        Path(str(self._tmp) + ".aux.xml").unlink(missing_ok=True)
+        self._pending.abort()
 
     def __enter__(self) -> Self:
         return self
@@ -148,27 +148,28 @@ class EmbeddingRasterWriter:
             self.abort()
 
 
-def create_embedding_raster(path: str | os.PathLike, **kwargs) -> EmbeddingRasterWriter:
-    """Same as `EmbeddingRasterWriter(path, **kwargs)`."""
-    return EmbeddingRasterWriter(path, **kwargs)
-
-
 @dataclass(frozen=True)
 class EmbeddingMeta:
-    """Identity of the vectors in a raster or layer: which model, which (possibly reduced) space."""
+    """What the vectors of a raster or layer are: their space (model, query mode, PCA...) and dimensions."""
 
-    model: str
-    space: str
+    space: EmbeddingSpace
     dims: int
     model_dims: int
-    query_mode: str = ""
     crop_pixels: int | None = None
     crop_ground_m: float | None = None
-    pca: str = ""
+    pca_file: str = ""
+
+    @property
+    def model(self) -> str:
+        return self.space.model
 
 
 class EmbeddingRaster:
-    """An open embedding raster: metadata plus float32 block reads with NaN for nodata."""
+    """An open embedding raster: metadata plus float32 block reads with NaN for nodata.
+
+    Refuses rasters that are not embeddings (analysis outputs say what they are in GAIR_KIND) and a PCA sidecar
+    that is not the projection the raster was written with.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         import rasterio
@@ -180,7 +181,7 @@ class EmbeddingRaster:
             self._ds = rasterio.open(self.path)
         try:
             self.meta = self._read_meta()
-            self.pca = PCAProjection.load(self.path.with_name(self.meta.pca)) if self.meta.pca else None
+            self.pca = self._load_pca()
         except Exception:
             self._ds.close()
             raise
@@ -188,23 +189,44 @@ class EmbeddingRaster:
         self._scale = np.asarray(self._ds.scales, np.float32)[:, None, None]
         self._offset = np.asarray(self._ds.offsets, np.float32)[:, None, None]
 
-    @classmethod
-    def open(cls, path: str | os.PathLike) -> EmbeddingRaster:
-        return cls(path)
-
     def _read_meta(self) -> EmbeddingMeta:
         tags = self._ds.tags()
-        if TAG_MODEL not in tags or TAG_SPACE not in tags:
-            raise GAIRError(f"{self.path} is not a GAIR embedding raster (no {TAG_MODEL}/{TAG_SPACE} tags); "
-                            "make one with `python -m engine embed-raster`")
+        kind = tags.get(TAG_KIND, "")
+        if kind in DERIVED_KINDS:
+            raise GAIRError(f"{self.path.name} is a GAIR {kind} raster (an analysis result), not an embedding "
+                            "raster; choose the embedding raster it was made from")
+        if kind != KIND_EMBEDDING:
+            what = "was written by an older GAIR version" if kind or "GAIR_MODEL" in tags else "has no GAIR tags"
+            raise GAIRError(f"{self.path.name} is not a GAIR embedding raster ({what}); make one with "
+                            "`python -m engine embed-raster`")
+        space = EmbeddingSpace.from_tags(tags, self.path.name)
         dims = self._ds.count
         if tags.get(TAG_DIMS) and int(tags[TAG_DIMS]) != dims:
             raise GAIRError(f"{self.path} says {tags[TAG_DIMS]} dims but has {dims} bands; the file is damaged")
         crop_px, crop_m = tags.get(TAG_CROP_PIXELS, ""), tags.get(TAG_CROP_GROUND_M, "")
-        return EmbeddingMeta(model=tags[TAG_MODEL], space=tags[TAG_SPACE], dims=dims,
-                             model_dims=int(tags.get(TAG_MODEL_DIMS) or dims), query_mode=tags.get(TAG_QUERY_MODE, ""),
+        return EmbeddingMeta(space=space, dims=dims, model_dims=int(tags.get(TAG_MODEL_DIMS) or dims),
                              crop_pixels=int(crop_px) if crop_px else None,
-                             crop_ground_m=float(crop_m) if crop_m else None, pca=tags.get(TAG_PCA, ""))
+                             crop_ground_m=float(crop_m) if crop_m else None, pca_file=tags.get(TAG_PCA, ""))
+
+    def _load_pca(self) -> PCAProjection | None:
+        """The raster's own sidecar (by its current name, else the name it was written with), checked by hash."""
+        need = self.meta.space.pca
+        if not need:
+            return None
+        candidates = [pca_sidecar_path(self.path)]
+        if self.meta.pca_file:
+            candidates.append(self.path.with_name(self.meta.pca_file))
+        found = [p for p in dict.fromkeys(candidates) if p.is_file()]
+        if not found:
+            raise GAIRError(f"PCA sidecar {candidates[0].name} of {self.path.name} is missing; keep the "
+                            ".pca.npz written with the raster beside it (or re-embed)")
+        for sidecar in found:
+            pca = PCAProjection.load(sidecar)
+            if pca.sha == need:
+                return pca
+        raise GAIRError(f"{found[0].name} belongs to another embedding run (PCA projection {pca.sha}, but "
+                        f"{self.path.name} needs {need}); put the raster's own sidecar beside it as "
+                        f"{candidates[0].name}, or re-embed")
 
     # -- geometry ------------------------------------------------------------------------------------------------
     dims = property(lambda self: self.meta.dims)
@@ -218,13 +240,10 @@ class EmbeddingRaster:
 
     def windows(self, block_size: int | None = None) -> list:
         """Windows covering the raster, aligned with the GeoTIFF tiles (block_size rounded to whole tiles)."""
-        from rasterio.windows import Window
-
         th, tw = self.tile_shape
         bh = max(th, (block_size or th) // th * th)
         bw = max(tw, (block_size or tw) // tw * tw)
-        return [Window(c, r, min(bw, self.width - c), min(bh, self.height - r))
-                for r in range(0, self.height, bh) for c in range(0, self.width, bw)]
+        return block_windows(self.height, self.width, bh, bw)
 
     # -- reading -------------------------------------------------------------------------------------------------
     def read_block(self, window, buffer: np.ndarray | None = None) -> np.ndarray:
@@ -258,14 +277,13 @@ class EmbeddingRaster:
 
     def iter_blocks(self, block_size: int | None = None, progress: Progress = None,
                     cancel: Cancel = None) -> Iterator[tuple[object, np.ndarray]]:
-        """Yield (window, (K, h, w) float32) over tile-aligned windows."""
-        windows = self.windows(block_size)
-        for i, window in enumerate(windows):
-            if cancel is not None and cancel():
-                raise Cancelled("cancelled while reading the embedding raster")
-            yield window, self.read_block(window)
-            if progress is not None:
-                progress((i + 1) / len(windows))
+        """Yield (window, (K, h, w) float32 block, NaN = nodata) over tile-aligned windows of `block_size` (default:
+        as large as a memory budget allows). Every block is a view of one reused buffer: use it before asking for
+        the next (copy it to keep it)."""
+        windows = self.windows(block_size or default_block_size(self))
+        buffer = np.empty(self.dims * max(int(w.height) * int(w.width) for w in windows), np.float32)
+        for window in walk(windows, progress, cancel, f"reading {self.path.name}"):
+            yield window, self.read_block(window, buffer)
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         """Map (N, D) model-space vectors into this raster's space: through the PCA sidecar, identity at full dims.
@@ -290,22 +308,6 @@ class EmbeddingRaster:
         self.close()
 
 
-def _space_of(item) -> tuple[str, str]:
-    if isinstance(item, EmbeddingRaster):
-        return item.meta.space, item.path.name
-    if isinstance(item, EmbeddingMeta):
-        return item.space, "layer"
-    return str(item), str(item)
-
-
-def check_same_space(a, b) -> None:
-    """Raise GAIRError unless a and b (EmbeddingRaster, EmbeddingMeta or space id) share one vector space."""
-    (space_a, name_a), (space_b, name_b) = _space_of(a), _space_of(b)
-    if space_a != space_b:
-        raise GAIRError(f"{name_a} (space {space_a}) and {name_b} (space {space_b}) are different embedding spaces; "
-                        "embed both with the same model (and the same PCA sidecar) before comparing them")
-
-
 def sample_pixels(raster: EmbeddingRaster, count: int, seed: int = 0, cancel: Cancel = None,
                   progress: Progress = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`count` distinct random valid pixels (fewer if the raster has fewer): (vectors (n,K), rows (n,), cols (n,)).
@@ -314,11 +316,7 @@ def sample_pixels(raster: EmbeddingRaster, count: int, seed: int = 0, cancel: Ca
     Deterministic for a given seed and raster.
     """
     windows = raster.windows()
-    masks = []
-    for window in windows:
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled while sampling pixels")
-        masks.append(raster.read_valid_mask(window))
+    masks = [raster.read_valid_mask(window) for window in walk(windows, None, cancel, "sampling pixels")]
     counts = np.array([m.sum() for m in masks], dtype=np.int64)
     total = int(counts.sum())
     if total == 0:
@@ -327,17 +325,13 @@ def sample_pixels(raster: EmbeddingRaster, count: int, seed: int = 0, cancel: Ca
     chosen = np.sort(rng.choice(total, size=min(int(count), total), replace=False))
     starts = np.concatenate([[0], np.cumsum(counts)])
     vectors, rows, cols = [], [], []
-    for i, (window, mask) in enumerate(zip(windows, masks)):
+    for i, window in enumerate(walk(windows, progress, cancel, "sampling pixels")):
         lo, hi = np.searchsorted(chosen, [starts[i], starts[i + 1]])
         if hi > lo:
-            if cancel is not None and cancel():
-                raise Cancelled("cancelled while sampling pixels")
-            flat = np.flatnonzero(mask.ravel())[chosen[lo:hi] - starts[i]]
+            flat = np.flatnonzero(masks[i].ravel())[chosen[lo:hi] - starts[i]]
             vectors.append(raster.read_pixels(window)[flat])
             rows.append(flat // int(window.width) + int(window.row_off))
             cols.append(flat % int(window.width) + int(window.col_off))
-        if progress is not None:
-            progress((i + 1) / len(windows))
     vectors, rows, cols = np.concatenate(vectors), np.concatenate(rows), np.concatenate(cols)
     keep = np.isfinite(vectors).all(axis=1)
     return vectors[keep], rows[keep], cols[keep]

@@ -1,7 +1,7 @@
 """PCA reduction of an embedding space, stored as a sidecar beside the raster so later vectors land in the same space.
 
 `<raster stem>.pca.npz` holds mean (D,), components (K, D), explained_variance_ratio (K,), the model fingerprint and
-the reduced space's id (a hash of the projection).
+the projection's hash (`sha`), which the raster records too (GAIR_PCA_SHA) so a sidecar cannot be swapped.
 """
 from __future__ import annotations
 
@@ -12,18 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GAIRError
-from .files import temp_path_for
-
-
-def sidecar_path(raster_path: str | os.PathLike) -> Path:
-    """`<raster stem>.pca.npz` beside the raster."""
-    path = Path(raster_path)
-    return path.with_name(path.stem + ".pca.npz")
-
+from .files import atomic_path
 
 
 class PCAProjection:
-    """A linear map from a model's D-dim space to K dims; its hash names the reduced space."""
+    """A linear map from a model's D-dim space to K dims; `sha`, a hash of its arrays, names it."""
 
     def __init__(self, mean: np.ndarray, components: np.ndarray, explained_variance_ratio: np.ndarray,
                  model: str) -> None:
@@ -33,8 +26,8 @@ class PCAProjection:
         self.model = str(model)
         if self.components.ndim != 2 or self.mean.shape != (self.components.shape[1],):
             raise GAIRError(f"PCA sidecar is inconsistent: mean {self.mean.shape}, components {self.components.shape}")
-        digest = hashlib.sha256(self.mean.tobytes() + self.components.tobytes()).hexdigest()[:8]
-        self.space = f"{self.model}-pca{self.dims}-{digest}"
+        shape = np.array(self.components.shape, np.int64).tobytes()
+        self.sha = hashlib.sha256(shape + self.mean.tobytes() + self.components.tobytes()).hexdigest()[:16]
 
     @property
     def dims(self) -> int:
@@ -60,20 +53,15 @@ class PCAProjection:
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape[-1] != self.input_dims:
-            raise GAIRError(f"PCA of space {self.space} takes {self.input_dims}-dim vectors, got {vectors.shape[-1]}")
+            raise GAIRError(f"PCA projection {self.sha} takes {self.input_dims}-dim vectors, got {vectors.shape[-1]}")
         return (vectors - self.mean) @ self.components.T
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        tmp = temp_path_for(path, ".npz")
-        try:
+        with atomic_path(path, ".npz") as tmp:
             np.savez(tmp, mean=self.mean, components=self.components,
                      explained_variance_ratio=self.explained_variance_ratio,
-                     model=np.array(self.model), space=np.array(self.space))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+                     model=np.array(self.model), sha=np.array(self.sha))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PCAProjection:
@@ -81,7 +69,8 @@ class PCAProjection:
             raise GAIRError(f"PCA sidecar {path} is missing; keep it beside its embedding raster")
         with np.load(path, allow_pickle=False) as data:
             pca = cls(data["mean"], data["components"], data["explained_variance_ratio"], str(data["model"]))
-            stored = str(data["space"])
-        if stored != pca.space:
-            raise GAIRError(f"PCA sidecar {path} is corrupt: its space {stored} does not match its contents")
+            stored = str(data["sha"]) if "sha" in data.files else ""
+        if stored != pca.sha:
+            raise GAIRError(f"PCA sidecar {path} is damaged or from an older GAIR version (its hash does not match its "
+                            "contents); re-embed the raster")
         return pca

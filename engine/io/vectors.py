@@ -1,24 +1,27 @@
-"""Vector layers in and out with pyogrio's numpy API (no pandas): one reader and one atomic GeoPackage writer.
+"""Vector layers in and out with pyogrio's numpy API (no pandas): the engine's one reader and one GeoPackage writer.
 
-GeoPackages are written as version 1.2 (pyogrio's newer GDAL would write 1.4, which QGIS 3.22 only "partially
-supports", warning on every open) and with at most 3-D WKB: inside QGIS, shapely runs on the older system GEOS,
-which rejects shapely's 4-D default.
+Geometries are shapely arrays, CRSs pyproj. GeoPackages are written as version 1.2 (pyogrio's newer GDAL would write
+1.4, which QGIS 3.22 only "partially supports", warning on every open) and with at most 3-D WKB: inside QGIS, shapely
+runs on the older system GEOS, which rejects shapely's 4-D default.
 """
 from __future__ import annotations
 
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .embedding_raster import temp_path_for
 from ..errors import GAIRError
+from .files import atomic_path
 
 META_TABLE = "gair_meta"
 GPKG_OPTIONS = {"VERSION": "1.2"}
+_PYOGRIO_LOGGER = "pyogrio._io"  # logs "Created N records" at INFO on every write
 
 
 @dataclass
@@ -43,7 +46,7 @@ class VectorLayer:
 
 
 def read_layer(path: str | os.PathLike, layer: str | int | None = None, require_crs: bool = False) -> VectorLayer:
-    """Read a GeoPackage/GeoJSON/shapefile layer (the first one that is not `gair_meta` by default)."""
+    """Read a GeoPackage/GeoJSON/shapefile/CSV layer (the first one that is not `gair_meta` by default)."""
     import pyogrio
     import pyogrio.raw
     import shapely
@@ -69,54 +72,133 @@ def read_layer(path: str | os.PathLike, layer: str | int | None = None, require_
     return data
 
 
+def read_layer_metadata(path: str | os.PathLike, layer_name: str) -> dict[str, str]:
+    """Key/values the engine stored with a layer: the `gair_meta` table, else the layer metadata; {} when neither
+    (GeoJSON, shapefiles), upper-case keys."""
+    import pyogrio
+    import pyogrio.raw
+
+    try:
+        if META_TABLE in {n for n, _ in pyogrio.list_layers(path)}:
+            meta, _, _, cols = pyogrio.raw.read(path, layer=META_TABLE, read_geometry=False)
+            values = {str(n).upper(): str(c[0]) for n, c in zip(meta["fields"], cols) if len(c)}
+            if values:
+                return values
+        info = pyogrio.read_info(path, layer=layer_name)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError):
+        return {}
+    return {str(k).upper(): str(v) for k, v in (info.get("layer_metadata") or {}).items()}
+
+
 def require_layer_crs(layer: VectorLayer) -> None:
     if layer.crs is None:
         raise GAIRError(f"{layer.path.name} has no CRS, so its features cannot be placed on the raster; "
                         "assign one (e.g. in QGIS: Layer > Set CRS) and save it again")
 
 
-def _geometry_type(geometries: np.ndarray) -> str:
+# ---- geometry kinds and CRSs ---------------------------------------------------------------------------------------
+def _type_ids(*kinds) -> tuple[int, ...]:
+    return tuple(int(k) for k in kinds)
+
+
+def is_point(geometry) -> bool:
     import shapely
 
-    types = {shapely.get_type_id(g) for g in geometries if g is not None}
-    if types and types <= {3, 6}:
-        return "MultiPolygon" if 6 in types else "Polygon"
-    return "Point" if types == {0} else "Unknown"
+    return shapely.get_type_id(geometry) == shapely.GeometryType.POINT
+
+
+def is_pointlike(geometry) -> bool:
+    """Point or MultiPoint."""
+    import shapely
+
+    return shapely.get_type_id(geometry) in _type_ids(shapely.GeometryType.POINT, shapely.GeometryType.MULTIPOINT)
+
+
+def is_polygonal(geometry) -> bool:
+    """Polygon or MultiPolygon."""
+    import shapely
+
+    return shapely.get_type_id(geometry) in _type_ids(shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)
+
+
+def geometry_type_name(geometries: np.ndarray) -> str:
+    """The OGR layer type for a set of geometries: Point, Polygon, MultiPolygon, else Unknown."""
+    import shapely
+
+    types = {int(shapely.get_type_id(g)) for g in geometries if g is not None}
+    polygonal = set(_type_ids(shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON))
+    if types and types <= polygonal:
+        return "MultiPolygon" if int(shapely.GeometryType.MULTIPOLYGON) in types else "Polygon"
+    return "Point" if types == {int(shapely.GeometryType.POINT)} else "Unknown"
+
+
+def to_pyproj(crs):
+    """A pyproj CRS from a pyproj/rasterio CRS, WKT, or 'EPSG:n'."""
+    from pyproj import CRS
+
+    return CRS.from_wkt(crs.to_wkt()) if hasattr(crs, "to_wkt") else CRS.from_user_input(crs)
+
+
+def crs_name(crs) -> str:
+    """'EPSG:n', else the CRS's name; 'none' for no CRS (for messages)."""
+    if crs is None:
+        return "none"
+    c = to_pyproj(crs)
+    return c.name if c.to_epsg() is None else f"EPSG:{c.to_epsg()}"
+
+
+def reproject(geometries: np.ndarray, src_crs, dst_crs) -> np.ndarray:
+    """Geometries from src_crs to dst_crs (x/y in each CRS's easting/northing or lon/lat order)."""
+    import shapely
+    from pyproj import Transformer
+
+    src, dst = to_pyproj(src_crs), to_pyproj(dst_crs)
+    if src == dst:
+        return geometries
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+    return shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+# ---- writing -------------------------------------------------------------------------------------------------------
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+@contextmanager
+def _quiet_pyogrio_info() -> Iterator[None]:
+    """Drop pyogrio's per-write INFO line for the duration of a write; the logger's level and filters are restored
+    (library code leaves process-wide logging settings alone)."""
+    logger, quiet = logging.getLogger(_PYOGRIO_LOGGER), _BelowWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def write_gpkg(path: str | os.PathLike, geometries: np.ndarray | None, fields: dict[str, np.ndarray], crs,
                layer: str | None = None, layer_metadata: dict | None = None, geometry_type: str | None = None,
                tables: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
-    """Write a GeoPackage atomically (temp name in the same folder, then os.replace).
-
-    geometries None writes an attribute table; `tables` adds attribute-only tables (e.g. `gair_meta`).
-    """
+    """Write a GeoPackage atomically. geometries None writes an attribute table; `tables` adds attribute-only
+    tables (e.g. `gair_meta`)."""
     import pyogrio.raw
     import shapely
 
     path = Path(path)
     if path.suffix.lower() != ".gpkg":
         raise GAIRError(f"output {path.name} must be a GeoPackage (.gpkg)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path, ".gpkg")
     crs_text = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
     if geometries is not None:
-        geometry_type = geometry_type or _geometry_type(geometries)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="'crs' was not provided")  # attribute tables have none
-            logging.getLogger("pyogrio").setLevel(logging.WARNING)  # not "INFO Created N records" on every write
-            wkb = None if geometries is None else shapely.to_wkb(geometries, output_dimension=3)
-            pyogrio.raw.write(tmp, wkb, list(fields.values()), list(fields), driver="GPKG", layer=layer or path.stem,
-                              geometry_type=geometry_type if geometries is not None else None, crs=crs_text,
-                              layer_metadata=layer_metadata, promote_to_multi=geometry_type == "MultiPolygon",
-                              dataset_options=GPKG_OPTIONS)
-            for name, columns in (tables or {}).items():
-                pyogrio.raw.write(tmp, None, list(columns.values()), list(columns), layer=name, driver="GPKG",
-                                  geometry_type=None)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        for extra in ("-wal", "-shm", "-journal"):
-            Path(str(tmp) + extra).unlink(missing_ok=True)
+        geometry_type = geometry_type or geometry_type_name(geometries)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), _quiet_pyogrio_info():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")  # attribute tables have none
+        wkb = None if geometries is None else shapely.to_wkb(geometries, output_dimension=3)
+        pyogrio.raw.write(tmp, wkb, list(fields.values()), list(fields), driver="GPKG", layer=layer or path.stem,
+                          geometry_type=geometry_type if geometries is not None else None, crs=crs_text,
+                          layer_metadata=layer_metadata, promote_to_multi=geometry_type == "MultiPolygon",
+                          dataset_options=GPKG_OPTIONS)
+        for name, columns in (tables or {}).items():
+            pyogrio.raw.write(tmp, None, list(columns.values()), list(columns), layer=name, driver="GPKG",
+                              geometry_type=None)
     return path

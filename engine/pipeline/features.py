@@ -10,16 +10,18 @@ import math
 import os
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import Cancelled, GAIRError
-from ..io.vectors import VectorLayer, read_layer
+from ..io.embedding_raster import EmbeddingRaster
+from ..io.feature_layer import embedding_tags, write_features
+from ..io.space import EmbeddingSpace, check_same_space
+from ..io.vectors import VectorLayer, is_point, is_polygonal, read_layer, reproject
 from .blend import numpy_blas_beside
-from ..io.feature_layer import write_features
 from .raster import as_model, default_batch_size
 from .source import SourceRaster
 from .tiling import CropLayout
@@ -38,7 +40,7 @@ class LayerResult:
     total: int
     embedded: int
     problems: dict[str, int] = field(default_factory=dict)
-    space: str = ""
+    space: str = ""  # id of the embedding space (GAIR_SPACE)
 
     def summary(self) -> str:
         text = f"{self.embedded} of {self.total} features embedded -> {self.path}"
@@ -52,34 +54,31 @@ def _check_cancel(cancel: Cancel) -> None:
         raise Cancelled("embedding cancelled; no output was written")
 
 
-def _space(model, space) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """Projection into the space of an embedding raster (its PCA sidecar), or identity in the model's space."""
+def _space(model, space, mode: str) -> tuple[Callable[[np.ndarray], np.ndarray], EmbeddingSpace]:
+    """The space of the vectors: the model's for this query mode ("" for photos and locations), or that of an
+    embedding raster (`space`) whose PCA they then go through, so they compare with its pixels."""
+    own = EmbeddingSpace.of_model(model, mode)
     if space is None:
-        return (lambda v: v), model.fingerprint
-    from ..io.embedding_raster import EmbeddingRaster
-
-    with EmbeddingRaster.open(space) as er:
-        if er.meta.model != model.fingerprint:
-            raise GAIRError(f"{Path(space).name} was made with model {er.meta.model}, not this model "
-                            f"({model.fingerprint}); use the same model, or leave out the space raster")
+        return (lambda v: v), own
+    with EmbeddingRaster(space) as er:
+        check_same_space(own, er, names=("these embeddings", Path(space).name), ignore_pca=True)
         pca = er.pca
-        return (pca.transform if pca is not None else (lambda v: v)), er.meta.space
+    return (pca.transform if pca is not None else (lambda v: v)), replace(own, pca=er.meta.space.pca)
 
 
-def _finish(layer: VectorLayer, output, vectors: np.ndarray, status: np.ndarray, model, space, kind: str,
-            extra_meta: dict[str, str], layer_name: str | None) -> LayerResult:
-    project, space_id = _space(model, space)
+def _finish(layer: VectorLayer, output, vectors: np.ndarray, status: np.ndarray, model, space, modality: str,
+            mode: str, extra_meta: dict[str, str], layer_name: str | None) -> LayerResult:
+    project, vector_space = _space(model, space, mode)
     ok = status == OK
     out = np.full((len(layer), 0), np.nan, np.float32)
     if len(layer):
         reduced = project(vectors[ok]) if ok.any() else project(np.zeros((1, vectors.shape[1]), np.float32))[:0]
         out = np.full((len(layer), reduced.shape[1]), np.nan, np.float32)
         out[ok] = reduced
-    meta = {"GAIR_MODEL": model.fingerprint, "GAIR_SPACE": space_id, "GAIR_MODEL_DIMS": str(vectors.shape[1]),
-            "GAIR_DIMS": str(out.shape[1]), "GAIR_KIND": kind, **extra_meta}
+    meta = {**embedding_tags(vector_space, out.shape[1], vectors.shape[1], modality), **extra_meta}
     path = write_features(output, layer, out, status, meta, layer_name)
     problems = dict(Counter(s.split(":")[0] for s in status if s != OK))
-    result = LayerResult(Path(path), len(layer), int(ok.sum()), problems, space_id)
+    result = LayerResult(Path(path), len(layer), int(ok.sum()), problems, vector_space.id)
     if problems:
         warnings.warn(f"{layer.path.name}: {result.summary()}", stacklevel=3)
     return result
@@ -215,7 +214,7 @@ def embed_features(raster: str | os.PathLike, layer: str | os.PathLike, output: 
     vectors = np.zeros((len(features), model.config.embed_dim), np.float32)
     status = np.full(len(features), OK, dtype=object)
     with numpy_blas_beside(model), SourceRaster(raster, model.config, bands) as src:
-        geoms = _reproject(features.geometries, features.crs, src.ds.crs)
+        geoms = reproject(features.geometries, features.crs, src.ds.crs)
         for start in range(0, len(features), CHUNK):
             tasks: list[_CropTask] = []
             for i in range(start, min(start + CHUNK, len(features))):
@@ -223,10 +222,10 @@ def embed_features(raster: str | os.PathLike, layer: str | os.PathLike, output: 
                 if geom is None or shapely.is_empty(geom):
                     status[i] = "empty geometry"
                     continue
-                if shapely.get_type_id(geom) in (3, 6) and polygons == "mean":
+                if is_polygonal(geom) and polygons == "mean":
                     made = _polygon_tasks(src, i, geom, overlap)
                 else:
-                    point = geom if shapely.get_type_id(geom) == 0 else shapely.centroid(geom)
+                    point = geom if is_point(geom) else shapely.centroid(geom)
                     made = _point_task(src, i, point.x, point.y)
                 if isinstance(made, str):
                     status[i] = made
@@ -238,20 +237,8 @@ def embed_features(raster: str | os.PathLike, layer: str | os.PathLike, output: 
         if (status == "outside raster").all() and len(features):
             warnings.warn(f"every feature of {features.path.name} lies outside {Path(src.path).name}: is the layer's "
                           f"CRS ({features.crs.name}) right?", stacklevel=2)
-    return _finish(features, output, vectors, status, model, space, "rs",
-                   {"GAIR_QUERY_MODE": mode, "GAIR_POLYGONS": polygons, "GAIR_SOURCE": Path(raster).name},
-                   layer_name)
-
-
-def _reproject(geometries: np.ndarray, src_crs, dst_crs) -> np.ndarray:
-    import shapely
-    from pyproj import CRS, Transformer
-
-    dst = CRS.from_wkt(dst_crs.to_wkt()) if hasattr(dst_crs, "to_wkt") else CRS.from_user_input(dst_crs)
-    if CRS.from_user_input(src_crs) == dst:
-        return geometries
-    transformer = Transformer.from_crs(src_crs, dst, always_xy=True)
-    return shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    return _finish(features, output, vectors, status, model, space, "rs", mode,
+                   {"GAIR_POLYGONS": polygons, "GAIR_SOURCE": Path(raster).name}, layer_name)
 
 
 def _batches(n: int, size: int) -> Iterator[range]:
@@ -268,10 +255,11 @@ def _photo_path(value, base: Path) -> Path | None:
 
 
 def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None, *, photo_field: str = "photo",
-                 layer_name: str | None = None, aligned: bool = False, space=None, batch_size: int = 16,
-                 progress: Progress = None, cancel: Cancel = None) -> LayerResult:
+                 photo_root: str | os.PathLike | None = None, layer_name: str | None = None, aligned: bool = False,
+                 space=None, batch_size: int = 16, progress: Progress = None, cancel: Cancel = None) -> LayerResult:
     """GeoPackage of `layer` + the street-view embedding of the photo each feature names in `photo_field`
-    (absolute, or relative to the layer file's folder). aligned=True: the projection trained against RS crops."""
+    (absolute, or relative to `photo_root`, by default the layer file's folder). aligned=True: the projection
+    trained against RS crops."""
     from ..runtime.preprocess import load_photo, preprocess_sv
 
     model = as_model(model)
@@ -281,7 +269,7 @@ def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None
                         f"{sorted(features.fields)}. Name the right one with --photo-field")
     vectors = np.zeros((len(features), model.config.embed_dim), np.float32)
     status = np.full(len(features), OK, dtype=object)
-    base = features.path.parent
+    base = Path(photo_root).expanduser() if photo_root else features.path.parent
     for batch in _batches(len(features), batch_size):
         _check_cancel(cancel)
         rows, inputs = [], []
@@ -299,7 +287,7 @@ def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None
             vectors[rows] = np.asarray(model.encode_sv(np.concatenate(inputs), aligned=aligned))
         if progress is not None:
             progress(batch.stop / max(1, len(features)))
-    return _finish(features, output, vectors, status, model, space, "sv_aligned" if aligned else "sv",
+    return _finish(features, output, vectors, status, model, space, "sv_aligned" if aligned else "sv", "",
                    {"GAIR_PHOTO_FIELD": photo_field}, layer_name)
 
 
@@ -314,14 +302,14 @@ def embed_locations(layer: str | os.PathLike, output: str | os.PathLike, model=N
     if features.crs is None:
         raise GAIRError(f"{features.path.name} has no CRS, so its coordinates cannot be turned into lon/lat; "
                         "assign one (in QGIS: Layer > Set CRS, then save) and retry")
-    geoms = _reproject(features.geometries, features.crs, "EPSG:4326")
+    geoms = reproject(features.geometries, features.crs, "EPSG:4326")
     lonlat = np.full((len(features), 2), np.nan)
     status = np.full(len(features), OK, dtype=object)
     for i, geom in enumerate(geoms):
         if geom is None or shapely.is_empty(geom):
             status[i] = "empty geometry"
             continue
-        point = geom if shapely.get_type_id(geom) == 0 else shapely.centroid(geom)
+        point = geom if is_point(geom) else shapely.centroid(geom)
         lonlat[i] = point.x, point.y
         if not (np.isfinite(lonlat[i]).all() and abs(lonlat[i, 1]) <= 90):
             status[i] = "invalid coordinates"
@@ -333,4 +321,4 @@ def embed_locations(layer: str | os.PathLike, output: str | os.PathLike, model=N
         vectors[rows] = np.asarray(model.encode_location(lonlat[rows]))
         if progress is not None:
             progress(batch.stop / max(1, len(ok)))
-    return _finish(features, output, vectors, status, model, space, "location", {}, layer_name)
+    return _finish(features, output, vectors, status, model, space, "location", "", {}, layer_name)

@@ -5,24 +5,26 @@ last block is done, so memory is bounded by the block size, not by the raster. S
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..config import QUERY_MODES
-from ..io.embedding_raster import (
-    DTYPES,
-    EmbeddingRasterWriter,
-    PCAProjection,
-    int16_scale_offset,
-    temp_path_for,
-)
 from ..errors import Cancelled, GAIRError
-from .blend import BlockBlender, ProjectedField, crop_field, numpy_blas_beside
+from ..io.blocks import block_windows
+from ..io.embedding_raster import DTYPES, EmbeddingRasterWriter, int16_scale_offset
+from ..io.files import PAM, PendingFile, quicklook_path
+from ..io.pca import PCAProjection
+from ..params import DEFAULT_DIMS, FIELD_MODES
+from ..runtime.protocol import GAIRModelLike
+from .blend import BlockBlender, crop_field, numpy_blas_beside, pca_field
 from .distributed import Shard, barrier, current_shard, gather_batches
 from .source import OutputGrid, SourceRaster
 from .tiling import CropLayout
@@ -30,17 +32,58 @@ from .tiling import CropLayout
 Progress = Callable[[float], None] | None
 Cancel = Callable[[], bool] | None
 
+log = logging.getLogger(__name__)
+
+PROGRESS_STEPS = 10  # crop progress is logged at every 10% of the crops (and after the first batch)
+
 TILE = 256
 BLOCK_BUDGET_BYTES = 128 * 2**20   # blend accumulators of one block
 FIELD_CACHE_BYTES = 256 * 2**20    # crop fields kept for the next block of the same block row
 SAMPLE_CROPS, SAMPLE_PIXELS = 16, 16384
 QUICKLOOK_SIDE = 1024
-FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense fields: cost per pixel, not per token
+
+
+def estimate_output_bytes(height: int, width: int, dims: int, dtype: str = "float32") -> int:
+    """Uncompressed size of an embedding raster's pixel data: pixels x dims x bytes per value."""
+    return int(height) * int(width) * int(dims) * int(np.dtype(dtype).itemsize)
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return ""  # unreachable
+
+
+@dataclass(frozen=True)
+class OutputEstimate:
+    """What an embed_raster run will write and encode, known before any crop is encoded."""
+
+    height: int
+    width: int
+    dims: int
+    dtype: str
+    crops: int
+
+    @property
+    def bytes(self) -> int:
+        return estimate_output_bytes(self.height, self.width, self.dims, self.dtype)
+
+    def describe(self) -> str:
+        return (f"{self.width} x {self.height} px x {self.dims} dims {self.dtype} = {format_bytes(self.bytes)} "
+                f"before compression (it typically saves 20-30%); {self.crops} crops to encode")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def as_model(model, device: str = "auto", backend: str = "auto"):
     """A loaded model (torch or ONNX backend) as it is; a path or None goes through engine.load_model."""
-    if hasattr(model, "rs_tokens") and hasattr(model, "config"):
+    if isinstance(model, GAIRModelLike):
         return model
     from ..runtime.loading import load_model
 
@@ -49,16 +92,12 @@ def as_model(model, device: str = "auto", backend: str = "auto"):
 
 def default_batch_size(model) -> int:
     """Crops per encoder call: 8 fill a CPU's cores with little memory; a GPU wants more."""
-    return 32 if str(getattr(model, "device", "cpu")).startswith("cuda") else 8
-
-
-def quicklook_path(raster_path: str | os.PathLike) -> Path:
-    path = Path(raster_path)
-    return path.with_name(path.stem + ".quicklook.png")
+    return 32 if str(model.device).startswith("cuda") else 8
 
 
 class Quicklook:
-    """A small RGB (+alpha for nodata) PNG of three principal components, filled block by block."""
+    """A small RGB (+alpha for nodata) PNG of three principal components, filled block by block; georeferenced
+    (an .aux.xml beside it) so it lands on the map over its embedding raster."""
 
     def __init__(self, height: int, width: int, sample: np.ndarray, first_three: bool) -> None:
         dims = sample.shape[1]
@@ -87,10 +126,21 @@ class Quicklook:
         out[..., :scaled.shape[-1]] = scaled
         out[..., 3] = np.where(valid, 255, 0)
 
-    def save(self, path: Path) -> None:
-        from PIL import Image
+    def save(self, path: Path, crs, transform) -> Path:
+        """Write the PNG and its .aux.xml (CRS, and the raster's transform with pixels `step` times larger)."""
+        import rasterio
+        from rasterio.transform import Affine
 
-        Image.fromarray(self.image, "RGBA").save(path, format="PNG")
+        height, width = self.image.shape[:2]
+        pending = PendingFile(path, sidecars=(PAM,))
+        try:
+            with rasterio.open(pending.tmp, "w", driver="PNG", width=width, height=height, count=4, dtype="uint8",
+                               crs=crs, transform=transform * Affine.scale(self.step)) as ds:
+                ds.write(np.moveaxis(self.image, -1, 0))
+        except BaseException:
+            pending.abort()
+            raise
+        return pending.commit()
 
 
 class _RasterJob:
@@ -107,10 +157,11 @@ class _RasterJob:
         # output blocks: tile multiples whose blend accumulators fit the budget
         side = int(math.sqrt(BLOCK_BUDGET_BYTES / (4 * (dims + 1)))) // TILE * TILE
         self.block_side = min(max(TILE, side), 8 * TILE)
-        self.blocks = [(r, c) for r in range(0, grid.height, self.block_side)
-                       for c in range(0, grid.width, self.block_side)]
+        self.blocks = block_windows(grid.height, grid.width, self.block_side, self.block_side)
         self.work_total = int(keep.sum()) + len(self.blocks)
         self.work_done = 0
+        self.crops_total, self.crops_done, self.next_log = int(keep.sum()), 0, 1
+        self.started = time.monotonic()
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
@@ -120,6 +171,19 @@ class _RasterJob:
         self.work_done += units
         if self.progress is not None and self.shard.is_main:
             self.progress(min(1.0, self.work_done / max(1, self.work_total)))
+
+    def log_crops(self, count: int) -> None:
+        """Log "crop i/n, ~m:ss left" after the first batch, at every PROGRESS_STEPS-th of the crops and the last."""
+        self.crops_done += count
+        if not self.shard.is_main or (self.crops_done < self.next_log and self.crops_done < self.crops_total):
+            return
+        done, total = self.crops_done, max(1, self.crops_total)
+        elapsed = time.monotonic() - self.started
+        left = elapsed / done * max(0, total - done)
+        log.info(f"crop {done}/{total} ({done / total:.0%}), {format_duration(elapsed)} elapsed, "
+                 f"~{format_duration(left)} left")
+        step = math.ceil(total / PROGRESS_STEPS)
+        self.next_log = (done // step + 1) * step
 
     def crop_window(self, index: int):
         row0, col0 = self.layout.origin(index)
@@ -141,10 +205,11 @@ class _RasterJob:
         for j, tokens in gather_batches(self.shard, [len(b) for b in batches], (cfg.rs_tokens, cfg.embed_dim), run):
             self.tokens.update(zip(batches[j], tokens))
             self.report(len(batches[j]))
+            self.log_crops(len(batches[j]))
             self.check_cancel()
         self.encoded.update(todo)
 
-    def field(self, index: int, projector: ProjectedField | None, keep: bool) -> np.ndarray:
+    def field(self, index: int, projector: Callable | None, keep: bool) -> np.ndarray:
         """A crop's (projected) field, from the cache when the previous block kept it; `keep` caches it."""
         field = self.fields.get(index)
         if field is None:
@@ -178,11 +243,9 @@ class _RasterJob:
 
     def run_blocks(self, writer, pca: PCAProjection | None, quicklook: Quicklook | None) -> None:
         """Blend and write every block (rank 0); all ranks walk the blocks to encode their share of the crops."""
-        from rasterio.windows import Window
+        projector = pca_field(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
 
-        projector = ProjectedField(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
-
-        side, height, width = self.block_side, self.grid.height, self.grid.width
+        side, width = self.block_side, self.grid.width
         n_block_cols = math.ceil(width / side)
         last_block = {}  # a crop's tokens and field are dropped after the last block (row-major) it touches
         for i in map(int, np.flatnonzero(self.keep)):
@@ -190,9 +253,9 @@ class _RasterJob:
             last_block[i] = ((r0 + self.layout.crop_h - 1) // side * n_block_cols
                              + (c0 + self.layout.crop_w - 1) // side)
         field_cap = max(1, FIELD_CACHE_BYTES // (4 * self.dims * self.layout.crop_h * self.layout.crop_w))
-        for b, (row0, col0) in enumerate(self.blocks):
+        for b, window in enumerate(self.blocks):
             self.check_cancel()
-            h, w = min(side, height - row0), min(side, width - col0)
+            row0, col0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
             ids = [i for i in self.layout.touching(row0, row0 + h, col0, col0 + w) if self.keep[i]]
             self.encode(ids)
             # fields the next block of this block row uses again are cached, within the budget
@@ -204,7 +267,7 @@ class _RasterJob:
                     wy, wx = self.layout.weights(i)
                     blender.add(self.field(i, projector, i in reuse), wy, wx, *self.layout.origin(i))
                 block = blender.result(self.src.valid(self.src.window_of(self.grid, row0, col0, h, w), (h, w)))
-                writer.write(Window(col0, row0, w, h), block)
+                writer.write(window, block)
                 if quicklook is not None:
                     quicklook.add(block, row0, col0)
             self.fields = {i: self.fields[i] for i in reuse if i in self.fields}
@@ -233,16 +296,28 @@ def _kept_crops(src: SourceRaster, grid: OutputGrid, layout: CropLayout, min_val
     return keep
 
 
-def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, bands=None,
-                 pixel_size_m: float | None = None, dims: int | None = None, dtype: str = "float32",
-                 mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None, min_valid: float = 0.5,
-                 quicklook: bool = True, seed: int = 0, progress: Progress = None, cancel: Cancel = None) -> Path:
+def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
+    """Say what the run will write before it starts, and warn when it cannot fit on the disk."""
+    log.info(f"{output_path.name}: {estimate.describe()}")
+    folder = output_path.parent if output_path.parent.exists() else Path.cwd()
+    free = shutil.disk_usage(folder).free
+    if estimate.bytes > free:
+        log.warning(f"{output_path.name} may need up to {format_bytes(estimate.bytes)} but {folder} has only "
+                    f"{format_bytes(free)} free; keep fewer dims, use int16 or a larger pixel size")
+
+
+def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, extent=None,
+                 extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
+                 dtype: str = "float32", mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None,
+                 min_valid: float = 0.5, quicklook: bool = True, seed: int = 0, progress: Progress = None,
+                 cancel: Cancel = None) -> Path:
     """Embed a Sentinel-2 raster into a continuous GAIR field (GeoTIFF, one band per dim); returns the output path.
 
-    bands: see pipeline.bands.resolve_bands. pixel_size_m: output pixel size (default: the input's). dims: reduce to
-    this many principal components (sidecar `<stem>.pca.npz`). overlap: fraction of a crop shared with the next
-    one. min_valid: crops with less valid data are skipped. Under torchrun, crops are sharded over the ranks and
-    rank 0 writes.
+    extent: (xmin, ymin, xmax, ymax) in extent_crs (default: the raster's CRS): only that window of the input is
+    read and embedded. bands: see pipeline.bands.resolve_bands. pixel_size_m: output pixel size (default: the
+    input's). dims: reduce to this many principal components (sidecar `<stem>.pca.npz`); None, 0 or at least the
+    model's dims keep every dim. overlap: fraction of a crop shared with the next one. min_valid: crops with less
+    valid data are skipped. Under torchrun, crops are sharded over the ranks and rank 0 writes.
     """
     if mode not in FIELD_MODES:
         raise GAIRError(f"query mode for a raster must be one of {FIELD_MODES}, got {mode!r}"
@@ -252,9 +327,11 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         raise GAIRError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     model = as_model(model)
     cfg, shard, output_path = model.config, current_shard(), Path(output_path)
-    if dims is not None and not 1 <= int(dims) <= cfg.embed_dim:
-        raise GAIRError(f"--dims must be between 1 and the model's {cfg.embed_dim} dims, got {dims}")
-    with numpy_blas_beside(model), SourceRaster(input_path, cfg, bands) as src:
+    if dims is not None and int(dims) < 0:
+        raise GAIRError(f"dims must be at least 1 (or 0 for all {cfg.embed_dim}), got {dims}")
+    if dims is not None and (int(dims) == 0 or int(dims) >= cfg.embed_dim):
+        dims = None  # nothing to reduce: the model's own space
+    with numpy_blas_beside(model), SourceRaster(input_path, cfg, bands, extent, extent_crs) as src:
         grid = src.output_grid(pixel_size_m)
         crop_h, crop_w = src.crop_size_px(grid.res_m)
         if min(crop_h, crop_w) < 4:
@@ -262,7 +339,10 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
                             "span at least 4 output pixels; choose a smaller --pixel-size")
         layout = CropLayout(grid.height, grid.width, crop_h, crop_w, overlap)
         out_dims = int(dims) if dims is not None else cfg.embed_dim
-        job = _RasterJob(model, src, grid, layout, _kept_crops(src, grid, layout, min_valid), out_dims, mode,
+        keep = _kept_crops(src, grid, layout, min_valid)
+        if shard.is_main:
+            _log_estimate(OutputEstimate(grid.height, grid.width, out_dims, dtype, int(keep.sum())), output_path)
+        job = _RasterJob(model, src, grid, layout, keep, out_dims, mode,
                          batch_size or default_batch_size(model), shard, progress, cancel)
         sample = job.sample(seed)
         pca = scale = offset = look = None
@@ -273,25 +353,23 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
             if dtype == "int16":
                 scale, offset = int16_scale_offset(sample)
             look = Quicklook(grid.height, grid.width, sample, first_three=pca is not None) if quicklook else None
-        look_tmp = temp_path_for(quicklook_path(output_path), ".png")
         writer = (EmbeddingRasterWriter(output_path, width=grid.width, height=grid.height, crs=src.ds.crs,
                                         transform=grid.transform, dims=out_dims, model=model.fingerprint,
-                                        query_mode=mode, crop_pixels=cfg.crop_pixels,
+                                        query_mode=mode, nili_convention=cfg.nili_convention,
+                                        crop_pixels=cfg.crop_pixels,
                                         crop_ground_m=cfg.crop_ground_m, dtype=dtype, pca=pca, scale=scale,
                                         offset=offset, tile=TILE,
                                         extra_tags={"GAIR_OVERLAP": repr(float(overlap)),
                                                     "GAIR_SOURCE": Path(src.path).name,
                                                     "GAIR_SOURCE_BANDS": ",".join(map(str, src.indexes))})
                   if shard.is_main else nullcontext())
-        try:
-            with writer:
-                job.run_blocks(writer, pca, look)
-                job.check_cancel()
-                if look is not None:
-                    look.save(look_tmp)
-            if look is not None:
-                os.replace(look_tmp, quicklook_path(output_path))
-        finally:
-            look_tmp.unlink(missing_ok=True)
+        with writer:
+            job.run_blocks(writer, pca, look)
+            job.check_cancel()
+        if look is not None:
+            look.save(quicklook_path(output_path), src.ds.crs, grid.transform)
+        elif shard.is_main:  # a quicklook of an older run of this name would show another raster
+            for stale in (quicklook_path(output_path), Path(str(quicklook_path(output_path)) + PAM)):
+                stale.unlink(missing_ok=True)
     barrier(shard)
     return output_path

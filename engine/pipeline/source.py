@@ -33,9 +33,13 @@ class OutputGrid:
 
 
 class SourceRaster:
-    """An open input raster checked for what the pipeline needs (CRS, north-up grid, the model's bands)."""
+    """An open input raster checked for what the pipeline needs (CRS, north-up grid, the model's bands).
 
-    def __init__(self, path: str | os.PathLike, config: GAIRConfig, bands=None) -> None:
+    With an `extent` (xmin, ymin, xmax, ymax in `extent_crs`, default the raster's CRS) the source is the window of
+    whole input pixels covering that box: geometry and reads are relative to it and nothing outside it is read.
+    """
+
+    def __init__(self, path: str | os.PathLike, config: GAIRConfig, bands=None, extent=None, extent_crs=None) -> None:
         import rasterio
 
         self.path = str(path)
@@ -56,18 +60,55 @@ class SourceRaster:
             self.metres_per_unit = metres_per_unit(self.ds.crs)
             self.res_m = (t.a * self.metres_per_unit, -t.e * self.metres_per_unit)
             self.indexes = [i + 1 for i in resolve_bands(band_labels(self.ds), config.rs_bands, bands)]
+            self.area = self._window(extent, extent_crs)
+            self.transform = self.ds.window_transform(self.area)
         except Exception:
             self.ds.close()
             raise
 
+    def _window(self, extent, extent_crs):
+        """The whole-pixel window of the input covering `extent` (the full raster without one)."""
+        from rasterio.warp import transform_bounds
+        from rasterio.windows import Window, from_bounds
+
+        full = Window(0, 0, self.ds.width, self.ds.height)
+        if extent is None:
+            return full
+        xmin, ymin, xmax, ymax = (float(v) for v in extent)
+        if not (xmin < xmax and ymin < ymax):
+            raise GAIRError(f"extent {extent} is empty; give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
+        if extent_crs is not None:
+            try:
+                xmin, ymin, xmax, ymax = transform_bounds(extent_crs, self.ds.crs, xmin, ymin, xmax, ymax,
+                                                          densify_pts=21)
+            except Exception as exc:  # noqa: BLE001 - pyproj/rasterio CRS errors: the user's CRS string is wrong
+                raise GAIRError(f"cannot use the extent's CRS {str(extent_crs)[:80]!r}: {exc}") from exc
+        box = from_bounds(xmin, ymin, xmax, ymax, self.ds.transform)
+        col0, row0 = max(0, math.floor(box.col_off + 1e-6)), max(0, math.floor(box.row_off + 1e-6))
+        col1 = min(self.ds.width, math.ceil(box.col_off + box.width - 1e-6))
+        row1 = min(self.ds.height, math.ceil(box.row_off + box.height - 1e-6))
+        if col1 <= col0 or row1 <= row0:
+            raise GAIRError(f"the extent does not overlap {os.path.basename(self.path)}; choose an extent inside it")
+        return Window(col0, row0, col1 - col0, row1 - row0) if (col0, row0, col1, row1) != (
+            0, 0, self.ds.width, self.ds.height) else full
+
+    def _shift(self, window):
+        """A window relative to the extent -> the same window in the input file."""
+        if self.area.col_off == 0 and self.area.row_off == 0:
+            return window
+        from rasterio.windows import Window
+
+        return Window(window.col_off + self.area.col_off, window.row_off + self.area.row_off, window.width,
+                      window.height)
+
     # -- geometry --------------------------------------------------------------------------------------------
     @property
     def width(self) -> int:
-        return self.ds.width
+        return int(self.area.width)
 
     @property
     def height(self) -> int:
-        return self.ds.height
+        return int(self.area.height)
 
     def crop_size_px(self, res_m: tuple[float, float]) -> tuple[int, int]:
         """(rows, cols) of one crop on a grid of res_m pixels: the model's crop ground size."""
@@ -79,7 +120,7 @@ class SourceRaster:
         from affine import Affine
 
         if pixel_size_m is None:
-            return OutputGrid(self.width, self.height, self.ds.transform, 1.0, 1.0, self.res_m)
+            return OutputGrid(self.width, self.height, self.transform, 1.0, 1.0, self.res_m)
         if not pixel_size_m > 0:
             raise GAIRError(f"pixel size must be positive metres, got {pixel_size_m}")
         fx, fy = pixel_size_m / self.res_m[0], pixel_size_m / self.res_m[1]
@@ -87,7 +128,7 @@ class SourceRaster:
         if width < 1 or height < 1:
             raise GAIRError(f"pixel size {pixel_size_m} m is larger than the raster ({self.width * self.res_m[0]:.0f}"
                             f" x {self.height * self.res_m[1]:.0f} m)")
-        t = self.ds.transform
+        t = self.transform
         transform = Affine(t.a * fx, 0.0, t.c, 0.0, t.e * fy, t.f)
         return OutputGrid(width, height, transform, fx, fy, (pixel_size_m, pixel_size_m))
 
@@ -119,6 +160,7 @@ class SourceRaster:
         """(10, h, w) float32 raw DN in model band order (nodata -> 0) and (h, w) validity, over an input window."""
         shape = out_shape or self.model_shape(window)
         resampling = self._resampling(window, shape)
+        window = self._shift(window)
         n = len(self.indexes)
         data = self.ds.read(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling,
                             out_dtype=np.float32)
@@ -132,6 +174,7 @@ class SourceRaster:
         from rasterio.enums import Resampling
 
         valid = np.zeros(out_shape, dtype=bool)
+        window = self._shift(window)
         for index in self.indexes:  # band by band: one (h, w) mask in memory, not ten
             valid |= self.ds.read_masks(index, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
         return valid

@@ -178,7 +178,7 @@ class PretrainConfig:
             if self.model.preset == "tiny":
                 return GAIRConfig.tiny(**self.model.overrides)
             return GAIRConfig.from_dict(dict(self.model.overrides))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, GAIRError) as exc:
             raise GAIRError(f"bad [model] overrides {self.model.overrides}: {exc}") from exc
 
 

@@ -83,7 +83,7 @@ class PretrainDataset(Dataset):
         raw = self._rasters.read(sample.rs_path, sample.window)
         try:
             crop = preprocess_rs(raw, self.cfg)[0]
-        except ValueError as exc:
+        except GAIRError as exc:
             raise GAIRError(f"{sample.rs_path}: {exc}") from exc
         rel = np.array([sample.query_x, sample.query_y], dtype=np.float64)
         if not self.train:

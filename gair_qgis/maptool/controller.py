@@ -1,11 +1,16 @@
 """What the map tool does with clicks, free of widgets so tests can drive it: reference points in, a similarity
-layer and top-k points out, computed in a QgsTask off the GUI thread and placed in the "GAIR" group."""
+layer and top-k points out, computed in a QgsTask off the GUI thread and placed in the "GAIR" group.
+
+Results are written to a temporary folder first. "Keep results" copies the current ones beside the project file (or
+into a chosen folder) and repoints their layers; on shutdown every layer still reading the temporary folder leaves the
+project before the folder is deleted, so a saved project never references files that are gone."""
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
 import uuid
+from pathlib import Path
 
 from qgis.core import (
     Qgis,
@@ -23,15 +28,36 @@ from qgis.gui import QgsMapCanvas, QgsRubberBand
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
-from ..layers import add_to_gair_group
+from ..engine_calls import defaults
+from ..engine_log import engine_messages
+from ..layers import add_to_gair_group, raster_tag
 from ..styling import band_range, similarity_renderer, top_k_renderer
+from .results import copy_with_sidecars, empty_element, free_path, provider_options, remove_layer_tree_entries
 
-SIMILARITY_NAME = "GAIR similarity"
-TOP_K_NAME = "GAIR top-k"
+SIMILARITY_NAME = "{name} similarity"  # layers are named after the embedding raster and what they show
+TOP_K_NAME = "{name} top places"
+INSTRUCTION = ("Pick an embedding raster, then click the map to find places like the clicked one (shift-click adds "
+               "more references). For a Sentinel-2 raster, embed the visible extent first.")
+READY = "Click the map on {name} to find places like the clicked one; shift-click adds more references."
+
+
+def is_embedding_layer(layer) -> bool:
+    """A raster the engine wrote as embeddings (dataset tag GAIR_KIND=embedding). A raster from before that tag
+    counts when its GAIR_DIMS tag matches its band count, which no derived (class, similarity...) raster has."""
+    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+        return False
+    path = layer.source().split("|")[0]
+    kind = raster_tag(path, "GAIR_KIND")
+    if kind is not None:
+        return kind == "embedding"
+    return bool(raster_tag(path, "GAIR_SPACE")) and raster_tag(path, "GAIR_DIMS") == str(layer.bandCount())
 
 
 class EngineTask(QgsTask):
-    """Runs `work(progress, cancel)` in a worker thread; `done(task)` is called on the GUI thread."""
+    """Runs `work(progress, cancel)` in a worker thread; `done(task)` is called on the GUI thread. The engine's
+    log lines of the job (size estimate, "crop i/n, ~m:ss left") arrive through the `message` signal."""
+
+    message = pyqtSignal(str)
 
     def __init__(self, description: str, work, done) -> None:
         super().__init__(description, QgsTask.CanCancel)
@@ -40,7 +66,8 @@ class EngineTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            self.result = self.work(lambda f: self.setProgress(100.0 * f), self.isCanceled)
+            with engine_messages(lambda text, level: self.message.emit(text)):
+                self.result = self.work(lambda f: self.setProgress(100.0 * f), self.isCanceled)
             return True
         except Exception as exc:  # reported on the GUI thread in finished()
             self.error = exc
@@ -55,7 +82,9 @@ class SimilarityController(QObject):
 
     status = pyqtSignal(str)
     busy_changed = pyqtSignal(bool)
+    progress = pyqtSignal(float)  # percent of the running task
     result_ready = pyqtSignal()
+    results_changed = pyqtSignal(bool)  # whether there is a result to keep
     embedding_ready = pyqtSignal(QgsRasterLayer)
 
     def __init__(self, canvas: QgsMapCanvas, project: QgsProject | None = None) -> None:
@@ -63,12 +92,16 @@ class SimilarityController(QObject):
         self.canvas, self.project = canvas, project or QgsProject.instance()
         self.embedding_layer: QgsRasterLayer | None = None
         self.references: list[QgsPointXY] = []  # in the embedding raster's CRS
-        self.top_k = 10
+        self.top_k = defaults("similarity_search")["top_k"]
         self.threshold: float | None = None
         self.similarity_layer: QgsRasterLayer | None = None
         self.points_layer: QgsVectorLayer | None = None
+        self.result_paths: tuple[str, str | None] | None = None
         self.task: EngineTask | None = None
         self.workdir = tempfile.mkdtemp(prefix="gair_maptool_")
+        self.project.writeProject.connect(self._leave_out_temporary_layers)
+        self.project.writeMapLayer.connect(self._leave_out_layer_element)
+        self.project.layersWillBeRemoved.connect(self._forget_layers)
         self.markers = QgsRubberBand(canvas, QgsWkbTypes.PointGeometry)
         self.markers.setColor(QColor("#ff00ff"))
         self.markers.setIconSize(12)
@@ -78,13 +111,14 @@ class SimilarityController(QObject):
     # --- inputs ---------------------------------------------------------------------------------------------
     def set_embedding_layer(self, layer: QgsRasterLayer | None) -> None:
         if layer is not self.embedding_layer:
-            self.clear()
+            self.clear(quiet=True)
         self.embedding_layer = layer
+        self.status.emit(READY.format(name=layer.name()) if layer is not None else INSTRUCTION)
 
     def handle_click(self, point: QgsPointXY, additive: bool) -> None:
         """`point` is in the canvas CRS; shift-click (additive) adds a reference, a plain click replaces them."""
         if self.embedding_layer is None:
-            self.status.emit("Choose an embedding raster first (or embed the visible extent of a source raster).")
+            self.status.emit(INSTRUCTION)
             return
         to_raster = QgsCoordinateTransform(self.canvas.mapSettings().destinationCrs(), self.embedding_layer.crs(),
                                            self.project)
@@ -109,7 +143,7 @@ class SimilarityController(QObject):
 
     # --- work -----------------------------------------------------------------------------------------------
     def run_search(self) -> None:
-        from ..toolbox.algorithms.similarity_search import run_similarity
+        from ..engine_calls import run_similarity
 
         if self.task is not None:
             self.task.cancel()  # the newest click wins
@@ -126,9 +160,15 @@ class SimilarityController(QObject):
         self._start(EngineTask("GAIR similarity search", work, self._search_done))
 
     def embed_visible_extent(self, source: QgsRasterLayer, model_path: str | None = None) -> None:
-        """Embed what the canvas shows of `source`; the result becomes the embedding raster."""
-        from ..toolbox.algorithms.embed_raster import run_embed_raster
+        """Embed what the canvas shows of `source` (the engine's default dims: DEFAULT_DIMS principal components,
+        fewer dims of a smaller model all kept); the result becomes the embedding raster."""
+        from ..engine_calls import run_embed_raster
+        from ..settings import model_problem
 
+        problem = model_problem(model_path)  # on the GUI thread: may ask before downloading the checkpoint
+        if problem:
+            self.status.emit(problem)
+            return
         extent = QgsCoordinateTransform(self.canvas.mapSettings().destinationCrs(), source.crs(),
                                         self.project).transformBoundingBox(self.canvas.extent())
         extent = extent.intersect(source.extent())
@@ -140,14 +180,16 @@ class SimilarityController(QObject):
         out = os.path.join(self.workdir, f"embedding_{uuid.uuid4().hex[:8]}.tif")
 
         def work(progress, cancel):
-            return run_embed_raster(path, out, bounds=bounds, model=model_path,
-                                    progress=progress, cancel=cancel)
+            return run_embed_raster(path, out, extent=bounds, model=model_path, progress=progress, cancel=cancel)
 
         self._start(EngineTask("GAIR embed visible extent", work, self._embed_done))
 
     def _start(self, task: EngineTask) -> None:
         self.task = task
+        task.message.connect(self.status)
+        task.progressChanged.connect(self.progress)
         self.busy_changed.emit(True)
+        self.progress.emit(0.0)
         self.status.emit(task.description() + "…")
         QgsApplication.taskManager().addTask(task)
 
@@ -191,19 +233,23 @@ class SimilarityController(QObject):
             return
         raster_path, points_path = task.result
         self._remove_results()
-        similarity = QgsRasterLayer(raster_path, SIMILARITY_NAME, "gdal")
+        name = self.embedding_layer.name() if self.embedding_layer is not None else "GAIR"
+        similarity = QgsRasterLayer(raster_path, SIMILARITY_NAME.format(name=name), "gdal")
         vmin, vmax = band_range(similarity)
         similarity_renderer(similarity, vmin, vmax, self.threshold)
         add_to_gair_group(similarity, self.project, 0)
         points = None
         if points_path:  # None when no pixel peaks (e.g. the raster is all nodata but the references)
-            points = QgsVectorLayer(points_path, TOP_K_NAME, "ogr")
+            points = QgsVectorLayer(points_path, TOP_K_NAME.format(name=name), "ogr")
             top_k_renderer(points)
             add_to_gair_group(points, self.project, 0)
         self.similarity_layer, self.points_layer = similarity, points
+        self.result_paths = (raster_path, points_path)
         self.status.emit(f"Similarity to {len(self.references)} reference point(s): "
-                         f"{points.featureCount() if points else 0} top places.")
+                         f"{points.featureCount() if points else 0} top places (the reference's own "
+                         "neighbourhood left out). Temporary until you keep them.")
         self.result_ready.emit()
+        self.results_changed.emit(True)
 
     def _embed_done(self, task: EngineTask) -> None:
         if not self._finish_task(task):
@@ -214,24 +260,113 @@ class SimilarityController(QObject):
         self.status.emit("Embedded the visible extent; click the map to search it.")
         self.embedding_ready.emit(layer)
 
+    # --- keeping results ------------------------------------------------------------------------------------
+    def default_keep_folder(self) -> str | None:
+        """The project file's folder; None while the project is unsaved (then the user picks one)."""
+        return self.project.absolutePath() or None
+
+    def keep_results(self, folder: str) -> list[str]:
+        """Copy the current similarity GeoTIFF and top-places GeoPackage into `folder` under names of their own,
+        and repoint their layers there; returns the new paths. The next click starts new temporary results."""
+        if self.result_paths is None:
+            self.status.emit("Nothing to keep yet: click the map first.")
+            return []
+        os.makedirs(folder, exist_ok=True)
+        kept = []
+        embedding = self.embedding_layer
+        if embedding is not None and embedding in self.temporary_layers():  # embedded here: keep it too
+            target = free_path(folder, "gair_embedding", ".tif")
+            copy_with_sidecars(embedding.source().split("|")[0], target)  # with its .pca.npz and quicklook
+            embedding.setDataSource(target, embedding.name(), "gdal", provider_options())
+            kept.append(target)
+        stem = Path(embedding.source().split("|")[0]).stem if embedding is not None else "gair"
+        for layer, path, suffix in ((self.similarity_layer, self.result_paths[0], "similarity"),
+                                    (self.points_layer, self.result_paths[1], "top_places")):
+            if path is None:
+                continue
+            target = free_path(folder, f"{stem}_{suffix}", Path(path).suffix)
+            copy_with_sidecars(path, target)
+            if layer is not None and self.project.mapLayer(layer.id()) is not None:
+                source = target if layer is self.similarity_layer else f"{target}|layername=similar_places"
+                layer.setDataSource(source, Path(target).stem, layer.providerType(), provider_options())
+            kept.append(target)
+        self.similarity_layer = self.points_layer = self.result_paths = None
+        self.results_changed.emit(False)
+        self.status.emit(f"Kept {len(kept)} file(s) in {folder}; the project now reads them from there.")
+        return kept
+
+    def temporary_layers(self) -> list:
+        """Project layers reading files in this session's temporary folder."""
+        root = os.path.realpath(self.workdir) + os.sep
+        return [layer for layer in self.project.mapLayers().values()
+                if os.path.realpath(layer.source().split("|")[0]).startswith(root)]
+
+    def _leave_out_temporary_layers(self, document) -> None:
+        """Writing the project file: layers of the temporary folder are left out of it, because their files go
+        when the session ends. They stay on the map until then."""
+        ids = {layer.id() for layer in self.temporary_layers()}
+        if ids:
+            remove_layer_tree_entries(document, ids)
+            self.status.emit(f"The project was saved without {len(ids)} temporary GAIR layer(s): click Keep results "
+                             "to store them beside the project, then save again.")
+
+    def _leave_out_layer_element(self, layer, element, document) -> None:
+        if layer in self.temporary_layers():
+            empty_element(element)
+
+    def _forget_layers(self, layer_ids) -> None:
+        """Layers leaving the project (removed by the user, or a project being closed) are dropped from the state
+        first, so nothing here removes them a second time while QGIS is removing them."""
+        ids = set(layer_ids)
+        if self.similarity_layer is not None and self.similarity_layer.id() in ids:
+            self.similarity_layer = None
+        if self.points_layer is not None and self.points_layer.id() in ids:
+            self.points_layer = None
+        if self.similarity_layer is None and self.points_layer is None and self.result_paths is not None:
+            self.result_paths = None
+            self.results_changed.emit(False)
+        if self.embedding_layer is not None and self.embedding_layer.id() in ids:
+            self.embedding_layer = None
+            self.references = []
+            self.markers.reset(QgsWkbTypes.PointGeometry)
+
     # --- clean-up -------------------------------------------------------------------------------------------
     def _remove_results(self) -> None:
         for layer in (self.similarity_layer, self.points_layer):
             if layer is not None and self.project.mapLayer(layer.id()) is not None:
                 self.project.removeMapLayer(layer.id())
-        self.similarity_layer = self.points_layer = None
+        had_results = self.result_paths is not None
+        self.similarity_layer = self.points_layer = self.result_paths = None
+        if had_results:
+            self.results_changed.emit(False)
 
-    def clear(self) -> None:
+    def clear(self, quiet: bool = False) -> None:
         if self.task is not None:
             self.task.cancel()
             self.task = None
             self.busy_changed.emit(False)
+        had = bool(self.references) or self.similarity_layer is not None
         self.references = []
         self.markers.reset(QgsWkbTypes.PointGeometry)
         self._remove_results()
-        self.status.emit("Cleared.")
+        if had and not quiet:
+            self.status.emit("Cleared. " + (READY.format(name=self.embedding_layer.name())
+                                            if self.embedding_layer is not None else INSTRUCTION))
 
     def shutdown(self) -> None:
-        self.clear()
-        self.canvas.scene().removeItem(self.markers)
+        """Unkept temporary layers leave the project before their folder is deleted."""
+        self.clear(quiet=True)
+        for signal, slot in ((self.project.writeProject, self._leave_out_temporary_layers),
+                             (self.project.writeMapLayer, self._leave_out_layer_element),
+                             (self.project.layersWillBeRemoved, self._forget_layers)):
+            try:
+                signal.disconnect(slot)
+            except TypeError:  # shut down before
+                pass
+        for layer in self.temporary_layers():
+            self.project.removeMapLayer(layer.id())
+        if self.embedding_layer is not None and self.project.mapLayer(self.embedding_layer.id()) is None:
+            self.embedding_layer = None
+        if self.markers.scene() is not None:
+            self.canvas.scene().removeItem(self.markers)
         shutil.rmtree(self.workdir, ignore_errors=True)

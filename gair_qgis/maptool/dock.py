@@ -1,10 +1,12 @@
-"""Small dock for the similarity map tool: raster picker, embed-visible-extent, top-k, threshold slider, clear."""
+"""Small dock for the similarity map tool: embedding raster picker (embedding rasters only), embed the visible
+extent of a Sentinel-2 raster, top-k, threshold slider, keep results, clear."""
 from __future__ import annotations
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -16,15 +18,18 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..layers import is_embedding_raster
+from ..layers import raster_tag
 from ..styling import band_range
-from .controller import SimilarityController
+from .controller import INSTRUCTION, SimilarityController, is_embedding_layer
 from .tool import SimilarityMapTool
 
-HELP = (
-    "Click the map to find places similar to that point; shift-click adds more reference points. "
-    "With a source (Sentinel-2) raster chosen, first embed the visible extent."
-)
+
+def is_gair_output(layer) -> bool:
+    """Any raster GAIR wrote (embeddings or derived classes, similarity...): not a Sentinel-2 source."""
+    if layer.providerType() != "gdal":
+        return True
+    path = layer.source().split("|")[0]
+    return bool(raster_tag(path, "GAIR_KIND") or raster_tag(path, "GAIR_SPACE"))
 
 
 class SimilarityDock(QgsDockWidget):
@@ -35,14 +40,25 @@ class SimilarityDock(QgsDockWidget):
         self.setObjectName("GAIRSimilarityDock")
         self.iface = iface
         canvas = iface.mapCanvas()
-        self.controller = SimilarityController(canvas, project)
+        self.project = project or QgsProject.instance()
+        self.controller = SimilarityController(canvas, self.project)
         self.tool = SimilarityMapTool(canvas)
         self.tool.picked.connect(self.controller.handle_click)
 
         self.layer_box = QgsMapLayerComboBox()
         self.layer_box.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.layer_box.setAllowEmptyLayer(True)
+        self.layer_box.setToolTip("Embedding rasters only (written by Embed raster or embedded here)")
+        self.source_box = QgsMapLayerComboBox()
+        self.source_box.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.source_box.setAllowEmptyLayer(True)
+        self.source_box.setToolTip("A Sentinel-2 raster to embed where the map shows it")
+        self._refresh_lists()
+        self.layer_box.setLayer(None)
+        self.source_box.setLayer(None)
         self.layer_box.layerChanged.connect(self._layer_changed)
+        self.source_box.layerChanged.connect(self._source_changed)
+        self.project.layersAdded.connect(self._refresh_lists)
         self.model = QgsFileWidget()
         self.model.setFilter("GAIR models (*.pth *.pt *.ckpt *.onnx config.json);;All files (*)")
         self.model.setToolTip("Model for embedding a source raster; empty: the one in GAIR settings")
@@ -59,19 +75,27 @@ class SimilarityDock(QgsDockWidget):
         self.slider.valueChanged.connect(self._threshold_changed)
         self.threshold_label = QLabel("show all")
         clear = QPushButton("Clear")
-        clear.clicked.connect(self.controller.clear)
+        clear.clicked.connect(lambda: self.controller.clear())
+        self.keep_button = QPushButton("Keep results")
+        self.keep_button.setToolTip("Save the similarity raster and top places beside the project file (or in a "
+                                    "folder you choose) so the project keeps them; otherwise they are temporary")
+        self.keep_button.setEnabled(False)
+        self.keep_button.clicked.connect(self.keep_results)
+        self.controller.results_changed.connect(self.keep_button.setEnabled)
         self.progress = QProgressBar()
-        self.progress.setRange(0, 0)
+        self.progress.setRange(0, 100)
         self.progress.setVisible(False)
-        self.status = QLabel(HELP)
+        self.status = QLabel(INSTRUCTION)
         self.status.setWordWrap(True)
         self.controller.status.connect(self.status.setText)
         self.controller.busy_changed.connect(self.progress.setVisible)
+        self.controller.progress.connect(lambda percent: self.progress.setValue(round(percent)))
         self.controller.result_ready.connect(lambda: self._threshold_changed(self.slider.value()))
         self.controller.embedding_ready.connect(self.layer_box.setLayer)
 
         form = QFormLayout()
-        form.addRow("Raster", self.layer_box)
+        form.addRow("Embedding raster", self.layer_box)
+        form.addRow("Sentinel-2 raster", self.source_box)
         form.addRow("Model", self.model)
         form.addRow("", self.embed_button)
         form.addRow("Top places", self.top_k)
@@ -82,23 +106,49 @@ class SimilarityDock(QgsDockWidget):
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.addLayout(form)
-        layout.addWidget(clear)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.keep_button)
+        buttons.addWidget(clear)
+        layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.setWidget(body)
-        self._layer_changed(self.layer_box.currentLayer())
+        self._source_changed(self.source_box.currentLayer())
+
+    def _refresh_lists(self, *_) -> None:
+        """Embedding rasters in the first list, other (source) rasters in the second; GAIR's derived rasters in
+        neither."""
+        rasters = [layer for layer in self.project.mapLayers().values() if isinstance(layer, QgsRasterLayer)]
+        embeddings = [layer for layer in rasters if is_embedding_layer(layer)]
+        self.layer_box.setExceptedLayerList([layer for layer in rasters if layer not in embeddings])
+        self.source_box.setExceptedLayerList([layer for layer in rasters if is_gair_output(layer)])
+
+    def listed_layers(self, box: QgsMapLayerComboBox | None = None) -> list:
+        box = box or self.layer_box
+        return [box.layer(i) for i in range(box.count()) if box.layer(i) is not None]
 
     def _layer_changed(self, layer) -> None:
-        embedding = is_embedding_raster(layer)
-        self.controller.set_embedding_layer(layer if embedding else None)
-        self.embed_button.setEnabled(layer is not None and not embedding)
-        self.model.setEnabled(layer is not None and not embedding)
+        self.controller.set_embedding_layer(layer if is_embedding_layer(layer) else None)
+
+    def _source_changed(self, layer) -> None:
+        self.embed_button.setEnabled(layer is not None)
+        self.model.setEnabled(layer is not None)
 
     def _embed_visible(self) -> None:
-        layer = self.layer_box.currentLayer()
+        layer = self.source_box.currentLayer()
         if layer is not None:
             self.controller.embed_visible_extent(layer, self.model.filePath() or None)
+
+    def choose_folder(self) -> str:
+        """Where to keep results of an unsaved project (a folder dialog; tests replace it)."""
+        return QFileDialog.getExistingDirectory(self, "Keep GAIR results in folder")
+
+    def keep_results(self) -> list[str]:
+        folder = self.controller.default_keep_folder() or self.choose_folder()
+        if not folder:
+            return []
+        return self.controller.keep_results(folder)
 
     def _threshold_changed(self, position: int) -> None:
         layer = self.controller.similarity_layer
@@ -125,4 +175,9 @@ class SimilarityDock(QgsDockWidget):
 
     def shutdown(self) -> None:
         self.set_tool_active(False)
+        for signal in (self.project.layersAdded,):
+            try:
+                signal.disconnect(self._refresh_lists)
+            except TypeError:  # shut down before
+                pass
         self.controller.shutdown()

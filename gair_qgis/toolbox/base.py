@@ -2,7 +2,7 @@
 from parameters or settings, user-facing validation, layer-to-path materialisation and output clean-up."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from qgis.core import (
     QgsProcessingAlgorithm,
@@ -47,14 +47,15 @@ class EngineBridge:
 
 
 class GAIRAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses set NAME, DISPLAY, GROUP, HELP and implement initAlgorithm, optionally `validate`, and
-    `run_engine(parameters, context, feedback, bridge) -> results`, which calls one engine function."""
+    """Subclasses set OPERATION (an engine.params operation id: the algorithm's id, title, help and scalar
+    parameters come from its definition) and GROUP, and implement initAlgorithm, optionally `validate`, and
+    `run_engine(parameters, context, feedback, bridge) -> results`, which calls one engine function.
+    PLUGIN_ONLY names the scalar parameters that are the plugin's own (e.g. "set as the GAIR model")."""
 
-    NAME = ""
-    DISPLAY = ""
+    OPERATION = ""
     GROUP = "analysis"
-    HELP = ""
     MODEL = "MODEL"
+    PLUGIN_ONLY: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,11 +63,17 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         self._run: tuple | None = None  # (parameters, context) of the running call, for output_name
 
     # --- identity -------------------------------------------------------------------------------------------
+    @property
+    def operation(self):
+        from .parameters import operation
+
+        return operation(self.OPERATION)
+
     def name(self) -> str:
-        return self.NAME
+        return self.OPERATION
 
     def displayName(self) -> str:  # noqa: N802
-        return self.tr(self.DISPLAY)
+        return self.tr(self.operation.title)
 
     def group(self) -> str:
         return self.tr(GROUPS[self.GROUP])
@@ -75,12 +82,12 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         return self.GROUP
 
     def shortHelpString(self) -> str:  # noqa: N802
-        return self.tr(self.HELP)
+        return self.tr(self.operation.help)
 
     def icon(self) -> QIcon:
         return QIcon(resources_path("icon.png"))
 
-    def createInstance(self) -> "GAIRAlgorithm":  # noqa: N802
+    def createInstance(self) -> GAIRAlgorithm:  # noqa: N802
         return type(self)()
 
     def tr(self, text: str) -> str:
@@ -97,14 +104,43 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
             return super().addParameter(parameter, False) and self.addOutput(QgsProcessingOutputFile(name, description))
         return super().addParameter(parameter, createOutput)
 
+    def add_engine_parameters(self, *names: str) -> None:
+        """The operation's scalar parameters (all the toolbox offers, or those named), from engine.params."""
+        from .parameters import scalar_parameter, toolbox_scalars
+
+        op = self.operation
+        for param in [op.param(n) for n in names] if names else toolbox_scalars(op):
+            self.addParameter(scalar_parameter(param, self.tr))
+
+    def engine_values(self, parameters, context: QgsProcessingContext, *names: str) -> dict:
+        """Engine keyword arguments of the operation's scalar parameters (all the toolbox offers, or those named)."""
+        from .parameters import scalar_value, toolbox_scalars
+
+        op = self.operation
+        chosen = [op.param(n) for n in names] if names else toolbox_scalars(op)
+        return {param.name: scalar_value(self, param, parameters, context) for param in chosen}
+
     def add_model_parameter(self) -> None:
         param = QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model (empty: the one in GAIR settings)"), optional=True,
+            self.MODEL, self.tr(self.operation.param("model").label), optional=True,
             fileFilter="GAIR models (*.pth *.pt *.ckpt *.onnx config.json);;All files (*)",
         )
         param.setHelp(MODEL_HELP)
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(param)
+
+    def add_space_parameter(self) -> None:
+        """'Same space as embedding raster': the feature vectors go through that raster's PCA."""
+        from qgis.core import QgsProcessingParameterRasterLayer
+
+        space = self.operation.param("space")
+        param = QgsProcessingParameterRasterLayer(space.processing_name, self.tr(space.label), optional=True)
+        param.setHelp(self.tr(space.help))
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
+
+    def space_path(self, parameters, context: QgsProcessingContext) -> str | None:
+        return self.raster_path(parameters, "SPACE", context) if parameters.get("SPACE") else None
 
     def add_embedded_count_output(self) -> None:
         from qgis.core import QgsProcessingOutputNumber

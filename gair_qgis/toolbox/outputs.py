@@ -151,10 +151,11 @@ def finish_output(context: QgsProcessingContext, path: str, name: str, output_na
 
 
 def remove_file_set(path: str) -> None:
-    """Delete an output and its sidecars (style, PAM, PCA, quicklook)."""
-    stem, _ = os.path.splitext(path)
-    for candidate in (path, stem + ".qml", path + ".aux.xml", stem + ".pca.npz", stem + ".quicklook.png",
-                      stem + ".quicklook.png.aux.xml"):
+    """Delete an output: the files the engine says it consists of (sidecars, quicklook) and the style saved here."""
+    from ..engine_link import engine_attrs
+
+    output_files = engine_attrs("io.files", "output_files")
+    for candidate in [*output_files(path, existing_only=False), os.path.splitext(path)[0] + ".qml"]:
         if os.path.isfile(candidate):
             try:
                 os.remove(candidate)

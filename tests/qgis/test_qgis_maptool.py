@@ -1,7 +1,11 @@
 """The similarity map tool driven on a real canvas: click -> similarity layer + top-k points in the GAIR group,
-shift-click adds references, the slider thresholds, clear removes; work runs in a QgsTask."""
+shift-click adds references, the slider thresholds, clear removes; work runs in a QgsTask. The dock lists only
+embedding rasters, opens with an instruction, keeps results beside the project, and leaves no temporary layer in
+the project when it shuts down."""
 from __future__ import annotations
 
+import os
+import re
 import time
 
 import numpy as np
@@ -80,17 +84,21 @@ def test_click_makes_similarity_layer_and_top_k_points(dock):
     assert {node.layerId() for node in group.findLayers()} == {similarity.id(), points.id()}
     assert similarity.crs().authid() == "EPSG:4326" and similarity.extent() == layer.extent()
     assert similarity.renderer().type() == "singlebandpseudocolor"
+    assert (similarity.name(), points.name()) == ("embedding similarity", "embedding top places")
     assert points.featureCount() == 5 and points.renderer().symbol().symbolLayer(0).properties()["name"] == "star"
     # the clicked pixel (within a canvas pixel of the centre) is the most similar place: cosine 1 with itself
     (reference,) = controller.references
     assert reference.distance(centre) < 2 * layer.rasterUnitsPerPixelX()
     value, ok = similarity.dataProvider().sample(reference, 1)
     assert ok and value == pytest.approx(1.0, abs=1e-5)
-    best = next(f for f in points.getFeatures() if f["rank"] == 1)
-    assert best["score"] == pytest.approx(1.0, abs=1e-5)
-    assert best.geometry().asPoint().distance(reference) < layer.rasterUnitsPerPixelX()
+    # rank 1 is not the clicked pixel: its neighbourhood (the minimum distance, 5 px) is left out of the places
+    pixel = layer.rasterUnitsPerPixelX()
+    for feature in points.getFeatures():
+        assert feature.geometry().asPoint().distance(reference) >= 5 * pixel - 1e-9
+        assert feature["score"] < 1.0 - 1e-4
     scores = [f["score"] for f in sorted(points.getFeatures(), key=lambda f: f["rank"])]
     assert scores == sorted(scores, reverse=True)
+    assert widget.keep_button.isEnabled() and "Temporary" in widget.status.text()
 
 
 def test_shift_click_adds_references_slider_thresholds_clear_removes(dock):
@@ -138,7 +146,7 @@ def test_click_outside_raster_explains(dock):
 
 
 def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_project, gair_settings,
-                                                          sample_raster, tiny_bundle):
+                                                          sample_raster, tiny_bundle, tmp_path):
     from gair_qgis.maptool.dock import SimilarityDock
 
     source = QgsRasterLayer(str(sample_raster), "s2", "gdal")
@@ -149,16 +157,25 @@ def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_
     canvas.setExtent(extent.buffered(-0.2 * extent.width()))  # zoomed in: only part of the raster is in view
     widget = SimilarityDock(qgis_iface)
     try:
-        widget.layer_box.setLayer(source)
+        assert source not in widget.listed_layers() and source in widget.listed_layers(widget.source_box)
+        assert not widget.embed_button.isEnabled()
+        widget.source_box.setLayer(source)
         assert widget.controller.embedding_layer is None and widget.embed_button.isEnabled()
         widget.model.setFilePath(str(tiny_bundle / "config.json"))  # a bundle is picked through its config.json
+        messages, percents = [], []
+        widget.controller.status.connect(messages.append)
+        widget.controller.progress.connect(percents.append)
         widget.embed_button.click()
         wait_for(widget.controller, 120)
+        # the engine's size estimate and crop progress reach the dock's status line; the bar shows percent
+        assert any("before compression" in m for m in messages), messages
+        assert any(re.fullmatch(r"crop \d+/\d+ \(\d+%\), \d+:\d\d elapsed, ~\d+:\d\d left", m) for m in messages)
+        assert percents and max(percents) == 100.0 and widget.progress.maximum() == 100
         embedding = widget.controller.embedding_layer
         assert embedding is not None, widget.status.text()
         assert embedding.width() < source.width()  # only the visible extent was embedded
         assert canvas.extent().contains(embedding.extent().center())
-        assert widget.layer_box.currentLayer() is embedding
+        assert widget.layer_box.currentLayer() is embedding and embedding in widget.listed_layers()
         import json
 
         fingerprint = json.loads((tiny_bundle / "config.json").read_text())["fingerprint"]
@@ -167,5 +184,148 @@ def test_source_raster_embeds_visible_extent_then_searches(qgis_iface, qgis_new_
         click(widget, canvas, embedding.extent().center())
         wait_for(widget.controller)
         assert widget.controller.similarity_layer is not None and widget.controller.points_layer.featureCount() > 0
+        # keeping results also keeps the embedding made here (with its quicklook), under new names
+        widget.choose_folder = lambda: str(tmp_path / "kept")
+        kept = [os.path.basename(p) for p in widget.keep_results()]
+        assert kept == ["gair_embedding.tif", "gair_embedding_similarity.tif", "gair_embedding_top_places.gpkg"]
+        assert (tmp_path / "kept" / "gair_embedding.quicklook.png").is_file()
+        assert not list((tmp_path / "kept").glob("*.part"))
+        assert embedding.source() == str(tmp_path / "kept" / "gair_embedding.tif") and embedding.isValid()
+        assert widget.controller.temporary_layers() == []
     finally:
         widget.shutdown()
+
+
+def test_dock_opens_with_an_instruction_and_lists_only_embedding_rasters(qgis_iface, qgis_new_project,
+                                                                        gair_settings, sample_embedding,
+                                                                        sample_raster):
+    from gair_qgis.maptool.controller import INSTRUCTION
+    from gair_qgis.maptool.dock import SimilarityDock
+
+    project = QgsProject.instance()
+    embedding = QgsRasterLayer(str(sample_embedding), "embedding", "gdal")
+    source = QgsRasterLayer(str(sample_raster), "s2", "gdal")
+    project.addMapLayers([embedding, source])
+    widget = SimilarityDock(qgis_iface)
+    try:
+        assert widget.status.text() == INSTRUCTION and "Cleared" not in widget.status.text()
+        assert widget.listed_layers() == [embedding] and widget.listed_layers(widget.source_box) == [source]
+        assert widget.controller.embedding_layer is None and not widget.keep_button.isEnabled()
+        widget.layer_box.setLayer(embedding)
+        assert widget.status.text().startswith("Click the map on embedding")
+        # a derived raster (the similarity output) carries GAIR tags but is no embedding: in neither list
+        canvas = sized_canvas(qgis_iface)
+        canvas.setDestinationCrs(embedding.crs())
+        canvas.setExtent(embedding.extent())
+        widget.controller.references = [embedding.extent().center()]
+        widget.controller.run_search()
+        wait_for(widget.controller)
+        similarity = widget.controller.similarity_layer
+        assert similarity is not None and project.mapLayer(similarity.id()) is not None
+        assert similarity not in widget.listed_layers() and similarity not in widget.listed_layers(widget.source_box)
+        assert widget.listed_layers() == [embedding]
+    finally:
+        widget.shutdown()
+
+
+def _search(widget, canvas, layer, to_canvas) -> None:
+    click(widget, canvas, to_canvas.transform(layer.extent().center()))
+    wait_for(widget.controller)
+    assert widget.controller.similarity_layer is not None, widget.status.text()
+
+
+def test_keep_results_beside_the_saved_project_survives_shutdown_and_reopening(dock, tmp_path):
+    widget, canvas, layer, to_canvas = dock
+    controller, project = widget.controller, QgsProject.instance()
+    project_file = tmp_path / "study" / "area.qgz"
+    project_file.parent.mkdir()
+    assert project.write(str(project_file))
+    _search(widget, canvas, layer, to_canvas)
+    similarity, points = controller.similarity_layer, controller.points_layer
+    before = similarity.dataProvider().sample(controller.references[0], 1)[0]
+    count = points.featureCount()
+    assert controller.temporary_layers() and all(
+        lyr.source().startswith(controller.workdir) for lyr in (similarity, points))
+
+    widget.choose_folder = lambda: pytest.fail("a saved project keeps results beside itself")
+    kept = widget.keep_results()
+    folder = project_file.parent
+    assert kept == [str(folder / "detroit_gair_similarity.tif"), str(folder / "detroit_gair_top_places.gpkg")]
+    assert all(os.path.isfile(path) for path in kept)
+    assert similarity.source() == kept[0] and points.source().split("|")[0] == kept[1]
+    assert similarity.isValid() and points.isValid() and points.featureCount() == count
+    assert similarity.renderer().type() == "singlebandpseudocolor"  # the style stays
+    assert similarity.dataProvider().sample(controller.references[0], 1)[0] == pytest.approx(before)
+    assert not widget.keep_button.isEnabled() and controller.temporary_layers() == []
+
+    _search(widget, canvas, layer, to_canvas)  # a new temporary result; the kept layers stay
+    assert project.mapLayer(similarity.id()) is similarity and len(controller.temporary_layers()) == 2
+    second = widget.keep_results()
+    assert second == [str(folder / "detroit_gair_similarity_2.tif"), str(folder / "detroit_gair_top_places_2.gpkg")]
+
+    _search(widget, canvas, layer, to_canvas)  # this one is not kept
+    temporary = {lyr.id() for lyr in controller.temporary_layers()}
+    assert len(temporary) == 2
+    assert project.write(str(project_file))
+    workdir = controller.workdir
+    widget.shutdown()
+    assert not os.path.exists(workdir)
+    assert not temporary & set(project.mapLayers())  # unkept layers left the project with their folder
+    assert project.mapLayer(similarity.id()) is similarity  # kept ones stay
+    assert project.write(str(project_file))
+
+    embedding_source = layer.source()
+    project.clear()
+    assert project.read(str(project_file))
+    layers = project.mapLayers().values()
+    sources = sorted(lyr.source().split("|")[0] for lyr in layers)
+    assert all(lyr.isValid() for lyr in layers)  # nothing in the project points at a missing file
+    assert sorted(kept + second) == sorted(s for s in sources if s != embedding_source)
+
+
+def test_keep_results_of_an_unsaved_project_asks_for_a_folder(dock, tmp_path):
+    widget, canvas, layer, to_canvas = dock
+    _search(widget, canvas, layer, to_canvas)
+    asked = []
+    widget.choose_folder = lambda: asked.append(True) or ""
+    assert widget.keep_results() == [] and asked == [True]  # cancelled: nothing written, still temporary
+    assert widget.keep_button.isEnabled() and len(widget.controller.temporary_layers()) == 2
+    widget.choose_folder = lambda: str(tmp_path / "kept")
+    kept = widget.keep_results()
+    assert [os.path.basename(p) for p in kept] == ["detroit_gair_similarity.tif", "detroit_gair_top_places.gpkg"]
+    assert all(os.path.dirname(p) == str(tmp_path / "kept") for p in kept)
+    written = sorted(os.listdir(tmp_path / "kept"))
+    assert [name for name in written if not name.endswith(".aux.xml")] == sorted(os.path.basename(p) for p in kept)
+
+
+def test_saved_project_leaves_out_unkept_temporary_layers(dock, tmp_path):
+    widget, canvas, layer, to_canvas = dock
+    project = QgsProject.instance()
+    _search(widget, canvas, layer, to_canvas)
+    temporary = widget.controller.temporary_layers()
+    assert len(temporary) == 2
+    project_file = tmp_path / "area.qgs"
+    assert project.write(str(project_file))
+    text = project_file.read_text()
+    leftovers = [line.strip() for line in text.splitlines() if widget.controller.workdir in line]
+    assert leftovers == [] and "gair_maptool_" not in text and "detroit_gair.tif" in text  # nothing temporary
+    assert "without 2 temporary GAIR layer(s)" in widget.status.text()
+    assert all(project.mapLayer(lyr.id()) is lyr for lyr in temporary)  # still on the map for this session
+    embedding_id = layer.id()
+    project.clear()
+    assert project.read(str(project_file))
+    assert list(project.mapLayers()) == [embedding_id] and project.mapLayer(embedding_id).isValid()
+    tree_ids = [node.layerId() for node in project.layerTreeRoot().findLayers()]
+    assert tree_ids == [embedding_id]  # no dangling layer-tree entries either
+
+
+def test_closing_the_project_with_results_on_the_map(dock):
+    """A new project while the dock shows results: QGIS removes the layers, the tool forgets them (it used to
+    remove them a second time from inside the removal, which crashed QGIS)."""
+    widget, canvas, layer, to_canvas = dock
+    _search(widget, canvas, layer, to_canvas)
+    QgsProject.instance().clear()
+    controller = widget.controller
+    assert controller.embedding_layer is None and controller.similarity_layer is None
+    assert controller.references == [] and not widget.keep_button.isEnabled()
+    assert widget.listed_layers() == []

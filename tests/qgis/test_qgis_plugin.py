@@ -169,9 +169,9 @@ def test_plugin_without_any_runtime_loads_and_shows_the_pip_command(qgis_iface, 
         paragraphs = full.split("\n\n")
         assert paragraphs[0].startswith("GAIR needs a model runtime: ") and paragraphs[0].endswith(
             ". Neither is installed.")
+        torch_command = deps.pip_command(["torch", "safetensors"])
         assert paragraphs[1:] == [f"Install with:\n{deps.pip_command(['onnxruntime'])}",
-                                  f"For the official checkpoint, add PyTorch:\n{deps.pip_command(['torch', 'safetensors'])}",
-                                  "Then restart QGIS."]
+                                  f"For the official checkpoint, add PyTorch:\n{torch_command}", "Then restart QGIS."]
         box.done(0)
         assert box not in messages._OPEN_BOXES
     finally:

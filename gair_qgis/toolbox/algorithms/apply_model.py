@@ -1,4 +1,4 @@
-"""Apply classifier: a saved classifier or regressor -> class (+ confidence) or prediction raster."""
+"""Apply model: a saved classifier or regressor -> class (+ confidence) or prediction raster."""
 from __future__ import annotations
 
 from qgis.core import (
@@ -15,27 +15,23 @@ from .train_regressor import style_prediction
 
 
 class Algorithm(GAIRAlgorithm):
-    NAME, DISPLAY, GROUP = "apply_model", "Apply model", "analysis"
-    HELP = (
-        "Applies a model saved by Train classifier or Train regressor to an embedding raster, e.g. another "
-        "scene or a later date. The raster must come from the same GAIR model and dimension reduction the "
-        "model was trained on (checked before running). A classifier gives a class raster named by class and a "
-        "confidence raster; a regressor gives a prediction raster."
-    )
+    OPERATION, GROUP = "apply_model", "analysis"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr("Embedding raster")))
-        self.addParameter(QgsProcessingParameterFile("CLASSIFIER", self.tr("Trained model (.joblib)"),
+        op = self.operation
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr(op.param("raster_path").label)))
+        self.addParameter(QgsProcessingParameterFile("CLASSIFIER", self.tr(op.param("model_path").label),
                                                      extension="joblib"))
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.tr("Classes or prediction")))
-        self.addParameter(QgsProcessingParameterRasterDestination("CONFIDENCE", self.tr("Confidence (classifiers)"),
-                                                                  optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.tr(op.param("out_path").label)))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "CONFIDENCE", self.tr(op.param("confidence_path").label), optional=True, createByDefault=False))
 
     def validate(self, parameters, context):
         from ...engine_link import engine_attrs
-        check_model_matches, load_model_file = engine_attrs("analysis.sampling", "check_model_matches", "load_model_file")
-        from ...engine_link import engine_attrs
-        EmbeddingRaster = engine_attrs("io.embedding_raster", "EmbeddingRaster")
+
+        check_model_matches, load_model_file = engine_attrs("analysis.sampling", "check_model_matches",
+                                                            "load_model_file")
+        EmbeddingRaster = engine_attrs("io.embedding_raster", "EmbeddingRaster")  # noqa: N806
 
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         problem = require_embedding_raster(layer)
@@ -43,14 +39,14 @@ class Algorithm(GAIRAlgorithm):
             return problem
         path = self.parameterAsFile(parameters, "CLASSIFIER", context)
         bundle = load_model_file(path)
-        with EmbeddingRaster.open(raster_layer_path(layer)) as raster:
+        with EmbeddingRaster(raster_layer_path(layer)) as raster:
             check_model_matches(bundle, raster, path)
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
         from ...engine_link import engine_attrs
+
         apply_model = engine_attrs("analysis", "apply_model")
-        from ...engine_link import engine_attrs
         load_model_file = engine_attrs("analysis.sampling", "load_model_file")
 
         classifier = self.parameterAsFile(parameters, "CLASSIFIER", context)

@@ -1,4 +1,5 @@
-"""Convert model: the official GAIR checkpoint (.pth) -> a safetensors bundle (fast, safe to load, fingerprinted)."""
+"""Convert official checkpoint: the official GAIR checkpoint (.pth) -> a safetensors bundle (fast, safe to load,
+fingerprinted)."""
 from __future__ import annotations
 
 import os
@@ -6,33 +7,24 @@ import os
 from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
 )
 
 from ..base import GAIRAlgorithm
 
-CONVENTIONS = ("released", "legacy")
-
 
 class Algorithm(GAIRAlgorithm):
-    NAME, DISPLAY, GROUP = "convert_checkpoint", "Convert official checkpoint", "model"
-    HELP = (
-        "Converts the official GAIR checkpoint (checkpoint.pth from the authors' model hub) into a GAIR bundle: "
-        "a folder with config.json and model.safetensors. Bundles load faster and without running pickled code, "
-        "and every key is checked (a wrong or damaged file is refused, not silently half-loaded).\n\n"
-        "NILI convention: 'released' matches the published code. Use the bundle as the model in GAIR settings, "
-        "and with 'Set as the GAIR model' it becomes the default right away. Needs PyTorch."
-    )
+    OPERATION, GROUP = "convert_checkpoint", "model"
+    PLUGIN_ONLY = ("SET_DEFAULT",)
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile("CHECKPOINT", self.tr("Official checkpoint (.pth)"),
+        op = self.operation
+        self.addParameter(QgsProcessingParameterFile("CHECKPOINT", self.tr(op.param("checkpoint").label),
                                                      fileFilter="PyTorch checkpoint (*.pth *.pt *.ckpt)"))
-        self.addParameter(QgsProcessingParameterEnum("CONVENTION", self.tr("NILI convention"), list(CONVENTIONS),
-                                                     defaultValue=0))
+        self.add_engine_parameters()
         self.addParameter(QgsProcessingParameterBoolean("SET_DEFAULT", self.tr("Set as the GAIR model"), False))
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Bundle folder")))
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr(op.param("out_dir").label)))
         self.addOutput(QgsProcessingOutputString("FINGERPRINT", self.tr("Model fingerprint")))
 
     def validate(self, parameters, context):
@@ -49,13 +41,13 @@ class Algorithm(GAIRAlgorithm):
 
     def run_engine(self, parameters, context, feedback, bridge):
         from ...engine_link import engine_attrs
-        convert_checkpoint = engine_attrs("runtime.loading", "convert_checkpoint")
+
+        convert_checkpoint = engine_attrs("model.checkpoint", "convert_checkpoint")
 
         checkpoint = self.parameterAsFile(parameters, "CHECKPOINT", context)
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        convention = CONVENTIONS[self.parameterAsEnum(parameters, "CONVENTION", context)]
         feedback.pushInfo(self.tr(f"Reading {checkpoint}…"))
-        model = convert_checkpoint(checkpoint, out, convention)
+        model = convert_checkpoint(checkpoint, out, **self.engine_values(parameters, context))
         feedback.pushInfo(model.load_report.summary())
         feedback.pushInfo(self.tr(f"Wrote bundle {out} (fingerprint {model.fingerprint})"))
         if self.parameterAsBool(parameters, "SET_DEFAULT", context):

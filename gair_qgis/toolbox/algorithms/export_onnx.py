@@ -14,22 +14,18 @@ MODEL_FILTER = "GAIR models (*.pth *.pt *.ckpt config.json);;All files (*)"
 
 
 class Algorithm(GAIRAlgorithm):
-    NAME, DISPLAY, GROUP = "export_onnx", "Export ONNX", "model"
-    HELP = (
-        "Exports a GAIR model (the official checkpoint or a bundle; empty: the model in GAIR settings) to ONNX: "
-        "the Sentinel-2, street-view and location encoders as three graphs plus the NILI weights. The export "
-        "is checked against PyTorch before it is kept.\n\nUse the folder as the GAIR model with backend 'onnx' "
-        "(or 'auto') to run every GAIR tool on machines where only onnxruntime is installed; with 'Set as the "
-        "GAIR model' that happens right away. Exporting itself needs PyTorch."
-    )
+    OPERATION, GROUP = "export_onnx", "model"
+    PLUGIN_ONLY = ("SET_DEFAULT",)
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        source = QgsProcessingParameterFile("SOURCE", self.tr("Model to export (empty: the one in GAIR settings)"),
+        op = self.operation
+        source = QgsProcessingParameterFile("SOURCE", self.tr(op.param("model_or_bundle_path").label),
                                             optional=True, fileFilter=MODEL_FILTER)
         self.addParameter(source)
+        self.add_engine_parameters()
         self.addParameter(QgsProcessingParameterBoolean("SET_DEFAULT", self.tr("Set as the GAIR model (ONNX)"),
                                                         False))
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("ONNX export folder")))
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr(op.param("out_dir").label)))
         self.addOutput(QgsProcessingOutputString("FINGERPRINT", self.tr("Model fingerprint")))
 
     def validate(self, parameters, context):
@@ -42,6 +38,7 @@ class Algorithm(GAIRAlgorithm):
 
     def run_engine(self, parameters, context, feedback, bridge):
         from ...engine_link import engine_attrs
+
         export_onnx = engine_attrs("model.onnx_export", "export_onnx")
 
         from ...settings import GAIRSettings, load_model, normalise_model_path
@@ -50,7 +47,7 @@ class Algorithm(GAIRAlgorithm):
         model = load_model(source, backend="torch", device="cpu")
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         feedback.pushInfo(self.tr(f"Exporting model {model.fingerprint} to {out}…"))
-        export_onnx(model, out, **bridge.kwargs())
+        export_onnx(model, out, **self.engine_values(parameters, context), **bridge.kwargs())
         feedback.pushInfo(self.tr("The ONNX graphs match PyTorch; the export is ready."))
         if self.parameterAsBool(parameters, "SET_DEFAULT", context):
             GAIRSettings(str(out), "onnx", GAIRSettings.load().device).save()

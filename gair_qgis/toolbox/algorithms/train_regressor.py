@@ -7,28 +7,20 @@ from ...styling import band_range, sequential_renderer
 from ..outputs import finish_output
 from .training import TrainingAlgorithm
 
-REGRESSORS = ("random_forest", "ridge")
-
 
 def style_prediction(layer) -> None:
     sequential_renderer(layer, *band_range(layer))
 
 
 class Algorithm(TrainingAlgorithm):
-    NAME, DISPLAY, GROUP = "train_regressor", "Train regressor", "analysis"
-    METHODS = REGRESSORS
-    FIELD_LABEL = "Value field (numeric)"
+    OPERATION, GROUP = "train_regressor", "analysis"
+    FIELD = "value_field"
     FIELD_TYPE = QgsProcessingParameterField.Numeric
-    HELP = (
-        "Learns a numeric quantity (tree cover %, building height, income...) from labelled points or polygons "
-        "and maps it over the embedding raster. k-fold cross-validation grouped by feature reports R² and RMSE "
-        "(log and saved report); the model trained on all samples is saved and applied to every pixel.\n\n"
-        "Methods: random forest, ridge regression (regularisation chosen automatically)."
-    )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_training_parameters()
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.tr("Prediction")))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT", self.tr(self.operation.param("output_path").label)))
         self.addOutput(QgsProcessingOutputNumber("R2", self.tr("Cross-validated R²")))
 
     def check_labels(self, values, folds):
@@ -42,11 +34,8 @@ class Algorithm(TrainingAlgorithm):
         train_regressor = engine_attrs("analysis", "train_regressor")
 
         kwargs = self.training_kwargs(parameters, context, feedback)
-        result = train_regressor(
-            kwargs.pop("raster_path"), kwargs.pop("labels_path"), self.parameterAsString(parameters, "FIELD", context),
-            kwargs.pop("model_path"), **kwargs, output_path=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-            **bridge.kwargs(),
-        )
+        result = train_regressor(**kwargs, output_path=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+                                 **bridge.kwargs())
         self.report_training(result, feedback)
         out = self.track_output(str(result.applied.path))
         finish_output(context, out, self.output_name("prediction"), "OUTPUT", style_prediction)

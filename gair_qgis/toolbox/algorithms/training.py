@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
 
@@ -20,31 +17,21 @@ MODEL_FILTER = "GAIR analysis model (*.joblib)"
 
 
 class TrainingAlgorithm(GAIRAlgorithm):
-    METHODS: tuple[str, ...] = ()
-    FIELD_LABEL = "Label field"
+    FIELD = "class_field"  # the engine keyword of the label field
     FIELD_TYPE = QgsProcessingParameterField.Any
 
-    def add_training_parameters(self, default_method: int = 0) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr("Embedding raster")))
+    def add_training_parameters(self) -> None:
+        op = self.operation
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr(op.param("raster_path").label)))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "LABELS", self.tr("Labelled layer (points or polygons)"),
+            "LABELS", self.tr(op.param("labels_path").label),
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterField("FIELD", self.tr(self.FIELD_LABEL),
+        self.addParameter(QgsProcessingParameterField("FIELD", self.tr(op.param(self.FIELD).label),
                                                       parentLayerParameterName="LABELS", type=self.FIELD_TYPE))
-        self.addParameter(QgsProcessingParameterEnum("METHOD", self.tr("Method"), list(self.METHODS),
-                                                     defaultValue=default_method))
-        self.addParameter(QgsProcessingParameterNumber("FOLDS", self.tr("Cross-validation folds"),
-                                                       QgsProcessingParameterNumber.Integer, 5, minValue=2,
-                                                       maxValue=20))
-        for name, label, default, minimum in (("SEED", "Random seed", 0, 0),
-                                              ("MAX_PIXELS", "Most pixels sampled per polygon", 1000, 1)):
-            param = QgsProcessingParameterNumber(name, self.tr(label), QgsProcessingParameterNumber.Integer,
-                                                 default, minValue=minimum)
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
-        self.addParameter(QgsProcessingParameterFileDestination("MODEL_OUTPUT", self.tr("Trained model"),
+        self.add_engine_parameters()
+        self.addParameter(QgsProcessingParameterFileDestination("MODEL_OUTPUT", self.tr(op.param("model_path").label),
                                                                 MODEL_FILTER))
-        self.addParameter(QgsProcessingParameterFileDestination("REPORT", self.tr("Cross-validation report"),
+        self.addParameter(QgsProcessingParameterFileDestination("REPORT", self.tr(op.param("report_paths").label),
                                                                 REPORT_FILTER, optional=True))
 
     def validate(self, parameters, context):
@@ -65,16 +52,15 @@ class TrainingAlgorithm(GAIRAlgorithm):
         return None
 
     def training_kwargs(self, parameters, context, feedback) -> dict:
+        """Every engine keyword of the training function but the outputs the subclass adds."""
         report = self.parameterAsFileOutput(parameters, "REPORT", context)
         return dict(
             raster_path=self.raster_path(parameters, "INPUT", context),
             labels_path=self.vector_path(parameters, "LABELS", context, feedback),
             model_path=self.parameterAsFileOutput(parameters, "MODEL_OUTPUT", context),
-            method=self.METHODS[self.parameterAsEnum(parameters, "METHOD", context)],
-            folds=self.parameterAsInt(parameters, "FOLDS", context),
-            seed=self.parameterAsInt(parameters, "SEED", context),
-            max_pixels_per_feature=self.parameterAsInt(parameters, "MAX_PIXELS", context),
             report_paths=[report] if report else [],
+            **{self.FIELD: self.parameterAsString(parameters, "FIELD", context)},
+            **self.engine_values(parameters, context),
         )
 
     def report_training(self, result, feedback) -> None:

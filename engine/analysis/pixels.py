@@ -1,42 +1,13 @@
-"""Vector layers in and out: labelled/reference layers, per-feature embedding layers, GeoPackage outputs.
-
-Read and written with pyogrio's numpy API (no pandas); geometries are shapely arrays reprojected with pyproj.
-"""
+"""Pixels under features: from map coordinates to raster pixels, and the embedding vectors under points/polygons."""
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import (
-    BAND_PREFIX,
-    EmbeddingMeta,
-    EmbeddingRaster,
-)
 from ..errors import GAIRError
-from ..io.vectors import META_TABLE, read_layer, require_layer_crs, write_gpkg  # noqa: F401 (used by analysis modules)
-from ..io.vectors import VectorLayer as Layer
-
-EMBEDDING_FIELD = re.compile(rf"^{BAND_PREFIX}\d{{3,}}$")
-
-
-def reproject(geometries: np.ndarray, src_crs, dst_crs) -> np.ndarray:
-    """Geometries from src_crs to dst_crs (x/y in each CRS's easting/northing or lon/lat order)."""
-    import shapely
-    from pyproj import Transformer
-
-    src, dst = to_pyproj(src_crs), to_pyproj(dst_crs)
-    if src == dst:
-        return geometries
-    transformer = Transformer.from_crs(src, dst, always_xy=True)
-    return shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
-
-
-def layer_in_raster_crs(layer: Layer, raster: EmbeddingRaster) -> np.ndarray:
-    return reproject(layer.geometries, layer.crs, raster.crs)
+from ..io.embedding_raster import EmbeddingRaster
+from ..io.vectors import VectorLayer, crs_name, is_pointlike, reproject
 
 
 def world_to_pixel(raster: EmbeddingRaster, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,20 +50,20 @@ class Samples:
     skipped_nodata: int
 
 
-def samples_from_layer(raster: EmbeddingRaster, layer: Layer) -> Samples:
+def samples_from_layer(raster: EmbeddingRaster, layer: VectorLayer) -> Samples:
     """Points -> the pixel under each; polygons -> every pixel whose centre is inside (at least the centroid's)."""
     import shapely
     from rasterio.features import geometry_mask
     from rasterio.windows import transform as window_transform
 
-    geoms = layer_in_raster_crs(layer, raster)
+    geoms = reproject(layer.geometries, layer.crs, raster.crs)
     rows_all, cols_all, owner = [], [], []
     outside = 0
     for i, geom in enumerate(geoms):
         if geom is None or shapely.is_empty(geom):
             outside += 1
             continue
-        if shapely.get_type_id(geom) in (0, 4):  # Point, MultiPoint
+        if is_pointlike(geom):
             pts = shapely.get_coordinates(geom)
             r, c = world_to_pixel(raster, pts[:, 0], pts[:, 1])
         else:
@@ -117,7 +88,7 @@ def samples_from_layer(raster: EmbeddingRaster, layer: Layer) -> Samples:
     if not rows_all:
         raise GAIRError(f"all {len(layer)} features of {layer.path.name} lie outside {raster.path.name}; "
                         f"check that the layer covers the raster and has the right CRS (layer CRS: "
-                        f"{_crs_name(layer.crs)}, raster CRS: {_crs_name(raster.crs)})")
+                        f"{crs_name(layer.crs)}, raster CRS: {crs_name(raster.crs)})")
     rows, cols, owner = np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(owner)
     vectors = read_pixels_at(raster, rows, cols)
     valid = np.isfinite(vectors).all(axis=1)
@@ -125,13 +96,6 @@ def samples_from_layer(raster: EmbeddingRaster, layer: Layer) -> Samples:
     if not valid.any():
         raise GAIRError(f"every feature of {layer.path.name} falls on nodata pixels of {raster.path.name}")
     return Samples(vectors[valid], owner[valid], rows[valid], cols[valid], outside, nodata_features)
-
-
-def to_pyproj(crs):
-    """A pyproj CRS from a rasterio CRS, WKT, or 'EPSG:n'."""
-    from pyproj import CRS
-
-    return CRS.from_wkt(crs.to_wkt()) if hasattr(crs, "to_wkt") else CRS.from_user_input(crs)
 
 
 def _clipped_window(raster: EmbeddingRaster, bounds):
@@ -143,50 +107,3 @@ def _clipped_window(raster: EmbeddingRaster, bounds):
     c0, r0 = max(int(np.floor(cols.min())), 0), max(int(np.floor(rows.min())), 0)
     c1, r1 = min(int(np.ceil(cols.max())), raster.width), min(int(np.ceil(rows.max())), raster.height)
     return Window(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
-
-
-def _crs_name(crs) -> str:
-    if crs is None:
-        return "none"
-    c = to_pyproj(crs)
-    return c.name if c.to_epsg() is None else f"EPSG:{c.to_epsg()}"
-
-
-def embedding_vectors(layer: Layer) -> np.ndarray | None:
-    """(N, K) float32 from the layer's `gair_###` fields in index order; None when it has none."""
-    names = sorted((n for n in layer.fields if EMBEDDING_FIELD.match(n)), key=lambda n: int(n[len(BAND_PREFIX):]))
-    if not names:
-        return None
-    return np.column_stack([layer.fields[n].astype(np.float32) for n in names])
-
-
-def read_embedding_layer(path: str | os.PathLike, layer: str | int | None = None
-                         ) -> tuple[Layer, np.ndarray, EmbeddingMeta | None]:
-    """A per-feature embedding layer: its features, their (N, K) `gair_###` vectors, and the space they live in."""
-    data = read_layer(path, layer, require_crs=False)
-    vectors = embedding_vectors(data)
-    if vectors is None:
-        raise GAIRError(f"{Path(path).name} has no {BAND_PREFIX}000.. fields; it is not a per-feature embedding "
-                        "layer (make one with `python -m engine embed-points`)")
-    return data, vectors, read_layer_meta(path, data.name, vectors.shape[1])
-
-
-def read_layer_meta(path: str | os.PathLike, layer_name: str, dims: int) -> EmbeddingMeta | None:
-    """GAIR_MODEL/GAIR_SPACE from the `gair_meta` table or the layer metadata; None when neither is there."""
-    import pyogrio
-
-    values: dict[str, str] = {}
-    try:
-        if META_TABLE in {n for n, _ in pyogrio.list_layers(path)}:
-            meta, _, _, cols = pyogrio.raw.read(path, layer=META_TABLE, read_geometry=False)
-            values = {str(n).upper(): str(c[0]) for n, c in zip(meta["fields"], cols) if len(c)}
-        if "GAIR_MODEL" not in values:
-            info = pyogrio.read_info(path, layer=layer_name)
-            values = {str(k).upper(): str(v) for k, v in (info.get("layer_metadata") or {}).items()}
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError):
-        # a GeoJSON/shapefile has neither; the caller decides whether that matters
-        return None
-    if "GAIR_MODEL" not in values:
-        return None
-    return EmbeddingMeta(model=values["GAIR_MODEL"], space=values.get("GAIR_SPACE", values["GAIR_MODEL"]),
-                         dims=dims, model_dims=int(values.get("GAIR_MODEL_DIMS", dims) or dims))

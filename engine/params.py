@@ -1,0 +1,498 @@
+"""Every engine operation and its parameters, defined once for the CLI, the QGIS toolbox and the map tool.
+
+Standard library only: the plugin imports this in QGIS's Python, and a later engine process sends these definitions
+over a protocol. An Operation's id is the one name of the operation everywhere: the engine function, the CLI command
+(with '-') and the Processing algorithm id. A Param's `name` is the engine function's keyword argument; the CLI
+option (`--name-with-dashes` unless `flag` says otherwise) and the Processing parameter (`NAME` unless `key` says
+otherwise) are derived from it. Scalars (int, float, str, bool, choice) become toolbox parameters generically;
+layers, files, points and destinations are built by each algorithm (they are QGIS-specific).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import NILI_CONVENTIONS, QUERY_MODES
+
+# enumerations the engine, the CLI and the plugin share (imported from here or engine.config, never redefined)
+FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense fields: the transformer runs per pixel
+DTYPES = ("float32", "int16")
+BACKENDS = ("auto", "torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
+CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
+REGRESSORS = ("random_forest", "ridge")
+AGGREGATES = ("mean", "max")
+POLYGON_MODES = ("mean", "centroid")
+# Dims embed_raster keeps by default: 64 principal components hold nearly all the variance of GAIR's 768-d field that
+# similarity, clustering and classifiers use, at 1/12 of the size (a Sentinel-2 tile, 10980 x 10980 px, is ~31 GB in
+# float32 at 64 dims, ~370 GB with all 768). 0 (or None, or at least the model's dims) keeps all dims.
+DEFAULT_DIMS = 64
+MIN_OPSET = 17
+
+SCALAR_KINDS = ("int", "float", "str", "bool", "choice")
+# inputs: raster, vector (layer), file, folder, model (checkpoint / bundle / ONNX), field (of a layer), crs,
+# points (x y pairs), extent (xmin ymin xmax ymax); outputs: *_out
+PATH_KINDS = ("raster", "vector", "file", "folder", "model", "raster_out", "vector_out", "file_out", "folder_out")
+KINDS = SCALAR_KINDS + PATH_KINDS + ("field", "crs", "points", "extent")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an operation. `cli`/`toolbox` False: not offered there (e.g. the plugin's settings hold the
+    backend); `positional`: a CLI argument rather than an option; `repeat`: a list built from repeated options."""
+
+    name: str
+    kind: str
+    default: Any = None
+    help: str = ""
+    label: str = ""
+    choices: tuple[str, ...] = ()
+    choice_labels: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    optional: bool = False
+    advanced: bool = False
+    positional: bool = False
+    repeat: bool = False
+    flag: str | None = None
+    key: str | None = None
+    cli: bool = True
+    toolbox: bool = True
+    pattern: str | None = None  # a str value must match this regular expression
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: unknown kind {self.kind!r}")
+        if self.kind == "choice" and self.default not in self.choices:
+            raise ValueError(f"{self.name}: default {self.default!r} is not one of {self.choices}")
+        if self.choice_labels and len(self.choice_labels) != len(self.choices):
+            raise ValueError(f"{self.name}: one label per choice")
+
+    def check(self, value: Any) -> str | None:
+        """What is wrong with a value of this parameter (range, pattern, choices), or None."""
+        if value is None:
+            return None if self.optional or self.default is None else "a value is required"
+        if self.choices and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be at least {self.minimum:g}, got {value:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be at most {self.maximum:g}, got {value:g}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, str(value)):
+            return f"{value!r} is not valid ({self.help})"
+        return None
+
+    @property
+    def option(self) -> str:
+        """The CLI spelling: `--pixel-size` for an option, the metavar of a positional."""
+        if self.flag:
+            return self.flag
+        return self.name if self.positional else "--" + self.name.replace("_", "-")
+
+    @property
+    def processing_name(self) -> str:
+        return self.key or self.name.upper()
+
+    @property
+    def scalar(self) -> bool:
+        return self.kind in SCALAR_KINDS
+
+    @property
+    def title(self) -> str:
+        return self.label or self.help.split(";")[0]
+
+    def replace(self, **changes) -> Param:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON-ready) for another process."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An engine operation: `function` is "module:function" inside the engine package."""
+
+    id: str
+    title: str
+    help: str
+    function: str
+    params: tuple[Param, ...] = field(default_factory=tuple)
+    toolbox: bool = True
+    summary: str = ""  # one line for command lists
+
+    @property
+    def command(self) -> str:
+        return self.id.replace("_", "-")
+
+    def param(self, name: str) -> Param:
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(f"{self.id} has no parameter {name!r}")
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "title": self.title, "help": self.help, "function": self.function,
+                "params": [p.to_dict() for p in self.params], "toolbox": self.toolbox,
+                "summary": self.summary}
+
+
+# ---- parameters several operations share ---------------------------------------------------------------------
+MODEL = Param("model", "model", None, optional=True, advanced=True, key="MODEL",
+              label="Model (empty: the one in GAIR settings)",
+              help="GAIR model: the official checkpoint (.pth), a bundle folder or an ONNX export "
+                   "(default: $GAIR_CHECKPOINT, else the one in the plugin settings or the hub)")
+BACKEND = Param("backend", "choice", "auto", choices=BACKENDS, toolbox=False,
+                help="torch, onnx (onnxruntime only) or auto (ONNX exports -> onnx, else torch when installed)")
+DEVICE = Param("device", "str", "auto", toolbox=False, pattern=r"auto|cpu|mps|cuda(:\d+)?",
+               help="auto, cpu, cuda or cuda:N")
+SEED = Param("seed", "int", 0, minimum=0, advanced=True, label="Random seed", help="same seed, same result")
+BLOCK_SIZE = Param("block_size", "int", None, optional=True, minimum=1, toolbox=False,
+                   help="pixels per block side (a multiple of the raster's tiles)")
+BANDS = Param("bands", "str", None, optional=True, advanced=True, label="Band mapping (empty: from band names)",
+              help="band mapping when descriptions are missing or wrong: one raster band number per model band "
+                   "(2,3,4,5,6,7,8,9,11,12) or one S2 name per raster band (B1,B2,...; - to ignore)")
+OVERLAP = Param("overlap", "float", 0.5, minimum=0.0, maximum=0.9, advanced=True,
+                label="Overlap of neighbouring crops (fraction)", help="fraction of a crop shared with its neighbour")
+LAYER_NAME = Param("layer_name", "str", None, optional=True, toolbox=False,
+                   help="name of the output layer (default: the input layer's)")
+SPACE = Param("space", "raster", None, optional=True, advanced=True, key="SPACE",
+              label="Same space as embedding raster (optional)",
+              help="embedding raster whose PCA the vectors go through, so they compare with its pixels")
+CONFIDENCE = Param("confidence_path", "raster_out", None, optional=True, flag="--confidence", key="CONFIDENCE",
+                   label="Confidence (classifiers)", help="confidence raster (top class probability; classifiers)")
+EMBEDDING_RASTER = Param("raster_path", "raster", positional=True, flag="raster", key="INPUT",
+                         label="Embedding raster", help="embedding raster (GeoTIFF written by embed-raster)")
+
+
+def _batch_size(default: int | None, what: str) -> Param:
+    return Param("batch_size", "int", default, optional=default is None, minimum=1, toolbox=False,
+                 help=f"{what} per model call" + ("" if default is not None else " (default: 8 on CPU, 32 on GPU)"))
+
+
+_MODEL_PARAMS = (MODEL, BACKEND, DEVICE)
+
+
+def _layer_in_out(label: str, help_text: str, output_label: str) -> tuple[Param, Param]:
+    """The input layer and output GeoPackage of a per-feature embedding operation."""
+    return (Param("layer", "vector", positional=True, key="INPUT", label=label, help=help_text),
+            Param("output", "vector_out", positional=True, key="OUTPUT", label=output_label, help="output GeoPackage"))
+
+
+def _training(task: str, methods: tuple[str, ...], default: str, field_help: str) -> tuple[Param, ...]:
+    return (
+        EMBEDDING_RASTER,
+        Param("labels_path", "vector", positional=True, flag="labels", key="LABELS",
+              label="Labelled layer (points or polygons)",
+              help="labelled points or polygons (GeoPackage, GeoJSON, shapefile; any CRS)"),
+        Param(f"{task}_field", "field", key="FIELD", flag="--field", label=field_help, help=field_help),
+        Param("model_path", "file_out", key="MODEL_OUTPUT", flag="--model-output", label="Trained model",
+              help="where to save the fitted model (.joblib)"),
+        Param("method", "choice", default, choices=methods, label="Method", help="learning method"),
+        Param("folds", "int", 5, minimum=2, maximum=20, label="Cross-validation folds",
+              help="k of the k-fold cross-validation (grouped by feature)"),
+        SEED,
+        Param("layer", "str", None, optional=True, toolbox=False, help="layer name inside the labels file"),
+        Param("report_paths", "file_out", (), optional=True, repeat=True, flag="--report", key="REPORT",
+              label="Cross-validation report", help="report file: .json, .html or .txt (repeatable)"),
+        Param("max_pixels_per_feature", "int", 1000, minimum=1, advanced=True, flag="--max-pixels", key="MAX_PIXELS",
+              label="Most pixels sampled per polygon", help="most pixels sampled per labelled polygon"),
+        Param("output_path", "raster_out", None, optional=True, flag="--output", key="OUTPUT",
+              label="Classes" if task == "class" else "Prediction",
+              help="apply to the raster and write the " + ("class" if task == "class" else "prediction") + " raster"),
+    )
+
+
+OPERATIONS: dict[str, Operation] = {op.id: op for op in (
+    Operation(
+        "embed_raster", "Embed raster",
+        "Turns a Sentinel-2 L2A raster (10 or 12 bands, any CRS) into a continuous GAIR embedding raster: one band "
+        "per embedding dimension, on the input grid or at the pixel size you choose. Overlapping crops of the "
+        "model's size are encoded and their implicit (NILI) fields blended, so there are no seams.\n\n"
+        "Extent: embed only this part of the raster. Pixel size: output resolution in metres (empty: the "
+        "input's). Dimensions: keep this many principal components (default 64; 0: all the model's dims, 768 for "
+        "the official model). 64 components carry nearly all the variation that similarity, clustering and "
+        "classifiers use, at 1/12 of the size: one Sentinel-2 tile (10980 x 10980 px) is ~31 GB in float32 at 64 "
+        "dims but ~370 GB with all 768. The log shows the estimated size before the work starts. Int16 halves the "
+        "size with a per-band scale. A quicklook PNG of three principal components is written beside the output."
+        "\n\nThe result feeds Cluster, Similarity search and Train classifier.",
+        "pipeline.raster:embed_raster",
+        (
+            Param("input_path", "raster", positional=True, flag="input", key="INPUT", label="Sentinel-2 raster",
+                  help="Sentinel-2 L2A/L1C raster (10, 12 or 13 bands; any GDAL format and CRS)"),
+            Param("output_path", "raster_out", positional=True, flag="output", key="OUTPUT", label="Embedding raster",
+                  help="output GeoTIFF"),
+            Param("extent", "extent", None, optional=True, label="Extent (empty: whole raster)",
+                  help="embed only this box: XMIN YMIN XMAX YMAX (in --extent-crs, default the raster's CRS)"),
+            Param("extent_crs", "crs", None, optional=True, toolbox=False,
+                  help="CRS of --extent (default: the raster's; EPSG:4326 = lon/lat)"),
+            BANDS,
+            Param("pixel_size_m", "float", None, optional=True, minimum=0.0, flag="--pixel-size", key="PIXEL_SIZE",
+                  label="Output pixel size, metres (empty: input's)",
+                  help="output pixel size in metres (default: the input's)"),
+            Param("dims", "int", DEFAULT_DIMS, optional=True, minimum=0, label="Dimensions to keep (0: all)",
+                  help="reduce to K principal components (sidecar .pca.npz); 0 keeps all the model's dims (768 for "
+                       "the official model), as does a model with at most K dims"),
+            Param("dtype", "choice", "float32", choices=DTYPES, label="Data type",
+                  help="int16 halves the file with a per-band scale"),
+            Param("mode", "choice", "nili", choices=FIELD_MODES, advanced=True, label="Query mode",
+                  help="nili: GAIR's implicit interpolation (best); bilinear/bicubic: plain token interpolation"),
+            OVERLAP,
+            Param("min_valid", "float", 0.5, minimum=0.0, maximum=1.0, advanced=True,
+                  label="Skip crops with less valid data than (fraction)",
+                  help="skip crops with less valid data than this"),
+            Param("quicklook", "bool", True, flag="--no-quicklook", toolbox=False,
+                  help="write <output>.quicklook.png of three principal components"),
+            SEED,
+            *_MODEL_PARAMS,
+            _batch_size(None, "crops"),
+        ), summary="Sentinel-2 raster -> continuous GAIR embedding raster (+ quicklook)"),
+    Operation(
+        "embed_features", "Embed features",
+        "Adds the GAIR embedding of a Sentinel-2 raster to every feature of a layer, as fields gair_000, "
+        "gair_001, ... plus gair_status (why a feature got none: outside the raster, nodata...).\n\n"
+        "Points: the embedding at the point, from a crop centred on it. Polygons: the mean over the pixels "
+        "inside (or at the centroid). Lines use their centroid. Layers and rasters in any CRS.\n\n"
+        "Same space as: an embedding raster made with the same model and fewer dimensions, so the feature "
+        "vectors go through its PCA and compare with its pixels (e.g. as similarity references).",
+        "pipeline.features:embed_features",
+        (
+            Param("raster", "raster", positional=True, key="RASTER", label="Sentinel-2 raster",
+                  help="Sentinel-2 raster"),
+            *_layer_in_out("Features", "vector layer (points, polygons; any CRS)",
+                           "Features with embeddings"),
+            LAYER_NAME,
+            BANDS,
+            Param("polygons", "choice", "mean", choices=POLYGON_MODES, label="Polygons",
+                  choice_labels=("mean over the polygon", "at the centroid"),
+                  help="polygons: mean of the field over the pixels inside, or the embedding at the centroid"),
+            SPACE,
+            Param("mode", "choice", "nili", choices=QUERY_MODES, advanced=True, label="Query mode",
+                  help="how the embedding is read at a point (nili: GAIR's implicit interpolation)"),
+            OVERLAP,
+            *_MODEL_PARAMS,
+            _batch_size(None, "crops"),
+        ), summary="GAIR embedding of a raster at each point / over each polygon of a layer"),
+    Operation(
+        "embed_photos", "Embed street-view photos",
+        "Adds the GAIR street-view embedding of a photo to every point: the photo whose file path is in the "
+        "chosen field (absolute, or relative to the layer's folder; for memory layers, to the project's). "
+        "Fields gair_000, gair_001, ... and gair_status (e.g. a missing or unreadable photo).\n\n"
+        "Aligned: use the projection trained against Sentinel-2 crops, so photos compare with raster "
+        "embeddings (cross-view search).",
+        "pipeline.features:embed_photos",
+        (
+            *_layer_in_out("Points with photos", "layer with a photo-path field (absolute or relative to --photo-root)",
+                           "Points with embeddings"),
+            Param("photo_field", "field", "photo", key="PHOTO_FIELD", label="Photo path field",
+                  help="field holding the photo path"),
+            Param("photo_root", "folder", None, optional=True, toolbox=False,
+                  help="folder relative photo paths start from (default: the layer file's folder)"),
+            LAYER_NAME,
+            Param("aligned", "bool", False, label="Aligned with Sentinel-2 embeddings",
+                  help="apply the projection trained against Sentinel-2 crops (cross-view search)"),
+            SPACE,
+            *_MODEL_PARAMS,
+            _batch_size(16, "photos"),
+        ), summary="street-view embedding of the photo named by each feature"),
+    Operation(
+        "embed_locations", "Embed locations",
+        "Adds the GAIR location embedding of every feature (from its longitude/latitude; the centroid for "
+        "lines and polygons) as fields gair_000, gair_001, ... and gair_status. No imagery needed: the location "
+        "encoder was aligned with Sentinel-2 and street-view embeddings during pretraining, so these vectors "
+        "describe what a place is like. The layer may be in any CRS.",
+        "pipeline.features:embed_locations",
+        (
+            *_layer_in_out("Points", "vector layer (any CRS; centroids for non-points)",
+                           "Locations with embeddings"),
+            LAYER_NAME,
+            SPACE.replace(toolbox=False),
+            *_MODEL_PARAMS,
+            _batch_size(4096, "locations"),
+        ), summary="location embedding of each feature's lon/lat"),
+    Operation(
+        "cluster_embeddings", "Cluster embeddings",
+        "Groups the pixels of an embedding raster into k clusters of similar places (k-means on a random sample "
+        "of pixels, then every pixel assigned to its nearest centre). No training data needed: a quick first map "
+        "of what is in the scene.\n\nNumber of clusters: k, or with 'Choose k automatically' the best k between 2 "
+        "and that number by silhouette score. Polygons: the clusters as a vector layer; 'merge smaller than' "
+        "removes speckle from the polygons only. Same seed, same result.",
+        "analysis.cluster:cluster_embeddings",
+        (
+            EMBEDDING_RASTER,
+            Param("out_path", "raster_out", positional=True, flag="output", key="OUTPUT", label="Clusters",
+                  help="class raster (Byte GeoTIFF, 0 = nodata)"),
+            Param("k", "int", 8, minimum=2, maximum=254, label="Number of clusters", help="number of clusters"),
+            Param("auto_k", "bool", False, label="Choose k automatically (2..k)",
+                  help="pick k between 2 and --k by silhouette score"),
+            Param("sample_size", "int", 20000, minimum=100, advanced=True, label="Pixels sampled for k-means",
+                  help="pixels k-means is fitted on"),
+            SEED,
+            Param("polygons_path", "vector_out", None, optional=True, flag="--polygons", key="POLYGONS",
+                  label="Cluster polygons", help="also write the classes as polygons to this GeoPackage"),
+            Param("sieve_pixels", "int", 0, minimum=0, advanced=True, flag="--sieve", key="SIEVE",
+                  label="Polygons: merge pieces smaller than (pixels)",
+                  help="merge polygon pieces smaller than N pixels"),
+            BLOCK_SIZE,
+        ), summary="k-means classes of an embedding raster (+ polygons)"),
+    Operation(
+        "similarity_search", "Similarity search",
+        "Finds places that look like your examples. Every pixel of the embedding raster gets its cosine "
+        "similarity (-1..1, higher = more alike) to the reference: a point you pick, a layer of points or "
+        "polygons (a polygon stands for the mean of its pixels), or both. With several references, 'mean' "
+        "compares with their average, 'max' with the closest one.\n\nOutputs: the similarity raster (bright = "
+        "similar), the top-k most similar places as ranked points (peaks at least 'minimum distance' pixels "
+        "apart) and optionally a mask of pixels above a threshold. Layers in any CRS are reprojected.",
+        "analysis.similarity:similarity_search",
+        (
+            EMBEDDING_RASTER,
+            Param("out_path", "raster_out", positional=True, flag="output", key="OUTPUT", label="Similarity",
+                  help="similarity raster (float32)"),
+            Param("points", "points", None, optional=True, repeat=True, flag="--point", key="POINT",
+                  label="Reference point", help="reference point X Y (repeatable)"),
+            Param("points_crs", "crs", None, optional=True, toolbox=False,
+                  help="CRS of --point (default: the raster's; EPSG:4326 = lon/lat)"),
+            Param("reference_layer", "vector", None, optional=True, label="Reference layer (points or polygons)",
+                  help="vector layer of references (or a per-feature embedding layer)"),
+            Param("layer", "str", None, optional=True, toolbox=False, help="layer name inside --reference-layer"),
+            Param("aggregate", "choice", "mean", choices=AGGREGATES, label="Several references",
+                  choice_labels=("mean (similar to their average)", "max (similar to any of them)"),
+                  help="with several references: similar to their mean, or to the closest one"),
+            Param("top_k", "int", 10, minimum=0, maximum=10000, label="Top places to return",
+                  help="number of most similar places"),
+            Param("min_distance_px", "int", 5, minimum=1, advanced=True, flag="--min-distance", key="MIN_DISTANCE",
+                  label="Minimum distance between places (pixels)", help="pixels between top-k places"),
+            Param("exclude_radius_px", "int", None, optional=True, minimum=0, advanced=True, flag="--exclude-radius",
+                  key="EXCLUDE_RADIUS", label="Leave out places this close to a reference (pixels)",
+                  help="top places closer than this many pixels to a reference are left out, so a reference does not "
+                       "find itself (default: the minimum distance; 0 keeps them)"),
+            Param("threshold", "float", None, optional=True, minimum=-1.0, maximum=1.0,
+                  label="Threshold for the mask (cosine)", help="cosine similarity for --mask and the top places"),
+            Param("mask_path", "raster_out", None, optional=True, flag="--mask", key="MASK",
+                  label="Mask (similarity >= threshold)", help="Byte mask raster of pixels >= threshold"),
+            Param("hits_path", "vector_out", None, optional=True, flag="--hits", key="TOP_K_OUTPUT",
+                  label="Top places", help="GeoPackage of the top-k points"),
+            BLOCK_SIZE,
+        ), summary="cosine similarity to reference places, top-k look-alikes, mask"),
+    Operation(
+        "train_classifier", "Train classifier",
+        "Learns land cover (or any classes) from a few labelled points or polygons. The pixels under each point "
+        "and inside each polygon are the training samples; the class comes from the chosen field.\n\n"
+        "Accuracy is measured first by k-fold cross-validation grouped by feature (a polygon's pixels are never "
+        "on both sides), and the report (accuracy, per-class precision/recall, confusion matrix) is shown in "
+        "the log and saved. Then the model is trained on all samples, saved (for Apply model) and applied: "
+        "a class raster named by your classes and a confidence raster (probability of the chosen class).\n\n"
+        "Each class needs at least as many labelled features as folds. Methods: logistic regression (fast, "
+        "strong on embeddings), random forest, k-nearest neighbours (cosine), gradient boosting.",
+        "analysis.classify:train_classifier",
+        (
+            *_training("class", CLASSIFIERS, "logistic", "Class field"),
+            CONFIDENCE.replace(label="Confidence", help="with --output: " + CONFIDENCE.help),
+            BLOCK_SIZE,
+        ), summary="train (and apply) a classifier from labelled features"),
+    Operation(
+        "train_regressor", "Train regressor",
+        "Learns a numeric quantity (tree cover %, building height, income...) from labelled points or polygons "
+        "and maps it over the embedding raster. k-fold cross-validation grouped by feature reports R² and RMSE "
+        "(log and saved report); the model trained on all samples is saved and applied to every pixel.\n\n"
+        "Methods: random forest, ridge regression (regularisation chosen automatically).",
+        "analysis.regress:train_regressor",
+        (
+            *_training("value", REGRESSORS, "random_forest", "Value field (numeric)"),
+            BLOCK_SIZE,
+        ), summary="train (and apply) a regressor on a numeric field"),
+    Operation(
+        "apply_model", "Apply model",
+        "Applies a model saved by Train classifier or Train regressor to an embedding raster, e.g. another "
+        "scene or a later date. The raster must come from the same GAIR model and dimension reduction the "
+        "model was trained on (checked before running). A classifier gives a class raster named by class and a "
+        "confidence raster; a regressor gives a prediction raster.",
+        "analysis.classify:apply_model",
+        (
+            EMBEDDING_RASTER,
+            Param("model_path", "file", positional=True, flag="model_file", key="CLASSIFIER",
+                  label="Trained model (.joblib)", help="model file saved by train-classifier or train-regressor"),
+            Param("out_path", "raster_out", positional=True, flag="output", key="OUTPUT",
+                  label="Classes or prediction", help="class (or prediction) raster"),
+            CONFIDENCE,
+            BLOCK_SIZE,
+        ), summary="apply a saved classifier or regressor to an embedding raster"),
+    Operation(
+        "rank_features", "Rank features",
+        "Ranks the features of a per-feature embedding layer by cosine similarity to some of its own features or "
+        "to the features of another embedding layer in the same space; writes a GeoPackage with similarity and "
+        "sim_rank fields.",
+        "analysis.similarity:rank_features",
+        (
+            Param("layer_path", "vector", positional=True, key="INPUT",
+                  help="per-feature embedding layer (gair_000.. fields)"),
+            Param("out_path", "vector_out", positional=True, flag="output", key="OUTPUT",
+                  help="ranked GeoPackage (adds similarity, sim_rank)"),
+            Param("reference_fids", "int", None, optional=True, repeat=True, flag="--reference-fid",
+                  help="feature id of a reference (repeatable)"),
+            Param("reference_layer", "vector", None, optional=True,
+                  help="another embedding layer whose features are the references"),
+            Param("aggregate", "choice", "mean", choices=AGGREGATES,
+                  help="with several references: similar to their mean, or to the closest one"),
+            Param("layer", "str", None, optional=True, help="layer name inside layer_path"),
+            Param("reference_layer_name", "str", None, optional=True, help="layer name inside --reference-layer"),
+        ), toolbox=False, summary="rank a per-feature embedding layer by similarity"),
+    Operation(
+        "convert_checkpoint", "Convert official checkpoint",
+        "Converts the official GAIR checkpoint (checkpoint.pth from the authors' model hub) into a GAIR bundle: "
+        "a folder with config.json and model.safetensors. Bundles load faster and without running pickled code, "
+        "and every key is checked (a wrong or damaged file is refused, not silently half-loaded).\n\n"
+        "NILI convention: 'released' matches the published code. Use the bundle as the model in GAIR settings, "
+        "and with 'Set as the GAIR model' it becomes the default right away. Needs PyTorch.",
+        "model.checkpoint:convert_checkpoint",
+        (
+            Param("checkpoint", "file", positional=True, key="CHECKPOINT", label="Official checkpoint (.pth)",
+                  help="the official GAIR checkpoint.pth (or any state dict with its key names)"),
+            Param("out_dir", "folder_out", positional=True, key="OUTPUT", label="Bundle folder",
+                  help="bundle folder to write"),
+            Param("convention", "choice", "released", choices=NILI_CONVENTIONS, label="NILI convention",
+                  help="NILI coordinate convention stored in the bundle (released: the published code's)"),
+        ), summary="official checkpoint.pth -> safetensors bundle (config.json + model.safetensors)"),
+    Operation(
+        "export_onnx", "Export ONNX",
+        "Exports a GAIR model (the official checkpoint or a bundle; empty: the model in GAIR settings) to ONNX: "
+        "the Sentinel-2, street-view and location encoders as three graphs plus the NILI weights. The export "
+        "is checked against PyTorch before it is kept.\n\nUse the folder as the GAIR model with backend 'onnx' "
+        "(or 'auto') to run every GAIR tool on machines where only onnxruntime is installed; with 'Set as the "
+        "GAIR model' that happens right away. Exporting itself needs PyTorch.",
+        "model.onnx_export:export_onnx",
+        (
+            Param("model_or_bundle_path", "model", positional=True, flag="model", key="SOURCE",
+                  label="Model to export (empty: the one in GAIR settings)",
+                  help="bundle folder or official checkpoint.pth"),
+            Param("out_dir", "folder_out", positional=True, key="OUTPUT", label="ONNX export folder",
+                  help="export folder to write"),
+            Param("opset", "int", MIN_OPSET, minimum=MIN_OPSET, maximum=23, advanced=True, label="ONNX opset",
+                  help="ONNX opset version"),
+        ), summary="export the RS, street-view and location encoders to ONNX"),
+)}
+
+# CLI-only commands (no engine operation of their own)
+CLI_COMMANDS: dict[str, Operation] = {op.id: op for op in (
+    Operation("info", "Describe a model", "Describes a checkpoint, bundle or ONNX export as JSON.",
+              "runtime.loading:load_model", (MODEL.replace(name="path", positional=True, flag="model"),),
+              toolbox=False, summary="describe a checkpoint, bundle or ONNX export"),
+    Operation("fetch", "Fetch the official checkpoint",
+              "Downloads the official checkpoint from the authors' hub (needs network) and prints its path.",
+              "runtime.loading:fetch_official_checkpoint", (), toolbox=False,
+              summary="download the official checkpoint from the authors' hub (needs network)"),
+)}
+
+
+def operation(op_id: str) -> Operation:
+    """The operation named `op_id` (engine function name, CLI command with '-' or Processing id)."""
+    key = op_id.replace("-", "_")
+    found = OPERATIONS.get(key) or CLI_COMMANDS.get(key)
+    if found is None:
+        raise KeyError(f"no GAIR operation {op_id!r}; known: {', '.join([*OPERATIONS, *CLI_COMMANDS])}")
+    return found

@@ -1,0 +1,124 @@
+"""The import boundaries docs/ENGINE_API.md states, enforced on the source (every import, lazy ones included).
+
+- engine/ never imports qgis or Qt: it runs in any Python, and in its own process beside QGIS.
+- engine/config.py, errors.py, params.py and the worker protocol and client use the standard library only (the
+  plugin may use them in QGIS's own Python).
+- engine/runtime/, engine/io/ and engine/analysis/ never reach torch, directly or through another engine module:
+  an ONNX-only install runs the whole inference and analysis path.
+- gair_qgis/ reaches the engine only through gair_qgis/engine_link.py, and ships no top-level module of ours.
+- every third-party module the engine imports is declared in pyproject.toml.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+import tomllib
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENGINE = ROOT / "engine"
+TORCH_FREE = ("engine.runtime", "engine.io", "engine.analysis")
+STDLIB_ONLY = ("engine.config", "engine.errors", "engine.params", "engine.service.protocol", "engine.service.client")
+# import name -> distribution name, where they differ
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "PIL": "Pillow", "yaml": "PyYAML", "huggingface_hub": "huggingface_hub"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def engine_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in ENGINE.rglob("*.py")}
+
+
+@cache
+def imports_of(path: Path) -> frozenset[str]:
+    """Absolute names of every module `path` imports anywhere (function bodies included)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)  # `from . import x` imports x
+    return frozenset(found)
+
+
+def reachable(start: str, modules: dict[str, Path]) -> dict[str, str]:
+    """Every module reachable from `start` through imports -> the engine module that imports it first."""
+    seen: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        current = todo.pop()
+        for imported in imports_of(modules[current]):
+            # importing a.b.c runs a/__init__ and a.b/__init__ too
+            parts = imported.split(".")
+            for depth in range(1, len(parts) + 1):
+                prefix = ".".join(parts[:depth])
+                if prefix in seen:
+                    continue
+                seen[prefix] = current
+                if prefix in modules:
+                    todo.append(prefix)
+    return seen
+
+
+def test_engine_never_imports_qgis_or_qt() -> None:
+    offenders = {name: sorted(i for i in imports_of(path) if i.split(".")[0] in ("qgis", "PyQt5", "PyQt6", "sip"))
+                 for name, path in engine_modules().items()}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+@pytest.mark.parametrize("package", TORCH_FREE)
+def test_torch_free_packages_never_reach_torch(package: str) -> None:
+    modules = engine_modules()
+    assert package in modules, f"{package} is gone: update this test and docs/ENGINE_API.md together"
+    for name in sorted(m for m in modules if m == package or m.startswith(package + ".")):
+        via = reachable(name, modules)
+        assert "torch" not in via, f"{name} reaches torch through {via['torch']}"
+
+
+@pytest.mark.parametrize("name", STDLIB_ONLY)
+def test_core_modules_use_the_standard_library_only(name: str) -> None:
+    modules = engine_modules()
+    if name not in modules:
+        pytest.fail(f"{name} is missing")
+    third_party = {i.split(".")[0] for i in reachable(name, modules)} - set(sys.stdlib_module_names) - {"engine"}
+    assert not third_party
+
+
+def test_plugin_reaches_the_engine_only_through_engine_link() -> None:
+    plugin = ROOT / "gair_qgis"
+    offenders = []
+    for path in plugin.rglob("*.py"):
+        if path.name == "engine_link.py":
+            continue
+        for imported in imports_of(path):
+            if imported.split(".")[0] == "engine":
+                offenders.append(f"{path.relative_to(ROOT)}: {imported}")
+    assert not offenders
+    # No package of ours that could shadow a QGIS module if a folder ever landed on sys.path.
+    assert not (plugin / "processing").exists() and not (plugin / "engine").exists()
+
+
+def test_every_third_party_import_of_the_engine_is_declared() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    names = {d.split(";")[0].split("[")[0].replace(">", "=").replace("<", "=").split("=")[0].strip().lower()
+             for d in declared}
+    used = {i.split(".")[0] for path in ENGINE.rglob("*.py") for i in imports_of(path)}
+    third_party = used - set(sys.stdlib_module_names) - {"engine", "__future__", ""}
+    missing = sorted(m for m in third_party if DISTRIBUTIONS.get(m, m).lower().replace("_", "-")
+                     not in {n.replace("_", "-") for n in names})
+    assert not missing, f"imported by engine/ but not declared in pyproject.toml: {missing}"
