@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import GAIRError
 from ..io.embedding_raster import EmbeddingRaster
+from ..io.guard import guarded
 from ..params import CLASSIFIERS
 from .rasters import CLASS_NODATA, OutputRaster, check_cancel, stage
 from .report import classification_report, write_report
@@ -133,6 +134,7 @@ def _class_targets(data, folds: int) -> tuple[np.ndarray, dict]:
     return np.array([index[v] for v in labels], np.int64), {"classes": classes}
 
 
+@guarded
 def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathLike, class_field: str,
                      model_path: str | os.PathLike, *, method: str = "logistic", folds: int = 5, seed: int = 0,
                      layer: str | None = None, report_paths: list[str | os.PathLike] = (),
@@ -157,6 +159,7 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
                        progress=progress, cancel=cancel)
 
 
+@guarded
 def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, out_path: str | os.PathLike, *,
                      confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
                      progress: Callable[[float], None] | None = None,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import GAIRError
+from ..io.guard import guarded
 from ..params import REGRESSORS
 from .classify import Estimation, TrainResult, train_model
 from .report import regression_report
@@ -32,6 +33,7 @@ def _value_targets(data, folds: int) -> tuple[np.ndarray, dict]:
     return data.targets.astype(np.float64), {}
 
 
+@guarded
 def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLike, value_field: str,
                     model_path: str | os.PathLike, *, method: str = "random_forest", folds: int = 5, seed: int = 0,
                     layer: str | None = None, report_paths: list[str | os.PathLike] = (),

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from ..config import GAIRConfig
 from ..errors import GAIRError
 from ..io.files import atomic_path
+from ..io.guard import guarded
 from ..runtime.loading import BUNDLE_CONFIG, BUNDLE_FORMAT, BUNDLE_WEIGHTS, read_bundle_meta
 from .gair import GAIRModel
 
@@ -153,6 +154,7 @@ def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
     return out
 
 
+@guarded
 def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, convention: str = "released",
                        allow_unknown: bool = False):
     """Official checkpoint.pth -> bundle folder, with the NILI convention to store; returns the loaded model."""

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled, GAIRError
+from ..io.guard import guarded
 from ..runtime.onnx_model import CONFIG_FILE, GRAPHS, ONNX_FORMAT, QUERY_FILE, OnnxGAIR
 
 MIN_OPSET = 17
@@ -166,6 +167,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@guarded
 def export_onnx(model_or_bundle_path, out_dir: str | os.PathLike, opset: int = MIN_OPSET,
                 progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
                 check: bool = True) -> Path:

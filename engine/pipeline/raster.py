@@ -21,6 +21,7 @@ from ..errors import Cancelled, GAIRError
 from ..io.blocks import block_windows
 from ..io.embedding_raster import DTYPES, EmbeddingRasterWriter, int16_scale_offset
 from ..io.files import PAM, PendingFile, quicklook_path
+from ..io.guard import guarded
 from ..io.pca import PCAProjection
 from ..params import DEFAULT_DIMS, FIELD_MODES
 from ..runtime.protocol import GAIRModelLike
@@ -306,6 +307,7 @@ def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
                     f"{format_bytes(free)} free; keep fewer dims, use int16 or a larger pixel size")
 
 
+@guarded
 def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, extent=None,
                  extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
                  dtype: str = "float32", mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None,
