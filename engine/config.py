@@ -34,6 +34,9 @@ class GAIRConfig:
     rs_mlp_ratio: int = 4
     rs_layer_norm_eps: float = 1e-5
     rs_head_classes: int = 10
+    # CROMA's final LayerNorm (`norm_out`): applied in the authors' training, dropped by the released inference.
+    # False reproduces the released model; True applies it (part of the embedding-space identity).
+    rs_final_norm: bool = False
     rs_mean: tuple[float, ...] = S2_MEAN
     rs_std: tuple[float, ...] = S2_STD
     # street-view encoder (ViT-B/16 with CLS token and pooler)

@@ -457,6 +457,9 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
                   help="bundle folder to write"),
             Param("convention", "choice", "released", choices=NILI_CONVENTIONS, label="NILI convention",
                   help="NILI coordinate convention stored in the bundle (released: the published code's)"),
+            Param("rs_final_norm", "bool", False, advanced=True, label="Apply CROMA's final norm (norm_out)",
+                  help="apply the RS encoder's final LayerNorm as in the authors' training (the released inference "
+                       "drops it); a different embedding space"),
         ), summary="official checkpoint.pth -> safetensors bundle (config.json + model.safetensors)"),
     Operation(
         "export_onnx", "Export ONNX",

@@ -38,7 +38,7 @@ class EmbeddingSpace:
     def of_model(cls, model, mode: str = "", pca: str = "", **options: str) -> EmbeddingSpace:
         """The space a loaded model's vectors live in for a query mode ("" for photos and locations)."""
         return cls(model.fingerprint, mode, model.config.nili_convention if mode else "", pca,
-                   {k: str(v) for k, v in options.items()})
+                   {**model_options(model.config), **{k: str(v) for k, v in options.items()}})
 
     def identity(self) -> dict[str, str]:
         return {"model": self.model, "mode": self.mode, "convention": self.convention, "pca": self.pca,
@@ -87,6 +87,12 @@ class EmbeddingSpace:
             label = _LABELS.get(key, key.replace("option:", "option "))
             found.append(f"{label} {a or 'none'} vs {b or 'none'}")
         return found
+
+
+def model_options(config) -> dict[str, str]:
+    """Model options that change the vectors, as identity options; only non-default ones, so the released model's
+    identity (and every file made before the option existed) is unchanged."""
+    return {"rs_final_norm": "true"} if getattr(config, "rs_final_norm", False) else {}
 
 
 def _space_of(item) -> EmbeddingSpace:

@@ -33,9 +33,11 @@ TRAINING_ONLY_KEYS = {
     r"^ContrastLoss\.": "loss-module copy of the projections (training only)",
     r"^queue_for_rs_encoding$|^queue_ptr_rs$": "RS feature queue (training state)",
     r"^rs_encoder\.s2_encoder\.transformer\.norm_out\.": (
-        "CROMA's final norm: the official GAIR inference does not apply it, so tokens match the official model"
+        "CROMA's final norm: the official GAIR inference does not apply it, so tokens match the official model "
+        "(GAIRConfig.rs_final_norm=True applies it)"
     ),
 }
+FINAL_NORM_PREFIX = "rs_encoder.s2_encoder.transformer.norm_out."
 
 
 @dataclass
@@ -103,6 +105,8 @@ def apply_state_dict(model, state: dict, source: str, allow_unknown: bool = Fals
         else:
             report.ignored[key] = why
     missing = [k for k in expected if k not in state]
+    fresh_norm = [k for k in missing if k.startswith(FINAL_NORM_PREFIX)]  # rs_final_norm on, file without norm_out
+    missing = [k for k in missing if k not in fresh_norm]
     problems = []
     if missing:
         more = " ..." if len(missing) > 12 else ""
@@ -120,8 +124,11 @@ def apply_state_dict(model, state: dict, source: str, allow_unknown: bool = Fals
         )
     for key in unknown:
         report.ignored[key] = "unknown key, ignored because allow_unknown=True"
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
-    report.loaded = len(expected)
+    for key in fresh_norm:
+        report.ignored[key] = "not in the file: rs_final_norm starts as a plain LayerNorm (weight 1, bias 0)"
+    model.load_state_dict({**{k: expected[k] for k in fresh_norm}, **{k: v for k, v in state.items() if k in expected}},
+                          strict=True)
+    report.loaded = len(expected) - len(fresh_norm)
     if report.ignored:
         warnings.warn(report.summary(), stacklevel=3)
     return report
@@ -129,7 +136,9 @@ def apply_state_dict(model, state: dict, source: str, allow_unknown: bool = Fals
 
 def load_official(path: str | os.PathLike, config: GAIRConfig | None = None, allow_unknown: bool = False,
                   dtype=None) -> GAIRModel:
-    """The official checkpoint.pth (or any state dict with its key names) -> GAIRModel on CPU (float32 default)."""
+    """The official checkpoint.pth (or any state dict with its key names) -> GAIRModel on CPU (float32 default).
+
+    config=GAIRConfig(rs_final_norm=True) applies CROMA's `norm_out` from the file (the authors' training form)."""
     path = Path(path)
     state = read_checkpoint_file(path)
     model = GAIRModel(config or GAIRConfig())
@@ -156,9 +165,11 @@ def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
 
 @guarded
 def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, convention: str = "released",
-                       allow_unknown: bool = False):
-    """Official checkpoint.pth -> bundle folder, with the NILI convention to store; returns the loaded model."""
-    model = load_official(checkpoint, allow_unknown=allow_unknown)
+                       allow_unknown: bool = False, rs_final_norm: bool = False):
+    """Official checkpoint.pth -> bundle folder, with the NILI convention to store; returns the loaded model.
+
+    rs_final_norm: keep and apply CROMA's final norm (a different embedding space from the released inference)."""
+    model = load_official(checkpoint, GAIRConfig(rs_final_norm=rs_final_norm), allow_unknown=allow_unknown)
     model.config = replace(model.config, nili_convention=convention)
     save_bundle(model, out_dir, source=str(checkpoint))
     return model

@@ -19,7 +19,7 @@ class S2Encoder(nn.Module):
         self.patch = cfg.rs_patch_size
         self.linear_input = nn.Linear(cfg.rs_channels * cfg.rs_patch_size**2, cfg.embed_dim)
         self.transformer = RSTransformer(cfg.embed_dim, cfg.rs_depth, cfg.rs_heads, cfg.rs_mlp_ratio,
-                                         cfg.rs_layer_norm_eps)
+                                         cfg.rs_layer_norm_eps, cfg.rs_final_norm)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

@@ -69,20 +69,24 @@ class QueryAttention(nn.Module):
 
 
 class RSTransformer(nn.Module):
-    """CROMA's `BaseTransformer`: `layers.i.0` attention, `layers.i.1` feed-forward, no final norm."""
+    """CROMA's `BaseTransformer`: `layers.i.0` attention, `layers.i.1` feed-forward; `norm_out` only when final_norm
+    (the authors trained with it, the released GAIR inference drops it)."""
 
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int, eps: float) -> None:
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int, eps: float, final_norm: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             nn.ModuleList([BiasedSelfAttention(dim, heads, eps), FeedForward(dim, dim * mlp_ratio, eps, True)])
             for _ in range(depth)
         )
+        if final_norm:
+            self.norm_out = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         for attn, ffn in self.layers:
             x = attn(x, bias) + x
             x = ffn(x) + x
-        return x
+        norm_out = getattr(self, "norm_out", None)
+        return x if norm_out is None else norm_out(x)
 
 
 class QueryTransformer(nn.Module):

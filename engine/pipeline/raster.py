@@ -23,6 +23,7 @@ from ..io.embedding_raster import DTYPES, EmbeddingRasterWriter, int16_scale_off
 from ..io.files import PAM, PendingFile, quicklook_path
 from ..io.guard import guarded
 from ..io.pca import PCAProjection
+from ..io.space import model_options
 from ..params import DEFAULT_DIMS, FIELD_MODES
 from ..runtime.protocol import GAIRModelLike
 from .blend import BlockBlender, crop_field, numpy_blas_beside, pca_field
@@ -358,7 +359,7 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         writer = (EmbeddingRasterWriter(output_path, width=grid.width, height=grid.height, crs=src.ds.crs,
                                         transform=grid.transform, dims=out_dims, model=model.fingerprint,
                                         query_mode=mode, nili_convention=cfg.nili_convention,
-                                        crop_pixels=cfg.crop_pixels,
+                                        options=model_options(cfg), crop_pixels=cfg.crop_pixels,
                                         crop_ground_m=cfg.crop_ground_m, dtype=dtype, pca=pca, scale=scale,
                                         offset=offset, tile=TILE,
                                         extra_tags={"GAIR_OVERLAP": repr(float(overlap)),

@@ -46,7 +46,7 @@ def load_croma(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     for key, value in state.items():
         if key.startswith("linear_input."):
             continue
-        if key.startswith("transformer.norm_out."):  # CROMA's final norm; GAIR's tokens are taken before it
+        if key.startswith("transformer.norm_out.") and key not in ours:  # final norm off: tokens taken before it
             unused.append(key)
         elif key not in ours:
             problems.append(f"unexpected {key}")
@@ -54,7 +54,8 @@ def load_croma(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
             problems.append(f"{key} {tuple(value.shape)} vs ours {tuple(ours[key].shape)}")
         else:
             copied[key] = value
-    problems += [f"missing {k}" for k in ours if not k.startswith("linear_input.") and k not in copied]
+    problems += [f"missing {k}" for k in ours if not k.startswith("linear_input.") and k not in copied
+                 and not k.startswith("transformer.norm_out.")]
     if problems:
         raise GAIRError(f"the CROMA encoder does not fit this model ({model.config.embed_dim}-d, "
                         f"{model.config.rs_depth} layers): {'; '.join(problems[:6])}; use CROMA_base.pt with the base "
@@ -65,7 +66,8 @@ def load_croma(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     notes = [(f"CROMA: copied {len(copied)} tensors into rs_encoder.s2_encoder, re-initialised linear_input "
               f"(12 bands there, {model.config.rs_channels} here)")]
     if unused:
-        notes.append(f"CROMA: not used (GAIR takes tokens before CROMA's final norm): {', '.join(unused)}")
+        notes.append(f"CROMA: not used (GAIR takes tokens before CROMA's final norm; model rs_final_norm = true "
+                     f"applies it): {', '.join(unused)}")
     return notes
 
 
