@@ -18,6 +18,9 @@ from .config import NILI_CONVENTIONS, QUERY_MODES
 
 # enumerations the engine, the CLI and the plugin share (imported from here or engine.config, never redefined)
 FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense fields: the transformer runs per pixel
+# `transformer` runs `nerf_fn`, which the authors' training never calls (untrained in the official weights): accepted
+# from the CLI and the engine, with a warning, but not offered among the plugin's choices.
+EXPERT_QUERY_MODES = tuple(m for m in QUERY_MODES if m not in FIELD_MODES)
 DTYPES = ("float32", "int16")
 BACKENDS = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
@@ -61,6 +64,8 @@ class Param:
     cli: bool = True
     toolbox: bool = True
     pattern: str | None = None  # a str value must match this regular expression
+    # choices the CLI and the engine accept but the toolbox does not offer (e.g. the untrained transformer query)
+    expert_choices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,8 +79,8 @@ class Param:
         """What is wrong with a value of this parameter (range, pattern, choices), or None."""
         if value is None:
             return None if self.optional or self.default is None else "a value is required"
-        if self.choices and value not in self.choices:
-            return f"must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.choices and value not in self.choices + self.expert_choices:
+            return f"must be one of {', '.join(self.choices + self.expert_choices)}, got {value!r}"
         if self.minimum is not None and value < self.minimum:
             return f"must be at least {self.minimum:g}, got {value:g}"
         if self.maximum is not None and value > self.maximum:
@@ -272,8 +277,10 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
                   choice_labels=("mean over the polygon", "at the centroid"),
                   help="polygons: mean of the field over the pixels inside, or the embedding at the centroid"),
             SPACE,
-            Param("mode", "choice", "nili", choices=QUERY_MODES, advanced=True, label="Query mode",
-                  help="how the embedding is read at a point (nili: GAIR's implicit interpolation)"),
+            Param("mode", "choice", "nili", choices=FIELD_MODES, expert_choices=EXPERT_QUERY_MODES, advanced=True,
+                  label="Query mode",
+                  help="how the embedding is read at a point (nili: GAIR's implicit interpolation; transformer, "
+                       "CLI only: the untrained nerf_fn, for study)"),
             OVERLAP,
             *_MODEL_PARAMS,
             _batch_size(None, "crops"),

@@ -84,7 +84,7 @@ def test_cli_options_are_the_definitions():
         for param in op.params:
             action = _action(sub, param.name)
             assert action.default == (None if param.repeat else param.default), (op.id, param.name)
-            assert tuple(action.choices or ()) == param.choices
+            assert tuple(action.choices or ()) == param.choices + param.expert_choices
             assert param.help.replace("%", "%%") in action.help
             if not param.positional and param.kind != "bool":
                 assert param.option in action.option_strings

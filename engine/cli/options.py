@@ -53,7 +53,7 @@ def add_argument(parser: argparse.ArgumentParser, param: Param) -> None:
         return
     kwargs: dict = {"help": _help(param), "type": _checked(param) if not param.choices else str}
     if param.choices:
-        kwargs["choices"] = param.choices
+        kwargs["choices"] = param.choices + param.expert_choices
     if param.kind in _METAVARS:
         kwargs["nargs"], kwargs["metavar"] = len(_METAVARS[param.kind]), _METAVARS[param.kind]
     if param.positional:

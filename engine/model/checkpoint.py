@@ -157,7 +157,7 @@ def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
     with atomic_path(out / BUNDLE_WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})
     meta = {"format": BUNDLE_FORMAT, "version": 1, "fingerprint": model.fingerprint, "source": source,
-            "config": model.config.to_dict()}
+            "config": model.config.to_dict(), "nerf_fn_trained": bool(getattr(model, "nerf_fn_trained", False))}
     with atomic_path(out / BUNDLE_CONFIG) as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
     return out
@@ -189,6 +189,7 @@ def load_bundle(path: str | os.PathLike, dtype=None) -> GAIRModel:
     except Exception as exc:  # noqa: BLE001 - safetensors reports damage with its own exception types
         raise GAIRError(f"could not read {weights} ({exc}); convert the checkpoint again") from exc
     model.load_report = apply_state_dict(model, state, str(path))
+    model.nerf_fn_trained = bool(meta.get("nerf_fn_trained", False))  # absent: written before it was recorded
     return model.eval()
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -72,6 +74,10 @@ class GAIRModel(nn.Module):
         self.optical_proj = nn.Linear(d, d)
         self.location_proj = nn.Linear(d, d)
         self._fingerprint: str | None = None
+        # Whether `nerf_fn` (the transformer query mode) was ever trained: the authors' forward pass never calls it,
+        # so the official checkpoint's copy is untrained; bundles record it (save_bundle / load_bundle).
+        self.nerf_fn_trained = False
+        self._warned_untrained_query = False
 
     # ---- identity -------------------------------------------------------------------------------------------
     @property
@@ -152,8 +158,20 @@ class GAIRModel(nn.Module):
         plan = points_plan(rel, self.config.rs_grid, mode, self.config.nili_convention)
         return sample_points(self._grid(tokens, mode, self.imnet.weight, self.imnet.bias), plan)
 
+    def _warn_untrained_query(self) -> None:
+        """Warn (once per model) that the transformer query mode runs an untrained `nerf_fn`."""
+        if self.nerf_fn_trained or self._warned_untrained_query:
+            return
+        self._warned_untrained_query = True
+        message = ("query mode 'transformer' uses nerf_fn, which these weights never trained (the authors' training "
+                   "does not call it; the official checkpoint's copy is untrained): its embeddings are not meaningful. "
+                   "Use nili (GAIR's query), bilinear or bicubic")
+        logging.getLogger(__name__).warning(message)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
     def _transformer_query(self, tokens: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """The reference's `nerf_fn`: a learned query token with a sin-cos code of the point, one pass per point."""
+        self._warn_untrained_query()
         b, n, _ = rel.shape
         g, d = self.config.rs_grid, self.config.embed_dim
         point = rel.reshape(-1, 2) * g
