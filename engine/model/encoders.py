@@ -89,6 +89,7 @@ class SVLayer(nn.Module):
         super().__init__()
         d = cfg.embed_dim
         self.heads = cfg.sv_heads
+        self.attention_dropout = 0.0  # training only (the authors' recipe: 0.1); set by pretraining
         self.attention = SVAttention(d)
         self.intermediate = _Dense(d, cfg.sv_mlp_dim)
         self.output = _Dense(cfg.sv_mlp_dim, d)
@@ -101,7 +102,8 @@ class SVLayer(nn.Module):
         b, n, d = h.shape
         q, k, v = (lin(h).view(b, n, self.heads, d // self.heads).transpose(1, 2)
                    for lin in (att.query, att.key, att.value))
-        ctx = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        p = self.attention_dropout if self.training else 0.0
+        ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=p).transpose(1, 2).reshape(b, n, d)
         x = self.attention.output.dense(ctx) + x
         return self.output.dense(F.gelu(self.intermediate.dense(self.layernorm_after(x)))) + x
 

@@ -31,12 +31,27 @@ def dihedral(crop: np.ndarray, rel_xy: np.ndarray, rotations: int, flip: bool) -
     return np.ascontiguousarray(crop), np.array([x, y], dtype=np.float64)
 
 
-def rs_colour_jitter(crop: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float) -> np.ndarray:
-    """Brightness (scale) then contrast (blend with the crop mean), clipped to 0..1; crop is 0..1 scaled bands."""
-    out = crop * np.float32(rng.uniform(1 - brightness, 1 + brightness))
-    out = np.clip(out, 0.0, 1.0)
-    c = np.float32(rng.uniform(1 - contrast, 1 + contrast))
-    return np.clip((out - out.mean()) * c + out.mean(), 0.0, 1.0).astype(np.float32)
+def rs_colour_jitter(crop: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float,
+                     bands: tuple[int, ...] = (), random_order: bool = False, grey_mean: bool = False) -> np.ndarray:
+    """Brightness (scale) and contrast (blend with a mean), each clipped to 0..1; crop is 0..1 scaled bands.
+
+    Ours: all bands, brightness then contrast around the crop mean. The authors' recipe (torchvision ColorJitter on a
+    3-channel slice): `bands` = (1, 2, 3), i.e. B3 B4 B5 of the 10-band stack, `random_order`, and `grey_mean`: the
+    contrast centre is the mean of the ITU-R 601 grey of those three bands, as for an RGB image.
+    """
+    out = crop.astype(np.float32, copy=True)
+    picked = list(bands) if bands else list(range(out.shape[0]))
+    part = out[picked]
+    order = rng.permutation(2) if random_order else np.arange(2)
+    for op in order:
+        if op == 0:
+            part = np.clip(part * np.float32(rng.uniform(1 - brightness, 1 + brightness)), 0.0, 1.0)
+        else:
+            factor = np.float32(rng.uniform(1 - contrast, 1 + contrast))
+            centre = np.float32(np.tensordot(_LUMA, part[:3], axes=1).mean()) if grey_mean else part.mean()
+            part = np.clip((part - centre) * factor + centre, 0.0, 1.0)
+    out[picked] = part
+    return out
 
 
 def random_resized_crop(img: np.ndarray, rng: np.random.Generator, scale: tuple[float, float],
@@ -56,10 +71,11 @@ def random_resized_crop(img: np.ndarray, rng: np.random.Generator, scale: tuple[
     return img[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
 
 
-def sv_colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+def sv_colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float, bound: float = 255.0) -> np.ndarray:
     """Brightness, contrast, saturation and hue (each +-strength, hue as a fraction of a turn) in random order.
 
-    img: (H, W, 3) float32 0..255.
+    img: (H, W, 3) float32 0..bound. The authors' recipe applies torchvision's ColorJitter to the already normalised
+    photo, whose clamp to 0..1 cuts every negative (below-mean) value: bound=1.0 on the normalised photo reproduces it.
     """
     out = img.astype(np.float32)
     for op in rng.permutation(4):
@@ -77,5 +93,5 @@ def sv_colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float)
             cos, sin = math.cos(angle), math.sin(angle)
             rot = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]], np.float32)
             out = out @ (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).T
-        out = np.clip(out, 0.0, 255.0)
+        out = np.clip(out, 0.0, bound)
     return out

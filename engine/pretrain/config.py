@@ -1,7 +1,8 @@
 """Pretraining configuration: dataclasses loaded from TOML or YAML, with `section.key=value` CLI overrides.
 
 Every weight, temperature, schedule constant and augmentation strength of the objective is a field here, so an
-ablation is a config change, not a code change. Defaults reproduce the authors' training recipe.
+ablation is a config change, not a code change. Defaults are the project's recipe; configs/authors.toml sets the
+authors' own values one by one (with their sources) and configs/ours.toml names our improvements.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ OBJECTIVES = ("gair", "csp")
 CSP_ENCODERS = ("rff", "gridcell")
 CSP_IMAGES = ("sv", "rs")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+SV_INITS = ("torch", "hf")
 
 
 @dataclass
@@ -28,6 +30,9 @@ class ModelSection:
 
     preset: str = "base"  # "base" (the official dimensions) or "tiny"
     overrides: dict = field(default_factory=dict)
+    # training-only settings of the photo encoder (they do not change inference, so they are not GAIRConfig fields)
+    sv_attention_dropout: float = 0.0  # the authors' ViTConfig: attention_probs_dropout_prob 0.1
+    sv_init: str = "torch"  # "hf": Hugging Face ViT init (trunc normal 0.02 on linear, conv, cls, position)
 
 
 @dataclass
@@ -36,6 +41,8 @@ class InitSection:
     croma: str = ""  # CROMA checkpoint for the RS encoder (patch embedding re-initialised)
     geoclip: str = ""  # GeoCLIP location_encoder_weights.pth (capsules mapped, heads re-initialised)
     teacher: str = ""  # distillation teacher: "" = a frozen copy of the initial weights, or a bundle/checkpoint
+    sv_teacher: str = ""  # photo teacher: google/vit-base-patch16-224-in21k weights (safetensors/.bin, HF names)
+    rs_teacher: str = ""  # RS teacher: CROMA_base.pt (its encoder replaces the teacher's s2_encoder)
     reset_queue: bool = False  # empty the location queue of a file start
 
 
@@ -52,6 +59,11 @@ class DataSection:
     sv_jitter_p: float = 0.3
     sv_jitter: float = 0.1  # brightness, contrast, saturation and hue strength
     sv_crop_scale: tuple[float, float] = (0.6, 1.0)  # ours: random resized crop of the photo (area fraction)
+    rs_jitter_bands: tuple[int, ...] = ()  # () = all bands (ours); authors: (1, 2, 3) = B3 B4 B5 of the 10 bands
+    rs_jitter_random_order: bool = False  # authors: torchvision ColorJitter's random order of brightness/contrast
+    rs_contrast_grey_mean: bool = False  # authors: contrast around the grey (0.299/0.587/0.114) mean of 3 bands
+    sv_jitter_normalised: bool = False  # authors: photo jitter on the normalised tensor, clamped to 0..1
+    resize_antialias: bool = False  # authors: torchvision Resize anti-aliases in training (inference does not)
 
 
 @dataclass
@@ -143,6 +155,7 @@ class PretrainConfig:
             (self.csp.image, CSP_IMAGES, "csp.image"),
             (self.train.amp, AMP_MODES, "train.amp"),
             (self.train.device, DEVICES, "train.device"),
+            (self.model.sv_init, SV_INITS, "model.sv_init"),
         ]
         for value, allowed, name in checks:
             if value not in allowed:
@@ -167,6 +180,11 @@ class PretrainConfig:
                             "the batch")
         if self.optim.lr < 0 or self.optim.min_lr < 0:
             raise GAIRError("optim.lr and optim.min_lr must not be negative (optim.lr = 0 applies the base_lr rule)")
+        if not 0.0 <= self.model.sv_attention_dropout < 1.0:
+            raise GAIRError(f"model.sv_attention_dropout must be in [0, 1), got {self.model.sv_attention_dropout}")
+        if self.data.rs_contrast_grey_mean and len(self.data.rs_jitter_bands) != 3:
+            raise GAIRError("data.rs_contrast_grey_mean needs exactly 3 data.rs_jitter_bands (treated as R, G, B), "
+                            f"got {list(self.data.rs_jitter_bands)}")
         if not 0.0 < self.data.sv_crop_scale[0] <= self.data.sv_crop_scale[1] <= 1.0:
             raise GAIRError(f"data.sv_crop_scale must satisfy 0 < min <= max <= 1, got {self.data.sv_crop_scale}")
         return self
@@ -215,6 +233,8 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
         return value
     if isinstance(default, tuple) and isinstance(value, (list, tuple)) and len(value) == len(default):
         return tuple(_coerce(v, d, name) for v, d in zip(value, default))
+    if default == () and isinstance(value, (list, tuple)):  # a list of any length (of whole numbers)
+        return tuple(_coerce(v, 0, name) for v in value)
     if isinstance(default, dict) and isinstance(value, dict):
         return dict(value)
     raise GAIRError(f"{name} = {value!r} has the wrong type; expected {type(default).__name__} like {default!r}")
@@ -225,10 +245,10 @@ def config_from_dict(data: dict) -> PretrainConfig:
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     model = data.get("model")
     if isinstance(model, dict):
-        preset = model.pop("preset", "base")
+        own = {name: model.pop(name) for name in ("preset", "sv_attention_dropout", "sv_init") if name in model}
         overrides = dict(model.pop("overrides", {}))
         overrides.update(model)
-        data["model"] = {"preset": preset, "overrides": overrides}
+        data["model"] = {**own, "overrides": overrides}
     return _build(PretrainConfig, data).validate()
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from ..config import GAIRConfig
 from ..errors import GAIRError
 from ..pipeline.source import SourceRaster
-from ..runtime.preprocess import load_photo, preprocess_rs, preprocess_sv
+from ..runtime.preprocess import load_photo, preprocess_rs, preprocess_sv, scale_rs, select_model_bands
 from .augment import dihedral, random_resized_crop, rs_colour_jitter, sv_colour_jitter
 from .config import DataSection
 from .manifest import Sample
@@ -44,6 +44,15 @@ class _RasterCache:
                 self.handles = {}
             source = self.handles[path] = SourceRaster(path, self.config, self.bands)
         return source.read(Window(*window) if window else Window(0, 0, source.width, source.height))[0]
+
+
+def resize_antialiased(array: np.ndarray, size: int) -> np.ndarray:
+    """(B, C, H, W) float32 -> (B, C, size, size): bicubic with anti-aliasing, as torchvision's Resize on tensors
+    (the authors' training); the released inference resize (runtime.preprocess) does not anti-alias."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    out = torch.nn.functional.interpolate(tensor, size=(size, size), mode="bicubic", align_corners=False,
+                                          antialias=True)
+    return out.numpy()
 
 
 class PretrainDataset(Dataset):
@@ -81,7 +90,10 @@ class PretrainDataset(Dataset):
     def load_crop(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         raw = self._rasters.read(sample.rs_path, sample.window)
         try:
-            crop = preprocess_rs(raw, self.cfg)[0]
+            if self.train and self.data.resize_antialias:
+                crop = resize_antialiased(scale_rs(select_model_bands(raw[None]), self.cfg), self.cfg.rs_input_size)[0]
+            else:
+                crop = preprocess_rs(raw, self.cfg)[0]
         except GAIRError as exc:
             raise GAIRError(f"{sample.rs_path}: {exc}") from exc
         rel = np.array([sample.query_x, sample.query_y], dtype=np.float64)
@@ -91,7 +103,11 @@ class PretrainDataset(Dataset):
         if d.rs_flip_rotate:
             crop, rel = dihedral(crop, rel, int(rng.integers(4)), bool(rng.integers(2)))
         if rng.uniform() < d.rs_jitter_p:
-            crop = rs_colour_jitter(crop, rng, d.rs_brightness, d.rs_contrast)
+            bad = [b for b in d.rs_jitter_bands if not 0 <= b < crop.shape[0]]
+            if bad:
+                raise GAIRError(f"data.rs_jitter_bands {bad} are not bands of the {crop.shape[0]}-band crop (0-based)")
+            crop = rs_colour_jitter(crop, rng, d.rs_brightness, d.rs_contrast, tuple(d.rs_jitter_bands),
+                                    d.rs_jitter_random_order, d.rs_contrast_grey_mean)
         return crop, rel
 
     def load_photo(self, sample: Sample, rng: np.random.Generator) -> np.ndarray:
@@ -99,14 +115,25 @@ class PretrainDataset(Dataset):
             img = load_photo(sample.sv_path)
         except OSError as exc:
             raise GAIRError(f"cannot read photo {sample.sv_path}: {exc}") from exc
-        if self.train:
-            d = self.data
-            img = random_resized_crop(img, rng, d.sv_crop_scale)
-            if rng.uniform() < d.sv_hflip_p:
-                img = img[:, ::-1]
-            if rng.uniform() < d.sv_jitter_p:
-                img = sv_colour_jitter(img, rng, d.sv_jitter)
-        return preprocess_sv(np.ascontiguousarray(img), self.cfg)[0]
+        if not self.train:
+            return preprocess_sv(np.ascontiguousarray(img), self.cfg)[0]
+        d = self.data
+        img = random_resized_crop(img, rng, d.sv_crop_scale)
+        if rng.uniform() < d.sv_hflip_p:
+            img = img[:, ::-1]
+        jitter = rng.uniform() < d.sv_jitter_p
+        if jitter and not d.sv_jitter_normalised:
+            img = sv_colour_jitter(img, rng, d.sv_jitter)
+        if d.resize_antialias:
+            norm = (np.asarray(img, np.float32) - np.asarray(self.cfg.sv_mean, np.float32)) / np.asarray(
+                self.cfg.sv_std, np.float32)
+            out = resize_antialiased(np.moveaxis(norm, -1, 0)[None], self.cfg.sv_input_size)[0]
+        else:
+            out = preprocess_sv(np.ascontiguousarray(img), self.cfg)[0]
+        if jitter and d.sv_jitter_normalised:  # the authors' order: normalise, resize, flip, then jitter and clamp
+            out = np.ascontiguousarray(np.moveaxis(sv_colour_jitter(np.moveaxis(out, 0, -1), rng, d.sv_jitter, 1.0),
+                                                   -1, 0))
+        return out
 
 
 class EpochSampler(Sampler):

@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import GAIRError
 from ..model.checkpoint import load_torch_file
 from .config import PretrainConfig
+from .teachers import load_croma_teacher, load_hf_vit, read_weights
 
 
 @dataclass
@@ -102,6 +103,37 @@ def load_geoclip(encoder: nn.Module, state: dict[str, torch.Tensor]) -> list[str
              "(GeoCLIP's are 512)")]
 
 
+def hf_vit_init(encoder: nn.Module, std: float = 0.02) -> None:
+    """Hugging Face ViT initialisation of a random photo encoder (the authors built theirs with ViTModel(config)):
+    truncated normal (std 0.02, cut at +-2 as HF does: in effect a normal) on linear and conv weights, cls token and
+    position embeddings; zero biases; LayerNorms at weight 1, bias 0."""
+    with torch.no_grad():
+        for module in encoder.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.trunc_normal_(module.weight, std=std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+        for param in (encoder.embeddings.cls_token, encoder.embeddings.position_embeddings):
+            nn.init.trunc_normal_(param, std=std)
+
+
+def apply_photo_settings(cfg: PretrainConfig, model: nn.Module) -> list[str]:
+    """The [model] photo-encoder training settings: attention dropout (any start) and, for a random start, the
+    initialisation. Returns notes."""
+    notes = []
+    for layer in model.sv_encoder.encoder.layer:
+        layer.attention_dropout = cfg.model.sv_attention_dropout
+    if cfg.model.sv_attention_dropout:
+        notes.append(f"photo encoder: attention dropout {cfg.model.sv_attention_dropout} in training")
+    if cfg.model.sv_init == "hf" and cfg.init.source == "random":
+        hf_vit_init(model.sv_encoder)
+        notes.append("photo encoder: Hugging Face ViT initialisation (trunc normal 0.02)")
+    return notes
+
+
 def build_start(cfg: PretrainConfig):
     """(model on CPU in train mode, StartReport). A random start seeds torch with train.seed first."""
     import engine
@@ -117,6 +149,7 @@ def build_start(cfg: PretrainConfig):
         if cfg.model.overrides:
             report.notes.append(f"[model] overrides {cfg.model.overrides} ignored: the architecture comes from "
                                 f"{source}")
+    report.notes += apply_photo_settings(cfg, model)
     if cfg.init.reset_queue or source == "random":
         model.queue_for_location.zero_()
         model.queue_ptr_location.zero_()
@@ -130,7 +163,9 @@ def build_start(cfg: PretrainConfig):
 
 
 def build_teacher(cfg: PretrainConfig, model: nn.Module) -> nn.Module | None:
-    """Frozen distillation teacher: a copy of the starting weights, or the model at init.teacher."""
+    """Frozen distillation teacher: a copy of the starting weights, or the model at init.teacher; then the photo
+    encoder from init.sv_teacher (the authors': ViT-B/16 ImageNet-21k) and the RS encoder from init.rs_teacher
+    (CROMA), each when given."""
     if not cfg.objective.distill:
         return None
     if cfg.init.teacher:
@@ -139,5 +174,12 @@ def build_teacher(cfg: PretrainConfig, model: nn.Module) -> nn.Module | None:
         teacher = engine.load_model(cfg.init.teacher, device="cpu", backend="torch")
     else:
         teacher = copy.deepcopy(model)
+    if cfg.init.sv_teacher:
+        load_hf_vit(teacher.sv_encoder, read_weights(cfg.init.sv_teacher, "photo teacher (ViT-B/16 in21k)"),
+                    cfg.init.sv_teacher)
+    if cfg.init.rs_teacher:
+        load_croma_teacher(teacher, croma_state(load_torch_file(cfg.init.rs_teacher, "RS teacher (CROMA)")))
+        # CROMA has 12 input bands, GAIR 10: as the authors' deep copy, the teacher shares the student's start
+        teacher.rs_encoder.s2_encoder.linear_input.load_state_dict(model.rs_encoder.s2_encoder.linear_input.state_dict())
     teacher.eval().requires_grad_(False)
     return teacher
