@@ -131,3 +131,28 @@ def test_photo_attention_dropout_and_hf_init():
     assert fresh.sv_encoder.embeddings.cls_token.abs().max() == 0  # without the option: PyTorch default, zero cls
     hf_vit_init(fresh.sv_encoder)
     assert fresh.sv_encoder.embeddings.cls_token.abs().max() > 0
+
+
+def test_dataset_applies_the_authors_resize_and_photo_jitter(tmp_path):
+    from engine.pretrain.build_dataset import build_manifest, read_points
+    from engine.pretrain.config import DataSection
+    from engine.pretrain.data import PretrainDataset
+    from engine.pretrain.manifest import read_manifest
+    from engine.pretrain.synthetic import WorldSpec, make_world
+    from engine.runtime.preprocess import preprocess_rs, scale_rs
+
+    tiny = engine.GAIRConfig.tiny()
+    world = make_world(tmp_path, WorldSpec(size_px=128, n_photos=12, n_labels=4, seed=1))
+    build_manifest([world.raster], read_points(world.photos_csv), tmp_path / "m.csv", tiny.crop_ground_m, seed=0)
+    samples = read_manifest(tmp_path / "m.csv")
+    authors = DataSection(rs_flip_rotate=False, rs_jitter_p=0.0, resize_antialias=True, sv_crop_scale=(1.0, 1.0),
+                          sv_hflip_p=0.0, sv_jitter_p=1.0, sv_jitter_normalised=True, num_workers=0)
+    ds = PretrainDataset(samples, tiny, authors, train=True, seed=0)
+    item = ds[(0, 1)]
+    raw = ds._rasters.read(samples[1].rs_path, samples[1].window)
+    np.testing.assert_allclose(item["rs"].numpy(), resize_antialiased(scale_rs(raw[None], tiny), 48)[0], atol=1e-6)
+    assert not np.allclose(item["rs"].numpy(), preprocess_rs(raw, tiny)[0], atol=1e-3)  # 64 -> 48 px: aliasing differs
+    assert item["sv"].min() >= 0 and item["sv"].max() <= 1  # the jitter's clamp on the normalised photo
+    plain = PretrainDataset(samples, tiny, authors, train=False, seed=0)[(0, 1)]
+    np.testing.assert_array_equal(plain["rs"].numpy(), preprocess_rs(raw, tiny)[0])  # evaluation: the inference resize
+    assert plain["sv"].min() < 0
