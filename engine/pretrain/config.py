@@ -20,6 +20,32 @@ LOCATION_NEGATIVES = ("queue", "batch", "batch+queue")
 OBJECTIVES = ("gair", "csp")
 CSP_ENCODERS = ("rff", "gridcell")
 CSP_IMAGES = ("sv", "rs")
+CSP_NEGATIVES = ("sphere", "sphericalold")
+GRIDCELL_FORMS = ("ours", "released")
+ACTIVATIONS = ("relu", "gelu", "leakyrelu", "sigmoid")
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "exponential")
+# CSP presets: defaults for [csp], [optim], [train] and [objective] that a config's own values override.
+# "csp-released": the CSP authors' released scripts (fmow: gridcell encoder, 1/lambda frequencies on 2 axes, lambda
+# 0.1-360 deg, 32 scales, one 512 hidden layer with GELU, dropout 0.5 and LayerNorm, 256-d, xavier; a trained image
+# projection; temperatures 20 (in-batch) / 1 (random locations) / 1 (SimCSE); `sphericalold` negatives; Adam 5e-5
+# x0.98 per epoch, batch 1024). "ours": the project's CSP (the model's own location encoder, uniform-sphere
+# negatives, AdamW with warm-up and cosine).
+CSP_PRESETS: dict[str, dict[str, dict]] = {
+    "csp-released": {
+        "objective": {"name": "csp"},
+        "csp": {"encoder": "gridcell", "gridcell_form": "released", "gridcell_min_radius_deg": 0.1,
+                "gridcell_max_radius_deg": 360.0, "gridcell_scales": 32, "gridcell_hidden": 512, "gridcell_layers": 1,
+                "gridcell_activation": "gelu", "dropout": 0.5, "output_dim": 256, "train_image_projection": True,
+                "inbatch_weight": 1.0, "inbatch_temperature": 20.0, "randloc_weight": 1.0, "randloc_temperature": 1.0,
+                "randloc_count": 1, "simcse_weight": 1.0, "simcse_temperature": 1.0, "symmetric": False,
+                "negatives": "sphericalold"},
+        "optim": {"name": "adam", "lr": 5e-5, "betas": [0.9, 0.999], "schedule": "exponential",
+                  "gamma_per_epoch": 0.98, "warmup_epochs": 0.0, "weight_decay": 0.0},
+        "train": {"batch_size": 1024},
+    },
+    "ours": {"objective": {"name": "csp"}, "csp": {"encoder": "rff", "negatives": "sphere"}},
+}
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 SV_INITS = ("torch", "hf")
 
@@ -85,6 +111,7 @@ class ObjectiveSection:
 class CSPSection:
     """CSP (Mai et al. 2023): a location encoder trained alone against frozen image features."""
 
+    preset: str = ""  # "" | "csp-released" | "ours": defaults (see CSP_PRESETS) under this file's own values
     encoder: str = "rff"  # rff: the model's own location encoder; gridcell: a multi-scale sinusoidal encoder
     image: str = "sv"  # frozen features: "sv" = optical_proj(pooler), "rs" = the localized RS embedding
     train_image_projection: bool = False  # CSP's trainable image head; for "sv" this trains `optical_proj`
@@ -102,6 +129,10 @@ class CSPSection:
     gridcell_scales: int = 32
     gridcell_hidden: int = 512
     gridcell_layers: int = 2
+    gridcell_form: str = "ours"  # ours: 3 directions, 2 pi / lambda, ReLU+dropout layers; released: CSP's (see above)
+    gridcell_activation: str = "relu"
+    output_dim: int = 0  # location embedding width; 0 = the model's embed_dim (CSP released: 256)
+    negatives: str = "sphere"  # random locations: uniform on the sphere, or CSP's `sphericalold` (biased at poles)
 
 
 @dataclass
@@ -114,6 +145,9 @@ class OptimSection:
     warmup_epochs: float = 10.0
     clip_grad: float = 0.0  # max global norm; 0 = off
     accum_steps: int = 1
+    name: str = "adamw"  # adamw | adam (CSP released)
+    schedule: str = "cosine"  # cosine: warm-up then half-cycle cosine; exponential: x gamma_per_epoch each epoch
+    gamma_per_epoch: float = 0.98
 
 
 @dataclass
@@ -156,6 +190,12 @@ class PretrainConfig:
             (self.train.amp, AMP_MODES, "train.amp"),
             (self.train.device, DEVICES, "train.device"),
             (self.model.sv_init, SV_INITS, "model.sv_init"),
+            (self.csp.preset, ("", *CSP_PRESETS), "csp.preset"),
+            (self.csp.negatives, CSP_NEGATIVES, "csp.negatives"),
+            (self.csp.gridcell_form, GRIDCELL_FORMS, "csp.gridcell_form"),
+            (self.csp.gridcell_activation, ACTIVATIONS, "csp.gridcell_activation"),
+            (self.optim.name, OPTIMIZERS, "optim.name"),
+            (self.optim.schedule, SCHEDULES, "optim.schedule"),
         ]
         for value, allowed, name in checks:
             if value not in allowed:
@@ -182,6 +222,14 @@ class PretrainConfig:
             raise GAIRError("optim.lr and optim.min_lr must not be negative (optim.lr = 0 applies the base_lr rule)")
         if not 0.0 <= self.model.sv_attention_dropout < 1.0:
             raise GAIRError(f"model.sv_attention_dropout must be in [0, 1), got {self.model.sv_attention_dropout}")
+        if self.csp.output_dim < 0 or (self.csp.output_dim and self.csp.encoder != "gridcell"):
+            raise GAIRError("csp.output_dim (other than 0) needs csp.encoder = \"gridcell\": the model's own location "
+                            f"encoder is embed_dim wide; got {self.csp.output_dim} with {self.csp.encoder!r}")
+        if self.csp.output_dim and not self.csp.train_image_projection:
+            raise GAIRError("csp.output_dim needs csp.train_image_projection = true: a trained head maps the image "
+                            "features to the location width")
+        if not 0.0 < self.optim.gamma_per_epoch <= 1.0:
+            raise GAIRError(f"optim.gamma_per_epoch must be in (0, 1], got {self.optim.gamma_per_epoch}")
         if self.data.rs_contrast_grey_mean and len(self.data.rs_jitter_bands) != 3:
             raise GAIRError("data.rs_contrast_grey_mean needs exactly 3 data.rs_jitter_bands (treated as R, G, B), "
                             f"got {list(self.data.rs_jitter_bands)}")
@@ -243,6 +291,13 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
 def config_from_dict(data: dict) -> PretrainConfig:
     """Sections as in the file: [model] keys other than `preset` are GAIRConfig overrides."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    preset = data.get("csp", {}).get("preset", "") if isinstance(data.get("csp"), dict) else ""
+    if preset in CSP_PRESETS:  # an unknown name is reported by validate()
+        for section, values in CSP_PRESETS[preset].items():
+            if not isinstance(data.setdefault(section, {}), dict):
+                raise GAIRError(f"[{section}] must be a table")
+            for key, value in values.items():
+                data[section].setdefault(key, value)
     model = data.get("model")
     if isinstance(model, dict):
         own = {name: model.pop(name) for name in ("preset", "sv_attention_dropout", "sv_init") if name in model}

@@ -3,8 +3,10 @@
 Three terms, each with its own weight and temperature: in-batch image negatives, random-location negatives drawn
 uniformly on the sphere, and SimCSE (two dropout passes of the same location are positives). Two encoders:
 "rff" trains the model's own GeoCLIP-style encoder (dropout is added after its capsule ReLUs while training, so
-the bundle's architecture does not change); "gridcell" is a multi-scale sinusoidal (Space2Vec "theory") encoder,
-saved beside the bundle as `gridcell_location_encoder.safetensors` + `.json`.
+the bundle's architecture does not change); "gridcell" is a multi-scale sinusoidal encoder, saved beside the bundle
+as `gridcell_location_encoder.safetensors` + `.json`, in two forms: ours (Space2Vec "theory": 3 directions 120 degrees
+apart, phase 2 pi x / lambda, ReLU + dropout layers) and "released", the CSP scripts' `gridcell` (2 axes, lon and lat,
+phase x / lambda, one hidden layer: linear, activation, dropout, LayerNorm; xavier-initialised; then the output).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from torch import nn
 from ..errors import GAIRError
 from ..io.files import atomic_path
 from .config import CSPSection
-from .losses import csp_inbatch, csp_random_locations, csp_simcse, uniform_sphere_lonlat
+from .losses import csp_inbatch, csp_random_locations, csp_simcse, sphericalold_lonlat, uniform_sphere_lonlat
 from .objective import localized
 
 
@@ -33,32 +35,51 @@ class GridCellConfig:
     hidden: int = 512
     layers: int = 2
     dropout: float = 0.1
+    form: str = "ours"  # ours | released (CSP's scripts)
+    activation: str = "relu"
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leakyrelu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
 
 
 class GridCellEncoder(nn.Module):
-    """[lon, lat] degrees -> sin/cos of projections on 3 unit vectors 120 degrees apart at geometric wavelengths
-    from min_radius to max_radius -> MLP with dropout -> embed_dim."""
+    """[lon, lat] degrees -> sin/cos of projections at geometric wavelengths from min_radius to max_radius -> MLP ->
+    embed_dim. ours: 3 unit vectors 120 degrees apart, 2 pi / lambda; released: the 2 axes, 1 / lambda."""
 
     def __init__(self, cfg: GridCellConfig) -> None:
         super().__init__()
         if not 0 < cfg.min_radius_deg < cfg.max_radius_deg:
             raise GAIRError(f"grid-cell radii must satisfy 0 < min < max, got {cfg.min_radius_deg}, "
                             f"{cfg.max_radius_deg}")
+        if cfg.form not in ("ours", "released") or cfg.activation not in _ACTIVATIONS:
+            raise GAIRError(f"grid-cell form must be ours or released and activation one of {sorted(_ACTIVATIONS)}; "
+                            f"got {cfg.form!r}, {cfg.activation!r}")
         self.config = cfg
-        angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
-        directions = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)  # (3, 2)
+        released = cfg.form == "released"
+        if released:
+            directions, turn = torch.eye(2, dtype=torch.float64), 1.0  # lon and lat axes, frequency 1 / lambda
+        else:
+            angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
+            directions, turn = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1), 2 * math.pi
         ratio = cfg.max_radius_deg / cfg.min_radius_deg
         steps = torch.arange(cfg.scales, dtype=torch.float64) / max(cfg.scales - 1, 1)
         wavelengths = cfg.min_radius_deg * ratio**steps  # (S,)
-        frequencies = 2 * math.pi * directions[None] / wavelengths[:, None, None]
+        frequencies = turn * directions[None] / wavelengths[:, None, None]
         self.register_buffer("frequencies", frequencies.reshape(-1, 2).float())
         layers: list[nn.Module] = []
         width = 2 * self.frequencies.shape[0]
         for _ in range(cfg.layers):
-            layers += [nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            layers += [nn.Linear(width, cfg.hidden), _ACTIVATIONS[cfg.activation](), nn.Dropout(cfg.dropout)]
+            if released:
+                layers.append(nn.LayerNorm(cfg.hidden))
             width = cfg.hidden
         layers.append(nn.Linear(width, cfg.embed_dim))
         self.mlp = nn.Sequential(*layers)
+        if released:
+            for layer in self.mlp:
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
         phase = lonlat.to(self.frequencies.dtype) @ self.frequencies.T
@@ -116,13 +137,15 @@ class CSPObjective(nn.Module):
         self.cfg = cfg
         self.query_mode = query_mode
         d = model.config.embed_dim
+        out = cfg.output_dim or d
         for p in model.parameters():
             p.requires_grad_(False)
         self.gridcell: GridCellEncoder | None = None
         self._dropout = None
         if cfg.encoder == "gridcell":
-            grid = GridCellConfig(d, cfg.gridcell_min_radius_deg, cfg.gridcell_max_radius_deg, cfg.gridcell_scales,
-                                  cfg.gridcell_hidden, cfg.gridcell_layers, cfg.dropout)
+            grid = GridCellConfig(out, cfg.gridcell_min_radius_deg, cfg.gridcell_max_radius_deg, cfg.gridcell_scales,
+                                  cfg.gridcell_hidden, cfg.gridcell_layers, cfg.dropout, cfg.gridcell_form,
+                                  cfg.gridcell_activation)
             self.gridcell = GridCellEncoder(grid).to(model.device)
         else:
             model.location_encoder.requires_grad_(True)
@@ -131,11 +154,14 @@ class CSPObjective(nn.Module):
             self._dropout = _CapsuleDropout(model.location_encoder, cfg.dropout)
         self.image_head: nn.Module | None = None
         if cfg.train_image_projection:
-            if cfg.image == "sv":
+            if cfg.image == "sv" and out == d:
                 model.optical_proj.requires_grad_(True)
-            else:
-                self.image_head = nn.Linear(d, d).to(model.device)
-                nn.init.eye_(self.image_head.weight)
+            else:  # a trained head (CSP released: the image features to the 256-d location space)
+                self.image_head = nn.Linear(d, out).to(model.device)
+                if out == d:
+                    nn.init.eye_(self.image_head.weight)
+                else:
+                    nn.init.xavier_uniform_(self.image_head.weight)
                 nn.init.zeros_(self.image_head.bias)
 
     def encode_location(self, lonlat: torch.Tensor) -> torch.Tensor:
@@ -149,10 +175,10 @@ class CSPObjective(nn.Module):
                 feat = m.encode_sv(sv)
             else:
                 feat = localized(m, m.rs_tokens(rs), rel_xy, self.query_mode)
-        if self.cfg.image == "sv":
-            feat = m.optical_proj(feat)
-        elif self.image_head is not None:
+        if self.image_head is not None:
             feat = self.image_head(feat)
+        elif self.cfg.image == "sv":
+            feat = m.optical_proj(feat)
         return F.normalize(feat.float(), dim=-1)
 
     def forward(self, rs: torch.Tensor, sv: torch.Tensor, rel_xy: torch.Tensor,
@@ -160,7 +186,8 @@ class CSPObjective(nn.Module):
         cfg = self.cfg
         img = self.image_features(rs, sv, rel_xy)
         b, k = lonlat.shape[0], cfg.randloc_count
-        random = uniform_sphere_lonlat(b * k, device=lonlat.device) if cfg.randloc_weight > 0 else lonlat[:0]
+        sampler = sphericalold_lonlat if cfg.negatives == "sphericalold" else uniform_sphere_lonlat
+        random = sampler(b * k, device=lonlat.device) if cfg.randloc_weight > 0 else lonlat[:0]
         both = self.encode_location(torch.cat([lonlat, random]))
         loc, rand = both[:b], both[b:].reshape(k, b, -1) if cfg.randloc_weight > 0 else None
         parts = {"inbatch": csp_inbatch(loc, img, cfg.inbatch_temperature, cfg.symmetric)}

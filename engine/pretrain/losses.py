@@ -5,6 +5,7 @@ Inputs are L2-normalised embeddings unless said otherwise. Cross-rank gathers ke
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -79,6 +80,16 @@ def uniform_sphere_lonlat(n: int, generator: torch.Generator | None = None, devi
     lon = u[:, 0] * 360.0 - 180.0
     lat = torch.rad2deg(torch.asin(2.0 * u[:, 1] - 1.0))
     return torch.stack([lon, lat], dim=1).float()
+
+
+def sphericalold_lonlat(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(n, 2) [lon, lat] degrees from CSP's `sphericalold` sampler (the one its ICCV paper used): a point of the unit
+    sphere's x-y disc in normalised (lon/180, lat/90) coordinates, i.e. radius sqrt(1 - u^2) for u uniform in
+    [-1, 1] at a uniform angle. It never reaches the corners (lon 180 and lat 90 together) and favours the equator."""
+    u = torch.rand(n, 2, generator=generator, device=device, dtype=torch.float64)
+    radius = torch.sqrt(1.0 - (2.0 * u[:, 0] - 1.0) ** 2)
+    angle = 2.0 * math.pi * u[:, 1]
+    return torch.stack([180.0 * radius * torch.cos(angle), 90.0 * radius * torch.sin(angle)], dim=1).float()
 
 
 def csp_inbatch(loc: torch.Tensor, img: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:

@@ -66,6 +66,22 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def schedule(optim, steps_per_epoch: int, total: int, lr: float):
+    """The step -> LR factor of optim.schedule: warm-up then cosine (the authors'), or CSP's x gamma per epoch
+    (after any warm-up)."""
+    warmup = round(optim.warmup_epochs * steps_per_epoch)
+    if optim.schedule == "exponential":
+        return lambda s: (s + 1) / warmup if s < warmup else optim.gamma_per_epoch ** ((s - warmup) // steps_per_epoch)
+    min_ratio = optim.min_lr / lr
+    return lambda s: lr_factor(s, warmup, total, min_ratio)
+
+
+def make_optimizer(optim, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """AdamW (the authors' GAIR) or Adam (CSP's scripts; weight decay as L2)."""
+    kind = torch.optim.Adam if optim.name == "adam" else torch.optim.AdamW
+    return kind(groups, lr=lr, betas=optim.betas)
+
+
 def freeze_unused(objective: nn.Module, example: dict) -> list[str]:
     """Freeze parameters the objective never reaches (e.g. nerf_fn, radar_proj), found by one dry run.
 

@@ -30,8 +30,9 @@ from .runtime import (
     deterministic_algorithms,
     example_batch,
     freeze_unused,
-    lr_factor,
+    make_optimizer,
     param_groups,
+    schedule,
 )
 from .state import (
     RunLog,
@@ -120,11 +121,9 @@ class _Session:
         self.objective = _objective(cfg, self.model, self.start).to(device)
         self.frozen = freeze_unused(self.objective, example_batch(self.model, device))
         self.trainable = [p for p in self.objective.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(param_groups(self.objective, cfg.optim.weight_decay), lr=self.lr,
-                                           betas=cfg.optim.betas)
-        warmup, min_ratio = round(cfg.optim.warmup_epochs * self.steps_per_epoch), cfg.optim.min_lr / self.lr
+        self.optimizer = make_optimizer(cfg.optim, param_groups(self.objective, cfg.optim.weight_decay), self.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, warmup, self.total, min_ratio))
+            self.optimizer, schedule(cfg.optim, self.steps_per_epoch, self.total, self.lr))
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.step, self.resumed_from, self.resumed_step = 0, None, None
 
