@@ -26,6 +26,7 @@ BACKENDS = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
 REGRESSORS = ("random_forest", "ridge")
+LOCATION_CLASSIFIERS = ("logistic", "knn", "random_forest")
 AGGREGATES = ("mean", "max")
 POLYGON_MODES = ("mean", "centroid")
 # Dims embed_raster keeps by default: 64 principal components hold nearly all the variance of GAIR's 768-d field that
@@ -429,6 +430,41 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
             CONFIDENCE,
             BLOCK_SIZE,
         ), summary="apply a saved classifier or regressor to an embedding raster"),
+    Operation(
+        "classify_location", "Classify from location",
+        "Maps classes from labelled points and their location alone: no imagery. Each point's GAIR location "
+        "embedding (from its longitude/latitude) trains a classifier, which then predicts a class for every pixel "
+        "of the extent at the pixel size you choose: a map prior for places and times without usable imagery, or "
+        "a quick look at how much location alone says about your classes.\n\nAccuracy is first measured by "
+        "stratified k-fold cross-validation on the points and shown in the log. Extent: empty = the points' "
+        "bounding box plus 10 %, in longitude/latitude. Pixel size: in the units of the extent's CRS (degrees "
+        "for longitude/latitude); empty = 512 pixels across.",
+        "analysis.location_map:classify_location",
+        (
+            Param("points_path", "vector", positional=True, flag="points", key="INPUT", label="Labelled points",
+                  help="labelled points: a vector layer (any CRS) or a CSV with lon/lat columns"),
+            Param("output_path", "raster_out", positional=True, flag="output", key="OUTPUT", label="Classes",
+                  help="class raster to write"),
+            Param("class_field", "field", "label", key="FIELD", flag="--field", label="Class field",
+                  help="field (column) holding each point's class"),
+            Param("extent", "extent", None, optional=True, label="Extent (empty: the points' box, padded)",
+                  help="map this box: XMIN YMIN XMAX YMAX (in --extent-crs, default lon/lat EPSG:4326)"),
+            Param("extent_crs", "crs", None, optional=True, toolbox=False,
+                  help="CRS of --extent and of the output raster (default EPSG:4326)"),
+            Param("pixel_size", "float", None, optional=True, minimum=0.0, key="PIXEL_SIZE",
+                  label="Pixel size (extent CRS units; empty: 512 px across)",
+                  help="output pixel size in the extent CRS's units (default: 512 pixels across the extent)"),
+            Param("method", "choice", "logistic", choices=LOCATION_CLASSIFIERS, label="Method",
+                  help="classifier on the location embeddings"),
+            Param("confidence_path", "raster_out", None, optional=True, flag="--confidence", key="CONFIDENCE",
+                  label="Confidence", help="also write the probability of the chosen class"),
+            Param("folds", "int", 5, minimum=2, maximum=20, label="Cross-validation folds",
+                  help="k of the stratified k-fold cross-validation on the points"),
+            SEED,
+            Param("lon_field", "str", "lon", toolbox=False, help="longitude column of a CSV"),
+            Param("lat_field", "str", "lat", toolbox=False, help="latitude column of a CSV"),
+            *_MODEL_PARAMS,
+        ), summary="class raster from labelled points and the location encoder alone (no imagery)"),
     Operation(
         "rank_features", "Rank features",
         "Ranks the features of a per-feature embedding layer by cosine similarity to some of its own features or "

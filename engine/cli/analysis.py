@@ -63,11 +63,21 @@ def _rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classify_location(args: argparse.Namespace) -> int:
+    from .options import load_model
+
+    result = run(args, model=load_model(args))
+    print(result.summary())
+    print("pixels per class: " + ", ".join(f"{name}: {count}" for name, count in result.counts.items()))
+    return 0
+
+
 def register(subparsers) -> None:
     add_operation(subparsers, "cluster_embeddings", _cluster)
     add_operation(subparsers, "similarity_search", _similarity)
     add_operation(subparsers, "train_classifier", _train)
     add_operation(subparsers, "train_regressor", _train)
     add_operation(subparsers, "apply_model", _apply)
+    add_operation(subparsers, "classify_location", _classify_location)
     parser = add_operation(subparsers, "rank_features", _rank)
     parser.add_argument("--show", type=int, default=10, help="print the best N (default: 10)")

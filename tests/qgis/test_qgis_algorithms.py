@@ -30,7 +30,7 @@ UTM17N = QgsCoordinateReferenceSystem("EPSG:32617")  # Detroit's UTM zone; the s
 EXPECTED = {
     "embeddings": {"embed_raster", "embed_features", "embed_photos", "embed_locations"},
     "analysis": {"cluster_embeddings", "similarity_search", "train_classifier", "apply_model",
-                 "train_regressor"},
+                 "train_regressor", "classify_location"},
     "model": {"convert_checkpoint", "export_onnx"},
 }
 

@@ -12,6 +12,7 @@ MODULES = (
     "similarity_search",
     "train_classifier",
     "apply_model",
+    "classify_location",
     "train_regressor",
     "convert_checkpoint",
     "export_onnx",
