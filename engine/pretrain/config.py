@@ -170,6 +170,25 @@ class TrainSection:
 
 
 @dataclass
+class EvalSection:
+    """Evaluation of the final bundle (engine.evaluate), run by rank 0 after training; nothing set = none."""
+
+    patches: str = ""  # EuroSAT-format folder: linear probe + kNN of crop means and centre queries
+    raster: str = ""  # with points: localized embeddings at labelled points (NILI vs bilinear vs bicubic vs mean)
+    points: str = ""  # labelled points (for raster, or for location)
+    location: bool = False  # with points: CSP's few-label protocol for the location encoder (pretrained vs random)
+    class_field: str = "label"
+    split: str = "random"  # random | blocks
+    block_size_m: float = 0.0  # side of a spatial block, metres (split = blocks)
+    folds: int = 5
+    output: str = ""  # "" = <train.out_dir>/eval
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.patches or self.raster or self.location)
+
+
+@dataclass
 class PretrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     init: InitSection = field(default_factory=InitSection)
@@ -178,6 +197,7 @@ class PretrainConfig:
     csp: CSPSection = field(default_factory=CSPSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
 
     def validate(self) -> PretrainConfig:
         checks = [
@@ -230,6 +250,10 @@ class PretrainConfig:
                             "features to the location width")
         if not 0.0 < self.optim.gamma_per_epoch <= 1.0:
             raise GAIRError(f"optim.gamma_per_epoch must be in (0, 1], got {self.optim.gamma_per_epoch}")
+        if (self.eval.raster or self.eval.location) and not self.eval.points:
+            raise GAIRError("eval.raster and eval.location need eval.points (labelled points)")
+        if self.eval.split not in ("random", "blocks") or (self.eval.split == "blocks" and self.eval.block_size_m <= 0):
+            raise GAIRError(f"eval.split must be random, or blocks with eval.block_size_m > 0; got {self.eval.split!r}")
         if self.data.rs_contrast_grey_mean and len(self.data.rs_jitter_bands) != 3:
             raise GAIRError("data.rs_contrast_grey_mean needs exactly 3 data.rs_jitter_bands (treated as R, G, B), "
                             f"got {list(self.data.rs_jitter_bands)}")

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ class TrainResult:
     samples_per_s: float
     start: str
     extra: Path | None = None  # the grid-cell encoder of a CSP run
+    evaluations: dict = field(default_factory=dict)  # [eval]: task -> report folder
 
 
 def run(cfg: PretrainConfig, resume: str | bool = False, progress: Callable[[float], None] | None = None,
@@ -284,5 +285,10 @@ class _Session:
             bundle = engine.save_bundle(self.model.eval(), self.out_dir / "bundle",
                                         source=f"engine.pretrain ({self.start.source}, {self.step} steps)")
             print(f"bundle: {bundle} (fingerprint {self.model.fingerprint})")
+        evaluations = {}
+        if self.main and self.cfg.eval.wanted:
+            from .evaluation import evaluate_bundle
+
+            evaluations = evaluate_bundle(self.cfg, bundle, extra)
         return TrainResult(self.out_dir, bundle, self.out_dir / "log.csv", self.step, last_loss, rate,
-                           self.start.source, extra)
+                           self.start.source, extra, evaluations)
