@@ -112,3 +112,21 @@ def test_convert_checkpoint_option(tmp_path, monkeypatch, trained_norm_checkpoin
     monkeypatch.undo()
     assert torch.equal(load_bundle(tmp_path / "b").rs_encoder.s2_encoder.transformer.norm_out.bias,
                        state[NORM_KEY + "bias"])
+
+
+def test_rasters_with_and_without_the_final_norm_refuse_comparison(tmp_path):
+    from engine.io.embedding_raster import EmbeddingRaster
+    from engine.pretrain.synthetic import WorldSpec, make_world
+
+    world = make_world(tmp_path / "w", WorldSpec(size_px=96, n_photos=1, n_labels=2, seed=0))
+    torch.manual_seed(0)
+    plain = engine.GAIRModel(TINY).eval()
+    normed = engine.GAIRModel(NORMED).eval()
+    normed.load_state_dict({**plain.state_dict(), **{k: v for k, v in normed.state_dict().items()
+                                                     if "norm_out" in k}})
+    a = engine.embed_raster(world.raster, tmp_path / "plain.tif", plain, dims=0)
+    b = engine.embed_raster(world.raster, tmp_path / "normed.tif", normed, dims=0)
+    space_a, space_b = EmbeddingRaster(a).meta.space, EmbeddingRaster(b).meta.space
+    assert space_a.options == {} and space_b.options == {"rs_final_norm": "true"}
+    with pytest.raises(engine.GAIRError, match="rs_final_norm"):
+        check_same_space(space_a, space_b)
