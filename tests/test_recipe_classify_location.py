@@ -93,3 +93,22 @@ def test_cli_command(tmp_path, tiny_model, capsys):
     assert "cross-validated accuracy" in out and "forest:" in out
     with rasterio.open(tmp_path / "c.tif") as ds:
         assert (ds.width, ds.height) == (20, 20)
+
+
+def test_points_from_a_vector_layer_in_another_crs(tmp_path):
+    import pyogrio.raw
+    import shapely
+    from pyproj import Transformer
+
+    from engine.analysis.location_map import read_points
+
+    lonlat, labels = read_points(write_points(tmp_path / "pts.csv", n=40), "label")
+    xs, ys = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True).transform(*lonlat.T)
+    gpkg = tmp_path / "utm.gpkg"
+    pyogrio.raw.write(str(gpkg), shapely.to_wkb(shapely.points(xs, ys)), [np.asarray(labels, object)], ["cover"],
+                      geometry_type="Point", crs="EPSG:32632", driver="GPKG")
+    back, names = read_points(gpkg, "cover")
+    np.testing.assert_allclose(back, lonlat, atol=1e-7)
+    assert names.tolist() == labels.tolist()
+    with pytest.raises(GAIRError, match="no field 'klass'"):
+        read_points(gpkg, "klass")

@@ -67,6 +67,45 @@ def location_classifier(method: str, seed: int = 0):
     raise GAIRError(f"method must be one of {', '.join(LOCATION_CLASSIFIERS)}, got {method!r}")
 
 
+def read_points(path: str | os.PathLike, class_field: str, lon_field: str = "lon",
+                lat_field: str = "lat") -> tuple[np.ndarray, np.ndarray]:
+    """[lon, lat] (N, 2) and class names of labelled points: a CSV with lon/lat columns or a vector layer (any CRS;
+    centroids for non-points). Rows without a class or valid coordinates are left out. (torch-free, unlike the
+    evaluation harness's reader)"""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise GAIRError(f"labelled points {path} not found")
+    if path.suffix.lower() in (".csv", ".txt"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        missing = [c for c in (lon_field, lat_field, class_field) if c not in (set(rows[0]) if rows else set())]
+        if missing:
+            raise GAIRError(f"{path.name} has no column(s) {missing}; choose the class, lon and lat columns")
+        try:
+            lonlat = np.array([[float(r[lon_field]), float(r[lat_field])] for r in rows], np.float64)
+        except ValueError:
+            raise GAIRError(f"{path.name}: {lon_field}/{lat_field} must be numbers") from None
+        values = [r[class_field] for r in rows]
+    else:
+        import shapely
+
+        from ..io.vectors import read_layer, reproject
+
+        layer = read_layer(path, require_crs=True)
+        values = list(layer.column(class_field))  # a missing field is a GAIRError naming the fields
+        lonlat = np.full((len(layer), 2), np.nan)
+        for i, geom in enumerate(reproject(layer.geometries, layer.crs, "EPSG:4326")):
+            if geom is not None and not shapely.is_empty(geom):
+                point = geom if shapely.get_type_id(geom) == 0 else shapely.centroid(geom)
+                lonlat[i] = point.x, point.y
+    labels = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()
+                       for v in values], dtype=object)
+    ok = (labels != "") & np.isfinite(lonlat).all(axis=1) & (np.abs(lonlat[:, 1]) <= 90)
+    return lonlat[ok], labels[ok].astype(str)
+
+
 def _grid(lonlat: np.ndarray, extent, extent_crs: str | None, pixel_size: float | None):
     """(crs, transform, width, height) of the output: the extent (default: the points' lon/lat box + 10 %)."""
     from rasterio.crs import CRS
@@ -116,18 +155,18 @@ def classify_location(points_path: str | os.PathLike, output_path: str | os.Path
     """
     from pyproj import Transformer
 
-    from ..evaluate.location import read_labelled_points
-    from ..pipeline.raster import as_model
+    from ..runtime.loading import load_model
+    from ..runtime.protocol import GAIRModelLike
 
     started = time.perf_counter()
     if method not in LOCATION_CLASSIFIERS:
         raise GAIRError(f"method must be one of {', '.join(LOCATION_CLASSIFIERS)}, got {method!r}")
-    lonlat, labels = read_labelled_points(points_path, class_field, lon_field, lat_field)
+    lonlat, labels = read_points(points_path, class_field, lon_field, lat_field)
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
         raise GAIRError(f"{Path(points_path).name} has {len(classes)} class(es) in {class_field!r}; need at least two")
     crs, transform, width, height = _grid(lonlat, extent, extent_crs, pixel_size)
-    model = as_model(model, device, backend)
+    model = model if isinstance(model, GAIRModelLike) else load_model(model, device=device, backend=backend)
     check_cancel(cancel, "reading the points")
     x = np.asarray(model.encode_location(lonlat.astype(np.float64)), np.float64)
     accuracy, used_folds = _cross_validate(method, x, labels, folds, seed)
