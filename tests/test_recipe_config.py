@@ -30,7 +30,7 @@ def test_authors_config_has_the_authors_values():
     assert (d.rs_flip_rotate, d.rs_jitter_p, d.rs_brightness, d.rs_contrast) == (False, 0.7, 0.2, 0.2)
     assert (d.rs_jitter_bands, d.rs_jitter_random_order, d.rs_contrast_grey_mean) == ((1, 2, 3), True, True)
     assert (d.sv_hflip_p, d.sv_jitter_p, d.sv_jitter, d.sv_crop_scale) == (0.5, 0.3, 0.1, (1.0, 1.0))
-    assert d.sv_jitter_normalised and d.resize_antialias
+    assert d.sv_jitter_normalised and d.resize_antialias and d.rs_pairing == "city-tile"
     assert (m.sv_attention_dropout, m.sv_init) == (0.1, "hf")
     gair = cfg.gair_config()
     assert gair.rs_final_norm and gair.queue_size == 4096 and gair.rs_input_size == 96 and gair.embed_dim == 768
@@ -42,6 +42,7 @@ def test_ours_and_base_are_the_project_recipe_and_not_called_the_authors():
     for cfg in (ours, base):
         assert cfg.data.rs_flip_rotate and not cfg.data.resize_antialias and not cfg.gair_config().rs_final_norm
         assert cfg.optim.accum_steps == 1 and cfg.train.epochs == 100 and not cfg.objective.distill
+        assert cfg.data.rs_pairing == "crop"
     header = (CONFIGS / "base.toml").read_text().split("\n[")[0]
     assert "NOT the authors'" in header and "authors.toml" in header
     assert load_config(CONFIGS / "tiny.toml").gair_config().embed_dim == 32
@@ -156,3 +157,41 @@ def test_dataset_applies_the_authors_resize_and_photo_jitter(tmp_path):
     plain = PretrainDataset(samples, tiny, authors, train=False, seed=0)[(0, 1)]
     np.testing.assert_array_equal(plain["rs"].numpy(), preprocess_rs(raw, tiny)[0])  # evaluation: the inference resize
     assert plain["sv"].min() < 0
+
+
+def test_city_tile_pairing_draws_a_whole_tile_of_the_folder(tmp_path):
+    import rasterio
+    from pyproj import Transformer
+
+    from engine.pretrain.build_dataset import build_manifest, read_points
+    from engine.pretrain.config import DataSection
+    from engine.pretrain.data import PretrainDataset
+    from engine.pretrain.manifest import read_manifest
+    from engine.pretrain.synthetic import WorldSpec, make_world
+    from engine.runtime.preprocess import preprocess_rs
+
+    tiny = engine.GAIRConfig.tiny()
+    world = make_world(tmp_path / "w", WorldSpec(size_px=128, n_photos=12, n_labels=4, seed=1))
+    build_manifest([world.raster], read_points(world.photos_csv), tmp_path / "m.csv", tiny.crop_ground_m, seed=0,
+                   crops_dir=tmp_path / "city")  # one folder of tiles = one city
+    samples = read_manifest(tmp_path / "m.csv")
+    off = dict(rs_flip_rotate=False, rs_jitter_p=0.0, sv_jitter_p=0.0, num_workers=0)
+    ds = PretrainDataset(samples, tiny, DataSection(rs_pairing="city-tile", **off), train=True, seed=0)
+    tiles = sorted({s.rs_path for s in samples})
+    drawn = set()
+    for epoch in range(12):
+        item = ds[(epoch, 3)]
+        match = [t for t in tiles if np.array_equal(item["rs"].numpy(), preprocess_rs(ds._rasters.read(t, None),
+                                                                                      tiny)[0])]
+        assert len(match) == 1  # a whole tile of the city, resized to the model input
+        drawn.add(match[0])
+        with rasterio.open(match[0]) as src:
+            b = src.bounds
+            x, y = Transformer.from_crs("EPSG:4326", src.crs, always_xy=True).transform(samples[3].lon, samples[3].lat)
+        expected = np.clip([(x - b.left) / (b.right - b.left), (b.top - y) / (b.top - b.bottom)], 0, 1)
+        np.testing.assert_allclose(item["rel_xy"].numpy(), expected, atol=1e-9)
+    assert len(drawn) > 3  # redrawn on every load
+    fixed = PretrainDataset(samples, tiny, DataSection(**off), train=True, seed=0)[(0, 3)]
+    assert fixed["rel_xy"].tolist() == [samples[3].query_x, samples[3].query_y]  # default: the photo's own crop
+    with pytest.raises(GAIRError, match="data.rs_pairing"):
+        load_config(None, ['data.rs_pairing="anywhere"'])

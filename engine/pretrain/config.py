@@ -90,6 +90,9 @@ class DataSection:
     rs_contrast_grey_mean: bool = False  # authors: contrast around the grey (0.299/0.587/0.114) mean of 3 bands
     sv_jitter_normalised: bool = False  # authors: photo jitter on the normalised tensor, clamped to 0..1
     resize_antialias: bool = False  # authors: torchvision Resize anti-aliases in training (inference does not)
+    rs_pairing: str = "crop"  # crop: the manifest's crop holding the photo; city-tile (authors): a random whole
+    #                           tile from the folder of the sample's rs_path (their per-city folders), redrawn on
+    #                           every load, the photo's position in it clamped to the tile
 
 
 @dataclass
@@ -210,6 +213,7 @@ class PretrainConfig:
             (self.train.amp, AMP_MODES, "train.amp"),
             (self.train.device, DEVICES, "train.device"),
             (self.model.sv_init, SV_INITS, "model.sv_init"),
+            (self.data.rs_pairing, ("crop", "city-tile"), "data.rs_pairing"),
             (self.csp.preset, ("", *CSP_PRESETS), "csp.preset"),
             (self.csp.negatives, CSP_NEGATIVES, "csp.negatives"),
             (self.csp.gridcell_form, GRIDCELL_FORMS, "csp.gridcell_form"),

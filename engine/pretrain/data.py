@@ -34,6 +34,10 @@ class _RasterCache:
         """(10, h, w) raw values in the model's band order, nodata as 0, exactly as inference reads a crop."""
         from rasterio.windows import Window
 
+        source = self.source(path)
+        return source.read(Window(*window) if window else Window(0, 0, source.width, source.height))[0]
+
+    def source(self, path: str) -> SourceRaster:
         if self.pid != os.getpid():
             self.pid, self.handles = os.getpid(), {}
         source = self.handles.get(path)
@@ -43,7 +47,17 @@ class _RasterCache:
                     old.close()
                 self.handles = {}
             source = self.handles[path] = SourceRaster(path, self.config, self.bands)
-        return source.read(Window(*window) if window else Window(0, 0, source.width, source.height))[0]
+        return source
+
+    def position(self, path: str, lon: float, lat: float) -> np.ndarray:
+        """(x from west, y from north) of lon/lat in the file, as fractions of its size, clamped to 0..1."""
+        from pyproj import Transformer
+
+        ds = self.source(path).ds
+        x, y = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True).transform(lon, lat)
+        b = ds.bounds
+        rel = np.array([(x - b.left) / (b.right - b.left), (b.top - y) / (b.top - b.bottom)], np.float64)
+        return np.clip(np.nan_to_num(rel, nan=0.5), 0.0, 1.0)
 
 
 def resize_antialiased(array: np.ndarray, size: int) -> np.ndarray:
@@ -72,6 +86,10 @@ class PretrainDataset(Dataset):
         self.seed = seed
         self.photos = photos
         self._rasters = _RasterCache(model_config, self.data.bands or None)
+        self._city_tiles: dict[str, list[str]] = {}  # folder -> its tile files (data.rs_pairing = city-tile)
+        if self.data.rs_pairing == "city-tile":
+            for path in sorted({s.rs_path for s in samples}):
+                self._city_tiles.setdefault(os.path.dirname(path), []).append(path)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -88,7 +106,11 @@ class PretrainDataset(Dataset):
         return item
 
     def load_crop(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        raw = self._rasters.read(sample.rs_path, sample.window)
+        path, window = sample.rs_path, sample.window
+        if self.train and self._city_tiles:  # the authors' pairing: any whole tile of the photo's city
+            tiles = self._city_tiles[os.path.dirname(sample.rs_path)]
+            path, window = tiles[int(rng.integers(len(tiles)))], None
+        raw = self._rasters.read(path, window)
         try:
             if self.train and self.data.resize_antialias:
                 crop = resize_antialiased(scale_rs(select_model_bands(raw[None]), self.cfg), self.cfg.rs_input_size)[0]
@@ -97,6 +119,8 @@ class PretrainDataset(Dataset):
         except GAIRError as exc:
             raise GAIRError(f"{sample.rs_path}: {exc}") from exc
         rel = np.array([sample.query_x, sample.query_y], dtype=np.float64)
+        if path != sample.rs_path or (window is None and sample.window is not None):
+            rel = self._rasters.position(path, sample.lon, sample.lat)
         if not self.train:
             return crop, rel
         d = self.data
