@@ -110,14 +110,15 @@ def _pretrain(args) -> int:
 
 def _build_dataset(args) -> int:
     from ..config import GAIRConfig
-    from ..pretrain.build_dataset import build_manifest, expand_rasters, read_points
+    from ..io.vectors import read_point_table
+    from ..pretrain.build_dataset import build_manifest, expand_rasters
 
     model_config = GAIRConfig()
     if args.config:
         from ..pretrain.config import load_config
 
         model_config = load_config(args.config).gair_config()
-    points = read_points(args.photos, args.lon_field, args.lat_field, args.path_field, args.date_field,
+    points = read_point_table(args.photos, args.lon_field, args.lat_field, args.path_field, args.date_field,
                          args.label_field)
     with progress(args, "crops") as bar:
         report = build_manifest(expand_rasters(args.rasters), points, args.out,
