@@ -18,7 +18,7 @@ from .config import NILI_CONVENTIONS, QUERY_MODES
 
 # enumerations the engine, the CLI and the plugin share (imported from here or engine.config, never redefined)
 FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense fields: the transformer runs per pixel
-DTYPES = ("float32", "int16")
+DTYPES = ("float32", "int16", "int8")
 BACKENDS = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")

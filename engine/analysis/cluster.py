@@ -79,6 +79,16 @@ def assign(bands: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return labels
 
 
+def assign_raw(raw: np.ndarray, centroids: np.ndarray, to_float: Callable[[np.ndarray, np.ndarray], np.ndarray],
+               chunk: int = 16384) -> np.ndarray:
+    """`assign` over a (K, n) block of stored values, dequantised (EmbeddingRaster.to_float) one chunk at a time."""
+    labels = np.empty(raw.shape[1], np.uint8)
+    scratch = np.empty((raw.shape[0], min(chunk, raw.shape[1])), np.float32)
+    for start in range(0, raw.shape[1], chunk):
+        labels[start:start + chunk] = assign(to_float(raw[:, start:start + chunk], scratch), centroids)
+    return labels
+
+
 def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLike, *, k: int = 8,
                    auto_k: bool = False, sample_size: int = 20000, seed: int = 0,
                    polygons_path: str | os.PathLike | None = None, sieve_pixels: int = 0,
@@ -106,8 +116,8 @@ def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLi
         polygons, polygons_written = 0, False
         try:
             for window, block in raster.iter_blocks(block_size, stage(progress, 0.55, 0.9 if polygons_path else 1.0),
-                                                    cancel):
-                labels = assign(block.reshape(raster.dims, -1), centroids)
+                                                    cancel, raw=True):
+                labels = assign_raw(block.reshape(raster.dims, -1), centroids, raster.to_float)
                 counts += np.bincount(labels, minlength=k + 1)
                 out.write(window, labels)
             out.close()
