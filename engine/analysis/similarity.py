@@ -6,6 +6,7 @@ trip through memory.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -195,7 +196,7 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
         try:
             valid = masked = 0
             # cosine is scale-free: int8 chunks are cast to float without the 1/127 (one pass less)
-            to_float = (lambda raw, scratch: raster.to_float(raw, scratch, unit=False))
+            to_float = functools.partial(raster.to_float, unit=False)
             whole = (np.empty((raster.height, raster.width), np.float32)
                      if top_k > 0 and raster.height * raster.width <= IN_MEMORY_PEAKS_PIXELS else None)
             for window, block in raster.iter_blocks(block_size, stage(progress, 0.0, 0.9), cancel, raw=True):
