@@ -74,7 +74,12 @@ def assign(bands: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """
     scores = centroids @ bands
     scores -= 0.5 * np.einsum("ij,ij->i", centroids, centroids)[:, None]
-    labels = np.argmax(scores, axis=0).astype(np.uint8) + 1
+    # a running max over the k rows: contiguous passes, several times faster than argmax along axis 0
+    best, labels = scores[0].copy(), np.ones(scores.shape[1], np.uint8)
+    for j in range(1, len(scores)):
+        better = scores[j] > best
+        np.copyto(best, scores[j], where=better)
+        labels[better] = j + 1
     labels[np.isnan(scores[0])] = CLASS_NODATA
     return labels
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import GAIRError
 from ..params import DTYPES
-from .blocks import Cancel, Progress, block_windows, walk
+from .blocks import Cancel, Progress, block_windows, one_blas_thread, walk
 from .files import PAM, PendingFile, pca_sidecar_path
 from .pca import PCAProjection
 from .space import EmbeddingSpace
@@ -320,6 +320,12 @@ class EmbeddingRaster:
         """
         return np.ascontiguousarray(self.read_block(window).reshape(self.dims, -1).T)
 
+    def read_columns(self, window, flat: np.ndarray) -> np.ndarray:
+        """(len(flat), K) float32 vectors of the window's pixels at row-major indices `flat` (NaN rows for nodata):
+        only those pixels are dequantised and transposed, not the whole window."""
+        raw = self.read_raw(window).reshape(self.dims, -1)
+        return np.ascontiguousarray(self.to_float(np.ascontiguousarray(raw[:, flat])).T)
+
     def read_valid_mask(self, window) -> np.ndarray:
         """(h, w) bool from the first band only: cheap, and nodata is written across all bands."""
         band = self._ds.read(1, window=window)
@@ -330,12 +336,14 @@ class EmbeddingRaster:
         """Yield (window, (K, h, w) float32 block, NaN = nodata) over tile-aligned windows of `block_size` (default:
         as large as a memory budget allows). raw=True yields the stored values instead (see `read_raw`; the hot
         scans convert them chunk by chunk with `to_float`). Every block is a view of one reused buffer: use it
-        before asking for the next (copy it to keep it)."""
+        before asking for the next (copy it to keep it). BLAS runs on one thread until the walk ends (see
+        `one_blas_thread`): the per-block products are memory-bound."""
         windows = self.windows(block_size or default_block_size(self))
         dtype = self.dtype if raw else np.float32
         buffer = np.empty(self.dims * max(int(w.height) * int(w.width) for w in windows), dtype)
-        for window in walk(windows, progress, cancel, f"reading {self.path.name}"):
-            yield window, (self.read_raw(window, buffer) if raw else self.read_block(window, buffer))
+        with one_blas_thread():
+            for window in walk(windows, progress, cancel, f"reading {self.path.name}"):
+                yield window, (self.read_raw(window, buffer) if raw else self.read_block(window, buffer))
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         """Map (N, D) model-space vectors into this raster's space: through the PCA sidecar, identity at full dims.
@@ -381,7 +389,7 @@ def sample_pixels(raster: EmbeddingRaster, count: int, seed: int = 0, cancel: Ca
         lo, hi = np.searchsorted(chosen, [starts[i], starts[i + 1]])
         if hi > lo:
             flat = np.flatnonzero(masks[i].ravel())[chosen[lo:hi] - starts[i]]
-            vectors.append(raster.read_pixels(window)[flat])
+            vectors.append(raster.read_columns(window, flat))
             rows.append(flat // int(window.width) + int(window.row_off))
             cols.append(flat % int(window.width) + int(window.col_off))
     vectors, rows, cols = np.concatenate(vectors), np.concatenate(rows), np.concatenate(cols)
