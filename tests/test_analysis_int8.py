@@ -115,3 +115,18 @@ def test_classifier_on_int8_is_as_accurate_as_float32(rasters, tmp_path):
     assert accuracy["float32"] > 0.9 and abs(accuracy["int8"] - accuracy["float32"]) <= 0.05
     ok = truth >= 0
     assert np.mean(maps["int8"][ok] == maps["float32"][ok]) > 0.95
+
+
+def test_a_model_is_applied_only_to_the_encoding_it_was_trained_on(rasters, tmp_path):
+    """int8 rasters hold unit vectors: a model trained on float32 vectors (or the reverse) is refused, int16 (the
+    same vectors as float32) is accepted."""
+    from engine import GAIRError
+
+    planted, labels_path = rasters
+    train_classifier(planted["float32"].path, labels_path, "cls", tmp_path / "f.joblib", folds=2)
+    train_classifier(planted["int8"].path, labels_path, "cls", tmp_path / "q.joblib", folds=2)
+    with pytest.raises(GAIRError, match="trained on float32/int16 embeddings but int8.tif stores int8"):
+        apply_model(planted["int8"].path, tmp_path / "f.joblib", tmp_path / "x.tif")
+    with pytest.raises(GAIRError, match="trained on int8 \\(unit-length\\) embeddings"):
+        apply_model(planted["float32"].path, tmp_path / "q.joblib", tmp_path / "x.tif")
+    assert apply_model(planted["int16"].path, tmp_path / "f.joblib", tmp_path / "ok.tif").counts
