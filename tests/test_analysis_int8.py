@@ -130,3 +130,12 @@ def test_a_model_is_applied_only_to_the_encoding_it_was_trained_on(rasters, tmp_
     with pytest.raises(GAIRError, match="trained on int8 \\(unit-length\\) embeddings"):
         apply_model(planted["float32"].path, tmp_path / "q.joblib", tmp_path / "x.tif")
     assert apply_model(planted["int16"].path, tmp_path / "f.joblib", tmp_path / "ok.tif").counts
+
+
+def test_in_memory_peaks_on_a_ramp_visit_everything_and_find_the_one_peak():
+    """A smooth ramp has one local maximum: the search must look at every pixel (in bounded batches) to be sure."""
+    rows, cols = np.mgrid[0:300, 0:400]
+    ramp = (rows + cols).astype(np.float32) / 700
+    ramp[:3, :3] = np.nan
+    assert [(r, c) for _, r, c in _peaks_in_memory(ramp, 10, 5, None)] == [(299, 399)]
+    assert _peaks_in_memory(ramp, 10, 5, 2.0) == []  # nothing reaches the threshold

@@ -235,7 +235,10 @@ def test_int8_blocks_raw_and_chunked_floats(tmp_path):
     data = _data(dims=8)
     path = _write(tmp_path / "q8.tif", data, dtype="int8")
     with EmbeddingRaster(path) as er:
-        for (window, raw), (_, block) in zip(er.iter_blocks(raw=True), er.iter_blocks()):
+        raws = [(window, raw.copy()) for window, raw in er.iter_blocks(32, raw=True)]
+        blocks = [block.copy() for _, block in er.iter_blocks(32)]
+        assert len(raws) == len(blocks) > 1
+        for (_, raw), block in zip(raws, blocks):
             assert raw.dtype == np.int8
             raw_cols = raw.reshape(8, -1).copy()
             unit = er.to_float(raw_cols)

@@ -307,9 +307,13 @@ def _peaks_in_memory(sim: np.ndarray, top_k: int, min_distance: int, threshold: 
         if len(prefix) == 0:
             break
         rows, cols = np.divmod(prefix, width)
-        neighbourhood = padded[rows[:, None, None] + r + offsets[None, :, None],
-                               cols[:, None, None] + r + offsets[None, None, :]]
-        peak = neighbourhood.max(axis=(1, 2)) <= values[prefix]
+        peak = np.empty(len(prefix), bool)
+        step = max(1, 2**23 // len(offsets) ** 2)  # neighbourhoods of at most ~32 MB at a time
+        for i in range(0, len(prefix), step):
+            part = slice(i, i + step)
+            neighbourhood = padded[rows[part, None, None] + r + offsets[None, :, None],
+                                   cols[part, None, None] + r + offsets[None, None, :]]
+            peak[part] = neighbourhood.max(axis=(1, 2)) <= values[prefix[part]]
         rows, cols, scores = rows[peak], cols[peak], values[prefix][peak]
         if excluded is not None and len(excluded) and len(rows):
             near = _near_any(rows, cols, excluded, exclude_radius)

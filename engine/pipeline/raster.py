@@ -71,8 +71,8 @@ class OutputEstimate:
 
     def describe(self) -> str:
         return (f"{self.width} x {self.height} px x {self.dims} dims {self.dtype} = {format_bytes(self.bytes)} "
-                + ("(int8 tiles are stored plain)" if self.dtype == "int8" else
-                   "before compression (it typically saves 20-30%)") + f"; {self.crops} crops to encode")
+                + ("before compression (int8 tiles are stored plain: that is the file size)" if self.dtype == "int8"
+                   else "before compression (it typically saves 20-30%)") + f"; {self.crops} crops to encode")
 
 
 def format_duration(seconds: float) -> str:
