@@ -245,3 +245,24 @@ def test_int8_blocks_raw_and_chunked_floats(tmp_path):
             scaled = er.to_float(raw_cols, unit=False)
             np.testing.assert_array_equal(unit, block.reshape(8, -1))
             np.testing.assert_allclose(scaled, unit * 127, rtol=1e-6, equal_nan=True)
+
+
+def test_int8_written_as_signed_bytes_by_an_older_gdal_reads_the_same(tmp_path):
+    """GDAL < 3.7 (QGIS 3.22) stores int8 as Byte: the reader takes the GAIR_ENCODING tag and views the bytes as
+    signed, so both files give the same vectors and the same nodata."""
+    import rasterio
+
+    data = _data(dims=4)
+    path = _write(tmp_path / "q8.tif", data, dtype="int8")
+    with rasterio.open(path) as src:
+        raw, profile, tags = src.read(), src.profile, src.tags()
+    profile.update(dtype="uint8", nodata=128)
+    with rasterio.open(tmp_path / "bytes.tif", "w", **profile) as dst:
+        dst.write(raw.view(np.uint8))
+        dst.update_tags(**tags)
+    window = Window(0, 0, W, H)
+    with EmbeddingRaster(path) as a, EmbeddingRaster(tmp_path / "bytes.tif") as b:
+        assert b.dtype == "int8" and b._ds.dtypes[0] == "uint8"
+        np.testing.assert_array_equal(b.read_raw(window), raw)
+        np.testing.assert_array_equal(b.read_block(window), a.read_block(window))
+        np.testing.assert_array_equal(b.read_valid_mask(window), a.read_valid_mask(window))

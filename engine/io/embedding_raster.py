@@ -208,6 +208,10 @@ class EmbeddingRaster:
             self._ds.close()
             raise
         self.dtype = self._ds.dtypes[0]
+        # GDAL before 3.7 has no Int8 type and writes/reads signed bytes as Byte (PIXELTYPE=SIGNEDBYTE): same bytes
+        self._signed_bytes = self.dtype == "uint8" and self._ds.tags().get(TAG_ENCODING) == ENCODINGS["int8"]
+        if self._signed_bytes:
+            self.dtype = "int8"
         if self.dtype not in DTYPES:
             self._ds.close()
             raise GAIRError(f"{self.path.name} stores {self.dtype} values; embedding rasters are {' / '.join(DTYPES)}")
@@ -281,7 +285,8 @@ class EmbeddingRaster:
         shape = (self.dims, int(window.height), int(window.width))
         size = shape[0] * shape[1] * shape[2]
         out = np.empty(shape, self.dtype) if buffer is None else buffer[:size].reshape(shape)
-        return self._ds.read(window=window, out=out)
+        self._ds.read(window=window, out=out.view(np.uint8) if self._signed_bytes else out)
+        return out
 
     def to_float(self, raw: np.ndarray, out: np.ndarray | None = None, unit: bool = True) -> np.ndarray:
         """(K, n) raw columns -> (K, n) float32 with NaN columns for nodata: int16 through the per-band scale and
@@ -329,6 +334,7 @@ class EmbeddingRaster:
     def read_valid_mask(self, window) -> np.ndarray:
         """(h, w) bool from the first band only: cheap, and nodata is written across all bands."""
         band = self._ds.read(1, window=window)
+        band = band.view(np.int8) if self._signed_bytes else band
         return np.isfinite(band) if self.dtype == "float32" else band != NODATA[self.dtype]
 
     def iter_blocks(self, block_size: int | None = None, progress: Progress = None,
