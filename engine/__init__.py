@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "GAIRModel": ".model",
     "load_model": ".runtime.loading",
-    "save_bundle": ".runtime.loading",
+    "save_bundle": ".model.checkpoint",
+    "GAIRModelLike": ".runtime.protocol",
     "preprocess_rs": ".runtime.preprocess",
     "preprocess_sv": ".runtime.preprocess",
     "embed_raster": ".pipeline",

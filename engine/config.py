@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
+
+from .errors import GAIRError
 
 S2_BANDS = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 # Reference scaling: each band is mapped from mean +- 2 std to 0..1 (then quantised to 8 bits).
@@ -61,12 +62,20 @@ class GAIRConfig:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        sizes = ("embed_dim", "rs_input_size", "rs_patch_size", "sv_input_size", "sv_patch_size", "crop_pixels")
+        bad = [f"{name}={getattr(self, name)!r}" for name in sizes
+               if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0]
+        if bad:
+            raise GAIRError(f"GAIRConfig sizes must be positive integers; got {', '.join(bad)}")
         if self.rs_input_size % self.rs_patch_size or self.sv_input_size % self.sv_patch_size:
-            raise ValueError("input sizes must be multiples of their patch sizes")
+            raise GAIRError(f"GAIRConfig input sizes must be multiples of their patch sizes; got rs "
+                            f"{self.rs_input_size}/{self.rs_patch_size}, sv {self.sv_input_size}/{self.sv_patch_size}")
         if len(self.rs_mean) != len(self.rs_bands) or len(self.rs_std) != len(self.rs_bands):
-            raise ValueError("rs_mean/rs_std need one value per band in rs_bands")
+            raise GAIRError(f"GAIRConfig rs_mean/rs_std need one value per band in rs_bands ({len(self.rs_bands)}); "
+                            f"got {len(self.rs_mean)} and {len(self.rs_std)}")
         if self.nili_convention not in NILI_CONVENTIONS:
-            raise ValueError(f"nili_convention must be one of {NILI_CONVENTIONS}, got {self.nili_convention!r}")
+            raise GAIRError(f"nili_convention must be one of {', '.join(NILI_CONVENTIONS)}; "
+                            f"got {self.nili_convention!r}")
 
     @property
     def rs_channels(self) -> int:
@@ -94,7 +103,7 @@ class GAIRConfig:
         return self.crop_pixels * self.gsd_m
 
     @classmethod
-    def tiny(cls, **overrides) -> "GAIRConfig":
+    def tiny(cls, **overrides) -> GAIRConfig:
         """A few-hundred-thousand-parameter model for tests and CPU pretraining."""
         base = dict(
             embed_dim=32, rs_input_size=48, rs_patch_size=8, rs_depth=2, rs_heads=4,
@@ -108,13 +117,12 @@ class GAIRConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GAIRConfig":
+    def from_dict(cls, data: dict) -> GAIRConfig:
+        """The inverse of to_dict (JSON lists become tuples); unknown fields are an error, not ignored."""
+        if not isinstance(data, dict):
+            raise GAIRError(f"a GAIRConfig must be a mapping of field names to values; got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown GAIRConfig fields {unknown}; known: {sorted(names)}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**kwargs)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+            raise GAIRError(f"unknown GAIRConfig fields {unknown}; known: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -455,7 +455,7 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "and every key is checked (a wrong or damaged file is refused, not silently half-loaded).\n\n"
         "NILI convention: 'released' matches the published code. Use the bundle as the model in GAIR settings, "
         "and with 'Set as the GAIR model' it becomes the default right away. Needs PyTorch.",
-        "runtime.loading:convert_checkpoint",
+        "model.checkpoint:convert_checkpoint",
         (
             Param("checkpoint", "file", positional=True, key="CHECKPOINT", label="Official checkpoint (.pth)",
                   help="the official GAIR checkpoint.pth (or any state dict with its key names)"),

@@ -53,7 +53,8 @@ def missing_packages() -> tuple[list[str], list[str]]:
 
 
 def missing_dependency_message() -> str | None:
-    """A message for the user when something is missing, or None when GAIR can run."""
+    """The full message for the user when something is missing (paragraphs separated by blank lines, each install
+    command on its own line so it can be copied), or None when GAIR can run."""
     missing, backends = missing_packages()
     if not missing and backends:
         return None
@@ -63,14 +64,24 @@ def missing_dependency_message() -> str | None:
     if not backends:
         parts.append(
             "GAIR needs a model runtime: onnxruntime (small; runs exported ONNX models) or torch (runs the official "
-            "checkpoint, trains and exports ONNX); neither is installed."
+            "checkpoint, trains and exports ONNX). Neither is installed."
         )
     install = missing + ([] if backends else ["onnxruntime"])
-    parts.append(f"Install with: {pip_command(install)}")
+    parts.append(f"Install with:\n{pip_command(install)}")
     if not backends:
-        parts.append(f"For the official checkpoint add PyTorch: {pip_command(['torch', 'safetensors'])}")
-    parts.append("then restart QGIS.")
-    return " ".join(parts)
+        parts.append(f"For the official checkpoint, add PyTorch:\n{pip_command(['torch', 'safetensors'])}")
+    parts.append("Then restart QGIS.")
+    return "\n\n".join(parts)
+
+
+def missing_dependency_summary() -> str | None:
+    """One short sentence for the message bar (the full message goes behind its Details button), or None."""
+    missing, backends = missing_packages()
+    if not missing and backends:
+        return None
+    if missing:
+        return f"GAIR cannot run yet: {', '.join(missing)} missing in QGIS's Python."
+    return "GAIR cannot run yet: no model runtime (onnxruntime or torch) is installed."
 
 
 def dependency_report() -> list[tuple[str, bool]]:

@@ -1,13 +1,14 @@
 """Plugin object QGIS creates: registers the Processing provider, the map tool, its dock and the settings."""
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsApplication, QgsMessageLog
+from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsMessageLog, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from . import resources_path
-from .deps import missing_dependency_message
+from .deps import missing_dependency_message, missing_dependency_summary
+from .messages import push_with_details
 from .toolbox.provider import GAIRProvider
 
 MENU = "&GAIR"
@@ -40,13 +41,18 @@ class GAIRPlugin:
         similarity.toggled.connect(self._toggle_dock)
         settings = QAction(icon, "GAIR settings…", self.iface.mainWindow())
         settings.triggered.connect(self.show_settings)
+        true_colour = QAction("Style as Sentinel-2 true colour", self.iface.mainWindow())
+        true_colour.setToolTip("Show the active Sentinel-2 raster as red/green/blue = B4/B3/B2, stretched 2-98 %")
+        true_colour.triggered.connect(self.style_active_as_true_colour)
         self.iface.addToolBarIcon(similarity)
-        for action in (similarity, settings):
+        for action in (similarity, settings, true_colour):
             self.iface.addPluginToMenu(MENU, action)
-        self.actions = [similarity, settings]
-        message = missing_dependency_message()
-        if message:
-            self.iface.messageBar().pushMessage("GAIR", message, level=Qgis.Warning, duration=0)
+        # also in the layer tree's context menu of every raster layer
+        self.iface.addCustomActionForLayerType(true_colour, "", QgsMapLayerType.RasterLayer, True)
+        self.actions = [similarity, settings, true_colour]
+        summary = missing_dependency_summary()
+        if summary:
+            push_with_details(self.iface.messageBar(), "GAIR", summary, missing_dependency_message())
 
     def unload(self) -> None:
         if self.dock is not None:
@@ -57,6 +63,7 @@ class GAIRPlugin:
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
             self.iface.removeToolBarIcon(action)
+            self.iface.removeCustomActionForLayerType(action)
         self.actions = []
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
@@ -71,6 +78,21 @@ class GAIRPlugin:
             self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.setVisible(checked)
         self.dock.set_tool_active(checked)
+
+    def style_active_as_true_colour(self) -> bool:
+        """Give the active raster the Sentinel-2 true-colour style (B4/B3/B2); say so when it is not Sentinel-2."""
+        from .styling import true_color_renderer
+
+        layer = self.iface.activeLayer()
+        if isinstance(layer, QgsRasterLayer) and true_color_renderer(layer):
+            layer.triggerRepaint()
+            self.iface.layerTreeView().refreshLayerSymbology(layer.id())
+            return True
+        name = f"'{layer.name()}'" if layer is not None else "The active layer"
+        self.iface.messageBar().pushMessage(
+            "GAIR", f"{name} is not a Sentinel-2 raster (no B4, B3 and B2 bands); select a Sentinel-2 raster "
+            "in the Layers panel first.", level=Qgis.Warning, duration=8)
+        return False
 
     def show_settings(self) -> None:
         from .settings_dialog import SettingsDialog

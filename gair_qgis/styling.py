@@ -134,20 +134,36 @@ def top_k_renderer(layer: QgsVectorLayer, rank_field: str = "rank") -> None:
         layer.setLabelsEnabled(True)
 
 
-def true_color_renderer(layer: QgsRasterLayer, percentiles: tuple[float, float] = (2.0, 98.0)) -> bool:
-    """Red/green/blue from the Sentinel-2 bands B4/B3/B2 (found by band description), stretched between
-    percentiles; False when the raster does not name those bands."""
+def sentinel2_rgb_bands(path: str) -> tuple[int, int, int] | None:
+    """1-based raster bands holding Sentinel-2 B4/B3/B2, by band description or, without descriptions, by the
+    10/12/13-band layouts (the engine's band mapping); None when the raster is not recognisably Sentinel-2."""
     from osgeo import gdal
+
+    from .engine_link import engine, engine_attrs
+
+    resolve_bands = engine_attrs("pipeline.bands", "resolve_bands")
+    dataset = gdal.Open(path)
+    if dataset is None or dataset.GetMetadataItem("GAIR_KIND") or dataset.GetMetadataItem("GAIR_SPACE"):
+        return None  # a GAIR output: its bands are embedding dimensions, not reflectances
+    descriptions = [dataset.GetRasterBand(i).GetDescription() for i in range(1, dataset.RasterCount + 1)]
+    dataset = None
+    model_bands = tuple(engine.GAIRConfig().rs_bands)
+    try:
+        indexes = resolve_bands(descriptions, model_bands)
+    except engine.GAIRError:
+        return None
+    return tuple(indexes[model_bands.index(name)] + 1 for name in ("B4", "B3", "B2"))
+
+
+def true_color_renderer(layer: QgsRasterLayer, percentiles: tuple[float, float] = (2.0, 98.0)) -> bool:
+    """Red/green/blue from the Sentinel-2 bands B4/B3/B2, stretched between percentiles; False (layer unchanged)
+    when the raster is not a Sentinel-2 raster."""
     from qgis.core import QgsContrastEnhancement, QgsMultiBandColorRenderer
 
-    dataset = gdal.Open(layer.source().split("|")[0])
-    if dataset is None:
+    if layer.providerType() != "gdal":
         return False
-    descriptions = {dataset.GetRasterBand(i).GetDescription().strip().upper(): i
-                    for i in range(1, dataset.RasterCount + 1)}
-    dataset = None
-    bands = [descriptions.get(name) for name in ("B4", "B3", "B2")]
-    if None in bands:
+    bands = sentinel2_rgb_bands(layer.source().split("|")[0])
+    if bands is None:
         return False
     provider = layer.dataProvider()
     renderer = QgsMultiBandColorRenderer(provider, *bands)

@@ -77,7 +77,7 @@ def scan_in_memory(path: Path, membw: MemoryBandwidth, repeats: int = 7) -> tupl
     from threadpoolctl import threadpool_limits
 
     with EmbeddingRaster(path) as raster:
-        blocks = [bands.reshape(raster.dims, -1).copy() for _, bands in raster.iter_blocks()]
+        blocks = [block.reshape(raster.dims, -1).copy() for _, block in raster.iter_blocks()]
         query = query_matrix(np.random.default_rng(1).normal(size=(1, raster.dims)), "mean")
     outs = [np.empty(b.shape[1], np.float32) for b in blocks]
     kernel = sum_time = float("inf")

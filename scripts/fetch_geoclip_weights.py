@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.io.files import atomic_path
+from engine.io.files import atomic_path  # noqa: E402  (needs ROOT on sys.path when run as a script)
 
 VERSION = "1.3.0"
 WEIGHTS = "geoclip/model/weights/location_encoder_weights.pth"
@@ -62,8 +62,9 @@ def geoclip_functions(wheel: Path) -> dict:
     with zipfile.ZipFile(wheel) as zf:
         for source in SOURCES:
             tree = ast.parse(zf.read(source).decode("utf-8"))
+            wanted = ("equal_earth_projection", "gaussian_encoding")
             keep = [node for node in tree.body if isinstance(node, ast.Assign) or
-                    (isinstance(node, ast.FunctionDef) and node.name in ("equal_earth_projection", "gaussian_encoding"))]
+                    (isinstance(node, ast.FunctionDef) and node.name in wanted)]
             for node in keep:
                 if isinstance(node, ast.FunctionDef):
                     node.decorator_list = []  # run eagerly rather than through torch.jit.script
@@ -76,10 +77,11 @@ def check_mapping(weights: Path, wheel: Path) -> float:
     import torch
 
     from engine.config import GAIRConfig
+    from engine.model.checkpoint import load_torch_file
     from engine.model.encoders import LocationEncoder, equal_earth
     from engine.pretrain.weights import load_geoclip
 
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_torch_file(weights, "GeoCLIP weights")
     encoder = LocationEncoder(GAIRConfig())
     for note in load_geoclip(encoder, state):
         print(note)

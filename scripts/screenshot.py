@@ -1,24 +1,139 @@
-"""Render the README screenshot offscreen: a Sentinel-2 sample in true colour, the similarity map to a clicked
-point and the top-k most similar places, exactly as the GAIR map tool produces them.
+"""Take the README screenshot from a real QGIS desktop start: the whole main window with the Processing toolbox
+(GAIR group expanded), the GAIR map tool dock and a styled similarity result.
 
     python scripts/screenshot.py [--model PATH] [--sample detroit] [--out docs/screenshot.png]
 
-The model is --model, else $GAIR_CHECKPOINT, else a seeded random tiny model (the image then shows the
-tool, not what a trained model finds).
+QGIS starts on a throwaway profile with the plugin installed from the zip this checkout builds and enabled at
+launch (under Xvfb when there is no DISPLAY). Inside it the sample Sentinel-2 raster is loaded, Embed raster and
+Similarity search run through Processing (so names, styles and visibility are the plugin's own), the map tool dock
+is opened and `iface.mainWindow().grab()` is saved. The model is --model, else $GAIR_CHECKPOINT, else a seeded
+random tiny model (the image then shows the tool, not what a trained model finds; the caption says so).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "samples"
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Runs inside QGIS (--code). Inputs come from the environment; the result (or the error) goes to $GAIR_RESULT.
+IN_QGIS = r'''
+import json, os, traceback
+
+import processing
+import qgis.utils
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.gui import QgsProcessingToolboxTreeView
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QApplication, QDockWidget
+from qgis.utils import iface
+
+env = os.environ
+width, height = (int(v) for v in env["GAIR_SHOT_SIZE"].split("x"))
+
+
+def step(text):  # progress on QGIS's stdout, shown by the runner when QGIS fails or hangs
+    print(f"[screenshot] {text}", flush=True)
+
+
+def finish(result):
+    with open(env["GAIR_RESULT"], "w") as handle:
+        json.dump(result, handle)
+    step("quitting")
+    # not iface.actionExit(): with layers in an unsaved project QGIS asks whether to save it and waits for an answer
+    QTimer.singleShot(0, lambda: QgsApplication.exit(0))
+
+
+def expand_gair_group(toolbox):
+    view = toolbox.findChild(QgsProcessingToolboxTreeView)
+    model = view.model()
+    for row in range(model.rowCount()):
+        index = model.index(row, 0)
+        if model.data(index, Qt.DisplayRole) == "GAIR":
+            view.expand(index)
+            for child in range(model.rowCount(index)):
+                view.expand(model.index(child, 0, index))
+            view.scrollTo(index, view.PositionAtTop)
+            return True
+    return False
+
+
+def arrange(dock):
+    window = iface.mainWindow()
+    window.setGeometry(0, 0, width, height)
+    for name in ("Browser", "Browser2", "Overview", "LayerOrder", "MessageLog", "ResultsViewer"):
+        other = window.findChild(QDockWidget, name)
+        if other is not None:
+            other.hide()
+    toolbox = window.findChild(QDockWidget, "ProcessingToolbox")
+    toolbox.show()
+    window.addDockWidget(Qt.RightDockWidgetArea, toolbox)
+    window.splitDockWidget(toolbox, dock, Qt.Vertical)
+    window.resizeDocks([toolbox, dock], [int(height * 0.52), int(height * 0.40)], Qt.Vertical)
+    window.resizeDocks([toolbox], [int(width * 0.24)], Qt.Horizontal)
+    layers = window.findChild(QDockWidget, "Layers")
+    window.resizeDocks([layers], [int(width * 0.25)], Qt.Horizontal)
+    return toolbox
+
+
+def run():
+    from gair_qgis.settings import GAIRSettings
+
+    step("started")
+    GAIRSettings(env["GAIR_SHOT_MODEL"], "auto", "cpu").save()
+    project = QgsProject.instance()
+    source = QgsRasterLayer(env["GAIR_SHOT_RASTER"], env["GAIR_SHOT_NAME"], "gdal")
+    project.addMapLayer(source)
+    embedded = processing.runAndLoadResults("gair:embed_raster", {
+        "INPUT": source, "DIMS": 16, "OUTPUT": "TEMPORARY_OUTPUT"})
+    step("embedded")
+    embedding = next(layer for layer in project.mapLayers().values()
+                     if layer.source() == embedded["OUTPUT"])
+    found = processing.runAndLoadResults("gair:similarity_search", {
+        "INPUT": embedding, "POINT": env["GAIR_SHOT_POINT"] + " [EPSG:4326]", "TOP_K": int(env["GAIR_SHOT_TOP_K"]),
+        "OUTPUT": "TEMPORARY_OUTPUT", "TOP_K_OUTPUT": "TEMPORARY_OUTPUT"})
+    step("similarity done")
+    plugin = qgis.utils.plugins["gair_qgis"]
+    plugin.actions[0].setChecked(True)  # the toolbar button: opens the map tool dock and arms the tool
+    dock = plugin.dock
+    if hasattr(dock, "layer_box"):
+        dock.layer_box.setLayer(embedding)
+    step("dock open")
+    toolbox = arrange(dock)
+    expanded = expand_gair_group(toolbox)
+    similarity = next(layer for layer in project.mapLayers().values() if layer.source() == found["OUTPUT"])
+    iface.setActiveLayer(similarity)
+    canvas = iface.mapCanvas()
+    canvas.setExtent(source.extent())
+    canvas.refreshAllLayers()
+    names = [layer.name() for layer in project.mapLayers().values()]
+
+    def grab():
+        step("grabbing")
+        canvas.waitWhileRendering()
+        step("rendered")
+        QApplication.processEvents()
+        image = iface.mainWindow().grab()
+        saved = image.save(env["GAIR_SHOT_OUT"], "PNG")
+        step(f"saved {saved}")
+        finish({"saved": saved, "width": image.width(), "height": image.height(), "layers": sorted(names),
+                "gair_group_expanded": expanded, "similarity": found["OUTPUT"]})
+
+    QTimer.singleShot(2500, grab)
+
+
+try:
+    run()
+except Exception:
+    finish({"error": traceback.format_exc()})
+'''
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,8 +141,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="checkpoint .pth or bundle folder (default: $GAIR_CHECKPOINT or tiny random)")
     parser.add_argument("--sample", default="detroit", help="row id in data/samples/examples.csv")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
-    parser.add_argument("--size", default="1200x900", help="image size WIDTHxHEIGHT in pixels")
+    parser.add_argument("--size", default="1600x1000", help="main window size WIDTHxHEIGHT in pixels")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds QGIS may take")
     return parser.parse_args(argv)
 
 
@@ -43,7 +159,7 @@ def model_path(explicit: str | None, workdir: Path) -> tuple[str, bool]:
     """(path, is_random_tiny)."""
     path = explicit or os.environ.get("GAIR_CHECKPOINT")
     if path:
-        return path, False
+        return str(Path(path).resolve()), False
     import torch
 
     import engine
@@ -52,121 +168,34 @@ def model_path(explicit: str | None, workdir: Path) -> tuple[str, bool]:
     return str(engine.save_bundle(engine.GAIRModel(engine.GAIRConfig.tiny()), workdir / "tiny_bundle")), True
 
 
-def reference_layer(point, crs):
-    """A magenta cross where the user clicked (the map tool shows it as a canvas marker)."""
-    from qgis.core import (
-        QgsFeature,
-        QgsGeometry,
-        QgsMarkerSymbol,
-        QgsSingleSymbolRenderer,
-        QgsVectorLayer,
-    )
-
-    layer = QgsVectorLayer(f"Point?crs={crs.authid()}", "reference", "memory")
-    feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromPointXY(point))
-    layer.dataProvider().addFeatures([feature])
-    symbol = QgsMarkerSymbol.createSimple({"name": "cross2", "color": "#ff00ff", "outline_color": "#ff00ff",
-                                           "outline_width": "1.2", "size": "7"})
-    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
-    return layer
-
-
-def render(layers, extent, crs, size, caption: str, out: Path) -> None:
-    from qgis.core import QgsMapRendererCustomPainterJob, QgsMapSettings
-    from qgis.PyQt.QtCore import QRectF, QSize, Qt
-    from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
-
-    settings = QgsMapSettings()
-    settings.setLayers(layers)
-    settings.setDestinationCrs(crs)
-    settings.setOutputSize(QSize(*size))
-    settings.setExtent(extent)
-    settings.setBackgroundColor(QColor("#202020"))
-    settings.setFlag(QgsMapSettings.Antialiasing, True)
-    settings.setFlag(QgsMapSettings.DrawLabeling, True)
-    image = QImage(QSize(*size), QImage.Format_ARGB32_Premultiplied)
-    image.fill(QColor("#202020"))
-    painter = QPainter(image)
-    job = QgsMapRendererCustomPainterJob(settings, painter)
-    job.start()
-    job.waitForFinished()
-    band = QRectF(0, size[1] - 44, size[0], 44)
-    painter.fillRect(band, QColor(0, 0, 0, 170))
-    painter.setPen(QColor("white"))
-    painter.setFont(QFont("DejaVu Sans", 11))
-    painter.drawText(band.adjusted(14, 0, -14, 0), Qt.AlignVCenter | Qt.AlignLeft, caption)
-    painter.end()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    if not image.save(str(tmp), "PNG"):
-        raise SystemExit(f"could not write {tmp}")
-    os.replace(tmp, out)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from qgis.core import (
-        QgsApplication,
-        QgsCoordinateTransform,
-        QgsPointXY,
-        QgsProject,
-        QgsRasterLayer,
-    )
-    from qgis.gui import QgsMapCanvas
-
-    app = QgsApplication([], True)
-    app.initQgis()
-    from gair_qgis.maptool.controller import SimilarityController
-    from gair_qgis.engine_calls import run_embed_raster
-    from gair_qgis.settings import GAIRSettings
-    from gair_qgis.styling import true_color_renderer
+    sys.path.insert(0, str(ROOT))  # engine (for the tiny model) and tests.qgis_helpers (the desktop runner)
+    from tests.qgis_helpers import PLUGIN, QgisDesktop, build_plugin_zip
 
     row = sample_row(args.sample)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gair_screenshot_") as tmp:
         workdir = Path(tmp)
         path, random_model = model_path(args.model, workdir)
-        previous = GAIRSettings.load()
-        GAIRSettings(path, "auto", "auto").save()
-        try:
-            source = QgsRasterLayer(str(EXAMPLES / row["rs_image"]), "Sentinel-2", "gdal")
-            if not true_color_renderer(source):
-                raise SystemExit(f"{row['rs_image']} does not name the B4/B3/B2 bands")
-            embedding_path = run_embed_raster(source.source(), str(workdir / "embedding.tif"), model=path)
-            embedding = QgsRasterLayer(embedding_path, "GAIR embedding", "gdal")
-            project = QgsProject.instance()
-            project.addMapLayers([source, embedding])
-
-            canvas = QgsMapCanvas()
-            canvas.resize(*size)
-            canvas.setDestinationCrs(source.crs())
-            canvas.setExtent(source.extent())
-            controller = SimilarityController(canvas, project)
-            controller.top_k = args.top_k
-            controller.set_embedding_layer(embedding)
-            clicked = QgsPointXY(float(row["lon"]), float(row["lat"]))  # the street-view photo's spot
-            to_canvas = QgsCoordinateTransform(embedding.crs(), canvas.mapSettings().destinationCrs(), project)
-            controller.handle_click(to_canvas.transform(clicked), additive=False)
-            if not controller.wait_until_idle(600):
-                raise SystemExit("the similarity search did not finish in time")
-            if controller.similarity_layer is None:
-                raise SystemExit("the map tool produced no similarity layer")
-            # threshold at the 60th percentile (as the dock's slider would): the imagery shows where unlike
-            threshold, _ = controller.similarity_layer.dataProvider().cumulativeCut(1, 0.6, 1.0)
-            controller.set_threshold(threshold)
-            layers = [reference_layer(clicked, embedding.crs()), controller.points_layer,
-                      controller.similarity_layer, source]
-            model_note = "random tiny model (demo of the tool)" if random_model else f"model {Path(path).name}"
-            caption = (f"GAIR map tool, Sentinel-2 {row['id']}: similarity to the clicked point (magenta), "
-                       f"top-{args.top_k} places (stars); {model_note}")
-            render(layers, source.extent(), source.crs(), size, caption, Path(args.out))
-            controller.shutdown()
-        finally:
-            previous.save()
-            QgsProject.instance().removeAllMapLayers()
-    print(f"wrote {args.out}")
-    app.exitQgis()
+        desktop = QgisDesktop(workdir / "qgis", timeout=args.timeout, screen=args.size)
+        desktop.install_plugin_zip(build_plugin_zip(workdir / "gair_qgis.zip"))
+        desktop.enable_plugin(PLUGIN)
+        code = workdir / "in_qgis.py"
+        code.write_text(IN_QGIS)
+        shot = workdir / "screenshot.png"
+        os.environ.update(GAIR_SHOT_MODEL=path, GAIR_SHOT_RASTER=str(EXAMPLES / row["rs_image"]),
+                          GAIR_SHOT_NAME=Path(row["rs_image"]).stem, GAIR_SHOT_POINT=f"{row['lon']},{row['lat']}",
+                          GAIR_SHOT_TOP_K=str(args.top_k), GAIR_SHOT_SIZE=args.size, GAIR_SHOT_OUT=str(shot))
+        result = desktop.run_code(code, workdir / "result.json")
+        if "error" in result or not result.get("saved"):
+            raise SystemExit(f"QGIS could not take the screenshot:\n{result.get('error', json.dumps(result))}")
+        partial = out.with_name(f".{out.name}.tmp")
+        shutil.copyfile(shot, partial)
+        os.replace(partial, out)  # never a half-written PNG in docs/
+    model_note = "a random tiny model (shows the tool, not a trained result)" if random_model else Path(path).name
+    print(f"wrote {out} ({result['width']}x{result['height']}; model: {model_note}; layers: {result['layers']})")
     return 0
 
 

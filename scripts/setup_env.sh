@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup behind `make demo` and `make test` on Debian 12:
-#   1. QGIS 3.22 from Debian (apt) when /usr/bin/python3 cannot import qgis.core,
+#   1. QGIS 3.22 from Debian (apt) when /usr/bin/python3 cannot import qgis.core (and xvfb for desktop tests),
 #   2. .venv made from /usr/bin/python3 with --system-site-packages (so the venv sees QGIS's Python bindings),
 #   3. torch==2.13.0 (CPU wheel) first, then `pip install -e .[dev]`; skipped while the stamp matches.
 # Safe to run often: when everything is in place it returns in about a second.
@@ -36,6 +36,10 @@ install_system_packages() {
     local missing=()
     if ! "$SYSTEM_PYTHON" -c "import qgis.core" >/dev/null 2>&1 || [ ! -x "$QGIS_PROCESS" ]; then
         missing+=("${APT_PACKAGES[@]}")
+    fi
+    # The desktop start test and scripts/screenshot.py run the QGIS desktop under Xvfb (it crashes on offscreen).
+    if ! command -v xvfb-run >/dev/null 2>&1; then
+        missing+=(xvfb)
     fi
     # Debian splits venv/ensurepip out of python3; QGIS does not depend on it.
     if ! "$SYSTEM_PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 """Checkpoint loading is strict and explains itself; bundles round-trip; the hub path fails clearly offline."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import engine
-from engine.runtime.loading import load_official
+from engine.model.checkpoint import load_official
 
 TINY = engine.GAIRConfig.tiny()
 
@@ -99,7 +100,8 @@ def test_bundle_round_trip_and_env_path(tmp_path, tiny_state, monkeypatch):
 
 
 def test_hub_download_fails_clearly_offline(tmp_path):
-    code = "import engine\nfrom engine.runtime.loading import fetch_official_checkpoint\nfetch_official_checkpoint(cache_dir=%r)" % str(tmp_path)
+    code = ("import engine\nfrom engine.runtime.loading import fetch_official_checkpoint\n"
+            f"fetch_official_checkpoint(cache_dir={str(tmp_path)!r})")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GAIR_CHECKPOINT": ""}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
@@ -114,8 +116,41 @@ def test_convention_override(tmp_path, tiny_state):
     assert legacy.config.nili_convention == "legacy" and legacy.fingerprint == released.fingerprint
     tok = np.random.default_rng(0).random((1, TINY.rs_tokens, 32)).astype(np.float32)
     assert not np.allclose(released.query_tokens(tok, [[[0.8, 0.3]]]), legacy.query_tokens(tok, [[[0.8, 0.3]]]))
-    with pytest.raises(ValueError, match="nili_convention"):
+    with pytest.raises(engine.GAIRError, match="nili_convention must be one of released, legacy; got 'sideways'"):
         engine.load_model(tmp_path / "b", nili_convention="sideways")
+
+
+def test_config_mistakes_are_one_line_gair_errors():
+    cases = [({"embed_dim": 0}, "positive integers; got embed_dim=0"),
+             ({"rs_patch_size": 7}, "multiples of their patch"),
+             ({"rs_mean": (1.0,)}, "one value per band"), ({"nili_convention": "x"}, "nili_convention must be one of")]
+    for overrides, message in cases:
+        with pytest.raises(engine.GAIRError, match=message) as info:
+            engine.GAIRConfig.tiny(**overrides)
+        assert "\n" not in str(info.value)
+    with pytest.raises(engine.GAIRError, match=r"unknown GAIRConfig fields \['embed_dims'\]"):
+        engine.GAIRConfig.from_dict({"embed_dims": 3})
+    with pytest.raises(engine.GAIRError, match="mapping"):
+        engine.GAIRConfig.from_dict([768])
+    assert engine.GAIRConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
+
+
+def test_damaged_bundles_are_explained(tmp_path, tiny_state):
+    model, _ = tiny_state
+    out = engine.save_bundle(model, tmp_path / "bundle")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp file left behind
+    (out / "model.safetensors").write_bytes(b"\0" * 16)
+    with pytest.raises(engine.GAIRError, match="could not read .*model.safetensors"):
+        engine.load_model(out, device="cpu")
+    (out / "config.json").write_text("{")
+    with pytest.raises(engine.GAIRError, match="not valid JSON"):
+        engine.load_model(out, device="cpu")
+    (out / "config.json").write_text(json.dumps({"format": "gair-bundle"}))
+    with pytest.raises(engine.GAIRError, match="lacks its config or fingerprint"):
+        engine.load_model(out, device="cpu")
+    (out / "config.json").write_text(json.dumps({"format": "gair-onnx"}))
+    with pytest.raises(engine.GAIRError, match="'gair-onnx', not 'gair-bundle': this folder is not a GAIR bundle"):
+        engine.load_model(out, device="cpu")
 
 
 @pytest.fixture()

@@ -36,3 +36,17 @@ def test_pending_file_moves_its_sidecar_and_drops_a_stale_one(tmp_path):
     (tmp_path / (pending.tmp.name + "-wal")).write_text("journal")
     pending.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif"] and target.read_text() == "newer, no PAM"
+
+
+def test_stale_temp_files_are_those_of_the_same_output_only(tmp_path):
+    from engine.io.files import remove_stale_temp_files, stale_temp_files
+
+    ours = [".c.tif.tmp-0123abcd.tif", ".c.tif.tmp-0123abcd.tif.aux.xml", ".c.tmp-89abcdef.tif"]  # last: older name
+    others = [".c.gpkg.tmp-0123abcd.gpkg", ".cc.tif.tmp-0123abcd.tif", ".c.tmp-89abcdef.gpkg", "c.tif"]
+    for name in ours + others:
+        (tmp_path / name).write_text("x")
+    pending = PendingFile(tmp_path / "c.tif")  # a new temp of the same output is one of them (only the lock holder
+    pending.tmp.write_text("x")                # may call remove_stale_temp_files)
+    assert sorted(p.name for p in stale_temp_files(tmp_path / "c.tif")) == sorted(ours + [pending.tmp.name])
+    remove_stale_temp_files(tmp_path / "c.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)

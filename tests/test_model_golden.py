@@ -59,7 +59,8 @@ def test_encoders_match_reference(golden_model, ref):
         "rs_global": rel_err(model.encode_rs(rs), ref["out/rs_global"]),
         "sv": rel_err(model.encode_sv(ref["input/sv"]), ref["out/sv"]),
         "loc_world": rel_err(model.encode_location(ref["input/world_lonlat"]), ref["out/loc_world"]),
-        "loc_query": rel_err(model.encode_location(ref["input/query_lonlat"].reshape(-1, 2)), ref["out/loc_query"].reshape(10, -1)),
+        "loc_query": rel_err(model.encode_location(ref["input/query_lonlat"].reshape(-1, 2)),
+                             ref["out/loc_query"].reshape(10, -1)),
     }
     assert max(errors.values()) < tol, errors
 
@@ -77,7 +78,8 @@ def test_real_samples_end_to_end(golden_model, ref):
     model, tol = golden_model
     tol = max(tol, 1e-4)  # preprocessing is float32 (within 1e-6 of the reference), so embeddings are too
     rs = np.concatenate([engine.preprocess_rs(rasterio.open(EXAMPLES / f"{c}_rs.tif").read()) for c in CITIES])
-    sv = np.concatenate([engine.preprocess_sv(engine.runtime.preprocess.load_photo(EXAMPLES / f"{c}_sv.jpg")) for c in CITIES])
+    photos = [engine.runtime.preprocess.load_photo(EXAMPLES / f"{c}_sv.jpg") for c in CITIES]
+    sv = np.concatenate([engine.preprocess_sv(photo) for photo in photos])
     np_dtype = np.float64 if model.dtype == torch.float64 else np.float32
     rs, sv = rs.astype(np_dtype), sv.astype(np_dtype)
     assert rel_err(model.encode_rs(rs), ref["examples/rs_global"]) < tol

@@ -15,10 +15,12 @@ import pytest
 import torch
 
 import engine
-from engine.runtime import field as numpy_field
 from engine.model import query as torch_query
-from engine.runtime.onnx_model import GRAPHS, OnnxGAIR
 from engine.model.onnx_export import export_onnx
+from engine.runtime import field as numpy_field
+from engine.runtime.grid import dense_plan, points_plan
+from engine.runtime.onnx_model import GRAPHS, OnnxGAIR
+from engine.runtime.protocol import GAIRModelLike
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4  # parity with torch, relative to the largest value
@@ -57,7 +59,8 @@ def test_export_folder_holds_checked_graphs_with_dynamic_batch(exported):
     import onnx
 
     torch_model, onnx_model, folder = exported
-    assert sorted(p.name for p in folder.iterdir()) == sorted(["config.json", "query.npz", *[f for f, _, _ in GRAPHS.values()]])
+    expected_files = ["config.json", "query.npz", *[f for f, _, _ in GRAPHS.values()]]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected_files)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     for file, input_name, _ in GRAPHS.values():
         graph = onnx.load(str(folder / file))
@@ -115,7 +118,8 @@ def test_point_queries_match_torch(exported, inputs, mode):
     edges = [[[0, 0], [1, 1], [0.5, 0.5], [1 / 12, 0.25], [0, 1], [1, 0]]] * 3
     for rel in (rng.random((3, 1, 2)), np.concatenate([rng.random((3, 100, 2)), edges], axis=1)):  # few / many points
         got = onnx_model.query_tokens(tokens, rel, mode=mode)
-        assert got.shape == (3, rel.shape[1], 32) and rel_err(got, torch_model.query_tokens(tokens, rel, mode=mode)) < TOL
+        assert got.shape == (3, rel.shape[1], 32)
+        assert rel_err(got, torch_model.query_tokens(tokens, rel, mode=mode)) < TOL
     bbox = np.array([[10.0, 46.0, 11.0, 45.0]] * 3)
     single = np.array([[10.5, 45.5], [10.1, 45.9], [10.99, 45.01]])
     many = rng.uniform([10, 45], [11, 46], (3, 7, 2))
@@ -137,18 +141,41 @@ def test_dense_field_matches_torch(exported, inputs, mode, size):
 
 @pytest.mark.parametrize("convention", ["released", "legacy"])
 def test_numpy_nili_mirrors_torch_in_both_conventions(convention):
-    """The numpy mirror on its own, in float64 weights, against engine.model.query for both NILI conventions."""
+    """The numpy kernel on its own, in float64 weights, against the torch reference form for both NILI conventions."""
     torch.manual_seed(0)
     imnet = torch.nn.Linear(9 * 16 + 2, 16).double()
     tokens = torch.randn(2, 144, 16, dtype=torch.float64)
     np_imnet = numpy_field.Imnet.from_linear(imnet.weight.detach().numpy(), imnet.bias.detach().numpy())
     rel = np.random.default_rng(3).random((2, 50, 2))
+    centres = (np.arange(29) + 0.5) / 29, (np.arange(13) + 0.5) / 13
+    grid_xy = np.stack(np.meshgrid(*centres), axis=-1).reshape(1, -1, 2).repeat(2, axis=0)
     with torch.no_grad():
-        dense = torch_query.dense_nili(tokens, 13, 29, imnet, convention).numpy()
-        points = torch_query.nili_points(tokens, rel, imnet, convention).numpy()
-    assert rel_err(numpy_field.dense_nili(tokens.numpy(), 13, 29, np_imnet, convention), dense) < 1e-5
-    assert rel_err(numpy_field.nili_points(tokens.numpy(), rel, np_imnet, convention), points) < 1e-5
-    assert rel_err(numpy_field.nili_points(tokens.numpy(), rel[:, :2], np_imnet, convention), points[:, :2]) < 1e-5
+        points = torch_query.nili_points(tokens, torch.from_numpy(rel), imnet, convention).numpy()
+        dense = torch_query.nili_points(tokens, torch.from_numpy(grid_xy), imnet, convention).numpy()
+    grid = numpy_field.nili_grid(tokens.numpy(), np_imnet, convention)
+    got_dense = numpy_field.sample_dense(grid, dense_plan(13, 29, 12, "nili", convention))
+    assert rel_err(got_dense.reshape(2, -1, 16), dense) < 1e-5
+    assert rel_err(numpy_field.sample_points(grid, points_plan(rel, 12, "nili", convention)), points) < 1e-5
+
+
+def test_both_backends_implement_the_protocol(exported):
+    torch_model, onnx_model, _ = exported
+    assert isinstance(torch_model, GAIRModelLike) and isinstance(onnx_model, GAIRModelLike)
+    assert (torch_model.backend, onnx_model.backend) == ("torch", "onnx")
+    assert not isinstance(onnx_model.path, GAIRModelLike) and not isinstance(None, GAIRModelLike)
+
+
+@pytest.mark.parametrize("mode", ["nili", "bilinear", "bicubic"])
+def test_projected_field_matches_torch(exported, inputs, mode):
+    torch_model, onnx_model, _ = exported
+    tokens = onnx_model.rs_tokens(inputs["rs"][:2])
+    rng = np.random.default_rng(4)
+    components, shift = rng.standard_normal((5, 32)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    expected = onnx_model.dense_field(tokens, 11, 17, mode=mode) @ components.T - shift
+    got = onnx_model.projected_field(components, shift, mode)(tokens, 11, 17)
+    assert got.shape == (2, 11, 17, 5) and got.dtype == np.float32
+    assert rel_err(got, expected) < TOL
+    assert rel_err(torch_model.projected_field(components, shift, mode)(tokens, 11, 17), expected) < TOL
 
 
 def test_transformer_mode_asks_for_torch_and_bad_inputs_are_explained(exported, inputs):
@@ -158,14 +185,21 @@ def test_transformer_mode_asks_for_torch_and_bad_inputs_are_explained(exported, 
         onnx_model.query_tokens(tokens, np.full((1, 1, 2), 0.5), mode="transformer")
     with pytest.raises(engine.GAIRError, match="backend='torch'"):
         onnx_model.dense_field(tokens, 4, 4, mode="transformer")
-    with pytest.raises(ValueError, match="unknown query mode"):
-        onnx_model.dense_field(tokens, 4, 4, mode="nearest")
-    with pytest.raises(ValueError, match="RS input must be"):
-        onnx_model.rs_tokens(np.zeros((1, 12, 96, 96)))
-    with pytest.raises(ValueError, match="rel_xy must be"):
-        onnx_model.query_tokens(tokens, np.zeros((1, 2)))
-    with pytest.raises(ValueError, match="lonlat must be"):
-        onnx_model.encode_location(np.zeros(2))
+    with pytest.raises(engine.GAIRError, match="backend='torch'"):
+        onnx_model.projected_field(np.eye(2, 32), np.zeros(2), mode="transformer")
+    cases = [
+        (lambda: onnx_model.dense_field(tokens, 4, 4, mode="nearest"), "unknown query mode"),
+        (lambda: onnx_model.rs_tokens(np.zeros((1, 12, 96, 96))), "RS input must be"),
+        (lambda: onnx_model.encode_sv(np.zeros((1, 3, 8, 8))), "street-view input must be"),
+        (lambda: onnx_model.query_tokens(tokens, np.zeros((1, 2))), "rel_xy must be"),
+        (lambda: onnx_model.query_tokens(tokens[:, :, :4], np.zeros((1, 1, 2))), "tokens must be"),
+        (lambda: onnx_model.dense_field(tokens[:, :100], 4, 4), "tokens must be"),
+        (lambda: onnx_model.encode_location(np.zeros(2)), "lonlat must be"),
+    ]
+    for call, message in cases:
+        with pytest.raises(engine.GAIRError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
 
 
 def test_incomplete_or_wrong_folders_are_explained(exported, tmp_path):
@@ -179,6 +213,14 @@ def test_incomplete_or_wrong_folders_are_explained(exported, tmp_path):
         OnnxGAIR.load(folder.parent / "bundle")
     with pytest.raises(engine.GAIRError, match="no config.json"):
         OnnxGAIR.load(tmp_path)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(engine.GAIRError, match="not valid JSON"):
+        OnnxGAIR.load(broken)
+    shutil.copy(folder / "sv.onnx", broken / "sv.onnx")
+    meta = json.loads((folder / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**meta, "config": {**meta["config"], "embed_dim": -1}}))
+    with pytest.raises(engine.GAIRError, match="positive integers"):
+        OnnxGAIR.load(broken)
 
 
 def test_onnx_path_never_imports_torch(exported, inputs, tmp_path):
@@ -189,10 +231,14 @@ def test_onnx_path_never_imports_torch(exported, inputs, tmp_path):
         sys.modules["torch"] = None  # any `import torch` now raises ImportError
         import numpy as np
         import engine
+        import engine.pipeline.blend, engine.runtime.preprocess, engine.runtime.protocol  # the torch-free modules
         model = engine.load_model({str(folder)!r})
+        assert isinstance(model, engine.GAIRModelLike)
         rs = np.load({str(tmp_path / "rs.npy")!r})
         tokens = model.rs_tokens(rs)
-        np.savez({str(tmp_path / "out.npz")!r}, tokens=tokens, field=model.dense_field(tokens, 5, 7),
+        pca = model.projected_field(np.eye(3, 32), np.ones(3))(tokens, 5, 7)
+        np.savez({str(tmp_path / "out.npz")!r}, tokens=tokens, field=model.dense_field(tokens, 5, 7), pca=pca,
+                 points=model.query_tokens(tokens, np.full((2, 3, 2), 0.3)),
                  location=model.encode_location([[10.0, 45.0]]), sv=model.encode_sv(np.zeros((1, 3, 32, 32))))
         print(type(model).__name__, sys.modules["torch"])
     """)
@@ -202,6 +248,8 @@ def test_onnx_path_never_imports_torch(exported, inputs, tmp_path):
     out = np.load(tmp_path / "out.npz")
     tokens = torch_model.rs_tokens(inputs["rs"][:2])
     assert rel_err(out["tokens"], tokens) < TOL and rel_err(out["field"], torch_model.dense_field(tokens, 5, 7)) < TOL
+    assert rel_err(out["pca"], torch_model.dense_field(tokens, 5, 7)[..., :3] - 1) < TOL
+    assert rel_err(out["points"], torch_model.query_tokens(tokens, np.full((2, 3, 2), 0.3))) < TOL
     assert rel_err(out["sv"], torch_model.encode_sv(np.zeros((1, 3, 32, 32), np.float32))) < TOL
 
 

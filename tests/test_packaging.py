@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from engine import GAIRError
-from tests.qgis_helpers import (PLUGIN, ROOT, QgisProcess, QgisProcessError, build_plugin_zip, loaded_plugin,
-                                 unzip_plugin)
+from tests.qgis_helpers import (
+    PLUGIN,
+    ROOT,
+    QgisDesktop,
+    QgisProcess,
+    QgisProcessError,
+    build_plugin_zip,
+    loaded_plugin,
+    unzip_plugin,
+)
 
 SOURCES = ("gair_qgis", "engine", "resources", "metadata.txt", "LICENSE")
 
@@ -152,3 +160,107 @@ def test_qgis_process_helper_runs_algorithms_and_reports_failures(tmp_path: Path
         assert raster.shape == (4, 4) and raster.read(1).tolist() == [[3] * 4] * 4
     with pytest.raises(QgisProcessError, match="PIXEL_SIZE"):
         runner.run_algorithm("native:createconstantrasterlayer", EXTENT="0,1,0,1", OUTPUT=tmp_path / "bad.tif")
+
+
+# Runs inside the QGIS desktop (--code) once the main window is up: what a user sees after a start with the plugin
+# enabled, written as JSON to $GAIR_RESULT; then QGIS quits the way a user quits it (plugins are unloaded).
+DESKTOP_PROBE = """
+import json, os, traceback
+
+import qgis.utils
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QDockWidget, QTabWidget
+from qgis.utils import iface
+
+
+def probe():
+    import processing
+
+    window = iface.mainWindow()
+    registry = QgsApplication.processingRegistry()
+    log = window.findChild(QDockWidget, "MessageLog").findChild(QTabWidget)
+    gair = registry.providerById("gair")
+    menu = [a.menu() for a in iface.pluginMenu().actions() if a.menu() is not None and a.text() == "&GAIR"]
+    return {
+        "toolbox_dock": window.findChild(QDockWidget, "ProcessingToolbox") is not None,
+        "providers": sorted(p.id() for p in registry.providers()),
+        "gdal_algorithms": len(registry.providerById("gdal").algorithms()) if registry.providerById("gdal") else 0,
+        "gair_algorithms": sorted(a.id() for a in gair.algorithms()) if gair else [],
+        "processing_file": processing.__file__,
+        "processing_run": callable(getattr(processing, "run", None)),
+        "plugins": sorted(qgis.utils.plugins),
+        "gair_menu": [a.text() for a in menu[0].actions()] if menu else [],
+        "log": {log.tabText(i): log.widget(i).toPlainText() for i in range(log.count())},
+        "message_bar": [[int(item.level()), item.title(), item.text()] for item in iface.messageBar().items()],
+    }
+
+
+try:
+    result = probe()
+except Exception:
+    result = {"probe_error": traceback.format_exc()}
+with open(os.environ["GAIR_RESULT"], "w") as handle:
+    json.dump(result, handle)
+QTimer.singleShot(0, iface.actionExit().trigger)
+"""
+
+
+def startup_problems(result: dict) -> list[str]:
+    """What is wrong with a QGIS start, as seen by DESKTOP_PROBE (empty: a clean start with GAIR loaded)."""
+    problems = [result["probe_error"]] if "probe_error" in result else []
+    if problems:
+        return problems
+    if not result["toolbox_dock"]:
+        problems.append("no Processing toolbox dock")
+    if not {"gdal", "native", "gair"} <= set(result["providers"]):
+        problems.append(f"providers: {result['providers']}")
+    if result["gdal_algorithms"] < 50:
+        problems.append(f"{result['gdal_algorithms']} gdal algorithms")
+    if not result["processing_run"] or not result["processing_file"].startswith("/usr/share/qgis/python/plugins/"):
+        problems.append(f"`processing` is {result['processing_file']}, not QGIS's")
+    if not {"processing", PLUGIN} <= set(result["plugins"]):
+        problems.append(f"plugins started: {result['plugins']}")
+    for tab, text in result["log"].items():
+        if tab == "Python error" or "Traceback" in text or "Couldn't load plugin" in text:
+            problems.append(f"log {tab}: {text[-2000:]}")
+    problems += [f"message bar: {title}: {text}" for level, title, text in result["message_bar"] if level >= 2]
+    return problems
+
+
+@pytest.fixture(scope="module")
+def desktop_with_plugin(plugin_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> QgisDesktop:
+    desktop = QgisDesktop(tmp_path_factory.mktemp("qgis_desktop"))
+    desktop.install_plugin_zip(plugin_zip)
+    desktop.enable_plugin(PLUGIN)
+    return desktop
+
+
+def test_qgis_desktop_starts_cleanly_with_the_plugin_enabled(desktop_with_plugin: QgisDesktop, tmp_path: Path):
+    code = tmp_path / "probe.py"
+    code.write_text(DESKTOP_PROBE)
+    result = desktop_with_plugin.run_code(code, tmp_path / "result.json")
+    assert startup_problems(result) == []
+    assert "Loaded GAIR (package: gair_qgis)" in result["log"]["Plugins"]
+    assert {"gair:embed_raster", "gair:similarity_search", "gair:cluster_embeddings"} <= set(
+        result["gair_algorithms"])
+    assert result["gair_menu"][:3] == ["GAIR similarity map tool", "GAIR settings…", "Style as Sentinel-2 true colour"]
+
+
+def test_desktop_check_sees_a_plugin_that_shadows_processing(desktop_with_plugin: QgisDesktop, tmp_path: Path):
+    """The check above can fail: a plugin that puts its folder on sys.path and ships a `processing` package (the
+    bug of issue 10) is reported (QGIS's Processing does not start, gdal: algorithms are gone)."""
+    broken = QgisDesktop(tmp_path / "profiles")
+    plugin_dir = broken.plugins_dir / PLUGIN
+    shutil.copytree(desktop_with_plugin.plugins_dir / PLUGIN, plugin_dir)
+    (plugin_dir / "processing").mkdir()
+    (plugin_dir / "processing" / "__init__.py").write_text("# shadows QGIS's processing plugin\n")
+    init = plugin_dir / "__init__.py"
+    init.write_text(init.read_text() + "\nimport sys\nsys.path.insert(0, PLUGIN_DIR)\n")
+    broken.enable_plugin(PLUGIN)
+    code = tmp_path / "probe.py"
+    code.write_text(DESKTOP_PROBE)
+    problems = startup_problems(broken.run_code(code, tmp_path / "result.json", timeout=120))
+    assert "0 gdal algorithms" in problems and "no Processing toolbox dock" in problems
+    assert any(p.endswith("not QGIS's") for p in problems)
+    assert any("module 'processing' has no attribute 'classFactory'" in p for p in problems), problems

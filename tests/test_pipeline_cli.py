@@ -18,7 +18,7 @@ import engine
 from engine.cli.main import main
 from engine.io.embedding_raster import PCAProjection
 from engine.pipeline import embed_features, embed_raster
-from engine.pipeline.blend import ProjectedField, crop_field
+from engine.pipeline.blend import crop_field, pca_field
 from engine.runtime.preprocess import preprocess_rs
 
 from .test_pipeline_raster import synthetic_s2, write_raster
@@ -119,7 +119,6 @@ def test_onnx_backend_gives_the_same_field_and_points(tmp_path, bundle):
     tokens = onnx.rs_tokens(preprocess_rs(synthetic_s2(64, 64)[[1, 2, 3, 4, 5, 6, 7, 8, 10, 11]], onnx.config))[0]
     pca = PCAProjection.from_sample(np.random.default_rng(0).standard_normal((300, 32)), 4, onnx.fingerprint)
     for mode in ("nili", "bilinear", "bicubic"):
-        projector = ProjectedField(onnx, pca, mode)
-        assert projector._dense is not None
+        projector = pca_field(onnx, pca, mode)
         expected = crop_field(onnx, tokens, 30, 50, mode, pca)
         np.testing.assert_allclose(projector(tokens, 30, 50), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

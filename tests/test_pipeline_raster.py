@@ -20,7 +20,7 @@ from engine.io.space import EmbeddingSpace
 from engine.pipeline import embed_raster
 from engine.pipeline import raster as raster_module
 from engine.pipeline.bands import L2A_12
-from engine.pipeline.blend import ProjectedField, crop_field
+from engine.pipeline.blend import crop_field, pca_field
 from engine.pipeline.tiling import CropLayout
 from engine.runtime.preprocess import preprocess_rs
 
@@ -113,10 +113,11 @@ def test_fields_computed_in_pca_space_equal_projected_fields(tiny_model, mode):
     rng = np.random.default_rng(0)
     tokens = rng.standard_normal((36, 32)).astype(np.float32)
     pca = PCAProjection.from_sample(rng.standard_normal((400, 32)) * np.linspace(3, 0.1, 32), 5, "m")
-    projector = ProjectedField(tiny_model, pca, mode)
-    assert projector._dense is not None  # the fast path, not the fallback
+    projector = pca_field(tiny_model, pca, mode)
     expected = crop_field(tiny_model, tokens, 40, 56, mode, pca)
-    np.testing.assert_allclose(projector(tokens, 40, 56), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    got = projector(tokens, 40, 56)
+    assert got.shape == (40, 56, 5) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 def test_output_format_nodata_and_quicklook(tmp_path, s2_raster, tiny_model):

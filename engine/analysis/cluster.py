@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import Cancelled, GAIRError
 from ..io.embedding_raster import EmbeddingRaster, sample_pixels
+from ..io.guard import guarded
 from ..io.vectors import write_gpkg
 from .rasters import CLASS_NODATA, MAX_CLASSES, OutputRaster, stage
 
@@ -94,6 +95,7 @@ def assign_raw(raw: np.ndarray, centroids: np.ndarray, to_float: Callable[[np.nd
     return labels
 
 
+@guarded
 def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLike, *, k: int = 8,
                    auto_k: bool = False, sample_size: int = 20000, seed: int = 0,
                    polygons_path: str | os.PathLike | None = None, sieve_pixels: int = 0,
@@ -119,6 +121,7 @@ def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLi
                            class_names=[f"cluster {i}" for i in range(1, k + 1)])
         counts = np.zeros(k + 1, np.int64)
         polygons, polygons_written = 0, False
+        polygons_existed = polygons_path is not None and Path(polygons_path).exists()  # its other layers stay
         try:
             for window, block in raster.iter_blocks(block_size, stage(progress, 0.55, 0.9 if polygons_path else 1.0),
                                                     cancel, raw=True):
@@ -132,7 +135,7 @@ def cluster_embeddings(raster_path: str | os.PathLike, out_path: str | os.PathLi
             out.commit()
         except BaseException:
             out.abort()
-            if polygons_written:
+            if polygons_written and not polygons_existed:
                 Path(polygons_path).unlink(missing_ok=True)
             raise
     if progress is not None:

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import GAIRError
 from ..io.embedding_raster import EmbeddingRaster
 from ..io.feature_layer import embedding_vectors, layer_embedding_meta, read_embedding_layer
+from ..io.guard import guarded
 from ..io.space import check_same_space
 from ..io.vectors import META_TABLE, read_layer, read_layer_metadata, reproject, require_layer_crs, write_gpkg
 from ..params import AGGREGATES
@@ -168,6 +169,7 @@ def _layer_references(raster: EmbeddingRaster, path, layer) -> np.ndarray:
     return vectors
 
 
+@guarded
 def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLike, *,
                       points: Sequence[tuple[float, float]] | None = None, points_crs=None,
                       reference_layer: str | os.PathLike | None = None, layer: str | None = None,
@@ -354,6 +356,7 @@ def _write_hits(path, hits: list[SimilarityHit], crs) -> Path:
     return write_gpkg(path, geoms, fields, crs, layer="similar_places")
 
 
+@guarded
 def rank_features(layer_path: str | os.PathLike, out_path: str | os.PathLike, *,
                   reference_fids: Sequence[int] | None = None, reference_layer: str | os.PathLike | None = None,
                   aggregate: str = "mean", layer: str | None = None, reference_layer_name: str | None = None,

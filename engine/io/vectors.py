@@ -1,8 +1,9 @@
 """Vector layers in and out with pyogrio's numpy API (no pandas): the engine's one reader and one GeoPackage writer.
 
-Geometries are shapely arrays, CRSs pyproj. GeoPackages are written as version 1.2 (pyogrio's newer GDAL would write
-1.4, which QGIS 3.22 only "partially supports", warning on every open) and with at most 3-D WKB: inside QGIS, shapely
-runs on the older system GEOS, which rejects shapely's 4-D default.
+Geometries are shapely arrays, CRSs pyproj. A layer written into an existing GeoPackage replaces that layer only: the
+other layers, their styles (`layer_styles`) and their `gair_meta` rows stay. GeoPackages are written as version 1.2
+(pyogrio's newer GDAL would write 1.4, which QGIS 3.22 only "partially supports", warning on every open) and with at
+most 3-D WKB: inside QGIS, shapely runs on the older system GEOS, which rejects shapely's 4-D default.
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ import numpy as np
 from ..errors import GAIRError
 from .files import atomic_path
 
+_JOURNALS = ("-wal", "-shm", "-journal")  # SQLite's files beside a GeoPackage; stale ones must not outlive it
+
 META_TABLE = "gair_meta"
+LAYER_COLUMN = "gair_layer"  # the layer a `gair_meta` row describes (one row per layer)
 GPKG_OPTIONS = {"VERSION": "1.2"}
 _PYOGRIO_LOGGER = "pyogrio._io"  # logs "Created N records" at INFO on every write
 
@@ -73,15 +77,22 @@ def read_layer(path: str | os.PathLike, layer: str | int | None = None, require_
 
 
 def read_layer_metadata(path: str | os.PathLike, layer_name: str) -> dict[str, str]:
-    """Key/values the engine stored with a layer: the `gair_meta` table, else the layer metadata; {} when neither
-    (GeoJSON, shapefiles), upper-case keys."""
+    """Key/values the engine stored with a layer: its `gair_meta` row, else the layer metadata; {} when neither
+    (GeoJSON, shapefiles), upper-case keys. A `gair_meta` table without a `gair_layer` column (older files) has one
+    row, for the file's one layer."""
     import pyogrio
     import pyogrio.raw
 
     try:
         if META_TABLE in {n for n, _ in pyogrio.list_layers(path)}:
             meta, _, _, cols = pyogrio.raw.read(path, layer=META_TABLE, read_geometry=False)
-            values = {str(n).upper(): str(c[0]) for n, c in zip(meta["fields"], cols) if len(c)}
+            names = [str(n) for n in meta["fields"]]
+            rows = list(range(len(cols[0]))) if cols else []
+            if LAYER_COLUMN in names:
+                owner = cols[names.index(LAYER_COLUMN)]
+                rows = [i for i in rows if owner[i] is not None and str(owner[i]) == layer_name]
+            values = {n.upper(): str(c[rows[0]]) for n, c in zip(names, cols)
+                      if rows and n != LAYER_COLUMN and c[rows[0]] is not None}
             if values:
                 return values
         info = pyogrio.read_info(path, layer=layer_name)
@@ -180,25 +191,87 @@ def _quiet_pyogrio_info() -> Iterator[None]:
 def write_gpkg(path: str | os.PathLike, geometries: np.ndarray | None, fields: dict[str, np.ndarray], crs,
                layer: str | None = None, layer_metadata: dict | None = None, geometry_type: str | None = None,
                tables: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
-    """Write a GeoPackage atomically. geometries None writes an attribute table; `tables` adds attribute-only
-    tables (e.g. `gair_meta`)."""
+    """Write one layer into a GeoPackage atomically; in an existing GeoPackage only that layer is replaced.
+
+    The existing file is copied (SQLite's backup, so changes still in its write-ahead log come along) to the temp
+    file, the layer is replaced in the copy, and the copy moves into place: other layers, their styles and their
+    `tables` rows stay, and a failed write leaves the old file as it was. geometries None writes an attribute
+    table. `tables` are attribute tables with one row per layer (e.g. `gair_meta`): this layer's row is replaced,
+    those of other layers are kept."""
     import pyogrio.raw
     import shapely
 
     path = Path(path)
     if path.suffix.lower() != ".gpkg":
         raise GAIRError(f"output {path.name} must be a GeoPackage (.gpkg)")
+    layer = layer or path.stem
     crs_text = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
     if geometries is not None:
         geometry_type = geometry_type or geometry_type_name(geometries)
-    with atomic_path(path) as tmp, warnings.catch_warnings(), _quiet_pyogrio_info():
+    with atomic_path(path, sidecars=_JOURNALS) as tmp, warnings.catch_warnings(), _quiet_pyogrio_info():
+        existing = path.is_file()
+        if existing:
+            _copy_geopackage(path, tmp)
         warnings.filterwarnings("ignore", message="'crs' was not provided")  # attribute tables have none
         wkb = None if geometries is None else shapely.to_wkb(geometries, output_dimension=3)
-        pyogrio.raw.write(tmp, wkb, list(fields.values()), list(fields), driver="GPKG", layer=layer or path.stem,
+        pyogrio.raw.write(tmp, wkb, list(fields.values()), list(fields), driver="GPKG", layer=layer,
                           geometry_type=geometry_type if geometries is not None else None, crs=crs_text,
                           layer_metadata=layer_metadata, promote_to_multi=geometry_type == "MultiPolygon",
-                          dataset_options=GPKG_OPTIONS)
-        for name, columns in (tables or {}).items():
+                          dataset_options=None if existing else GPKG_OPTIONS)
+        tables = {**({META_TABLE: {}} if existing else {}), **(tables or {})}  # no stale row for a replaced layer
+        for name, columns in tables.items():
+            columns = _rows_of_other_layers(tmp, name, layer, columns)
+            if columns is None:
+                continue
             pyogrio.raw.write(tmp, None, list(columns.values()), list(columns), layer=name, driver="GPKG",
                               geometry_type=None)
     return path
+
+
+def _copy_geopackage(source: Path, target: Path) -> None:
+    """A consistent copy of an existing GeoPackage (its write-ahead log included), or a clear refusal."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        src = sqlite3.connect(f"file:{quote(str(source.resolve()))}?mode=ro", uri=True)
+        try:
+            if src.execute("SELECT count(*) FROM sqlite_master WHERE name = 'gpkg_contents'").fetchone()[0] != 1:
+                raise sqlite3.DatabaseError("no gpkg_contents table")
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except sqlite3.DatabaseError as exc:
+        raise GAIRError(f"{source} exists but is not a GeoPackage a layer can be added to ({exc}); choose another "
+                        "output name, or move that file away") from None
+
+
+def _rows_of_other_layers(gpkg: Path, table: str, layer: str, columns: dict[str, np.ndarray]) -> dict | None:
+    """`columns` (this layer's rows) tagged with `gair_layer`, after the rows the table holds for other layers;
+    None when there is nothing to write (no such table and no rows)."""
+    import pyogrio
+    import pyogrio.raw
+
+    new_rows = len(next(iter(columns.values()))) if columns else 0
+    kept: dict[str, np.ndarray] = {}
+    if table in {str(n) for n, _ in pyogrio.list_layers(gpkg)}:
+        meta, _, _, cols = pyogrio.raw.read(gpkg, layer=table, read_geometry=False)
+        names = [str(n) for n in meta["fields"]]
+        owner = cols[names.index(LAYER_COLUMN)] if LAYER_COLUMN in names else np.full(len(cols[0]) if cols else 0, "")
+        keep = np.array([o is None or str(o) != layer for o in owner], bool)
+        kept = {n: np.asarray(c, object)[keep] for n, c in zip(names, cols)}
+        kept[LAYER_COLUMN] = np.array([o if o is not None else "" for o in owner], object)[keep]
+    elif not new_rows:
+        return None
+    count = len(kept.get(LAYER_COLUMN, ()))
+    merged = {LAYER_COLUMN: np.concatenate([kept.get(LAYER_COLUMN, np.empty(0, object)),
+                                            np.full(new_rows, layer, object)])}
+    for name in [*(n for n in kept if n != LAYER_COLUMN), *(n for n in columns if n not in kept)]:
+        old = kept.get(name, np.full(count, None, object))
+        new = np.asarray(columns[name], object) if name in columns else np.full(new_rows, None, object)
+        merged[name] = np.concatenate([np.asarray(old, object), new])
+    return merged

@@ -1,4 +1,4 @@
-"""The GAIR network (torch)."""
-from .gair import GAIRModel, relative_positions
+"""The GAIR network (torch): model, queries, checkpoints and ONNX export."""
+from .gair import GAIRModel
 
-__all__ = ["GAIRModel", "relative_positions"]
+__all__ = ["GAIRModel"]

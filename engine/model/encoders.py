@@ -18,7 +18,8 @@ class S2Encoder(nn.Module):
         super().__init__()
         self.patch = cfg.rs_patch_size
         self.linear_input = nn.Linear(cfg.rs_channels * cfg.rs_patch_size**2, cfg.embed_dim)
-        self.transformer = RSTransformer(cfg.embed_dim, cfg.rs_depth, cfg.rs_heads, cfg.rs_mlp_ratio, cfg.rs_layer_norm_eps)
+        self.transformer = RSTransformer(cfg.embed_dim, cfg.rs_depth, cfg.rs_heads, cfg.rs_mlp_ratio,
+                                         cfg.rs_layer_norm_eps)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -98,7 +99,8 @@ class SVLayer(nn.Module):
         h = self.layernorm_before(x)
         att = self.attention.attention
         b, n, d = h.shape
-        q, k, v = (lin(h).view(b, n, self.heads, d // self.heads).transpose(1, 2) for lin in (att.query, att.key, att.value))
+        q, k, v = (lin(h).view(b, n, self.heads, d // self.heads).transpose(1, 2)
+                   for lin in (att.query, att.key, att.value))
         ctx = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
         x = self.attention.output.dense(ctx) + x
         return self.output.dense(F.gelu(self.intermediate.dense(self.layernorm_after(x)))) + x

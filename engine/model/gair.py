@@ -15,16 +15,19 @@ import torch
 from torch import nn
 
 from ..config import QUERY_MODES, GAIRConfig
-from ..runtime.grid import pixel_centres, relative_positions
+from ..errors import GAIRError
+from ..runtime.grid import dense_plan, pixel_centres, points_plan, relative_positions
+from ..runtime.protocol import (
+    FieldFn,
+    check_lonlat,
+    check_positions,
+    check_rs_input,
+    check_sv_input,
+    check_tokens,
+)
 from .encoders import LocationEncoder, RSEncoder, SVEncoder
 from .layers import QueryTransformer, sincos_1d, sincos_2d_grid
-from .query import (
-    dense_interp,
-    dense_nili,
-    interp_points,
-    nili_points,
-    nili_points_projected,
-)
+from .query import cell_grid, nili_grid, nili_points, sample_dense, sample_points
 
 # Above this many points per crop, projecting all cells once beats evaluating imnet four times per point.
 _PROJECT_CELLS_FACTOR = 0.25
@@ -34,17 +37,22 @@ def array_io(method):
     """Accept numpy or torch; numpy input runs without grad on the model's device/dtype and returns numpy."""
 
     @functools.wraps(method)
-    def wrapper(self: "GAIRModel", first, *args, **kwargs):
+    def wrapper(self: GAIRModel, first, *args, **kwargs):
         if isinstance(first, torch.Tensor):
             return method(self, first, *args, **kwargs)
         with torch.inference_mode():
-            out = method(self, torch.as_tensor(np.asarray(first), device=self.device, dtype=self.dtype), *args, **kwargs)
+            tensor = torch.as_tensor(np.asarray(first), device=self.device, dtype=self.dtype)
+            out = method(self, tensor, *args, **kwargs)
         return out.detach().cpu().numpy()
 
     return wrapper
 
 
 class GAIRModel(nn.Module):
+    """The torch backend of engine.runtime.protocol.GAIRModelLike (and the network that pretraining trains)."""
+
+    backend = "torch"
+
     def __init__(self, config: GAIRConfig | None = None) -> None:
         super().__init__()
         cfg = config or GAIRConfig()
@@ -97,9 +105,7 @@ class GAIRModel(nn.Module):
     @array_io
     def rs_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) preprocessed crops -> (B, G*G, D) tokens, row-major, row 0 at the north edge."""
-        expected = (self.config.rs_channels, self.config.rs_input_size, self.config.rs_input_size)
-        if tuple(x.shape[1:]) != expected:
-            raise ValueError(f"RS input must be (B, {expected[0]}, {expected[1]}, {expected[2]}) after preprocess_rs; got {tuple(x.shape)}")
+        check_rs_input(x.shape, self.config)
         return self.rs_encoder(x)
 
     @array_io
@@ -110,35 +116,47 @@ class GAIRModel(nn.Module):
     @array_io
     def encode_sv(self, x: torch.Tensor, aligned: bool = False) -> torch.Tensor:
         """Street-view pooler output; aligned=True applies `optical_proj`, the side the RS-SV loss compared."""
+        check_sv_input(x.shape, self.config)
         pooled = self.sv_encoder(x)
         return self.optical_proj(pooled) if aligned else pooled
 
     @array_io
     def encode_location(self, lonlat: torch.Tensor) -> torch.Tensor:
         """(B, 2) [lon, lat] degrees -> (B, D)."""
+        check_lonlat(lonlat.shape)
         return self.location_encoder(lonlat)
 
     # ---- queries --------------------------------------------------------------------------------------------
+    def _positions(self, rel_xy, tokens: torch.Tensor) -> torch.Tensor:
+        check_tokens(tokens.shape, self.config)
+        rel = torch.as_tensor(rel_xy, dtype=torch.float64, device=tokens.device)
+        check_positions(rel.shape, tokens.shape[0])
+        return rel
+
+    def _grid(self, tokens: torch.Tensor, mode: str, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if mode == "nili":
+            return nili_grid(tokens, weight, bias, self.config.nili_convention)
+        return cell_grid(tokens)
+
     @array_io
     def query_tokens(self, tokens: torch.Tensor, rel_xy, mode: str = "nili") -> torch.Tensor:
-        """Embeddings at points of each crop: rel_xy (B, N, 2) in [0, 1], x from west, y from north -> (B, N, D)."""
-        rel = rel_xy.detach().cpu().double().numpy() if isinstance(rel_xy, torch.Tensor) else np.asarray(rel_xy, np.float64)
-        if rel.ndim != 3 or rel.shape[0] != tokens.shape[0] or rel.shape[2] != 2:
-            raise ValueError(f"rel_xy must be (B, N, 2) with B={tokens.shape[0]}; got {rel.shape}")
-        if mode == "nili":
-            fn = nili_points_projected if rel.shape[1] > _PROJECT_CELLS_FACTOR * tokens.shape[1] else nili_points
-            return fn(tokens, rel, self.imnet, self.config.nili_convention)
-        if mode in ("bilinear", "bicubic"):
-            return interp_points(tokens, rel, mode)
+        """Embeddings at points of each crop: rel_xy (B, N, 2) in [0, 1], x from west, y from north -> (B, N, D).
+
+        NILI at few points per crop is the reference form (training); at many, the projected-cells kernel.
+        """
+        rel = self._positions(rel_xy, tokens)
         if mode == "transformer":
             return self._transformer_query(tokens, rel)
-        raise ValueError(f"unknown query mode {mode!r}; use one of {QUERY_MODES}")
+        if mode == "nili" and rel.shape[1] <= _PROJECT_CELLS_FACTOR * tokens.shape[1]:
+            return nili_points(tokens, rel, self.imnet, self.config.nili_convention)
+        plan = points_plan(rel, self.config.rs_grid, mode, self.config.nili_convention)
+        return sample_points(self._grid(tokens, mode, self.imnet.weight, self.imnet.bias), plan)
 
-    def _transformer_query(self, tokens: torch.Tensor, rel: np.ndarray) -> torch.Tensor:
+    def _transformer_query(self, tokens: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """The reference's `nerf_fn`: a learned query token with a sin-cos code of the point, one pass per point."""
         b, n, _ = rel.shape
         g, d = self.config.rs_grid, self.config.embed_dim
-        point = torch.from_numpy(rel.reshape(-1, 2) * g).to(self.device)
+        point = rel.reshape(-1, 2) * g
         code = torch.cat([sincos_1d(d // 2, point[:, k], torch.float32) for k in (0, 1)], dim=1).to(tokens.dtype)
         seq = torch.cat([tokens.repeat_interleave(n, dim=0), self.query_feature.expand(b * n, -1, -1)], dim=1)
         pos = torch.cat([self.rs_patch_pos_encoding.to(tokens.dtype).expand(b * n, -1, -1), code[:, None]], dim=1)
@@ -157,12 +175,42 @@ class GAIRModel(nn.Module):
     @array_io
     def dense_field(self, tokens: torch.Tensor, height: int, width: int, mode: str = "nili") -> torch.Tensor:
         """(B, H, W, D) embeddings at the pixel centres of an HxW grid over each crop."""
-        if mode == "nili":
-            return dense_nili(tokens, height, width, self.imnet, self.config.nili_convention)
-        if mode in ("bilinear", "bicubic"):
-            return dense_interp(tokens, height, width, mode)
+        check_tokens(tokens.shape, self.config)
         if mode == "transformer":
-            grid = np.stack(np.meshgrid(pixel_centres(width), pixel_centres(height)), axis=-1).reshape(1, -1, 2)
-            rel = np.repeat(grid, tokens.shape[0], axis=0)
+            centres = pixel_centres(width, tokens), pixel_centres(height, tokens)
+            grid = torch.stack(torch.meshgrid(*centres, indexing="xy"), dim=-1).reshape(1, -1, 2)
+            rel = grid.expand(tokens.shape[0], -1, -1)
             return self._transformer_query(tokens, rel).reshape(tokens.shape[0], height, width, -1)
-        raise ValueError(f"unknown query mode {mode!r}; use one of {QUERY_MODES}")
+        plan = dense_plan(height, width, self.config.rs_grid, mode, self.config.nili_convention, like=tokens)
+        return sample_dense(self._grid(tokens, mode, self.imnet.weight, self.imnet.bias), plan)
+
+    def projected_field(self, components: np.ndarray, shift: np.ndarray, mode: str = "nili") -> FieldFn:
+        """dense_field followed by x -> components @ x - shift (a PCA), computed in the K-dim space when exact.
+
+        NILI blends imnet outputs with weights summing to one and imnet is linear, so imnet's weight and bias are
+        projected once (K/D of the work); bilinear/bicubic are linear in the tokens, so the tokens are projected.
+        Returns fn(tokens (B, G*G, D), height, width) -> (B, H, W, K) float32 numpy.
+        """
+        if mode not in QUERY_MODES:
+            raise GAIRError(f"unknown query mode {mode!r}; use one of {', '.join(QUERY_MODES)}")
+        comps = torch.as_tensor(np.asarray(components), device=self.device, dtype=self.dtype)
+        shift_t = torch.as_tensor(np.asarray(shift), device=self.device, dtype=self.dtype)
+        weight = comps @ self.imnet.weight.detach()
+        bias = comps @ self.imnet.bias.detach() - shift_t
+        cfg = self.config
+
+        @torch.inference_mode()
+        def field(tokens, height: int, width: int) -> np.ndarray:
+            t = torch.as_tensor(tokens, device=self.device, dtype=self.dtype)
+            check_tokens(t.shape, cfg)
+            if mode == "transformer":
+                out = self.dense_field(t, height, width, mode) @ comps.T - shift_t
+            elif mode == "nili":
+                plan = dense_plan(height, width, cfg.rs_grid, mode, cfg.nili_convention, like=t)
+                out = sample_dense(self._grid(t, mode, weight, bias), plan)
+            else:
+                plan = dense_plan(height, width, cfg.rs_grid, mode, like=t)
+                out = sample_dense(cell_grid(t @ comps.T), plan) - shift_t
+            return out.float().cpu().numpy()
+
+        return field

@@ -136,5 +136,6 @@ def sincos_1d(dim: int, pos: torch.Tensor, omega_dtype: torch.dtype = torch.floa
 
 def sincos_2d_grid(dim: int, grid: int) -> torch.Tensor:
     """(grid^2, dim) fixed position codes of the patch grid: first half encodes the column, second the row."""
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    steps = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(steps, steps, indexing="ij")
     return torch.cat([sincos_1d(dim // 2, cols.flatten()), sincos_1d(dim // 2, rows.flatten())], dim=1)

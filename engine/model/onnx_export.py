@@ -17,14 +17,15 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import Cancelled, GAIRError
+from ..io.guard import guarded
 from ..runtime.onnx_model import CONFIG_FILE, GRAPHS, ONNX_FORMAT, QUERY_FILE, OnnxGAIR
 
 MIN_OPSET = 17
@@ -105,7 +106,8 @@ def _export_graph(module: nn.Module, example: torch.Tensor, name: str, path: Pat
         with warnings.catch_warnings(), torch.no_grad():
             warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
             warnings.filterwarnings("ignore", message="The feature will be removed")
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset, input_names=[input_name],
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[input_name],
                               output_names=list(outputs), dynamic_axes=axes, do_constant_folding=True)
     finally:
         for op in _SYMBOLICS:
@@ -129,13 +131,15 @@ def _check_against_torch(folder: Path, model: nn.Module) -> None:
     with torch.no_grad():
         pairs = {
             "rs_tokens": (onnx_model.rs_tokens(rs), model.rs_encoder(torch.from_numpy(rs)).numpy()),
-            "sv": (onnx_model.encode_sv(sv, aligned=True), model.optical_proj(model.sv_encoder(torch.from_numpy(sv))).numpy()),
+            "sv": (onnx_model.encode_sv(sv, aligned=True),
+                   model.optical_proj(model.sv_encoder(torch.from_numpy(sv))).numpy()),
             "location": (onnx_model.encode_location(lonlat), location64(torch.from_numpy(lonlat)).numpy()),
         }
     for name, (got, want) in pairs.items():
         err = _relative_error(got, want)
         if not err <= EXPORT_CHECK_TOLERANCE:
-            raise GAIRError(f"the exported {name} graph differs from torch by {err:.2e} (relative); the export is wrong, "
+            raise GAIRError(f"the exported {name} graph differs from torch by {err:.2e} (relative); "
+                            "the export is wrong, "
                             f"please report it with your torch {torch.__version__} and onnx versions")
 
 
@@ -148,7 +152,8 @@ def _is_export(folder: Path) -> bool:
 
 def _check_destination(out: Path) -> None:
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_export(out))):
-        raise GAIRError(f"{out} exists and is neither empty nor an earlier ONNX export; choose a new folder or remove it")
+        raise GAIRError(f"{out} exists and is neither empty nor an earlier ONNX export; "
+                        "choose a new folder or remove it")
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -162,6 +167,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@guarded
 def export_onnx(model_or_bundle_path, out_dir: str | os.PathLike, opset: int = MIN_OPSET,
                 progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
                 check: bool = True) -> Path:
@@ -196,14 +202,16 @@ def export_onnx(model_or_bundle_path, out_dir: str | os.PathLike, opset: int = M
     try:
         step(0.0)
         jobs = [
-            ("rs_tokens", _RSTokens(model), torch.zeros(2, cfg.rs_channels, cfg.rs_input_size, cfg.rs_input_size), 0.45),
+            ("rs_tokens", _RSTokens(model), torch.zeros(2, cfg.rs_channels, cfg.rs_input_size, cfg.rs_input_size),
+             0.45),
             ("sv", _StreetView(model), torch.zeros(2, 3, cfg.sv_input_size, cfg.sv_input_size), 0.85),
             ("location", _location_graph(model), torch.tensor([[0.0, 0.0], [10.0, 45.0]], dtype=torch.float64), 0.9),
         ]
         for name, module, example, done in jobs:
             _export_graph(module, example, name, tmp / GRAPHS[name][0], opset)
             step(done)
-        np.savez(tmp / QUERY_FILE, imnet_weight=model.imnet.weight.detach().numpy(), imnet_bias=model.imnet.bias.detach().numpy())
+        np.savez(tmp / QUERY_FILE, imnet_weight=model.imnet.weight.detach().numpy(),
+                 imnet_bias=model.imnet.bias.detach().numpy())
         meta = {"format": ONNX_FORMAT, "version": 1, "fingerprint": fingerprint, "source": source, "opset": opset,
                 "torch": torch.__version__, "graphs": {name: spec[0] for name, spec in GRAPHS.items()},
                 "config": cfg.to_dict()}

@@ -6,12 +6,16 @@ blend is a convex combination and the projection is affine.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
+
 import numpy as np
 
 from ..io.pca import PCAProjection
+from ..runtime.protocol import GAIRModelLike
 
 
-def crop_field(model, tokens: np.ndarray, height: int, width: int, mode: str = "nili",
+def crop_field(model: GAIRModelLike, tokens: np.ndarray, height: int, width: int, mode: str = "nili",
                pca: PCAProjection | None = None) -> np.ndarray:
     """(height, width, K) field of one crop at the centres of a height x width grid over it (K = PCA or model dims)."""
     field = np.asarray(model.dense_field(tokens[None], height, width, mode=mode))[0]
@@ -20,92 +24,23 @@ def crop_field(model, tokens: np.ndarray, height: int, width: int, mode: str = "
     return field.astype(np.float32, copy=False)
 
 
-class ProjectedField:
-    """Crop fields computed directly in a PCA space, 1/K-th of the work of the model-space field.
+def pca_field(model: GAIRModelLike, pca: PCAProjection, mode: str) -> Callable[[np.ndarray, int, int], np.ndarray]:
+    """fn(tokens (G*G, D), height, width) -> one crop's (height, width, K) field in the PCA space.
 
-    NILI blends imnet outputs with weights summing to one, and imnet is linear, so projecting imnet's weight and
-    bias (bias minus the PCA mean) gives the projected field exactly; bilinear/bicubic interpolation is linear in
-    the tokens, so projecting the tokens does. Works on the torch model and the ONNX backend's numpy imnet; any
-    other model or mode falls back to `crop_field` (same numbers, slower).
+    The model computes it in the K-dim space (model.projected_field), 1/K-th of the work of `crop_field` then PCA,
+    with the same numbers: the PCA is affine and the NILI blend convex.
     """
-
-    def __init__(self, model, pca: PCAProjection, mode: str) -> None:
-        self.model, self.pca, self.mode = model, pca, mode
-        self.convention = model.config.nili_convention
-        self.shift = pca.components @ pca.mean  # (K,): the projected mean
-        self._dense = None
-        imnet = getattr(model, "imnet", None)
-        if mode in ("bilinear", "bicubic"):
-            self._dense = self._interp_torch if _is_torch(model) else self._interp_numpy
-        elif mode == "nili" and _is_torch(model):
-            import torch
-
-            weight = imnet.weight.detach()
-            comps = torch.as_tensor(pca.components, dtype=weight.dtype, device=weight.device)
-            self._linear = torch.nn.Linear(imnet.in_features, pca.dims).to(weight.device, weight.dtype)
-            with torch.no_grad():
-                self._linear.weight.copy_(comps @ weight)
-                self._linear.bias.copy_(comps @ imnet.bias.detach() - comps @ torch.as_tensor(
-                    pca.mean, dtype=weight.dtype, device=weight.device))
-            self._dense = self._nili_torch
-        elif mode == "nili" and imnet is not None and hasattr(imnet, "cell"):
-            from ..runtime.field import Imnet
-
-            comps = pca.components
-            self._imnet = Imnet(np.ascontiguousarray(imnet.cell @ comps.T), np.ascontiguousarray(comps @ imnet.rel),
-                                (comps @ imnet.bias - self.shift).astype(np.float32))
-            self._dense = self._nili_numpy
-
-    def __call__(self, tokens: np.ndarray, height: int, width: int) -> np.ndarray:
-        if self._dense is None:
-            return crop_field(self.model, tokens, height, width, self.mode, self.pca)
-        return np.asarray(self._dense(tokens[None], height, width), dtype=np.float32)[0]
-
-    def _nili_torch(self, tokens, height, width):
-        import torch
-
-        from ..model.query import dense_nili
-
-        with torch.inference_mode():
-            t = torch.as_tensor(tokens, device=self.model.device, dtype=self.model.dtype)
-            return dense_nili(t, height, width, self._linear, self.convention).cpu().numpy()
-
-    def _nili_numpy(self, tokens, height, width):
-        from ..runtime.field import dense_nili
-
-        return dense_nili(tokens, height, width, self._imnet, self.convention)
-
-    def _interp_torch(self, tokens, height, width):
-        import torch
-
-        from ..model.query import dense_interp
-
-        with torch.inference_mode():
-            t = torch.as_tensor(tokens @ self.pca.components.T, device=self.model.device, dtype=self.model.dtype)
-            return dense_interp(t, height, width, self.mode).cpu().numpy() - self.shift
-
-    def _interp_numpy(self, tokens, height, width):
-        from ..runtime.field import dense_interp
-
-        return dense_interp(tokens @ self.pca.components.T, height, width, self.mode) - self.shift
+    field = model.projected_field(pca.components, pca.components @ pca.mean, mode)
+    return lambda tokens, height, width: np.asarray(field(tokens[None], height, width), dtype=np.float32)[0]
 
 
-def _is_torch(model) -> bool:
-    import sys
-
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(model, torch.nn.Module)
-
-
-def numpy_blas_beside(model):
+def numpy_blas_beside(model: GAIRModelLike):
     """Context: numpy's BLAS on one thread while a torch model runs in this process.
 
     torch's OpenMP workers spin after each op; numpy's OpenBLAS threads then fight them for the cores (measured:
     a 768 x 768 eigh 0.3 s alone, 3.5 s after a torch matmul, 0.3 s with one BLAS thread).
     """
-    from contextlib import nullcontext
-
-    if not _is_torch(model):
+    if model.backend != "torch":
         return nullcontext()
     from threadpoolctl import threadpool_limits
 

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import Cancelled, GAIRError
 from ..io.embedding_raster import EmbeddingRaster
 from ..io.feature_layer import embedding_tags, write_features
+from ..io.guard import guarded
 from ..io.space import EmbeddingSpace, check_same_space
 from ..io.vectors import VectorLayer, is_point, is_polygonal, read_layer, reproject
 from .blend import numpy_blas_beside
@@ -192,6 +193,7 @@ def _encode_tasks(model, src: SourceRaster, tasks: list[_CropTask], vectors: np.
                 vectors[task.feature] += np.tensordot(task.coeff, fld, axes=([0, 1], [0, 1]))
 
 
+@guarded
 def embed_features(raster: str | os.PathLike, layer: str | os.PathLike, output: str | os.PathLike, model=None, *,
                  layer_name: str | None = None, bands=None, polygons: str = "mean", space=None, mode: str = "nili",
                  overlap: float = 0.5, batch_size: int | None = None, progress: Progress = None,
@@ -254,6 +256,7 @@ def _photo_path(value, base: Path) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+@guarded
 def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None, *, photo_field: str = "photo",
                  photo_root: str | os.PathLike | None = None, layer_name: str | None = None, aligned: bool = False,
                  space=None, batch_size: int = 16, progress: Progress = None, cancel: Cancel = None) -> LayerResult:
@@ -291,6 +294,7 @@ def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None
                    {"GAIR_PHOTO_FIELD": photo_field}, layer_name)
 
 
+@guarded
 def embed_locations(layer: str | os.PathLike, output: str | os.PathLike, model=None, *,
                     layer_name: str | None = None, space=None, batch_size: int = 4096, progress: Progress = None,
                     cancel: Cancel = None) -> LayerResult:

@@ -21,9 +21,11 @@ from ..errors import Cancelled, GAIRError
 from ..io.blocks import block_windows
 from ..io.embedding_raster import DTYPES, EmbeddingRasterWriter, int16_scale_offset
 from ..io.files import PAM, PendingFile, quicklook_path
+from ..io.guard import guarded
 from ..io.pca import PCAProjection
 from ..params import DEFAULT_DIMS, FIELD_MODES
-from .blend import BlockBlender, ProjectedField, crop_field, numpy_blas_beside
+from ..runtime.protocol import GAIRModelLike
+from .blend import BlockBlender, crop_field, numpy_blas_beside, pca_field
 from .distributed import Shard, barrier, current_shard, gather_batches
 from .source import OutputGrid, SourceRaster
 from .tiling import CropLayout
@@ -83,7 +85,7 @@ def format_duration(seconds: float) -> str:
 
 def as_model(model, device: str = "auto", backend: str = "auto"):
     """A loaded model (torch or ONNX backend) as it is; a path or None goes through engine.load_model."""
-    if hasattr(model, "rs_tokens") and hasattr(model, "config"):
+    if isinstance(model, GAIRModelLike):
         return model
     from ..runtime.loading import load_model
 
@@ -92,7 +94,7 @@ def as_model(model, device: str = "auto", backend: str = "auto"):
 
 def default_batch_size(model) -> int:
     """Crops per encoder call: 8 fill a CPU's cores with little memory; a GPU wants more."""
-    return 32 if str(getattr(model, "device", "cpu")).startswith("cuda") else 8
+    return 32 if str(model.device).startswith("cuda") else 8
 
 
 class Quicklook:
@@ -209,7 +211,7 @@ class _RasterJob:
             self.check_cancel()
         self.encoded.update(todo)
 
-    def field(self, index: int, projector: ProjectedField | None, keep: bool) -> np.ndarray:
+    def field(self, index: int, projector: Callable | None, keep: bool) -> np.ndarray:
         """A crop's (projected) field, from the cache when the previous block kept it; `keep` caches it."""
         field = self.fields.get(index)
         if field is None:
@@ -243,7 +245,7 @@ class _RasterJob:
 
     def run_blocks(self, writer, pca: PCAProjection | None, quicklook: Quicklook | None) -> None:
         """Blend and write every block (rank 0); all ranks walk the blocks to encode their share of the crops."""
-        projector = ProjectedField(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
+        projector = pca_field(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
 
         side, width = self.block_side, self.grid.width
         n_block_cols = math.ceil(width / side)
@@ -306,6 +308,7 @@ def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
                     f"{format_bytes(free)} free; keep fewer dims, use int16 or a larger pixel size")
 
 
+@guarded
 def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, extent=None,
                  extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
                  dtype: str = "int8", mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None,

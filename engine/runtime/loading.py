@@ -1,190 +1,50 @@
-"""Loading GAIR weights: the official checkpoint (strictly checked), our safetensors bundles, and the authors' hub.
+"""Which model a path names, and loading it on the right backend (torch-free: the ONNX path never imports torch).
 
-The official loader silently skips missing and mismatched keys (`strict=False`), so a wrong file gives random
-weights without a word. Here a missing or mismatched key is an error that lists them; keys the released checkpoint
-carries from training are listed in a warning and ignored on purpose.
+A path is the official checkpoint .pth, a bundle folder (safetensors + config.json) or an ONNX export folder;
+none means $GAIR_CHECKPOINT, else the authors' hub. The torch formats are read by engine.model.checkpoint.
 """
 from __future__ import annotations
 
-import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import os
 import re
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..config import GAIRConfig
 from ..errors import GAIRError
-from ..io.files import atomic_path
 
 log = logging.getLogger(__name__)
 
 HUB_REPO, HUB_FILE = "PingL/GAIR", "checkpoint.pth"
+# The torch backend's loader, imported by name and only when that backend is asked for: nothing in engine/runtime
+# imports torch or engine/model, so an ONNX-only install runs load_model.
+TORCH_LOADER = "..model.checkpoint"
 BUNDLE_CONFIG, BUNDLE_WEIGHTS, BUNDLE_FORMAT = "config.json", "model.safetensors", "gair-bundle"
 
-# Keys the released checkpoint may carry from training, with why each is not part of the inference model.
-TRAINING_ONLY_KEYS = {
-    r"^rs_encoder_teacher\.": "frozen RS distillation teacher (training only)",
-    r"^sv_encoder_teacher\.": "frozen street-view distillation teacher (training only)",
-    r"^(rs|sv)_student_projector\.": "distillation projector (training only)",
-    r"^ContrastLoss\.": "loss-module copy of the projections (training only)",
-    r"^queue_for_rs_encoding$|^queue_ptr_rs$": "RS feature queue (training state)",
-    r"^rs_encoder\.s2_encoder\.transformer\.norm_out\.": (
-        "CROMA's final norm: the official GAIR inference does not apply it, so tokens match the official model"
-    ),
-}
 
-
-@dataclass
-class LoadReport:
-    source: str
-    loaded: int = 0
-    ignored: dict[str, str] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        text = f"loaded {self.loaded} tensors from {self.source}"
-        if self.ignored:
-            reasons: dict[str, list[str]] = {}
-            for key, why in self.ignored.items():
-                reasons.setdefault(why, []).append(key)
-            text += "; ignored " + "; ".join(f"{len(keys)} key(s) ({why}), e.g. {keys[0]}" for why, keys in reasons.items())
-        return text
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def resolve_device(device: str = "auto") -> str:
-    torch = _torch()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise GAIRError(f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
-    return device
-
-
-def read_checkpoint_file(path: Path) -> dict:
-    """torch.load with weights_only (plus argparse.Namespace, which MAE-style checkpoints store as `args`)."""
-    torch = _torch()
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any unpickling failure with the file name
-        raise GAIRError(f"could not read checkpoint {path}: {exc}. Is it a PyTorch .pth file from GAIR?") from exc
-    state = obj["model"] if isinstance(obj, dict) and "model" in obj else obj
-    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise GAIRError(f"{path} holds no state dict (expected {{'model': state_dict}} or a bare state dict)")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def apply_state_dict(model, state: dict, source: str, allow_unknown: bool = False) -> LoadReport:
-    """Load `state` into `model` strictly: missing/mismatched keys are errors; training-only keys are reported."""
-    expected = model.state_dict()
-    report = LoadReport(source)
-    unknown, mismatched = [], []
-    for key, value in state.items():
-        if key in expected:
-            if tuple(value.shape) != tuple(expected[key].shape):
-                mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}")
-            continue
-        why = next((w for pattern, w in TRAINING_ONLY_KEYS.items() if re.search(pattern, key)), None)
-        if why is None:
-            unknown.append(key)
-        else:
-            report.ignored[key] = why
-    missing = [k for k in expected if k not in state]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:12])}")
-    if unknown and not allow_unknown:
-        problems.append(f"{len(unknown)} unexpected key(s): {', '.join(unknown[:12])}")
-    if problems:
-        raise GAIRError(
-            f"{source} does not match the GAIR architecture ({model.config.embed_dim}-d, {model.config.rs_depth} RS layers): "
-            + " | ".join(problems)
-            + ". Use the official GAIR checkpoint.pth or a bundle written by `python -m engine convert`."
-        )
-    for key in unknown:
-        report.ignored[key] = "unknown key, ignored because allow_unknown=True"
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
-    report.loaded = len(expected)
-    if report.ignored:
-        warnings.warn(report.summary(), stacklevel=3)
-    return report
-
-
-def load_official(path: str | os.PathLike, config: GAIRConfig | None = None, allow_unknown: bool = False, dtype=None):
-    """The official checkpoint.pth (or any state dict with its key names) -> GAIRModel on CPU (float32 default)."""
-    from ..model import GAIRModel
-
-    path = Path(path)
-    state = read_checkpoint_file(path)
-    model = GAIRModel(config or GAIRConfig())
-    if dtype is not None:  # cast before loading so float64 weights stay exact
-        model = model.to(dtype)
-    model.load_report = apply_state_dict(model, state, str(path), allow_unknown)
-    return model.eval()
-
-
-def save_bundle(model, out_dir: str | os.PathLike, source: str = "") -> Path:
-    """Write safetensors weights + config.json; config.json is written last, so its presence marks a whole bundle."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.invalidate_fingerprint()  # weights may have changed in place since it was last read (training)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out / BUNDLE_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})
-    meta = {"format": BUNDLE_FORMAT, "version": 1, "fingerprint": model.fingerprint, "source": source,
-            "config": model.config.to_dict()}
-    with atomic_path(out / BUNDLE_CONFIG) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2))
-    return out
-
-
-def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, convention: str = "released",
-                       allow_unknown: bool = False):
-    """Official checkpoint.pth -> bundle folder, with the NILI convention to store; returns the loaded model."""
-    from dataclasses import replace
-
-    model = load_official(checkpoint, allow_unknown=allow_unknown)
-    model.config = replace(model.config, nili_convention=convention)
-    save_bundle(model, out_dir, source=str(checkpoint))
-    return model
-
-
-def read_bundle_meta(path: str | os.PathLike) -> dict:
-    cfg_path = Path(path) / BUNDLE_CONFIG
+def read_meta(folder: str | os.PathLike, fmt: str, what: str, hint: str) -> dict:
+    """config.json of a bundle or ONNX export folder (format `fmt`, config, fingerprint); one clear error otherwise."""
+    cfg_path = Path(folder) / BUNDLE_CONFIG
     if not cfg_path.is_file():
-        raise GAIRError(f"{path} is not a GAIR bundle (no {BUNDLE_CONFIG}); convert a checkpoint with `python -m engine convert`")
-    meta = json.loads(cfg_path.read_text())
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise GAIRError(f"{cfg_path} is not a GAIR bundle config (format={meta.get('format')!r})")
+        raise GAIRError(f"{folder} is not {what} (no {BUNDLE_CONFIG}); {hint}")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except ValueError as exc:
+        raise GAIRError(f"{cfg_path} is not valid JSON ({exc}); {hint}") from exc
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != fmt:
+        raise GAIRError(f"{cfg_path} has format {found!r}, not {fmt!r}: this folder is not {what}; {hint}")
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("fingerprint"), str):
+        raise GAIRError(f"{cfg_path} lacks its config or fingerprint; {hint}")
     return meta
 
 
-def load_bundle(path: str | os.PathLike, dtype=None):
-    from safetensors.torch import load_file
-
-    from ..model import GAIRModel
-
-    meta = read_bundle_meta(path)
-    model = GAIRModel(GAIRConfig.from_dict(meta["config"]))
-    if dtype is not None:
-        model = model.to(dtype)
-    weights = Path(path) / BUNDLE_WEIGHTS
-    if not weights.is_file():
-        raise GAIRError(f"bundle {path} has no {BUNDLE_WEIGHTS}; it was not written completely, convert again")
-    model.load_report = apply_state_dict(model, load_file(str(weights)), str(path))
-    return model.eval()
+def read_bundle_meta(path: str | os.PathLike) -> dict:
+    """config.json of a bundle folder (format, fingerprint, source, config)."""
+    return read_meta(path, BUNDLE_FORMAT, "a GAIR bundle", "convert a checkpoint with `python -m engine convert`")
 
 
 HUB_TIMEOUT_S = 5.0  # one metadata request decides whether the hub is reachable; never retried
@@ -313,7 +173,7 @@ def describe_model(model) -> dict:
     folder = Path(loaded_from) if loaded_from and Path(loaded_from).is_dir() else None
     meta = _recorded_meta(folder) if folder is not None else {}
     origin = str(meta.get("source") or "")
-    onnx = not hasattr(model, "load_report") and hasattr(model, "path")
+    onnx = model.backend == "onnx"
     kind = ("ONNX export" if onnx else "GAIR bundle" if folder is not None
             else "official GAIR checkpoint" if loaded_from.endswith(HUB_FILE) else "GAIR checkpoint")
     steps = _training_steps(meta)
@@ -331,8 +191,8 @@ def describe_model(model) -> dict:
         "dims": cfg.embed_dim,
         "training_steps": None if steps is None else int(steps),
         "fingerprint": model.fingerprint,
-        "backend": "onnx" if onnx else "torch",
-        "device": str(getattr(model, "device", "cpu")),
+        "backend": model.backend,
+        "device": str(model.device),
         "bands": list(cfg.rs_bands),
         "crop_pixels": cfg.crop_pixels,
         "gsd_m": cfg.gsd_m,
@@ -351,20 +211,11 @@ def resolve_model_path(path: str | os.PathLike | None) -> Path:
 
 def load_model(path: str | os.PathLike | None = None, device: str = "auto", backend: str = "auto", dtype=None,
                allow_unknown_keys: bool = False, nili_convention: str | None = None):
-    """Official checkpoint .pth, bundle folder or ONNX export folder -> a model with the GAIR methods.
+    """Official checkpoint .pth, bundle folder or ONNX export folder -> a GAIRModelLike (engine.runtime.protocol).
 
     backend: "torch", "onnx" (numpy in/out, no torch import) or "auto" (ONNX files -> onnx; else torch when
     installed, else onnx). nili_convention overrides the stored one ("released" or "legacy", see engine.runtime.grid).
     """
-    model = _load(path, device, backend, dtype, allow_unknown_keys)
-    if nili_convention is not None:
-        from dataclasses import replace
-
-        model.config = replace(model.config, nili_convention=nili_convention)
-    return model
-
-
-def _load(path, device: str, backend: str, dtype, allow_unknown_keys: bool):
     p = resolve_model_path(path)
     if not p.exists():
         raise GAIRError(f"model path {p} does not exist; give a GAIR checkpoint.pth, a bundle folder or an ONNX export")
@@ -376,14 +227,14 @@ def _load(path, device: str, backend: str, dtype, allow_unknown_keys: bool):
     if backend == "onnx":
         from .onnx_model import OnnxGAIR
 
-        return OnnxGAIR.load(p, device=device)
-    model = load_bundle(p, dtype) if p.is_dir() else load_official(p, allow_unknown=allow_unknown_keys, dtype=dtype)
-    return model.to(resolve_device(device))
+        model = OnnxGAIR.load(p, device=device)
+    else:
+        torch_loader = importlib.import_module(TORCH_LOADER, __package__)
+        model = torch_loader.load_torch_model(p, device, dtype, allow_unknown_keys)
+    if nili_convention is not None:
+        model.config = replace(model.config, nili_convention=nili_convention)
+    return model
 
 
 def _default_backend() -> str:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return "onnx"
-    return "torch"
+    return "torch" if importlib.util.find_spec("torch") is not None else "onnx"

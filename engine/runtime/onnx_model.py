@@ -1,22 +1,23 @@
 """Running an exported GAIR model with onnxruntime: the GAIRModel API, numpy in/out, without importing torch.
 
-An export folder (written by engine.model.onnx_export) holds three graphs with a dynamic batch axis, the `imnet` weights the
-numpy point queries and dense field need, and config.json with the GAIRConfig and the fingerprint of the torch
-weights it came from, so rasters made by either backend share one embedding space.
+An export folder (written by engine.model.onnx_export) holds three graphs with a dynamic batch axis, the `imnet`
+weights the numpy point queries and dense field need, and config.json with the GAIRConfig and the fingerprint of the
+torch weights it came from, so rasters made by either backend share one embedding space.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from . import field as numpy_field
 from ..config import QUERY_MODES, GAIRConfig
 from ..errors import GAIRError
-from .grid import relative_positions
+from . import field as numpy_field
+from .grid import dense_plan, points_plan, relative_positions
+from .loading import read_meta
+from .protocol import FieldFn, check_lonlat, check_positions, check_rs_input, check_sv_input, check_tokens
 
 ONNX_FORMAT = "gair-onnx"
 CONFIG_FILE = "config.json"
@@ -34,21 +35,15 @@ def _onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:
-        raise GAIRError("onnxruntime is not installed; `pip install onnxruntime` (or onnxruntime-gpu for CUDA)") from exc
+        raise GAIRError(
+            "onnxruntime is not installed; `pip install onnxruntime` (or onnxruntime-gpu for CUDA)"
+        ) from exc
     return onnxruntime
 
 
 def read_export_meta(folder: Path) -> dict:
-    """config.json of an export folder; a clear error for anything else or for missing files."""
-    cfg_path = folder / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise GAIRError(f"{folder} is not a GAIR ONNX export (no {CONFIG_FILE}); {EXPORT_HINT}")
-    meta = json.loads(cfg_path.read_text())
-    if meta.get("format") != ONNX_FORMAT:
-        raise GAIRError(
-            f"{cfg_path} has format {meta.get('format')!r}, not {ONNX_FORMAT!r}: this folder is not an ONNX export "
-            f"(a torch bundle needs backend='torch'); {EXPORT_HINT}"
-        )
+    """config.json of an export folder; a clear error for anything else (a torch bundle included) or missing files."""
+    meta = read_meta(folder, ONNX_FORMAT, "an ONNX export (a torch bundle needs backend='torch')", EXPORT_HINT)
     missing = [name for name in [f for f, _, _ in GRAPHS.values()] + [QUERY_FILE] if not (folder / name).is_file()]
     if missing:
         raise GAIRError(f"ONNX export {folder} is incomplete: missing {', '.join(missing)}; {EXPORT_HINT}")
@@ -68,13 +63,17 @@ def _providers(device: str, available: list[str]) -> tuple[list, str]:
                 f"device {device!r} requested but onnxruntime has no CUDAExecutionProvider (available: {available}); "
                 "install onnxruntime-gpu or use device='cpu' or 'auto'"
             )
-        index = int(device.partition(":")[2] or 0)
-        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], device
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise GAIRError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"], device
     raise GAIRError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 class OnnxGAIR:
-    """The GAIRModel methods on onnxruntime sessions (created on first use) and numpy queries."""
+    """The onnxruntime backend of engine.runtime.protocol.GAIRModelLike: sessions made on first use, numpy queries."""
+
+    backend = "onnx"
 
     def __init__(self, folder: Path, meta: dict, device: str = "auto", threads: int | None = None) -> None:
         self.path = folder
@@ -85,7 +84,8 @@ class OnnxGAIR:
         self._providers, self.device = _providers(device, ort.get_available_providers())
         self._options = ort.SessionOptions()
         # 0 lets onnxruntime use one thread per physical core; OMP_NUM_THREADS (shared machines, workers) wins.
-        self._options.intra_op_num_threads = int(threads if threads is not None else os.environ.get("OMP_NUM_THREADS") or 0)
+        threads = threads if threads is not None else os.environ.get("OMP_NUM_THREADS")
+        self._options.intra_op_num_threads = int(threads or 0)
         self._options.inter_op_num_threads = 1
         self._options.log_severity_level = 3
         self._sessions: dict = {}
@@ -94,7 +94,7 @@ class OnnxGAIR:
             self.imnet = numpy_field.Imnet.from_linear(q["imnet_weight"], q["imnet_bias"])
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None) -> "OnnxGAIR":
+    def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None) -> OnnxGAIR:
         """An export folder (or any file inside it, e.g. the rs_tokens.onnx a file dialog picked)."""
         folder = Path(path)
         if folder.is_file():
@@ -118,10 +118,7 @@ class OnnxGAIR:
     def rs_tokens(self, x) -> np.ndarray:
         """(B, C, S, S) preprocessed crops -> (B, G*G, D) tokens, row-major, row 0 at the north edge."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        cfg = self.config
-        expected = (cfg.rs_channels, cfg.rs_input_size, cfg.rs_input_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"RS input must be (B, {expected[0]}, {expected[1]}, {expected[2]}) after preprocess_rs; got {x.shape}")
+        check_rs_input(x.shape, self.config)
         return self._run("rs_tokens", x)[0]
 
     def encode_rs(self, x) -> np.ndarray:
@@ -131,37 +128,44 @@ class OnnxGAIR:
     def encode_sv(self, x, aligned: bool = False) -> np.ndarray:
         """Street-view pooler output; aligned=True applies `optical_proj`, the side the RS-SV loss compared."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        s = self.config.sv_input_size
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, s, s):
-            raise ValueError(f"street-view input must be (B, 3, {s}, {s}) after preprocess_sv; got {x.shape}")
+        check_sv_input(x.shape, self.config)
         return self._run("sv", x, ("aligned" if aligned else "pooled",))[0]
 
     def encode_location(self, lonlat) -> np.ndarray:
-        """(B, 2) [lon, lat] degrees -> (B, D). The graph takes float64 (its Fourier phases need it, see onnx_export)."""
+        """(B, 2) [lon, lat] degrees -> (B, D); the graph takes float64 (its Fourier phases need it: onnx_export)."""
         lonlat = np.ascontiguousarray(lonlat, dtype=np.float64)
-        if lonlat.ndim != 2 or lonlat.shape[1] != 2:
-            raise ValueError(f"lonlat must be (B, 2) [lon, lat] degrees; got {lonlat.shape}")
+        check_lonlat(lonlat.shape)
         return self._run("location", lonlat)[0]
 
     # ---- queries --------------------------------------------------------------------------------------------
-    def _tokens(self, tokens) -> np.ndarray:
+    @staticmethod
+    def _check_mode(mode: str) -> None:
+        if mode == "transformer":
+            raise GAIRError(
+                "query mode 'transformer' (the learned query transformer) is not part of the ONNX export; "
+                "use mode 'nili', 'bilinear' or 'bicubic', or load the model with backend='torch'"
+            )
+        if mode not in QUERY_MODES:
+            raise GAIRError(f"unknown query mode {mode!r}; use one of {', '.join(QUERY_MODES)}")
+
+    def _tokens(self, tokens, mode: str) -> np.ndarray:
+        self._check_mode(mode)
         tokens = np.asarray(tokens, dtype=np.float32)
-        cfg = self.config
-        if tokens.ndim != 3 or tokens.shape[2] != cfg.embed_dim:
-            raise ValueError(f"tokens must be (B, G*G, {cfg.embed_dim}) from rs_tokens; got {tokens.shape}")
+        check_tokens(tokens.shape, self.config)
         return tokens
+
+    def _grid(self, tokens: np.ndarray, mode: str, imnet: numpy_field.Imnet) -> np.ndarray:
+        if mode == "nili":
+            return numpy_field.nili_grid(tokens, imnet, self.config.nili_convention)
+        return numpy_field.cell_grid(tokens)
 
     def query_tokens(self, tokens, rel_xy, mode: str = "nili") -> np.ndarray:
         """Embeddings at points of each crop: rel_xy (B, N, 2) in [0, 1], x from west, y from north -> (B, N, D)."""
-        tokens = self._tokens(tokens)
+        tokens = self._tokens(tokens, mode)
         rel = np.asarray(rel_xy, dtype=np.float64)
-        if rel.ndim != 3 or rel.shape[0] != tokens.shape[0] or rel.shape[2] != 2:
-            raise ValueError(f"rel_xy must be (B, N, 2) with B={tokens.shape[0]}; got {rel.shape}")
-        if mode == "nili":
-            return numpy_field.nili_points(tokens, rel, self.imnet, self.config.nili_convention)
-        if mode in ("bilinear", "bicubic"):
-            return numpy_field.interp_points(tokens, rel, mode)
-        return self._unsupported(mode)
+        check_positions(rel.shape, tokens.shape[0])
+        plan = points_plan(rel, self.config.rs_grid, mode, self.config.nili_convention)
+        return numpy_field.sample_points(self._grid(tokens, mode, self.imnet), plan)
 
     def query_localized(self, x, lonlat, bbox, mode: str = "nili") -> np.ndarray:
         """Embedding of crop x at [lon, lat] inside bbox [lon_min, lat_max, lon_max, lat_min] -> (B, D) or (B, N, D)."""
@@ -173,18 +177,24 @@ class OnnxGAIR:
 
     def dense_field(self, tokens, height: int, width: int, mode: str = "nili") -> np.ndarray:
         """(B, H, W, D) embeddings at the pixel centres of an HxW grid over each crop."""
-        tokens = self._tokens(tokens)
-        if mode == "nili":
-            return numpy_field.dense_nili(tokens, height, width, self.imnet, self.config.nili_convention)
-        if mode in ("bilinear", "bicubic"):
-            return numpy_field.dense_interp(tokens, height, width, mode)
-        return self._unsupported(mode)
+        tokens = self._tokens(tokens, mode)
+        plan = dense_plan(height, width, self.config.rs_grid, mode, self.config.nili_convention)
+        return numpy_field.sample_dense(self._grid(tokens, mode, self.imnet), plan)
 
-    @staticmethod
-    def _unsupported(mode: str):
-        if mode == "transformer":
-            raise GAIRError(
-                "query mode 'transformer' (the learned query transformer) is not part of the ONNX export; "
-                "use mode 'nili', 'bilinear' or 'bicubic', or load the model with backend='torch'"
-            )
-        raise ValueError(f"unknown query mode {mode!r}; use one of {QUERY_MODES}")
+    def projected_field(self, components, shift, mode: str = "nili") -> FieldFn:
+        """dense_field followed by x -> components @ x - shift (a PCA), computed in the K-dim space (exact, see
+        GAIRModel.projected_field). Returns fn(tokens (B, G*G, D), height, width) -> (B, H, W, K) float32."""
+        self._check_mode(mode)
+        comps = np.asarray(components, dtype=np.float32)
+        shift = np.asarray(shift, dtype=np.float32)
+        imnet = self.imnet.projected(comps, shift)
+        cfg = self.config
+
+        def field(tokens, height: int, width: int) -> np.ndarray:
+            tokens = self._tokens(tokens, mode)
+            plan = dense_plan(height, width, cfg.rs_grid, mode, cfg.nili_convention)
+            if mode == "nili":
+                return numpy_field.sample_dense(self._grid(tokens, mode, imnet), plan)
+            return numpy_field.sample_dense(numpy_field.cell_grid(tokens @ comps.T), plan) - shift
+
+        return field

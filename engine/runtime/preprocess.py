@@ -12,6 +12,7 @@ import functools
 import numpy as np
 
 from ..config import GAIRConfig
+from ..errors import GAIRError
 from .grid import CUBIC_A
 
 # 12-band L2A order B1 B2 B3 B4 B5 B6 B7 B8 B8A B9 B11 B12 -> the model's 10 bands (the reference's own pick).
@@ -23,8 +24,13 @@ L1C_13_TO_MODEL = (1, 2, 3, 4, 5, 6, 7, 8, 11, 12)
 def _cubic_f32(t: np.ndarray) -> np.ndarray:
     """Weights of the taps at offsets -1, 0, 1, 2 (Keys kernel, a = -0.75), in PyTorch's float32 operation order."""
     a, one = np.float32(CUBIC_A), np.float32(1.0)
-    near = lambda d: ((a + 2) * d - (a + 3)) * d * d + one  # noqa: E731
-    far = lambda d: ((a * d - 5 * a) * d + 8 * a) * d - 4 * a  # noqa: E731
+
+    def near(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + one
+
+    def far(d):   # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
     rest = one - t
     return np.stack([far(t + one), near(t), near(rest), far(rest + one)], axis=-1)
 
@@ -74,7 +80,7 @@ def select_model_bands(array: np.ndarray) -> np.ndarray:
         return array[:, list(L2A_12_TO_MODEL)]
     if c == 13:
         return array[:, list(L1C_13_TO_MODEL)]
-    raise ValueError(
+    raise GAIRError(
         f"expected 10 bands (B2 B3 B4 B5 B6 B7 B8 B8A B11 B12), 12 (L2A) or 13 (L1C), got {c}; "
         "select the bands first (engine.pipeline maps bands by their descriptions)"
     )
@@ -97,7 +103,7 @@ def preprocess_rs(array: np.ndarray, config: GAIRConfig | None = None) -> np.nda
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4:
-        raise ValueError(f"expected a (C, H, W) or (B, C, H, W) Sentinel-2 array, got shape {arr.shape}")
+        raise GAIRError(f"expected a (C, H, W) or (B, C, H, W) Sentinel-2 array, got shape {arr.shape}")
     scaled = scale_rs(select_model_bands(arr), cfg)
     return resize_bicubic(scaled, cfg.rs_input_size, cfg.rs_input_size)
 
@@ -107,11 +113,11 @@ def preprocess_sv(array: np.ndarray, config: GAIRConfig | None = None) -> np.nda
     cfg = config or GAIRConfig()
     img = np.asarray(array)
     if img.ndim != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got shape {img.shape}")
+        raise GAIRError(f"expected an RGB image (H, W, 3), got shape {img.shape}")
     if img.shape[-1] != 3 and img.shape[0] == 3:
         img = np.moveaxis(img, 0, -1)
     if img.shape[-1] != 3:
-        raise ValueError(f"expected 3 colour channels (RGB), got shape {img.shape}; convert the photo to RGB")
+        raise GAIRError(f"expected 3 colour channels (RGB), got shape {img.shape}; convert the photo to RGB")
     norm = (img.astype(np.float32) - np.asarray(cfg.sv_mean, np.float32)) / np.asarray(cfg.sv_std, np.float32)
     return resize_bicubic(np.moveaxis(norm, -1, 0)[None], cfg.sv_input_size, cfg.sv_input_size)
 

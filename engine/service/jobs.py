@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Cancelled, GAIRError
+from ..io.guard import check_paths
 from ..params import OPERATIONS, Operation
 from . import protocol
 
@@ -169,4 +170,5 @@ def checked_params(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     missing = [p.name for p in op.params if p.positional and not p.optional and params.get(p.name) is None]
     if missing:
         raise GAIRError(f"{op.id} needs {', '.join(missing)}")
+    check_paths(op, params)  # outputs that would destroy an input or cannot be written: refused before the model loads
     return dict(params)

@@ -30,7 +30,7 @@ from qgis.PyQt.QtGui import QColor
 
 from ..engine_calls import defaults
 from ..engine_log import engine_messages
-from ..layers import add_to_gair_group, raster_tag
+from ..layers import add_to_gair_group
 from ..styling import band_range, similarity_renderer, top_k_renderer
 from .results import copy_with_sidecars, empty_element, free_path, provider_options, remove_layer_tree_entries
 
@@ -39,18 +39,6 @@ TOP_K_NAME = "{name} top places"
 INSTRUCTION = ("Pick an embedding raster, then click the map to find places like the clicked one (shift-click adds "
                "more references). For a Sentinel-2 raster, embed the visible extent first.")
 READY = "Click the map on {name} to find places like the clicked one; shift-click adds more references."
-
-
-def is_embedding_layer(layer) -> bool:
-    """A raster the engine wrote as embeddings (dataset tag GAIR_KIND=embedding). A raster from before that tag
-    counts when its GAIR_DIMS tag matches its band count, which no derived (class, similarity...) raster has."""
-    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
-        return False
-    path = layer.source().split("|")[0]
-    kind = raster_tag(path, "GAIR_KIND")
-    if kind is not None:
-        return kind == "embedding"
-    return bool(raster_tag(path, "GAIR_SPACE")) and raster_tag(path, "GAIR_DIMS") == str(layer.bandCount())
 
 
 class EngineTask(QgsTask):

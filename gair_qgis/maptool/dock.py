@@ -18,18 +18,15 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..layers import raster_tag
+from ..layers import is_embedding_raster, raster_kind
 from ..styling import band_range
-from .controller import INSTRUCTION, SimilarityController, is_embedding_layer
+from .controller import INSTRUCTION, SimilarityController
 from .tool import SimilarityMapTool
 
 
 def is_gair_output(layer) -> bool:
     """Any raster GAIR wrote (embeddings or derived classes, similarity...): not a Sentinel-2 source."""
-    if layer.providerType() != "gdal":
-        return True
-    path = layer.source().split("|")[0]
-    return bool(raster_tag(path, "GAIR_KIND") or raster_tag(path, "GAIR_SPACE"))
+    return layer.providerType() != "gdal" or raster_kind(layer) is not None
 
 
 class SimilarityDock(QgsDockWidget):
@@ -120,7 +117,7 @@ class SimilarityDock(QgsDockWidget):
         """Embedding rasters in the first list, other (source) rasters in the second; GAIR's derived rasters in
         neither."""
         rasters = [layer for layer in self.project.mapLayers().values() if isinstance(layer, QgsRasterLayer)]
-        embeddings = [layer for layer in rasters if is_embedding_layer(layer)]
+        embeddings = [layer for layer in rasters if is_embedding_raster(layer)]
         self.layer_box.setExceptedLayerList([layer for layer in rasters if layer not in embeddings])
         self.source_box.setExceptedLayerList([layer for layer in rasters if is_gair_output(layer)])
 
@@ -129,7 +126,7 @@ class SimilarityDock(QgsDockWidget):
         return [box.layer(i) for i in range(box.count()) if box.layer(i) is not None]
 
     def _layer_changed(self, layer) -> None:
-        self.controller.set_embedding_layer(layer if is_embedding_layer(layer) else None)
+        self.controller.set_embedding_layer(layer if is_embedding_raster(layer) else None)
 
     def _source_changed(self, layer) -> None:
         self.embed_button.setEnabled(layer is not None)

@@ -2,15 +2,17 @@
 from parameters or settings, user-facing validation, layer-to-path materialisation and output clean-up."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputFile,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
     QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -58,6 +60,7 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
     def __init__(self) -> None:
         super().__init__()
         self._outputs_written: list[str] = []
+        self._run: tuple | None = None  # (parameters, context) of the running call, for output_name
 
     # --- identity -------------------------------------------------------------------------------------------
     @property
@@ -84,13 +87,23 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(resources_path("icon.png"))
 
-    def createInstance(self) -> "GAIRAlgorithm":  # noqa: N802
+    def createInstance(self) -> GAIRAlgorithm:  # noqa: N802
         return type(self)()
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate("GAIR", text)
 
     # --- parameters -----------------------------------------------------------------------------------------
+    def addParameter(self, parameter, createOutput: bool = True) -> bool:  # noqa: N802, N803
+        """As QGIS's, except that a file destination defaulting to .html (the training report) is declared as a
+        plain file output: an HTML output makes the algorithm dialog say "HTML output has been generated" after
+        every run, failed ones included."""
+        if createOutput and isinstance(parameter, QgsProcessingParameterFileDestination) \
+                and parameter.defaultFileExtension().lower() in ("html", "htm"):
+            name, description = parameter.name(), parameter.description()
+            return super().addParameter(parameter, False) and self.addOutput(QgsProcessingOutputFile(name, description))
+        return super().addParameter(parameter, createOutput)
+
     def add_engine_parameters(self, *names: str) -> None:
         """The operation's scalar parameters (all the toolbox offers, or those named), from engine.params."""
         from .parameters import scalar_parameter, toolbox_scalars
@@ -188,6 +201,7 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         from ..engine_link import engine
 
         self._outputs_written = []
+        self._run = (parameters, context)
         try:
             result = self.run_engine(parameters, context, feedback, EngineBridge(feedback))
             if feedback.isCanceled():
@@ -207,13 +221,24 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
             self._remove_outputs()
             raise
 
+    def output_name(self, operation: str, input_parameter: str = "INPUT") -> str:
+        """Layer name of a result: the input layer's name and the operation ("detroit_emb similarity"), so runs on
+        different inputs or with different settings are told apart in the layer tree."""
+        from .outputs import output_layer_name
+
+        layer = None
+        if self._run is not None and self.parameterDefinition(input_parameter) is not None:
+            parameters, context = self._run
+            layer = self.parameterAsLayer(parameters, input_parameter, context)
+        return output_layer_name(layer.name() if layer is not None else "GAIR", operation)
+
     def finish_layer_result(self, result, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         """Report an engine.pipeline LayerResult (per-feature embeddings) and hand its GeoPackage to Processing."""
         from .outputs import finish_output
 
         path = self.track_output(str(result.path))
         (feedback.pushWarning if result.problems else feedback.pushInfo)(result.summary())
-        finish_output(context, path, "GAIR embeddings", "OUTPUT")
+        finish_output(context, path, self.output_name("embeddings"), "OUTPUT")
         return {"OUTPUT": path, "EMBEDDED": result.embedded}
 
     def _remove_outputs(self) -> None:
@@ -235,11 +260,7 @@ def raster_layer_path(layer: QgsRasterLayer) -> str:
 
 
 def require_embedding_raster(layer: QgsRasterLayer | None) -> str | None:
-    """None when `layer` is a GAIR embedding raster, else what to do about it."""
-    from ..layers import raster_tag
+    """None when `layer` is a GAIR embedding raster (GAIR_KIND=embedding), else what it is and what to pick."""
+    from ..layers import embedding_raster_problem
 
-    if layer is None:
-        return "Choose an embedding raster."
-    if layer.providerType() != "gdal" or not raster_tag(raster_layer_path(layer), "GAIR_SPACE"):
-        return f"'{layer.name()}' is not a GAIR embedding raster; create one with Embed raster first."
-    return None
+    return embedding_raster_problem(layer)

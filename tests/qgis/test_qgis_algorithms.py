@@ -383,11 +383,11 @@ def test_convert_checkpoint_to_bundle_and_set_it_as_the_model(gair_provider, tmp
     import torch
 
     import engine
-    import engine.runtime.loading
+    import engine.model.checkpoint
     from gair_qgis.settings import GAIRSettings, clear_model_cache
 
     # an official-format checkpoint ({"model": state_dict}) of the tiny architecture, read as the official one
-    monkeypatch.setattr(engine.runtime.loading, "GAIRConfig", engine.GAIRConfig.tiny)
+    monkeypatch.setattr(engine.model.checkpoint, "GAIRConfig", engine.GAIRConfig.tiny)
     torch.manual_seed(1)
     model = engine.GAIRModel(engine.GAIRConfig.tiny())
     torch.save({"model": model.state_dict()}, tmp_path / "checkpoint.pth")

@@ -32,7 +32,8 @@ def test_plugin_registers_and_unregisters_provider(qgis_iface, qgis_processing):
         for alg in provider.algorithms():
             assert alg.shortHelpString(), f"{alg.id()} has no help text"
             assert alg.id().startswith("gair:")
-        assert len(plugin.actions) == 2
+        assert [a.text() for a in plugin.actions] == ["GAIR similarity map tool", "GAIR settings…",
+                                                      "Style as Sentinel-2 true colour"]
         tool_action = plugin.actions[0]
         tool_action.setChecked(True)  # the toolbar button opens the dock and arms the map tool
         assert plugin.dock is not None and qgis_iface.mapCanvas().mapTool() is plugin.dock.tool
@@ -46,7 +47,7 @@ def test_plugin_registers_and_unregisters_provider(qgis_iface, qgis_processing):
 def test_missing_backends_message_gives_exact_pip_command(monkeypatch):
     monkeypatch.setattr(deps, "has_module", lambda name: name not in ("torch", "onnxruntime"))
     message = deps.missing_dependency_message()
-    assert message is not None and "neither is installed" in message
+    assert message is not None and "Neither is installed." in message
     assert f'"{deps.python_executable()}" -m pip install onnxruntime' in message
     assert "torch" in message
 
@@ -140,27 +141,49 @@ def test_similarity_ramp_makes_similar_stand_out_and_threshold_hides(small_raste
 
 def test_plugin_without_any_runtime_loads_and_shows_the_pip_command(qgis_iface, qgis_processing, monkeypatch):
     from qgis.core import Qgis
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from gair_qgis import messages
 
     registry = QgsApplication.processingRegistry()
     if registry.providerById("gair") is not None:
         registry.removeProvider("gair")
     monkeypatch.setattr(deps, "has_module", lambda name: name not in ("torch", "onnxruntime"))
-    qgis_iface.messageBar().clear_messages()
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
     plugin = gair_qgis.classFactory(qgis_iface)
     plugin.initGui()
     try:
         assert registry.providerById("gair") is not None  # the toolbox entries are there all the same
-        (message,) = qgis_iface.messageBar().get_messages(Qgis.Warning)
-        assert f'"{deps.python_executable()}" -m pip install onnxruntime' in message
+        (item,) = bar.items()
+        # the bar holds one short sentence; the full text with the install command is behind "Details"
+        assert item.level() == Qgis.Warning
+        assert item.text() == "GAIR cannot run yet: no model runtime (onnxruntime or torch) is installed."
+        (button,) = [b for b in item.findChildren(QPushButton) if b.text() == "Details"]
+        button.click()
+        box = messages._OPEN_BOXES[-1]
+        assert box.isVisible()
+        full = box.text()
+        assert full == deps.missing_dependency_message()
+        # sentences are separated, each command stands alone on its line (copyable)
+        paragraphs = full.split("\n\n")
+        assert paragraphs[0].startswith("GAIR needs a model runtime: ") and paragraphs[0].endswith(
+            ". Neither is installed.")
+        torch_command = deps.pip_command(["torch", "safetensors"])
+        assert paragraphs[1:] == [f"Install with:\n{deps.pip_command(['onnxruntime'])}",
+                                  f"For the official checkpoint, add PyTorch:\n{torch_command}", "Then restart QGIS."]
+        box.done(0)
+        assert box not in messages._OPEN_BOXES
     finally:
         plugin.unload()
+        bar.clearWidgets()
 
 
 def test_post_processor_styles_and_moves_loaded_layer_into_gair_group(qgis_new_project, small_raster):
     from qgis.core import QgsProcessingContext, QgsProject
 
-    from gair_qgis.toolbox.outputs import GroupStylePostProcessor
     from gair_qgis.styling import paletted_renderer, save_default_style
+    from gair_qgis.toolbox.outputs import GroupStylePostProcessor
 
     paletted_renderer(small_raster, [(1, "a"), (2, "b")])
     save_default_style(small_raster)

@@ -97,5 +97,5 @@ def test_loads_without_torch_and_onnxruntime_and_says_what_to_install(plugin_zip
         runner.run_algorithm("gair:embed_raster", INPUT=sample_raster, MODEL=tiny_bundle,
                              OUTPUT=tmp_path / "embedding.tif")
     message = str(error.value)
-    assert "neither is installed" in message and "-m pip install onnxruntime" in message
+    assert "Neither is installed." in message and "-m pip install onnxruntime" in message
     assert not (tmp_path / "embedding.tif").exists()

@@ -58,11 +58,11 @@ class Algorithm(GAIRAlgorithm):
             **bridge.kwargs(),
         )
         out = self.track_output(str(result.path))
-        finish_output(context, out, "GAIR prediction" if regression else "GAIR classes", "OUTPUT",
+        finish_output(context, out, self.output_name("prediction" if regression else "classes"), "OUTPUT",
                       style_prediction if regression else class_raster_renderer)
         conf = None
         if result.confidence_path:
             conf = self.track_output(str(result.confidence_path))
-            finish_output(context, conf, "GAIR confidence", "CONFIDENCE", style_confidence)
+            finish_output(context, conf, self.output_name("confidence"), "CONFIDENCE", style_confidence)
         feedback.pushInfo(self.tr(f"Pixels: {result.counts}"))
         return {"OUTPUT": out, "CONFIDENCE": conf}

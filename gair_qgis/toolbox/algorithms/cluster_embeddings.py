@@ -47,9 +47,9 @@ class Algorithm(GAIRAlgorithm):
             scores = ", ".join(f"k={k}: {s:.3f}" for k, s in sorted(result.silhouettes.items()))
             feedback.pushInfo(self.tr(f"Silhouette by k: {scores}; chose k={result.k}"))
         feedback.pushInfo(self.tr(f"Pixels per cluster: {result.counts}"))
-        finish_output(context, out, "GAIR clusters", "OUTPUT", class_raster_renderer)
+        finish_output(context, out, self.output_name(f"clusters (k={result.k})"), "OUTPUT", class_raster_renderer)
         if result.polygons_path:
-            finish_output(context, str(result.polygons_path), "GAIR cluster polygons", "POLYGONS",
-                          class_polygon_renderer)
+            finish_output(context, str(result.polygons_path), self.output_name(f"cluster polygons (k={result.k})"),
+                          "POLYGONS", class_polygon_renderer)
         return {"OUTPUT": out, "POLYGONS": str(result.polygons_path) if result.polygons_path else None,
                 "K": result.k}

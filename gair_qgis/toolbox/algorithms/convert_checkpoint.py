@@ -42,7 +42,7 @@ class Algorithm(GAIRAlgorithm):
     def run_engine(self, parameters, context, feedback, bridge):
         from ...engine_link import engine_attrs
 
-        convert_checkpoint = engine_attrs("runtime.loading", "convert_checkpoint")
+        convert_checkpoint = engine_attrs("model.checkpoint", "convert_checkpoint")
 
         checkpoint = self.parameterAsFile(parameters, "CHECKPOINT", context)
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)

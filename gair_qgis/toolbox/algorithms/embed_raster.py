@@ -57,11 +57,12 @@ class Algorithm(GAIRAlgorithm):
             out = run_embed_raster(raster_layer_path(layer), output, model=model, extent=extent,
                                    **self.engine_values(parameters, context), **bridge.kwargs())
         self.track_output(out)
-        finish_output(context, out, "GAIR embedding", "OUTPUT")
+        finish_output(context, out, self.output_name("embedding"), "OUTPUT",
+                      true_colour_sources=[raster_layer_path(layer)])
         results = {"OUTPUT": out, "QUICKLOOK": None}
         look = quicklook_of(out)
         if os.path.isfile(look):
-            finish_output(context, look, "GAIR embedding quicklook", "QUICKLOOK",
-                          load=context.willLoadLayerOnCompletion(out))
+            finish_output(context, look, self.output_name("embedding quicklook"), "QUICKLOOK",
+                          load=context.willLoadLayerOnCompletion(out), visible=False)
             results["QUICKLOOK"] = look
         return results

@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ...engine_calls import run_similarity
+from ...engine_calls import quicklook_of, run_similarity
 from ...styling import band_range, similarity_renderer, top_k_renderer
 from ..base import GAIRAlgorithm, raster_layer_path, require_embedding_raster
 from ..outputs import finish_output
@@ -82,11 +82,12 @@ class Algorithm(GAIRAlgorithm):
         for path in (out, hits, mask):
             if path:
                 self.track_output(path)
-        finish_output(context, out, "GAIR similarity", "OUTPUT", style_similarity)
+        finish_output(context, out, self.output_name("similarity"), "OUTPUT", style_similarity,
+                      hide_sources=(raster_layer_path(layer), quicklook_of(raster_layer_path(layer))))
         if hits:
-            finish_output(context, hits, "GAIR top places", "TOP_K_OUTPUT", top_k_renderer)
+            finish_output(context, hits, self.output_name("top places"), "TOP_K_OUTPUT", top_k_renderer)
         elif top_k > 0:
             feedback.pushWarning(self.tr("No similar places found (every peak is below the threshold)."))
         if mask and os.path.isfile(mask):
-            finish_output(context, mask, "GAIR similarity mask", "MASK")
+            finish_output(context, mask, self.output_name("similarity mask"), "MASK")
         return {"OUTPUT": out, "TOP_K_OUTPUT": hits, "MASK": mask}

@@ -39,11 +39,11 @@ class Algorithm(TrainingAlgorithm):
         self.report_training(result, feedback)
         applied = result.applied
         out = self.track_output(str(applied.path))
-        finish_output(context, out, "GAIR classes", "OUTPUT", class_raster_renderer)
+        finish_output(context, out, self.output_name("classes"), "OUTPUT", class_raster_renderer)
         conf = None
         if applied.confidence_path:
             conf = self.track_output(str(applied.confidence_path))
-            finish_output(context, conf, "GAIR confidence", "CONFIDENCE", style_confidence)
+            finish_output(context, conf, self.output_name("confidence"), "CONFIDENCE", style_confidence)
         feedback.pushInfo(self.tr(f"Pixels per class: {applied.counts}"))
         return {"OUTPUT": out, "CONFIDENCE": conf, "MODEL_OUTPUT": str(result.model_path),
                 "REPORT": str(result.report_paths[0]) if result.report_paths else None,

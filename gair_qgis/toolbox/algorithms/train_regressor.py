@@ -38,7 +38,7 @@ class Algorithm(TrainingAlgorithm):
                                  **bridge.kwargs())
         self.report_training(result, feedback)
         out = self.track_output(str(result.applied.path))
-        finish_output(context, out, "GAIR prediction", "OUTPUT", style_prediction)
+        finish_output(context, out, self.output_name("prediction"), "OUTPUT", style_prediction)
         return {"OUTPUT": out, "MODEL_OUTPUT": str(result.model_path),
                 "REPORT": str(result.report_paths[0]) if result.report_paths else None,
                 "R2": result.report.get("r2")}

@@ -10,6 +10,7 @@ from qgis.core import (
 )
 
 from ..base import GAIRAlgorithm, require_embedding_raster
+from ..report_log import report_for_log
 
 REPORT_FILTER = "HTML report (*.html);;JSON (*.json);;Text (*.txt)"
 MODEL_FILTER = "GAIR analysis model (*.joblib)"
@@ -63,16 +64,13 @@ class TrainingAlgorithm(GAIRAlgorithm):
         )
 
     def report_training(self, result, feedback) -> None:
-        from ...engine_link import engine_attrs
-        format_text = engine_attrs("analysis.report", "format_text")
-
         self.track_output(str(result.model_path))
         for path in result.report_paths:
             self.track_output(str(path))
         feedback.pushInfo(self.tr(f"Trained on {result.samples} pixels from {result.features} features "
                                   f"({result.skipped_outside} outside the raster, {result.skipped_nodata} on nodata, "
                                   f"{result.skipped_unlabelled} without a label)."))
-        feedback.pushInfo(format_text(result.report))
+        feedback.pushInfo(report_for_log(result.report))  # laid out to line up in the dialog's log
 
 
 def _is_null(value) -> bool:
