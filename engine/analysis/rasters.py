@@ -50,10 +50,10 @@ class OutputRaster:
         self.class_names = class_names
         profile = {"driver": "GTiff", "width": like.width, "height": like.height, "count": 1, "dtype": dtype,
                    "crs": like.crs, "transform": like.transform, "nodata": nodata, "tiled": True,
-                   "blockxsize": like.tile_shape[1], "blockysize": like.tile_shape[0], "compress": "deflate",
-                   "BIGTIFF": "IF_SAFER"}
-        if dtype == "float32":  # smooth float maps: the floating-point predictor helps, fast level is enough
-            profile.update(predictor=3, zlevel=1)
+                   "blockxsize": like.tile_shape[1], "blockysize": like.tile_shape[0], "BIGTIFF": "IF_SAFER",
+                   # ZSTD level 1, no predictor: writes ~5x faster than DEFLATE with the float predictor (0.03 s vs
+                   # 0.16 s for a 2048^2 float32 map) for ~5% more bytes; QGIS 3.22's GDAL reads it.
+                   "compress": "zstd", "zstd_level": 1}
         self.ds = rasterio.open(self.tmp, "w", **profile)
         tags = {**(tags or {}), TAG_KIND: kind, "GAIR_SOURCE": like.path.name, "GAIR_SOURCE_SPACE": like.meta.space.id}
         if class_names is not None:
