@@ -13,7 +13,7 @@ from ..errors import GAIRError
 from ..io.embedding_raster import EmbeddingRaster
 from ..io.guard import guarded
 from ..params import CLASSIFIERS
-from .rasters import CLASS_NODATA, OutputRaster, check_cancel, stage
+from .rasters import CLASS_NODATA, OutputRaster, all_or_nothing, check_cancel, stage
 from .report import classification_report, write_report
 from .sampling import (
     check_class_counts,
@@ -186,9 +186,8 @@ def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, o
                                class_names=list(bundle["classes"]))
             conf = OutputRaster(confidence_path, raster, "confidence", "float32", float("nan"),
                                 "confidence (top probability)", tags) if confidence_path is not None else None
-        outputs = [o for o in (out, conf) if o is not None]
         counts = np.zeros(len(bundle.get("classes", [])) + 1, np.int64)
-        try:
+        with all_or_nothing(out, conf):
             with sklearn_config(assume_finite=True):  # nodata columns are left out before the estimator sees them
                 for window, block in raster.iter_blocks(block_size, progress, cancel, raw=True):
                     raw = block.reshape(raster.dims, -1)
@@ -204,12 +203,6 @@ def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, o
                     out.write(window, classes)
                     if conf is not None:
                         conf.write(window, confidence)
-            for o in outputs:
-                o.commit()
-        except BaseException:
-            for o in outputs:
-                o.abort()
-            raise
     named = {"pixels": int(counts[0])} if regression else dict(zip(bundle["classes"], counts[1:].tolist()))
     return ApplyResult(Path(out_path), Path(confidence_path) if conf is not None else None, named,
                        time.perf_counter() - started)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import colorsys
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -83,6 +84,20 @@ class OutputRaster:
     def abort(self) -> None:
         self.close()
         self._pending.abort()
+
+
+@contextmanager
+def all_or_nothing(*outputs: OutputRaster | None) -> Iterator[None]:
+    """The outputs of one run: all committed when the block succeeds, all aborted (no file left) when it fails."""
+    pending = [o for o in outputs if o is not None]
+    try:
+        yield
+        for output in pending:
+            output.commit()
+    except BaseException:
+        for output in pending:
+            output.abort()
+        raise
 
 
 def _class_pam(class_names: list[str]) -> str:

@@ -23,7 +23,7 @@ from ..io.space import check_same_space
 from ..io.vectors import META_TABLE, read_layer, read_layer_metadata, reproject, require_layer_crs, write_gpkg
 from ..params import AGGREGATES
 from .pixels import pixel_centres, read_pixels_at, samples_from_layer, world_to_pixel
-from .rasters import MASK_NODATA, OutputRaster, stage
+from .rasters import MASK_NODATA, OutputRaster, all_or_nothing, stage
 
 CHUNK_COLUMNS = 4096  # pixels per chunk: long enough rows for BLAS, small enough to stay in cache for the norm
 IN_MEMORY_PEAKS_PIXELS = 64 * 2**20  # similarity maps up to this size (256 MB) are kept in memory for the peaks
@@ -194,8 +194,7 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
                            tags={"GAIR_AGGREGATE": aggregate})
         mask = OutputRaster(mask_path, raster, "mask", "uint8", MASK_NODATA, f"similarity >= {threshold}") \
             if mask_path is not None else None
-        outputs = [o for o in (out, mask) if o is not None]
-        try:
+        with all_or_nothing(out, mask):
             valid = masked = 0
             # cosine is scale-free: int8 chunks are cast to float without the 1/127 (one pass less)
             to_float = functools.partial(raster.to_float, unit=False)
@@ -222,12 +221,6 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
             else:
                 hits = _top_peaks(raster, out.close(), top_k, min_distance_px, threshold, excluded, radius)
             written_hits = _write_hits(hits_path, hits, raster.crs) if hits_path is not None and hits else None
-            for o in outputs:
-                o.commit()
-        except BaseException:
-            for o in outputs:
-                o.abort()
-            raise
     if progress is not None:
         progress(1.0)
     return SimilarityResult(Path(out_path), len(references), hits,
