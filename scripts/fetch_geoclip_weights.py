@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.io.files import atomic_path
+from engine.io.files import atomic_path  # noqa: E402 - after the sys.path line above
 
 VERSION = "1.3.0"
 WHEEL = f"geoclip-{VERSION}-py3-none-any.whl"

@@ -19,6 +19,7 @@ from ..params import DTYPES
 from .blocks import Cancel, Progress, block_windows, walk
 from .files import PAM, PendingFile, pca_sidecar_path
 from .pca import PCAProjection
+from .read_errors import check_readable_file, raster_read_errors
 from .space import EmbeddingSpace
 
 BAND_PREFIX = "gair_"
@@ -174,11 +175,9 @@ class EmbeddingRaster:
     def __init__(self, path: str | os.PathLike) -> None:
         import rasterio
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise GAIRError(f"embedding raster {self.path} does not exist")
-        with rasterio.Env(GTIFF_VIRTUAL_MEM_IO="IF_ENOUGH_RAM"):  # uncompressed tiles via mmap: ~2x faster reads
-            self._ds = rasterio.open(self.path)
+        self.path = check_readable_file(path, "embedding raster")
+        with rasterio.Env(GTIFF_VIRTUAL_MEM_IO="IF_ENOUGH_RAM"), raster_read_errors(self.path, opening=True):
+            self._ds = rasterio.open(self.path)  # uncompressed tiles via mmap: ~2x faster reads
         try:
             self.meta = self._read_meta()
             self.pca = self._load_pca()
@@ -255,9 +254,10 @@ class EmbeddingRaster:
         shape = (self.dims, int(window.height), int(window.width))
         size = shape[0] * shape[1] * shape[2]
         out = np.empty(shape, np.float32) if buffer is None else buffer[:size].reshape(shape)
-        if not self.int16:
-            return self._ds.read(window=window, out=out)
-        raw = self._ds.read(window=window)
+        with raster_read_errors(self.path):
+            if not self.int16:
+                return self._ds.read(window=window, out=out)
+            raw = self._ds.read(window=window)
         np.multiply(raw, self._scale, out=out)
         out += self._offset
         out[:, (raw == INT16_NODATA).any(axis=0)] = np.nan
@@ -272,7 +272,8 @@ class EmbeddingRaster:
 
     def read_valid_mask(self, window) -> np.ndarray:
         """(h, w) bool from the first band only: cheap, and nodata is written across all bands."""
-        band = self._ds.read(1, window=window)
+        with raster_read_errors(self.path):
+            band = self._ds.read(1, window=window)
         return band != INT16_NODATA if self.int16 else np.isfinite(band)
 
     def iter_blocks(self, block_size: int | None = None, progress: Progress = None,
