@@ -23,7 +23,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.analysis import cluster_embeddings, similarity_search
-from engine.analysis.rasters import scan
 from engine.analysis.similarity import cosine_scan, query_matrix
 from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
 
@@ -67,7 +66,7 @@ def scan_in_memory(path: Path, membw: MemoryBandwidth, repeats: int = 7) -> tupl
     from threadpoolctl import threadpool_limits
 
     with EmbeddingRaster(path) as raster:
-        blocks = [bands.copy() for _, bands in scan(raster, None, None, None)]
+        blocks = [block.reshape(raster.dims, -1).copy() for _, block in raster.iter_blocks()]
         query = query_matrix(np.random.default_rng(1).normal(size=(1, raster.dims)), "mean")
     outs = [np.empty(b.shape[1], np.float32) for b in blocks]
     kernel = sum_time = float("inf")

@@ -90,10 +90,11 @@ def check_mapping(weights: Path) -> float:
     import torch
 
     from engine.config import GAIRConfig
+    from engine.model.checkpoint import load_torch_file
     from engine.model.encoders import LocationEncoder, equal_earth
     from engine.pretrain.weights import load_geoclip
 
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_torch_file(weights, "GeoCLIP weights")
     encoder = LocationEncoder(GAIRConfig())
     for note in load_geoclip(encoder, state):
         print(note)

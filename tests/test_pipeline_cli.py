@@ -75,7 +75,8 @@ def test_vector_commands_on_the_real_samples(tmp_path, samples_dir, bundle, exam
     model = ["--model", str(bundle)]
     assert main(["embed-raster", str(folder / "tokyo_rs.tif"), str(tmp_path / "tokyo.tif"), "--dims", "3", *model]) == 0
     with pytest.warns(UserWarning, match="2 \\(outside raster\\)"):
-        assert main(["embed-features", str(folder / "tokyo_rs.tif"), str(layer), str(tmp_path / "rs.gpkg"), *model]) == 0
+        args = ["embed-features", str(folder / "tokyo_rs.tif"), str(layer), str(tmp_path / "rs.gpkg"), *model]
+        assert main(args) == 0
     assert main(["embed-photos", str(layer), str(tmp_path / "sv.gpkg"), *model]) == 0
     assert main(["embed-locations", str(layer), str(tmp_path / "loc.gpkg"), *model]) == 0
     out = capsys.readouterr().out

@@ -92,7 +92,8 @@ def batch(cfg: GAIRConfig, n=4, seed=0):
 def test_gair_objective_total_and_gradients(mode):
     torch.manual_seed(0)
     model = engine.GAIRModel(GAIRConfig.tiny())
-    objective = GAIRObjective(model, ObjectiveSection(query_mode=mode, distill=True), teacher=engine.GAIRModel(GAIRConfig.tiny()))
+    objective = GAIRObjective(model, ObjectiveSection(query_mode=mode, distill=True),
+                              teacher=engine.GAIRModel(GAIRConfig.tiny()))
     objective.queue.reset()
     objective.after_step(batch(model.config, seed=9)["lonlat"])
     out = objective(**batch(model.config))
@@ -110,7 +111,8 @@ def test_csp_terms_and_objective(tmp_path):
     loc, img = unit(5, 8, seed=1), unit(5, 8, seed=2)
     assert csp_inbatch(loc, img, 1.0, symmetric=True).item() > csp_inbatch(loc, img, 1.0).item()
     rand = unit(3, 5, 8, seed=3)
-    manual = -torch.log_softmax(torch.cat([(loc * img).sum(-1, keepdim=True), torch.einsum("kbd,bd->bk", rand, img)], 1), 1)[:, 0].mean()
+    logits = torch.cat([(loc * img).sum(-1, keepdim=True), torch.einsum("kbd,bd->bk", rand, img)], 1)
+    manual = -torch.log_softmax(logits, 1)[:, 0].mean()
     assert csp_random_locations(loc, rand, img, 1.0).item() == pytest.approx(manual.item(), rel=1e-6)
     assert csp_simcse(loc, loc, 0.05).item() < csp_simcse(loc, unit(5, 8, seed=4), 0.05).item()
 
@@ -134,7 +136,10 @@ def test_csp_terms_and_objective(tmp_path):
             again = load_gridcell(saved)
             ll = batch(model.config)["lonlat"]
             assert torch.allclose(again(ll), objective.gridcell(ll))
-        objective.finish(tmp_path) if encoder == "rff" else None
+        if encoder == "rff":  # finish removes the training-only dropout: the same locations encode the same again
+            assert objective.finish(tmp_path) is None
+            ll = batch(model.config)["lonlat"]
+            assert torch.equal(objective.encode_location(ll), objective.encode_location(ll))
     assert all(not h for h in [m._forward_hooks for m in model.location_encoder.modules()])
 
 
@@ -168,8 +173,9 @@ def test_configs_load_and_override(tmp_path):
     assert tiny.gair_config().embed_dim == 48 and tiny.gair_config().rs_input_size == 48
     base = load_config("configs/base.toml")
     assert base.gair_config() == GAIRConfig()
-    assert (base.optim.base_lr, base.optim.betas, base.optim.weight_decay, base.optim.warmup_epochs) == (1.5e-6, (0.9, 0.95), 0.05, 10.0)
-    assert (base.objective.rs_sv_temperature, base.objective.loc_temperature, base.train.batch_size) == (0.07, 0.07, 256)
+    optim, objective = base.optim, base.objective
+    assert (optim.base_lr, optim.betas, optim.weight_decay, optim.warmup_epochs) == (1.5e-6, (0.9, 0.95), 0.05, 10.0)
+    assert (objective.rs_sv_temperature, objective.loc_temperature, base.train.batch_size) == (0.07, 0.07, 256)
     assert base.gair_config().queue_size == 4096
     assert amp_settings(base.train.amp, torch.device("cuda")) == (torch.float16, True)  # the reference's fp16 + scaler
     assert amp_settings(base.train.amp, torch.device("cpu")) == (None, False)
@@ -212,7 +218,8 @@ def test_gathered_info_nce_matches_one_big_batch(tmp_path):
     target, total = torch.arange(8), 0
     for r in range(2):
         rows = slice(r * 4, (r + 1) * 4)
-        total = total + F.cross_entropy(a[rows] @ b.T / 0.1, target[rows]) + F.cross_entropy(b[rows] @ a.T / 0.1, target[rows])
+        total = (total + F.cross_entropy(a[rows] @ b.T / 0.1, target[rows])
+                 + F.cross_entropy(b[rows] @ a.T / 0.1, target[rows]))
     total.backward()
     for r in range(2):
         got = torch.load(tmp_path / f"rank{r}.pt")

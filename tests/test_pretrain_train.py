@@ -15,7 +15,8 @@ import torch
 
 import engine
 from engine import GAIRError
-from engine.pretrain.build_dataset import build_manifest, read_points
+from engine.io.vectors import read_point_table
+from engine.pretrain.build_dataset import build_manifest
 from engine.pretrain.config import load_config
 from engine.pretrain.state import read_log
 from engine.pretrain.synthetic import WorldSpec, make_world
@@ -43,7 +44,7 @@ raise SystemExit(main(sys.argv[2:]))
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     w = make_world(tmp_path_factory.mktemp("trainworld"), WorldSpec(size_px=192, n_photos=200, n_labels=10, seed=5))
-    build_manifest([w.raster], read_points(w.photos_csv), w.root / "manifest.csv", 640.0)
+    build_manifest([w.raster], read_point_table(w.photos_csv), w.root / "manifest.csv", 640.0)
     return w
 
 
@@ -53,7 +54,8 @@ def config(world, out: Path, *extra: str):
 
 
 def cli_args(world, out: Path, *extra: str) -> list[str]:
-    args = ["--config", str(ROOT / "configs" / "tiny.toml"), "--manifest", str(world.root / "manifest.csv"), "--out", str(out)]
+    args = ["--config", str(ROOT / "configs" / "tiny.toml"), "--manifest", str(world.root / "manifest.csv"),
+            "--out", str(out)]
     for item in (*FAST, *extra):
         args += ["--set", item]
     return args
@@ -74,7 +76,8 @@ def test_single_process_run_to_bundle_and_embed_raster(world, tmp_path):
     embedded = tmp_path / "emb.tif"
     from engine.cli.main import main as engine_cli
 
-    assert engine_cli(["embed-raster", str(world.raster), str(embedded), "--model", str(result.bundle), "--no-quicklook"]) == 0
+    assert engine_cli(["embed-raster", str(world.raster), str(embedded), "--model", str(result.bundle),
+                       "--no-quicklook"]) == 0
     with rasterio.open(embedded) as ds:
         assert ds.count == 32 and ds.tags()["GAIR_MODEL"] == model.fingerprint
     # worker processes load the same batches: augmentations are seeded per (epoch, sample), not per process
@@ -115,7 +118,8 @@ def test_resume_after_sigkill_continues_the_same_loss_curve(world, tmp_path, cap
 def test_torchrun_two_gloo_processes(world, tmp_path):
     out = tmp_path / "ddp"
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "engine.pretrain", *cli_args(world, out, "train.max_steps=4", "objective.gather_negatives=true")],
+                           "-m", "engine.pretrain",
+                           *cli_args(world, out, "train.max_steps=4", "objective.gather_negatives=true")],
                           env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 process(es) x batch 16" in done.stdout and done.stdout.count("bundle:") == 1  # rank 0 alone writes
@@ -145,6 +149,29 @@ def test_non_finite_loss_stops_naming_the_step(world, tmp_path, monkeypatch):
     with pytest.raises(GAIRError, match="non-finite at step 2"):
         run(config(world, tmp_path / "nan", "train.max_steps=5"))
     assert not (tmp_path / "nan" / "bundle").exists()
+
+
+def _global_determinism() -> tuple:
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+            os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+
+
+@pytest.mark.parametrize("workspace", [None, ":16:8"])
+def test_deterministic_run_leaves_global_state_as_it_found_it(world, tmp_path, monkeypatch, workspace):
+    """train.deterministic turns the flags on for the run only: during it they are on, after it as before."""
+    if workspace is None:
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", workspace)
+    before = _global_determinism()
+    assert before[:4] == (False, False, False, False)
+    seen = []
+    run(config(world, tmp_path / "d", "train.max_steps=2", "train.deterministic=true"),
+        progress=lambda _: seen.append(_global_determinism()))
+    assert seen and all(s[0] and s[1] and not s[2] and s[3] for s in seen)
+    assert {s[4] for s in seen} == {workspace or ":4096:8"}  # a user's own setting is kept
+    assert _global_determinism() == before
 
 
 def test_cancel_stops_without_a_bundle(world, tmp_path):

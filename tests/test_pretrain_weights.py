@@ -15,7 +15,6 @@ from engine.pretrain.weights import (
     build_teacher,
     croma_state,
     load_geoclip,
-    refresh_fingerprint,
 )
 
 SIGMAS = (2.0**0, 2.0**4, 2.0**8)
@@ -48,7 +47,8 @@ def geoclip_capsule(latlon: torch.Tensor, state: dict, i: int) -> torch.Tensor:
     vp = 2 * math.pi * xy @ state[f"LocEnc{i}.capsule.0.b"].double().T
     h = torch.cat([torch.cos(vp), torch.sin(vp)], 1)
     for j in (1, 3, 5):
-        h = torch.relu(h @ state[f"LocEnc{i}.capsule.{j}.weight"].double().T + state[f"LocEnc{i}.capsule.{j}.bias"].double())
+        weight, bias = state[f"LocEnc{i}.capsule.{j}.weight"], state[f"LocEnc{i}.capsule.{j}.bias"]
+        h = torch.relu(h @ weight.double().T + bias.double())
     return h
 
 
@@ -126,13 +126,34 @@ def test_random_and_bundle_starts(tmp_path):
     assert report.queue_filled == 0 and float(a.queue_for_location.abs().sum()) == 0.0
     assert a.fingerprint == b.fingerprint and a.training
     a.queue_for_location.fill_(1.0)
-    refresh_fingerprint(a)
+    a.invalidate_fingerprint()
     engine.save_bundle(a, tmp_path / "bundle")
-    c, report = build_start(load_config("configs/tiny.toml", [f'init.source="{tmp_path / "bundle"}"', "model.embed_dim=64"]))
+    bundle = f'init.source="{tmp_path / "bundle"}"'
+    c, report = build_start(load_config("configs/tiny.toml", [bundle, "model.embed_dim=64"]))
     assert report.queue_filled == c.config.queue_size and c.fingerprint == a.fingerprint
     assert any("ignored" in n for n in report.notes)
-    _, report = build_start(load_config("configs/tiny.toml", [f'init.source="{tmp_path / "bundle"}"', "init.reset_queue=true"]))
+    _, report = build_start(load_config("configs/tiny.toml", [bundle, "init.reset_queue=true"]))
     assert report.queue_filled == 0
     teacher = build_teacher(load_config("configs/tiny.toml", ["objective.distill=true"]), c)
     assert teacher is not c and not any(p.requires_grad for p in teacher.parameters())
     assert build_teacher(cfg, c) is None
+
+
+def test_weight_files_are_read_without_running_pickled_code(tmp_path):
+    """One loader (weights_only) for CROMA, GeoCLIP and training checkpoints; errors name what and which file."""
+    import datetime
+
+    from engine.pretrain.state import load_checkpoint
+
+    with pytest.raises(GAIRError, match=r"CROMA weights .*none\.pt not found"):
+        build_start(load_config("configs/tiny.toml", [f'init.croma="{tmp_path / "none.pt"}"']))
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"when": datetime.date(2024, 1, 1)}, unsafe)  # any non-tensor global is refused by weights_only
+    with pytest.raises(GAIRError, match=r"could not read GeoCLIP weights .*unsafe\.pt"):
+        build_start(load_config("configs/tiny.toml", [f'init.geoclip="{unsafe}"']))
+    with pytest.raises(GAIRError, match="could not read training checkpoint"):
+        load_checkpoint(unsafe)
+    plain = tmp_path / "plain.pt"
+    torch.save({"step": 3}, plain)
+    with pytest.raises(GAIRError, match="is not a pretraining checkpoint"):
+        load_checkpoint(plain)

@@ -65,6 +65,75 @@ def make_classifier(method: str, seed: int, n_train: int):
     raise GAIRError(f"unknown classifier {method!r}; choose one of {CLASSIFIERS}")
 
 
+@dataclass(frozen=True)
+class Estimation:
+    """What a supervised task adds to the one training procedure (train_model): the rest is shared."""
+
+    task: str  # saved in the model file: "classification" or "regression"
+    method: str
+    numeric: bool  # read the label field as numbers
+    field_key: str  # the report's name for the label field
+    targets: Callable  # (TrainingData, folds) -> (y, extra model-file fields); raises GAIRError on too few labels
+    estimator: Callable  # (n_train, seed) -> an unfitted scikit-learn estimator
+    splitter: Callable  # (folds, seed) -> the cross-validation splitter (grouped by feature)
+    report: Callable  # (y, predicted, extra, folds, grouped) -> report dict
+
+
+def train_model(raster_path: str | os.PathLike, labels_path: str | os.PathLike, label_field: str,
+                model_path: str | os.PathLike, how: Estimation, *, folds: int = 5, seed: int = 0,
+                layer: str | None = None, report_paths: list[str | os.PathLike] = (),
+                max_pixels_per_feature: int = 1000, output_path: str | os.PathLike | None = None,
+                confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
+                progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None
+                ) -> TrainResult:
+    """Sample the labelled features, cross-validate (grouped by feature so a polygon's pixels never sit on both
+    sides), fit on all samples, save the model with its embedding identity, write reports, optionally apply."""
+    from sklearn.model_selection import cross_val_predict
+
+    if folds < 2:
+        raise GAIRError("cross-validation needs folds >= 2")
+    with EmbeddingRaster(raster_path) as raster:
+        data = training_data(raster, labels_path, label_field, layer, numeric=how.numeric,
+                             max_pixels_per_feature=max_pixels_per_feature, seed=seed)
+        y, extra = how.targets(data, folds)
+        check_cancel(cancel, "gathering training samples")
+        if progress is not None:
+            progress(0.1)
+        predicted = cross_val_predict(how.estimator(len(y) * (folds - 1) // folds, seed), data.vectors, y,
+                                      groups=data.groups, cv=how.splitter(folds, seed))
+        report = how.report(y, predicted, extra, folds, data.grouped)
+        report.update({"embedding_model": raster.meta.model, "embedding_space": raster.meta.space.id,
+                       how.field_key: label_field})
+        check_cancel(cancel, "cross-validating")
+        if progress is not None:
+            progress(0.6)
+        estimator = how.estimator(len(y), seed).fit(data.vectors, y)
+        saved = save_model_file(model_path, raster, task=how.task, method=how.method, estimator=estimator, **extra,
+                                field=label_field, report=report)
+        written = [write_report(report, p) for p in report_paths]
+    result = TrainResult(saved, report, written, len(y), data.features, data.skipped_outside, data.skipped_nodata,
+                         data.skipped_unlabelled)
+    if output_path is not None:  # all or nothing: a cancelled apply also removes the model and reports
+        try:
+            result.applied = apply_model(raster_path, saved, output_path, confidence_path=confidence_path,
+                                         block_size=block_size, progress=stage(progress, 0.7, 1.0), cancel=cancel)
+        except BaseException:
+            for path in (saved, *written):
+                path.unlink(missing_ok=True)
+            raise
+    elif progress is not None:
+        progress(1.0)
+    return result
+
+
+def _class_targets(data, folds: int) -> tuple[np.ndarray, dict]:
+    labels = data.targets.astype(str)
+    check_class_counts(labels, data.groups, folds)
+    classes = sorted_classes(labels)
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[v] for v in labels], np.int64), {"classes": classes}
+
+
 @guarded
 def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathLike, class_field: str,
                      model_path: str | os.PathLike, *, method: str = "logistic", folds: int = 5, seed: int = 0,
@@ -73,50 +142,21 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
                      confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
                      progress: Callable[[float], None] | None = None,
                      cancel: Callable[[], bool] | None = None) -> TrainResult:
-    """Cross-validate (stratified k-fold, grouped by feature so a polygon's pixels never sit on both sides),
-    fit on all samples, save the model with its embedding identity; optionally apply it to the raster."""
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+    """train_model with a classifier: stratified group k-fold, accuracy/F1 report, class + confidence rasters."""
+    from sklearn.model_selection import StratifiedGroupKFold
 
     if method not in CLASSIFIERS:
         raise GAIRError(f"unknown classifier {method!r}; choose one of {CLASSIFIERS}")
-    if folds < 2:
-        raise GAIRError("cross-validation needs folds >= 2")
-    with EmbeddingRaster(raster_path) as raster:
-        data = training_data(raster, labels_path, class_field, layer, max_pixels_per_feature=max_pixels_per_feature,
-                             seed=seed)
-        labels = data.targets.astype(str)
-        check_class_counts(labels, data.groups, folds)
-        classes = sorted_classes(labels)
-        index = {c: i for i, c in enumerate(classes)}
-        y = np.array([index[v] for v in labels], np.int64)
-        check_cancel(cancel, "gathering training samples")
-        if progress is not None:
-            progress(0.1)
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        predicted = cross_val_predict(make_classifier(method, seed, len(y) * (folds - 1) // folds), data.vectors, y,
-                                      groups=data.groups, cv=splitter)
-        report = classification_report(y, predicted, classes, method, folds, data.grouped)
-        report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space.id, class_field=class_field)
-        check_cancel(cancel, "cross-validating")
-        if progress is not None:
-            progress(0.6)
-        estimator = make_classifier(method, seed, len(y)).fit(data.vectors, y)
-        saved = save_model_file(model_path, raster, task="classification", method=method, estimator=estimator,
-                                classes=classes, field=class_field, report=report)
-        written = [write_report(report, p) for p in report_paths]
-    result = TrainResult(saved, report, written, len(y), data.features, data.skipped_outside, data.skipped_nodata,
-                         data.skipped_unlabelled)
-    if output_path is not None:  # all or nothing: a cancelled apply also removes the model and reports
-        try:
-            result.applied = apply_model(raster_path, saved, output_path, confidence_path=confidence_path,
-                                              block_size=block_size, progress=stage(progress, 0.7, 1.0), cancel=cancel)
-        except BaseException:
-            for path in (saved, *written):
-                path.unlink(missing_ok=True)
-            raise
-    elif progress is not None:
-        progress(1.0)
-    return result
+    how = Estimation(
+        "classification", method, numeric=False, field_key="class_field", targets=_class_targets,
+        estimator=lambda n, seed: make_classifier(method, seed, n),
+        splitter=lambda folds, seed: StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed),
+        report=lambda y, predicted, extra, folds, grouped: classification_report(
+            y, predicted, extra["classes"], method, folds, grouped))
+    return train_model(raster_path, labels_path, class_field, model_path, how, folds=folds, seed=seed, layer=layer,
+                       report_paths=report_paths, max_pixels_per_feature=max_pixels_per_feature,
+                       output_path=output_path, confidence_path=confidence_path, block_size=block_size,
+                       progress=progress, cancel=cancel)
 
 
 @guarded

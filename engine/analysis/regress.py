@@ -7,13 +7,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import GAIRError
-from ..io.embedding_raster import EmbeddingRaster
 from ..io.guard import guarded
 from ..params import REGRESSORS
-from .classify import TrainResult, apply_model
-from .rasters import check_cancel, stage
-from .report import regression_report, write_report
-from .sampling import save_model_file, training_data
+from .classify import Estimation, TrainResult, train_model
+from .report import regression_report
 
 
 def make_regressor(method: str, seed: int):
@@ -29,6 +26,13 @@ def make_regressor(method: str, seed: int):
     raise GAIRError(f"unknown regressor {method!r}; choose one of {REGRESSORS}")
 
 
+def _value_targets(data, folds: int) -> tuple[np.ndarray, dict]:
+    if data.features < max(folds, 3):
+        raise GAIRError(f"only {data.features} labelled features with values inside the raster; {folds}-fold "
+                        f"cross-validation needs at least {max(folds, 3)}: add labels or lower folds")
+    return data.targets.astype(np.float64), {}
+
+
 @guarded
 def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLike, value_field: str,
                     model_path: str | os.PathLike, *, method: str = "random_forest", folds: int = 5, seed: int = 0,
@@ -36,44 +40,16 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
                     max_pixels_per_feature: int = 1000, output_path: str | os.PathLike | None = None,
                     block_size: int | None = None, progress: Callable[[float], None] | None = None,
                     cancel: Callable[[], bool] | None = None) -> TrainResult:
-    """k-fold (grouped by feature) R^2 and RMSE, a saved model, and optionally a float32 prediction raster."""
-    from sklearn.model_selection import GroupKFold, cross_val_predict
+    """train_model with a regressor: group k-fold R^2 and RMSE, a float32 prediction raster when applied."""
+    from sklearn.model_selection import GroupKFold
 
     if method not in REGRESSORS:
         raise GAIRError(f"unknown regressor {method!r}; choose one of {REGRESSORS}")
-    if folds < 2:
-        raise GAIRError("cross-validation needs folds >= 2")
-    with EmbeddingRaster(raster_path) as raster:
-        data = training_data(raster, labels_path, value_field, layer, numeric=True,
-                             max_pixels_per_feature=max_pixels_per_feature, seed=seed)
-        if data.features < max(folds, 3):
-            raise GAIRError(f"only {data.features} labelled features with values inside the raster; {folds}-fold "
-                            f"cross-validation needs at least {max(folds, 3)}: add labels or lower folds")
-        y = data.targets.astype(np.float64)
-        check_cancel(cancel, "gathering training samples")
-        if progress is not None:
-            progress(0.1)
-        splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        predicted = cross_val_predict(make_regressor(method, seed), data.vectors, y, groups=data.groups, cv=splitter)
-        report = regression_report(y, predicted, method, folds, data.grouped)
-        report.update(embedding_model=raster.meta.model, embedding_space=raster.meta.space.id, value_field=value_field)
-        check_cancel(cancel, "cross-validating")
-        if progress is not None:
-            progress(0.6)
-        estimator = make_regressor(method, seed).fit(data.vectors, y)
-        saved = save_model_file(model_path, raster, task="regression", method=method, estimator=estimator,
-                                field=value_field, report=report)
-        written = [write_report(report, p) for p in report_paths]
-    result = TrainResult(saved, report, written, len(y), data.features, data.skipped_outside, data.skipped_nodata,
-                         data.skipped_unlabelled)
-    if output_path is not None:  # all or nothing: a cancelled apply also removes the model and reports
-        try:
-            result.applied = apply_model(raster_path, saved, output_path, block_size=block_size,
-                                              progress=stage(progress, 0.7, 1.0), cancel=cancel)
-        except BaseException:
-            for path in (saved, *written):
-                path.unlink(missing_ok=True)
-            raise
-    elif progress is not None:
-        progress(1.0)
-    return result
+    how = Estimation(
+        "regression", method, numeric=True, field_key="value_field", targets=_value_targets,
+        estimator=lambda n, seed: make_regressor(method, seed),
+        splitter=lambda folds, seed: GroupKFold(n_splits=folds, shuffle=True, random_state=seed),
+        report=lambda y, predicted, extra, folds, grouped: regression_report(y, predicted, method, folds, grouped))
+    return train_model(raster_path, labels_path, value_field, model_path, how, folds=folds, seed=seed, layer=layer,
+                       report_paths=report_paths, max_pixels_per_feature=max_pixels_per_feature,
+                       output_path=output_path, block_size=block_size, progress=progress, cancel=cancel)

@@ -23,7 +23,7 @@ from ..io.guard import check_paths
 from ..params import OPERATIONS
 
 # relative names: the engine may be vendored under another name
-COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service", ".evaluate")
+COMMAND_MODULES = (".model", ".pipeline", ".analysis", ".service", ".evaluate", ".pretrain")
 CANCELLED_MESSAGE = "cancelled; no output was written"
 EXIT_ERROR, EXIT_CANCELLED = 2, 130  # 130 = 128 + SIGINT; SIGTERM exits 128 + 15 = 143
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -65,17 +65,27 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def read_checkpoint_file(path: Path) -> dict:
-    """torch.load with weights_only (plus argparse.Namespace, which MAE-style checkpoints store as `args`)."""
-    check_readable_file(path, "checkpoint")
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> object:
+    """The one way the engine reads a PyTorch file (checkpoints, pretraining state, CROMA and GeoCLIP weights):
+    torch.load on CPU with weights_only, i.e. tensors, containers and argparse.Namespace (which MAE-style checkpoints
+    store as `args`), never arbitrary pickled code. `what` names the file in errors, `hint` ends them."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise GAIRError(f"{what} {path} not found")
+    check_readable_file(path, what)  # not a regular file, permission denied: one line each
     if path.stat().st_size == 0:
-        raise GAIRError(f"checkpoint {path} is empty (0 bytes); download or copy it again")
+        raise GAIRError(f"{what} {path} is empty (0 bytes); download or copy it again")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report any unpickling failure with the file name
-        raise GAIRError(f"could not read checkpoint {path} (damaged, cut short, or not a PyTorch file: "
-                        f"{one_line(exc, 160)}); is it a GAIR checkpoint .pth? download or copy it again") from exc
+        raise GAIRError(f"could not read {what} {path} (damaged, cut short, or not a PyTorch file: "
+                        f"{one_line(exc, 160)}){hint}") from exc
+
+
+def read_checkpoint_file(path: Path) -> dict:
+    """The model state dict of a GAIR checkpoint ({'model': state_dict} or a bare one; DDP's `module.` dropped)."""
+    obj = load_torch_file(path, "checkpoint", "; is it a GAIR checkpoint .pth? download or copy it again")
     state = obj["model"] if isinstance(obj, dict) and "model" in obj else obj
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
         raise GAIRError(f"{path} holds no state dict (expected {{'model': state_dict}} or a bare state dict)")

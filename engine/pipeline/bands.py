@@ -6,7 +6,7 @@ positional pick (the reference's indices 10 and 11) would feed B10/B11 instead o
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import GAIRError
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
+
+from ..errors import GAIRError
+
+DEVICES = ("auto", "cuda", "cpu")
 
 
 @dataclass(frozen=True)
@@ -20,34 +24,41 @@ class Shard:
 
     rank: int = 0
     world_size: int = 1
-    device: str = "cpu"  # where tensors travel (nccl needs CUDA tensors)
+    device: str = "cpu"  # this rank's device under torchrun (nccl needs CUDA tensors); "cpu" when alone
+    owns_group: bool = False  # init_from_env started the process group, so shutdown() ends it
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def owns(self, batch_index: int) -> bool:
-        return batch_index % self.world_size == self.rank
 
+def init_from_env(device: str = "auto") -> Shard:
+    """Join the process group that torchrun describes in RANK/WORLD_SIZE/LOCAL_RANK; a no-op when run alone.
 
-def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def init_from_env() -> Shard:
-    """Join the process group that torchrun describes in RANK/WORLD_SIZE/LOCAL_RANK (a no-op when run alone)."""
-    if env_world_size() <= 1:
-        return Shard()
+    The one distributed setup of sharded embedding and pretraining. device: "auto" (nccl on this rank's GPU when
+    CUDA is there, else gloo on CPU), "cuda" (an error without CUDA) or "cpu" (gloo); GAIR_DIST_BACKEND=gloo also
+    forces CPU tensors. A group someone else started is joined as it is.
+    """
+    if device not in DEVICES:
+        raise GAIRError(f"device must be one of {', '.join(DEVICES)}, got {device!r} (torchrun picks the GPU per rank)")
+    alone = int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    if alone and device != "cuda":
+        return Shard()  # without importing torch (the ONNX runtime needs none)
     import torch
     import torch.distributed as dist
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and os.environ.get("GAIR_DIST_BACKEND", "") != "gloo"
-    if not dist.is_initialized():
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GAIRError("device cuda was asked for but CUDA is not available; use auto or cpu")
+    if alone:
+        return Shard()
+    use_cuda = (torch.cuda.is_available() and device != "cpu" and os.environ.get("GAIR_DIST_BACKEND", "") != "gloo")
+    owns = not dist.is_initialized()
+    if owns:
         if use_cuda:
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    return current_shard()
+    shard = current_shard()
+    return Shard(shard.rank, shard.world_size, shard.device, owns)
 
 
 def current_shard() -> Shard:
@@ -70,7 +81,8 @@ def barrier(shard: Shard) -> None:
 
 
 def shutdown(shard: Shard) -> None:
-    if shard.world_size > 1:
+    """End the process group if init_from_env started it."""
+    if shard.owns_group:
         import torch.distributed as dist
 
         if dist.is_initialized():

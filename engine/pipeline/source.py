@@ -109,9 +109,15 @@ class SourceRaster:
     def height(self) -> int:
         return int(self.area.height)
 
-    def crop_size_px(self, res_m: tuple[float, float]) -> tuple[int, int]:
-        """(rows, cols) of one crop on a grid of res_m pixels: the model's crop ground size."""
-        ground = self.config.crop_ground_m
+    def crop_size_px(self, res_m: tuple[float, float] | None = None, ground_m: float | None = None) -> tuple[int, int]:
+        """(rows, cols) of one crop of `ground_m` (default: the model's crop) on a grid of res_m (default: native).
+
+        The one crop-size rule of inference and pretraining. Ground size is in the CRS's metres per unit
+        (tiling.metres_per_unit): on EPSG:4326 that is the equatorial degree, so a "10 m" export (0.0000898 deg
+        pixels, as the official samples) gets 224 pixels per crop at any latitude, as the reference cuts them.
+        """
+        res_m = res_m or self.res_m
+        ground = self.config.crop_ground_m if ground_m is None else ground_m
         return max(1, int(round(ground / res_m[1]))), max(1, int(round(ground / res_m[0])))
 
     def output_grid(self, pixel_size_m: float | None = None) -> OutputGrid:
@@ -192,7 +198,7 @@ class SourceRaster:
     def close(self) -> None:
         self.ds.close()
 
-    def __enter__(self) -> "SourceRaster":
+    def __enter__(self) -> SourceRaster:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,14 +2,15 @@
 
 For each photo, a crop of the configured ground size that contains the photo point at a random offset (so the
 localized query is learned at every position of the crop, not only the centre). Crops that would leave the raster
-or touch nodata are retried at other offsets, then skipped and counted.
+or touch nodata are retried at other offsets, then skipped and counted. Rasters are read as inference reads them
+(pipeline.source.SourceRaster): bands by identity, crop size by the same rule (equatorial degree on EPSG:4326).
 
-    python -m engine.pretrain.build_dataset --rasters s2/*.tif --photos photos.csv --out manifest.csv \
+    python -m engine build-dataset --rasters s2/*.tif --photos photos.csv --out manifest.csv \
         [--config configs/tiny.toml | --crop-ground-m 2240] [--crops-dir crops/] [--seed 0]
+    (`python -m engine.pretrain.build_dataset ...` is an alias)
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from collections import Counter
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import GAIRConfig
 from ..errors import Cancelled, GAIRError
 from ..io.files import atomic_path
+from ..pipeline.source import SourceRaster
 from .manifest import write_manifest
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
@@ -37,111 +40,41 @@ class BuildReport:
         return f"{self.written} samples written to {self.manifest}; skipped: {skipped}"
 
 
-def read_points(path: str | Path, lon_field: str = "lon", lat_field: str = "lat", path_field: str = "path",
-                date_field: str = "date", label_field: str = "label") -> list[dict]:
-    """Photo table rows as dicts with lon, lat, path, date, label. CSV with lon/lat columns, or any OGR vector
-    (GeoPackage, ...) with point geometry (reprojected to EPSG:4326) or lon/lat fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise GAIRError(f"photo table {path} not found")
-    if path.suffix.lower() in (".csv", ".txt"):
-        import csv
+class _CropPlanner:
+    """Crops of one raster, read through the inference pipeline's SourceRaster: the same band mapping (by band
+    identity), the same crop-size rule (SourceRaster.crop_size_px) and the same reads, so training sees the crops
+    that inference cuts."""
 
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        columns = set(rows[0]) if rows else set()
-        lon, lat = None, None
-    else:
-        rows, columns, lon, lat = _read_vector(path)
-    for name in (lon_field, lat_field):
-        if lon is None and name not in columns:
-            raise GAIRError(f"{path} has no column {name!r}; name the coordinate columns with --lon-field/--lat-field")
-    if path_field and path_field not in columns:
-        raise GAIRError(f"{path} has no column {path_field!r}; name the photo path column with --path-field")
-    base = path.resolve().parent
-    out = []
-    for i, row in enumerate(rows):
-        try:
-            x = float(row[lon_field]) if lon is None else lon[i]
-            y = float(row[lat_field]) if lat is None else lat[i]
-        except (TypeError, ValueError):
-            raise GAIRError(f"{path} row {i + 1}: lon/lat are not numbers") from None
-        photo = str(row.get(path_field) or "") if path_field else ""
-        out.append({"lon": x, "lat": y, "path": str(base / photo) if photo and not Path(photo).is_absolute() else photo,
-                    "date": str(row.get(date_field) or ""), "label": str(row.get(label_field) or "")})
-    return out
-
-
-def _read_vector(path: Path):
-    import pyogrio.raw
-    import shapely
-    from pyproj import CRS, Transformer
-
-    meta, _, geometry, values = pyogrio.raw.read(path)
-    columns = list(meta["fields"])
-    rows = [{c: values[j][i] for j, c in enumerate(columns)} for i in range(len(geometry))]
-    if geometry is None or not len(geometry):
-        return rows, set(columns), None, None
-    points = shapely.from_wkb(geometry)
-    x, y = shapely.get_x(points), shapely.get_y(points)
-    if meta.get("crs") and not CRS.from_user_input(meta["crs"]).equals(CRS.from_epsg(4326)):
-        x, y = Transformer.from_crs(meta["crs"], "EPSG:4326", always_xy=True).transform(x, y)
-    return rows, set(columns), list(np.asarray(x, float)), list(np.asarray(y, float))
-
-
-class _Raster:
-    """One raster: CRS transform of points, crop size in its pixels for a ground size, window checks."""
-
-    def __init__(self, path: Path, ground_m: float) -> None:
-        import rasterio
+    def __init__(self, path: Path, config: GAIRConfig, ground_m: float, bands=None) -> None:
         from pyproj import CRS, Transformer
 
         self.path = path
-        self.ds = rasterio.open(path)
-        if self.ds.crs is None:
-            raise GAIRError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs) before building a dataset")
-        if self.ds.count not in (10, 12):
-            raise GAIRError(f"{path} has {self.ds.count} bands; give 10-band (B2..B12) or 12-band Sentinel-2 L2A rasters")
-        t = self.ds.transform
-        if t.b or t.d:
-            raise GAIRError(f"{path} is rotated; warp it to a north-up grid first (gdalwarp)")
-        crs = CRS.from_user_input(self.ds.crs.to_wkt())
-        self.geographic = crs.is_geographic
-        self.unit_m = 1.0 if self.geographic else crs.axis_info[0].unit_conversion_factor
-        self.ground_m = ground_m
+        try:
+            self.source = SourceRaster(path, config, bands)
+        except GAIRError as exc:  # of several rasters, name the one at fault
+            raise exc if path.name in str(exc) else GAIRError(f"{path.name}: {exc}") from None
+        crs = CRS.from_user_input(self.source.ds.crs.to_wkt())
         self.to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
         self.to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-
-    def crop_shape(self, lat: float) -> tuple[int, int]:
-        """(height, width) in pixels of a ground_m x ground_m crop at this latitude."""
-        rx, ry = abs(self.ds.transform.a), abs(self.ds.transform.e)
-        if self.geographic:
-            from pyproj import Geod
-
-            geod = Geod(ellps="WGS84")
-            mx = geod.inv(0.0, lat, 1e-3, lat)[2] / 1e-3
-            my = geod.inv(0.0, lat - 5e-4, 0.0, lat + 5e-4)[2] / 1e-3
-            return max(round(self.ground_m / (ry * my)), 1), max(round(self.ground_m / (rx * mx)), 1)
-        return max(round(self.ground_m / (ry * self.unit_m)), 1), max(round(self.ground_m / (rx * self.unit_m)), 1)
+        self.crop_h, self.crop_w = self.source.crop_size_px(ground_m=ground_m)
 
     def plan(self, lon: float, lat: float, rng: np.random.Generator, tries: int) -> tuple[str, dict | None]:
         from rasterio.windows import Window
 
+        ds, (h, w) = self.source.ds, (self.crop_h, self.crop_w)
         x, y = self.to_crs.transform(lon, lat)
-        col, row = ~self.ds.transform * (x, y)
-        if not (0 <= col < self.ds.width and 0 <= row < self.ds.height):
+        col, row = ~ds.transform * (x, y)
+        if not (0 <= col < ds.width and 0 <= row < ds.height):
             return "no_raster", None
-        h, w = self.crop_shape(lat)
-        c_lo, c_hi = max(math.floor(col) - w + 1, 0), min(math.floor(col), self.ds.width - w)
-        r_lo, r_hi = max(math.floor(row) - h + 1, 0), min(math.floor(row), self.ds.height - h)
+        c_lo, c_hi = max(math.floor(col) - w + 1, 0), min(math.floor(col), ds.width - w)
+        r_lo, r_hi = max(math.floor(row) - h + 1, 0), min(math.floor(row), ds.height - h)
         if c_lo > c_hi or r_lo > r_hi:
             return "out_of_bounds", None
         for _ in range(tries):
             c0, r0 = int(rng.integers(c_lo, c_hi + 1)), int(rng.integers(r_lo, r_hi + 1))
-            window = Window(c0, r0, w, h)
-            if self.ds.read_masks(window=window).min() == 0:
-                continue
-            corners = [self.ds.transform * (c0 + dc, r0 + dr) for dc, dr in ((0, 0), (w, 0), (0, h), (w, h))]
+            if ds.read_masks(self.source.indexes, window=Window(c0, r0, w, h)).min() == 0:
+                continue  # nodata in one of the model's bands
+            corners = [ds.transform * (c0 + dc, r0 + dr) for dc, dr in ((0, 0), (w, 0), (0, h), (w, h))]
             lons, lats = self.to_lonlat.transform([p[0] for p in corners], [p[1] for p in corners])
             return "ok", {"col_off": c0, "row_off": r0, "width": w, "height": h,
                           "query_x": f"{(col - c0) / w:.9f}", "query_y": f"{(row - r0) / h:.9f}",
@@ -149,18 +82,22 @@ class _Raster:
                           "bbox_lon_max": f"{max(lons):.9f}", "bbox_lat_min": f"{min(lats):.9f}"}
         return "nodata", None
 
-    def write_crop(self, window: dict, path: Path) -> None:
+    def write_crop(self, window: dict, path: Path, band_names: tuple[str, ...]) -> None:
+        """The crop's model bands (raw values, model order, named by description) as a GeoTIFF of their own."""
+        import rasterio
         from rasterio.windows import Window
 
+        ds = self.source.ds
         win = Window(window["col_off"], window["row_off"], window["width"], window["height"])
-        import rasterio
-
-        profile = {k: v for k, v in self.ds.profile.items() if k not in ("blockxsize", "blockysize")}
-        profile.update(width=win.width, height=win.height, transform=self.ds.window_transform(win), tiled=False,
-                       compress="deflate")
-
+        profile = {k: v for k, v in ds.profile.items() if k not in ("blockxsize", "blockysize")}
+        profile.update(width=win.width, height=win.height, count=len(self.source.indexes), tiled=False,
+                       transform=ds.window_transform(win), compress="deflate")
         with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as out:
-            out.write(self.ds.read(window=win))
+            out.write(ds.read(self.source.indexes, window=win))
+            out.descriptions = band_names
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def expand_rasters(items: list[str]) -> list[Path]:
@@ -176,14 +113,27 @@ def expand_rasters(items: list[str]) -> list[Path]:
 
 def build_manifest(rasters: list[str | Path], points: list[dict], out: str | Path, ground_m: float, seed: int = 0,
                    tries: int = 3, crops_dir: str | Path | None = None, require_photos: bool = True,
-                   progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None) -> BuildReport:
-    """Plan one crop per point (see module doc) and write the manifest atomically; returns the counts."""
+                   progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
+                   bands=None, model_config: GAIRConfig | None = None) -> BuildReport:
+    """Plan one crop per point (see module doc) and write the manifest atomically; returns the counts.
+
+    bands: as the inference pipeline's (pipeline.bands.resolve_bands); model_config: whose bands and ground
+    sampling the crops are for (default GAIRConfig(); only its band list and gsd_m matter here).
+    """
     if ground_m <= 0:
         raise GAIRError(f"crop ground size must be positive, got {ground_m} m")
+    config = model_config or GAIRConfig()
     out = Path(out)
     base = out.resolve().parent
     rng = np.random.default_rng(seed)
-    sources = [_Raster(Path(p), ground_m) for p in rasters]
+    sources: list[_CropPlanner] = []
+    try:
+        for p in rasters:
+            sources.append(_CropPlanner(Path(p), config, ground_m, bands))
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
     report = BuildReport(out)
     rows = []
     if crops_dir:
@@ -207,7 +157,7 @@ def build_manifest(rasters: list[str | Path], points: list[dict], out: str | Pat
             rs_path = source.path
             if crops_dir:
                 rs_path = Path(crops_dir) / f"crop_{i:07d}.tif"
-                source.write_crop(window, rs_path)
+                source.write_crop(window, rs_path, tuple(config.rs_bands))
                 window = {k: v for k, v in window.items() if k not in ("col_off", "row_off", "width", "height")}
             rows.append({**window, "rs_path": os.path.relpath(Path(rs_path).resolve(), base),
                          "sv_path": os.path.relpath(Path(point["path"]).resolve(), base) if point["path"] else "",
@@ -217,7 +167,7 @@ def build_manifest(rasters: list[str | Path], points: list[dict], out: str | Pat
                 progress((i + 1) / len(points))
     finally:
         for source in sources:
-            source.ds.close()
+            source.close()
     if not rows:
         raise GAIRError(f"no usable samples: {dict(report.skipped)}; check that the photos lie inside the rasters "
                         f"and the rasters are larger than the {ground_m:.0f} m crop")
@@ -226,48 +176,11 @@ def build_manifest(rasters: list[str | Path], points: list[dict], out: str | Pat
     return report
 
 
-def _ground_size(args) -> float:
-    if args.crop_ground_m:
-        return args.crop_ground_m
-    if args.config:
-        from .config import load_config
-
-        return load_config(args.config).gair_config().crop_ground_m
-    from ..config import GAIRConfig
-
-    return GAIRConfig().crop_ground_m
-
-
 def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
+    """`python -m engine.pretrain.build_dataset`: an alias of `python -m engine build-dataset`."""
+    from ..cli.pretrain import run_alias
 
-    parser = argparse.ArgumentParser(prog="python -m engine.pretrain.build_dataset", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rasters", nargs="+", required=True, help="Sentinel-2 rasters or folders of them")
-    parser.add_argument("--photos", required=True, help="photo table: CSV with lon/lat/path, or GeoPackage")
-    parser.add_argument("--out", required=True, help="manifest to write (.csv, or .parquet with pyarrow)")
-    parser.add_argument("--config", help="pretraining config: its model's crop_pixels x gsd_m is the crop size")
-    parser.add_argument("--crop-ground-m", type=float, default=0.0, help="crop side on the ground, metres")
-    parser.add_argument("--crops-dir", help="also write each crop as its own GeoTIFF and point the manifest at it")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tries", type=int, default=3, help="random offsets tried before a nodata crop is skipped")
-    parser.add_argument("--lon-field", default="lon")
-    parser.add_argument("--lat-field", default="lat")
-    parser.add_argument("--path-field", default="path", help="photo path column; '' for points without photos")
-    parser.add_argument("--date-field", default="date")
-    parser.add_argument("--label-field", default="label")
-    args = parser.parse_args(argv)
-    try:
-        points = read_points(args.photos, args.lon_field, args.lat_field, args.path_field, args.date_field, args.label_field)
-        with tqdm(total=100, unit="%", desc="crops") as bar:
-            def progress(fraction: float) -> None:
-                bar.update(round(fraction * 100) - bar.n)
-
-            report = build_manifest(expand_rasters(args.rasters), points, args.out, _ground_size(args), args.seed,
-                                    args.tries, args.crops_dir, require_photos=bool(args.path_field), progress=progress)
-    except GAIRError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    print(report.summary())
-    return 0
+    return run_alias("build-dataset", argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GAIRError
+from ..pipeline.distributed import DEVICES
 
 QUERY_MODES = ("nili", "bilinear", "bicubic", "mean")
 LOCATION_NEGATIVES = ("queue", "batch", "batch+queue")
@@ -41,6 +42,7 @@ class InitSection:
 @dataclass
 class DataSection:
     manifest: str = ""
+    bands: str = ""  # raster bands as the CLI's --bands (pipeline.bands.resolve_bands); "" = by band descriptions
     num_workers: int = 4
     rs_flip_rotate: bool = True  # ours: dihedral transforms of the crop that move the query point with it
     rs_jitter_p: float = 0.7
@@ -140,6 +142,7 @@ class PretrainConfig:
             (self.csp.encoder, CSP_ENCODERS, "csp.encoder"),
             (self.csp.image, CSP_IMAGES, "csp.image"),
             (self.train.amp, AMP_MODES, "train.amp"),
+            (self.train.device, DEVICES, "train.device"),
         ]
         for value, allowed, name in checks:
             if value not in allowed:
@@ -160,7 +163,8 @@ class PretrainConfig:
             if not value > 0:
                 raise GAIRError(f"{name} must be > 0, got {value}")
         if self.objective.name == "gair" and self.objective.rs_sv_weight > 0 and self.train.batch_size < 2:
-            raise GAIRError("train.batch_size must be at least 2: the RS-SV loss contrasts each pair with the rest of the batch")
+            raise GAIRError("train.batch_size must be at least 2: the RS-SV loss contrasts each pair with the rest of "
+                            "the batch")
         if self.optim.lr < 0 or self.optim.min_lr < 0:
             raise GAIRError("optim.lr and optim.min_lr must not be negative (optim.lr = 0 applies the base_lr rule)")
         if not 0.0 < self.data.sv_crop_scale[0] <= self.data.sv_crop_scale[1] <= 1.0:
@@ -192,7 +196,8 @@ def _build(cls, data: dict, where: str = ""):
         if key not in fields:
             raise GAIRError(f"unknown option {name}; known: {', '.join(sorted(fields))}")
         default = getattr(cls(), key)
-        kwargs[key] = _build(type(default), value, name) if dataclasses.is_dataclass(default) else _coerce(value, default, name)
+        kwargs[key] = (_build(type(default), value, name) if dataclasses.is_dataclass(default)
+                       else _coerce(value, default, name))
     return cls(**kwargs)
 
 

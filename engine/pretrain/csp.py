@@ -42,14 +42,16 @@ class GridCellEncoder(nn.Module):
     def __init__(self, cfg: GridCellConfig) -> None:
         super().__init__()
         if not 0 < cfg.min_radius_deg < cfg.max_radius_deg:
-            raise GAIRError(f"grid-cell radii must satisfy 0 < min < max, got {cfg.min_radius_deg}, {cfg.max_radius_deg}")
+            raise GAIRError(f"grid-cell radii must satisfy 0 < min < max, got {cfg.min_radius_deg}, "
+                            f"{cfg.max_radius_deg}")
         self.config = cfg
         angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
         directions = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)  # (3, 2)
         ratio = cfg.max_radius_deg / cfg.min_radius_deg
         steps = torch.arange(cfg.scales, dtype=torch.float64) / max(cfg.scales - 1, 1)
         wavelengths = cfg.min_radius_deg * ratio**steps  # (S,)
-        self.register_buffer("frequencies", (2 * math.pi * directions[None] / wavelengths[:, None, None]).reshape(-1, 2).float())
+        frequencies = 2 * math.pi * directions[None] / wavelengths[:, None, None]
+        self.register_buffer("frequencies", frequencies.reshape(-1, 2).float())
         layers: list[nn.Module] = []
         width = 2 * self.frequencies.shape[0]
         for _ in range(cfg.layers):
@@ -119,9 +121,9 @@ class CSPObjective(nn.Module):
         self.gridcell: GridCellEncoder | None = None
         self._dropout = None
         if cfg.encoder == "gridcell":
-            self.gridcell = GridCellEncoder(GridCellConfig(d, cfg.gridcell_min_radius_deg, cfg.gridcell_max_radius_deg,
-                                                           cfg.gridcell_scales, cfg.gridcell_hidden, cfg.gridcell_layers,
-                                                           cfg.dropout)).to(model.device)
+            grid = GridCellConfig(d, cfg.gridcell_min_radius_deg, cfg.gridcell_max_radius_deg, cfg.gridcell_scales,
+                                  cfg.gridcell_hidden, cfg.gridcell_layers, cfg.dropout)
+            self.gridcell = GridCellEncoder(grid).to(model.device)
         else:
             model.location_encoder.requires_grad_(True)
             for capsule in model.location_encoder.children():  # the Fourier matrices stay fixed, as in GeoCLIP
@@ -153,7 +155,8 @@ class CSPObjective(nn.Module):
             feat = self.image_head(feat)
         return F.normalize(feat.float(), dim=-1)
 
-    def forward(self, rs: torch.Tensor, sv: torch.Tensor, rel_xy: torch.Tensor, lonlat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, rs: torch.Tensor, sv: torch.Tensor, rel_xy: torch.Tensor,
+                lonlat: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         img = self.image_features(rs, sv, rel_xy)
         b, k = lonlat.shape[0], cfg.randloc_count

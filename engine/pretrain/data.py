@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..config import GAIRConfig
 from ..errors import GAIRError
+from ..pipeline.source import SourceRaster
 from ..runtime.preprocess import load_photo, preprocess_rs, preprocess_sv
 from .augment import dihedral, random_resized_crop, rs_colour_jitter, sv_colour_jitter
 from .config import DataSection
@@ -22,29 +23,27 @@ from .manifest import Sample
 
 
 class _RasterCache:
-    """Open raster handles, per process (handles do not survive a fork into a worker)."""
+    """Open SourceRasters (the inference pipeline's reader), per process: handles do not survive a fork."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: GAIRConfig, bands=None) -> None:
+        self.config, self.bands = config, bands
         self.pid = -1
-        self.handles: dict = {}
+        self.handles: dict[str, SourceRaster] = {}
 
     def read(self, path: str, window: tuple[int, int, int, int] | None) -> np.ndarray:
-        import rasterio
+        """(10, h, w) raw values in the model's band order, nodata as 0, exactly as inference reads a crop."""
         from rasterio.windows import Window
 
         if self.pid != os.getpid():
             self.pid, self.handles = os.getpid(), {}
-        ds = self.handles.get(path)
-        if ds is None:
+        source = self.handles.get(path)
+        if source is None:
             if len(self.handles) > 64:
                 for old in self.handles.values():
                     old.close()
                 self.handles = {}
-            try:
-                ds = self.handles[path] = rasterio.open(path)
-            except rasterio.errors.RasterioIOError as exc:
-                raise GAIRError(f"cannot open raster {path}: {exc}") from exc
-        return ds.read(window=Window(*window) if window else None)
+            source = self.handles[path] = SourceRaster(path, self.config, self.bands)
+        return source.read(Window(*window) if window else Window(0, 0, source.width, source.height))[0]
 
 
 class PretrainDataset(Dataset):
@@ -63,7 +62,7 @@ class PretrainDataset(Dataset):
         self.train = train
         self.seed = seed
         self.photos = photos
-        self._rasters = _RasterCache()
+        self._rasters = _RasterCache(model_config, self.data.bands or None)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -5,6 +5,8 @@ Inputs are L2-normalised embeddings unless said otherwise. Cross-rank gathers ke
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -14,41 +16,24 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward sums the gradient over ranks and returns this rank's slice."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)  # every rank's loss saw every slice
-        n = grad.shape[0] // dist.get_world_size()
-        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate x from all ranks (rank order); gradients flow back to each rank's own slice."""
-    return _GatherWithGrad.apply(x) if distributed() else x
-
-
-@torch.no_grad()
-def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+def gather_ranks(x: torch.Tensor) -> torch.Tensor:
+    """x from every rank concatenated in rank order (x itself when alone). Gradients flow back to each rank's own
+    slice, summed over the ranks whose losses used it (torch.distributed.nn's autograd all_gather)."""
     if not distributed():
         return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
+    import torch.distributed.nn.functional as dist_fn
+
+    with warnings.catch_warnings():  # torch 2.13 marks it deprecated for a private replacement; it still works
+        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather",
+                                category=FutureWarning)
+        return torch.cat(dist_fn.all_gather(x), dim=0)
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float,
+             gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE(a -> b), CE(b -> a)) with in-batch negatives; with `gather`, the negatives come from every rank."""
     if gather and distributed():
-        a_all, b_all = gather_with_grad(a), gather_with_grad(b)
+        a_all, b_all = gather_ranks(a), gather_ranks(b)
         offset = dist.get_rank() * a.shape[0]
     else:
         a_all, b_all, offset = a, b, 0
@@ -104,7 +89,8 @@ def csp_inbatch(loc: torch.Tensor, img: torch.Tensor, temperature: float, symmet
     return loss + F.cross_entropy(logits.T, target) if symmetric else loss
 
 
-def csp_random_locations(loc: torch.Tensor, random_loc: torch.Tensor, img: torch.Tensor, temperature: float) -> torch.Tensor:
+def csp_random_locations(loc: torch.Tensor, random_loc: torch.Tensor, img: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
     """CSP sampled-negative term: each image's own location against K random locations (random_loc (K, B, D))."""
     pos = (loc * img).sum(dim=-1, keepdim=True)
     neg = torch.einsum("kbd,bd->bk", random_loc, img)

@@ -67,7 +67,10 @@ def _read_table(path: Path) -> list[dict]:
     if path.suffix.lower() == ".parquet":
         table = _pyarrow_parquet().read_table(path).to_pydict()
         names = list(table)
-        return [{n: ("" if table[n][i] is None else str(table[n][i])) for n in names} for i in range(len(table[names[0]]))] if names else []
+        if not names:
+            return []
+        return [{n: ("" if table[n][i] is None else str(table[n][i])) for n in names}
+                for i in range(len(table[names[0]]))]
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
@@ -91,7 +94,7 @@ def read_manifest(path: str | Path, require_photos: bool = True) -> list[Sample]
     """Rows as Samples with absolute paths; a bad row raises naming the row and column."""
     path = Path(path)
     if not path.is_file():
-        raise GAIRError(f"manifest {path} not found; make one with `python -m engine.pretrain.build_dataset`")
+        raise GAIRError(f"manifest {path} not found; make one with `python -m engine build-dataset`")
     rows = _read_table(path)
     if not rows:
         raise GAIRError(f"manifest {path} has no rows")
@@ -109,17 +112,20 @@ def read_manifest(path: str | Path, require_photos: bool = True) -> list[Sample]
         lon, lat = _float(row, "lon", line, path), _float(row, "lat", line, path)
         bbox = (math.nan,) * 4
         if (row.get("bbox_lon_min") or "").strip():
-            bbox = tuple(_float(row, k, line, path) for k in ("bbox_lon_min", "bbox_lat_max", "bbox_lon_max", "bbox_lat_min"))
+            bbox = tuple(_float(row, k, line, path)
+                         for k in ("bbox_lon_min", "bbox_lat_max", "bbox_lon_max", "bbox_lat_min"))
         if (row.get("query_x") or "").strip():
             qx, qy = _float(row, "query_x", line, path), _float(row, "query_y", line, path)
         elif not math.isnan(bbox[0]):
             qx = (lon - bbox[0]) / (bbox[2] - bbox[0])
             qy = (bbox[1] - lat) / (bbox[1] - bbox[3])
         else:
-            raise GAIRError(f"{path} row {line}: give query_x/query_y or the bbox_* columns to place the photo in its crop")
+            raise GAIRError(f"{path} row {line}: give query_x/query_y or the bbox_* columns to place the photo in "
+                            "its crop")
         if not (0.0 <= qx <= 1.0 and 0.0 <= qy <= 1.0):
             raise GAIRError(f"{path} row {line}: the photo point lies outside its crop (query {qx:.3f}, {qy:.3f})")
-        samples.append(Sample(_resolve(base, row["rs_path"].strip()), window, _resolve(base, (row.get("sv_path") or "").strip()),
-                              lon, lat, qx, qy, bbox, (row.get("date") or "").strip(), (row.get("label") or "").strip()))
+        samples.append(Sample(_resolve(base, row["rs_path"].strip()), window,
+                              _resolve(base, (row.get("sv_path") or "").strip()), lon, lat, qx, qy, bbox,
+                              (row.get("date") or "").strip(), (row.get("label") or "").strip()))
     return samples
 

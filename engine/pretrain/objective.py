@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ObjectiveSection
-from .losses import distill_loss, gather_no_grad, info_nce, location_loss
+from .losses import distill_loss, gather_ranks, info_nce, location_loss
 
 
 class LocationQueue(nn.Module):
@@ -76,7 +76,8 @@ class GAIRObjective(nn.Module):
         self._teacher = (teacher,)  # a tuple keeps the frozen teacher out of parameters(), DDP and state_dict
         self.queue = LocationQueue(model, queue_filled)
 
-    def forward(self, rs: torch.Tensor, sv: torch.Tensor, rel_xy: torch.Tensor, lonlat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, rs: torch.Tensor, sv: torch.Tensor, rel_xy: torch.Tensor,
+                lonlat: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, m = self.cfg, self.model
         tokens = m.rs_tokens(rs)
         r = F.normalize(localized(m, tokens, rel_xy, cfg.query_mode).float(), dim=-1)
@@ -103,4 +104,4 @@ class GAIRObjective(nn.Module):
 
     def after_step(self, lonlat: torch.Tensor) -> None:
         """Enqueue this step's locations from every rank (same order everywhere, so all queues agree)."""
-        self.queue.push(gather_no_grad(lonlat.to(self.model.queue_for_location.device)))
+        self.queue.push(gather_ranks(lonlat.to(self.model.queue_for_location.device)).detach())

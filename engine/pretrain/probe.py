@@ -26,11 +26,11 @@ class ProbeResult:
 
 
 def label_samples(rasters: list[str | Path], points: list[dict], out_manifest: str | Path, ground_m: float,
-                  seed: int = 1) -> list[Sample]:
+                  seed: int = 1, model_config=None) -> list[Sample]:
     """Plan crops around label points (no photos) and return them as samples; labels come from the points."""
     from .build_dataset import build_manifest
 
-    build_manifest(rasters, points, out_manifest, ground_m, seed=seed, require_photos=False)
+    build_manifest(rasters, points, out_manifest, ground_m, seed=seed, require_photos=False, model_config=model_config)
     return read_manifest(out_manifest, require_photos=False)
 
 
@@ -93,7 +93,8 @@ def synthetic_benchmark(out_dir: str | Path, config_path: str | Path, overrides:
 
     import engine
 
-    from .build_dataset import build_manifest, read_points
+    from ..io.vectors import read_point_table
+    from .build_dataset import build_manifest
     from .config import load_config
     from .synthetic import WorldSpec, make_world
     from .train import run
@@ -103,10 +104,13 @@ def synthetic_benchmark(out_dir: str | Path, config_path: str | Path, overrides:
     world = make_world(out / "world", spec or WorldSpec())
     cfg = load_config(config_path, [f'data.manifest="{out / "manifest.csv"}"', f'train.out_dir="{out / "run"}"',
                                     *(overrides or [])])
-    ground = cfg.gair_config().crop_ground_m
-    build_manifest([world.raster], read_points(world.photos_csv), out / "manifest.csv", ground, seed=cfg.train.seed)
-    points = read_points(world.labels_csv, path_field="")
-    samples = label_samples([world.raster], points, out / "labels_manifest.csv", ground, seed=cfg.train.seed + 1)
+    model_config = cfg.gair_config()
+    ground = model_config.crop_ground_m
+    build_manifest([world.raster], read_point_table(world.photos_csv), out / "manifest.csv", ground,
+                   seed=cfg.train.seed, model_config=model_config)
+    points = read_point_table(world.labels_csv, path_field="")
+    samples = label_samples([world.raster], points, out / "labels_manifest.csv", ground, seed=cfg.train.seed + 1,
+                            model_config=model_config)
     labels = [s.label for s in samples]
     start, _ = build_start(cfg)
 

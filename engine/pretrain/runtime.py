@@ -1,41 +1,41 @@
-"""Runtime pieces of the training loop: process group and device, AMP, optimizer groups, LR schedule, and the
+"""Runtime pieces of the training loop: scoped determinism, AMP, optimizer groups, LR schedule, and the
 dry run that freezes parameters the objective never reaches (DDP needs a gradient for every trainable one)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..errors import GAIRError
 
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 
 
-def setup_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-    if device_pref not in ("auto", "cuda", "cpu"):
-        raise GAIRError(f"train.device must be auto, cuda or cpu, got {device_pref!r} (torchrun picks the GPU per rank)")
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise GAIRError("train.device = cuda but CUDA is not available; use auto or cpu")
-    device = torch.device(f"cuda:{info.local_rank}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-        info.owns_group = True
-    return info, device
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the duration of a run only: the process-wide torch flags and the cuBLAS workspace
+    variable are put back as they were on exit (library code leaves global state alone)."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, os.environ.get(CUBLAS_WORKSPACE))
+    os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
+        if saved[4] is None:
+            os.environ.pop(CUBLAS_WORKSPACE, None)
+        else:
+            os.environ[CUBLAS_WORKSPACE] = saved[4]
 
 
 def amp_settings(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:

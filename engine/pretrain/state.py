@@ -10,6 +10,7 @@ import torch
 
 from ..errors import GAIRError
 from ..io.files import atomic_path
+from ..model.checkpoint import load_torch_file
 
 CHECKPOINT_FORMAT = "gair-pretrain-checkpoint"
 
@@ -17,7 +18,8 @@ CHECKPOINT_FORMAT = "gair-pretrain-checkpoint"
 def rng_state() -> dict:
     """Python, numpy, torch (and CUDA) generator states, as tensors and tuples torch.load(weights_only) accepts."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+    state = {"python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -58,15 +60,13 @@ def find_checkpoint(resume: str | bool, out_dir: str | Path) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not path.is_file():
-        raise GAIRError(f"checkpoint {path} not found; --resume takes a checkpoint file or nothing (the newest in {out_dir})")
+        raise GAIRError(f"checkpoint {path} not found; --resume takes a checkpoint file or nothing (the newest in "
+                        f"{out_dir})")
     return path
 
 
 def load_checkpoint(path: Path) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise GAIRError(f"could not read training checkpoint {path}: {exc}") from exc
+    payload = load_torch_file(path, "training checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise GAIRError(f"{path} is not a pretraining checkpoint; to start from model weights use init.source")
     return payload

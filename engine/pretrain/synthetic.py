@@ -7,11 +7,11 @@ edge. Photos are rendered from the class at the exact photo point
 (with the neighbourhood's dominant class on the horizon), so an embedding localized at the point beats the crop
 average. Label points are separate random points with the class under them.
 
-    python -m engine.pretrain.synthetic OUT_DIR [--size 768] [--photos 1500] [--labels 600] [--crs EPSG:4326]
+    python -m engine synthetic OUT_DIR [--size 768] [--photos 1500] [--labels 600] [--crs EPSG:4326]
+    (`python -m engine.pretrain.synthetic ...` is an alias)
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import json
@@ -95,7 +95,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 def land_cover(spec: WorldSpec, rng: np.random.Generator) -> np.ndarray:
     """(H, W) class indices: argmax of smooth per-class fields plus the regional trends."""
     n = spec.size_px
-    ys, xs = np.meshgrid(np.linspace(1, -1, n, dtype=np.float32), np.linspace(-1, 1, n, dtype=np.float32), indexing="ij")
+    ys, xs = np.meshgrid(np.linspace(1, -1, n, dtype=np.float32), np.linspace(-1, 1, n, dtype=np.float32),
+                         indexing="ij")
     logits = np.stack([
         _smooth_noise(rng, (n, n), spec.patch_sigma_px) + spec.trend_strength * (tx * xs + ty * ys)
         for tx, ty in TRENDS
@@ -273,19 +274,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m engine.pretrain.synthetic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir")
-    parser.add_argument("--size", type=int, default=WorldSpec.size_px, help="raster side in 10 m pixels")
-    parser.add_argument("--photos", type=int, default=WorldSpec.n_photos)
-    parser.add_argument("--labels", type=int, default=WorldSpec.n_labels)
-    parser.add_argument("--crs", default="", help="raster CRS (default: UTM 32N, the truth grid)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    world = make_world(args.out_dir, WorldSpec(size_px=args.size, n_photos=args.photos, n_labels=args.labels,
-                                               raster_crs=args.crs, seed=args.seed))
-    print(f"raster {world.raster}\nphotos {world.photos_csv}\nlabels {world.labels_csv}")
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.pretrain.synthetic`: an alias of `python -m engine synthetic`."""
+    from ..cli.pretrain import run_alias
+
+    return run_alias("synthetic", argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,17 +21,17 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import Cancelled, GAIRError
+from ..pipeline.distributed import Shard, init_from_env, shutdown
 from .config import PretrainConfig
 from .data import EpochSampler, PretrainDataset, make_loader
 from .manifest import read_manifest
 from .runtime import (
-    DistInfo,
     amp_settings,
+    deterministic_algorithms,
     example_batch,
     freeze_unused,
     lr_factor,
     param_groups,
-    setup_distributed,
 )
 from .state import (
     RunLog,
@@ -42,7 +41,7 @@ from .state import (
     save_checkpoint,
     set_rng_state,
 )
-from .weights import StartReport, build_start, build_teacher, refresh_fingerprint
+from .weights import StartReport, build_start, build_teacher
 
 
 @dataclass
@@ -64,21 +63,23 @@ def run(cfg: PretrainConfig, resume: str | bool = False, progress: Callable[[flo
     resume: True (the newest checkpoint in out_dir, if any) or a checkpoint path. cancel() -> True stops with
     engine.Cancelled, leaving the checkpoints written so far (resumable) and no bundle.
     """
-    info, device = setup_distributed(cfg.train.device)
+    shard = init_from_env(cfg.train.device)  # under torchrun, this rank's device
+    alone = "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+    device = torch.device(shard.device if shard.world_size > 1 else alone)
     threads = torch.get_num_threads()
     try:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
-        session = _Session(cfg, info, device)
-        session.restore(find_checkpoint(resume, cfg.train.out_dir))
-        result = session.train(progress, cancel)
-        if info.world > 1:
+        with deterministic_algorithms(cfg.train.deterministic):
+            session = _Session(cfg, shard, device)
+            session.restore(find_checkpoint(resume, cfg.train.out_dir))
+            result = session.train(progress, cancel)
+        if shard.world_size > 1:
             dist.barrier()  # rank 0 writes the bundle; the others wait, so all leave the group together
         return result
     finally:
         torch.set_num_threads(threads)
-        if info.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown(shard)
 
 
 def _objective(cfg: PretrainConfig, model: nn.Module, start: StartReport) -> nn.Module:
@@ -94,30 +95,26 @@ def _objective(cfg: PretrainConfig, model: nn.Module, start: StartReport) -> nn.
 class _Session:
     """Everything one process holds during a run."""
 
-    def __init__(self, cfg: PretrainConfig, info: DistInfo, device: torch.device) -> None:
+    def __init__(self, cfg: PretrainConfig, shard: Shard, device: torch.device) -> None:
         t = cfg.train
-        self.cfg, self.info, self.device = cfg, info, device
-        self.main = info.rank == 0
+        self.cfg, self.shard, self.device = cfg, shard, device
+        self.main = shard.is_main
         self.out_dir = Path(t.out_dir)
-        if t.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
         if not cfg.data.manifest:
-            raise GAIRError("no manifest: set data.manifest (make one with `python -m engine.pretrain.build_dataset`)")
+            raise GAIRError("no manifest: set data.manifest (make one with `python -m engine build-dataset`)")
         self.amp_dtype, use_scaler = amp_settings(t.amp, device)
         self.model, self.start = build_start(cfg)
         self.model.to(device)
         self.samples = read_manifest(cfg.data.manifest)
         dataset = PretrainDataset(self.samples, self.model.config, cfg.data, train=True, seed=t.seed)
-        self.sampler = EpochSampler(len(dataset), info.world, info.rank, seed=t.seed)
+        self.sampler = EpochSampler(len(dataset), shard.world_size, shard.rank, seed=t.seed)
         self.loader = make_loader(dataset, self.sampler, t.batch_size, cfg.data.num_workers, device.type == "cuda")
         self.accum = cfg.optim.accum_steps
         self.steps_per_epoch = len(self.loader) // self.accum
         if self.steps_per_epoch < 1:
             raise GAIRError(f"one epoch gives {len(self.loader)} batches, fewer than optim.accum_steps = {self.accum}")
         self.total = t.max_steps or t.epochs * self.steps_per_epoch
-        self.eff_batch = t.batch_size * self.accum * info.world
+        self.eff_batch = t.batch_size * self.accum * shard.world_size
         self.lr = cfg.optim.lr or cfg.optim.base_lr * self.eff_batch / 256
 
         self.objective = _objective(cfg, self.model, self.start).to(device)
@@ -135,8 +132,8 @@ class _Session:
         """Load a checkpoint (every piece of state), or seed this rank's generators for a fresh run."""
         t = self.cfg.train
         if path is None:
-            torch.manual_seed(t.seed + 1000 * self.info.rank)
-            np.random.seed(t.seed + self.info.rank)
+            torch.manual_seed(t.seed + 1000 * self.shard.rank)
+            np.random.seed(t.seed + self.shard.rank)
             return
         payload = load_checkpoint(path)
         self.model.load_state_dict(payload["model"])
@@ -146,18 +143,18 @@ class _Session:
         self.scaler.load_state_dict(payload["scaler"])
         self.step = self.resumed_step = payload["step"]
         self.resumed_from = path
-        if payload["world_size"] == self.info.world:
-            set_rng_state(payload["rng"][self.info.rank])
+        if payload["world_size"] == self.shard.world_size:
+            set_rng_state(payload["rng"][self.shard.rank])
         elif self.main:
-            print(f"note: resumed on {self.info.world} processes from a {payload['world_size']}-process run: "
+            print(f"note: resumed on {self.shard.world_size} processes from a {payload['world_size']}-process run: "
                   "the data order and random draws differ from an uninterrupted run")
 
     def announce(self) -> None:
         t = self.cfg.train
         (self.out_dir / "pretrain_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2, default=str))
-        print(f"start: {self.start.source}; {len(self.samples)} samples, {self.info.world} process(es) x batch "
-              f"{t.batch_size} x accum {self.accum}; lr {self.lr:.3g}; {self.total} steps ({self.steps_per_epoch}/epoch); "
-              f"device {self.device}")
+        print(f"start: {self.start.source}; {len(self.samples)} samples, {self.shard.world_size} process(es) x batch "
+              f"{t.batch_size} x accum {self.accum}; lr {self.lr:.3g}; {self.total} steps "
+              f"({self.steps_per_epoch}/epoch); device {self.device}")
         for note in self.start.notes:
             print(note)
         if self.frozen:
@@ -195,9 +192,9 @@ class _Session:
                 sums[key] = sums.get(key, 0.0) + value.detach().float() / self.accum
         names = list(sums)
         values = torch.stack([sums[k] for k in names])
-        if self.info.world > 1:
+        if self.shard.world_size > 1:
             dist.all_reduce(values)
-            values /= self.info.world
+            values /= self.shard.world_size
         values = values.cpu().tolist()
         if not all(math.isfinite(v) for v in values):  # same reduced values on every rank: all stop together
             raise GAIRError(f"the loss became non-finite at step {self.step + 1} ({dict(zip(names, values))}); lower "
@@ -214,7 +211,7 @@ class _Session:
     def train(self, progress, cancel) -> TrainResult:
         t = self.cfg.train
         net: nn.Module = self.objective
-        if self.info.world > 1:
+        if self.shard.world_size > 1:
             net = nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         forward = torch.compile(net) if t.compile else net
@@ -261,8 +258,8 @@ class _Session:
 
     def checkpoint(self) -> None:
         """Gather every rank's RNG state; rank 0 writes the checkpoint."""
-        states = [None] * self.info.world
-        if self.info.world > 1:
+        states = [None] * self.shard.world_size
+        if self.shard.world_size > 1:
             dist.all_gather_object(states, rng_state())
         else:
             states = [rng_state()]
@@ -271,7 +268,7 @@ class _Session:
         objective_state = {k: v for k, v in self.objective.state_dict().items() if not k.startswith("model.")}
         save_checkpoint({"model": self.model.state_dict(), "objective": objective_state,
                          "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                         "scaler": self.scaler.state_dict(), "rng": states, "world_size": self.info.world,
+                         "scaler": self.scaler.state_dict(), "rng": states, "world_size": self.shard.world_size,
                          "config": self.cfg.to_dict(), "gair_config": self.model.config.to_dict()},
                         self.out_dir, self.step, self.cfg.train.keep_checkpoints)
 
@@ -284,7 +281,7 @@ class _Session:
         if self.main:
             import engine
 
-            refresh_fingerprint(self.model)
+            self.model.invalidate_fingerprint()
             bundle = engine.save_bundle(self.model.eval(), self.out_dir / "bundle",
                                         source=f"engine.pretrain ({self.start.source}, {self.step} steps)")
             print(f"bundle: {bundle} (fingerprint {self.model.fingerprint})")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import GAIRError
+from ..model.checkpoint import load_torch_file
 from .config import PretrainConfig
 
 
@@ -25,16 +25,6 @@ class StartReport:
     source: str
     queue_filled: int
     notes: list[str] = field(default_factory=list)
-
-
-def _load_pickle(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise GAIRError(f"weights file {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise GAIRError(f"could not read {path}: {exc}") from exc
 
 
 def croma_state(obj: dict) -> dict[str, torch.Tensor]:
@@ -66,8 +56,9 @@ def load_croma(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
             copied[key] = value
     problems += [f"missing {k}" for k in ours if not k.startswith("linear_input.") and k not in copied]
     if problems:
-        raise GAIRError(f"the CROMA encoder does not fit this model ({model.config.embed_dim}-d, {model.config.rs_depth} "
-                        f"layers): {'; '.join(problems[:6])}; use CROMA_base.pt with the base model")
+        raise GAIRError(f"the CROMA encoder does not fit this model ({model.config.embed_dim}-d, "
+                        f"{model.config.rs_depth} layers): {'; '.join(problems[:6])}; use CROMA_base.pt with the base "
+                        "model")
     ours.update({k: v.to(ours[k].dtype) for k, v in copied.items()})
     target.load_state_dict(ours)
     target.linear_input.reset_parameters()
@@ -89,7 +80,8 @@ def load_geoclip(encoder: nn.Module, state: dict[str, torch.Tensor]) -> list[str
                 raise GAIRError(f"GeoCLIP weights lack {key}; give geoclip/model/weights/location_encoder_weights.pth "
                                 "(scripts/fetch_geoclip_weights.py extracts it)")
             if tuple(state[key].shape) != tuple(ours[key].shape):
-                raise GAIRError(f"GeoCLIP {key} is {tuple(state[key].shape)}, this model's is {tuple(ours[key].shape)}: "
+                raise GAIRError(f"GeoCLIP {key} is {tuple(state[key].shape)}, this model's is "
+                                f"{tuple(ours[key].shape)}: "
                                 "GeoCLIP fits the base location encoder (256 frequencies, 1024 hidden, 3 layers)")
             mapped[key] = state[key].to(ours[key].dtype)
     extra = sorted({k.split(".")[0] for k in state} - set(capsules))
@@ -121,22 +113,18 @@ def build_start(cfg: PretrainConfig):
         model = engine.load_model(None if source == "hub" else source, device="cpu", backend="torch")
         report = StartReport(f"weights from {source}", model.queue_for_location.shape[1])
         if cfg.model.overrides:
-            report.notes.append(f"[model] overrides {cfg.model.overrides} ignored: the architecture comes from {source}")
+            report.notes.append(f"[model] overrides {cfg.model.overrides} ignored: the architecture comes from "
+                                f"{source}")
     if cfg.init.reset_queue or source == "random":
         model.queue_for_location.zero_()
         model.queue_ptr_location.zero_()
         report.queue_filled = 0
     if cfg.init.croma:
-        report.notes += load_croma(model, croma_state(_load_pickle(cfg.init.croma)))
+        report.notes += load_croma(model, croma_state(load_torch_file(cfg.init.croma, "CROMA weights")))
     if cfg.init.geoclip:
-        report.notes += load_geoclip(model.location_encoder, _load_pickle(cfg.init.geoclip))
-    refresh_fingerprint(model)
+        report.notes += load_geoclip(model.location_encoder, load_torch_file(cfg.init.geoclip, "GeoCLIP weights"))
+    model.invalidate_fingerprint()  # weights changed in place
     return model.train(), report
-
-
-def refresh_fingerprint(model: nn.Module) -> None:
-    """Weights changed in place: drop the cached fingerprint."""
-    model.invalidate_fingerprint()
 
 
 def build_teacher(cfg: PretrainConfig, model: nn.Module) -> nn.Module | None:
