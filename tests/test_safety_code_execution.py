@@ -138,7 +138,7 @@ def test_skops_file_holding_a_type_we_never_write_is_refused_before_building_it(
 
 def test_damaged_or_foreign_model_files_get_one_line(tmp_path, planted, capsys):
     planted, _ = planted
-    cases = {"empty.skops": (b"", "is empty"), "text.skops": (b"hello", "is not a GAIR analysis model"),
+    cases = {"empty.skops": (b"", "is empty"), "text.skops": (b"hello", "is not a readable GAIR analysis model"),
              "cut.skops": (b"PK\x03\x04" + b"\0" * 40, "damaged or cut short")}
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)

@@ -138,7 +138,8 @@ def load_model_file(path: str | os.PathLike) -> dict:
             raise GAIRError(f"{path.name} is a pickle (a model file of an older GAIR version, or of another tool), "
                             f"which can run code when loaded; it was not opened: re-train the model with this "
                             f"version of GAIR")
-        raise GAIRError(f"{path.name} is not a GAIR analysis model (train one with `python -m engine classify`)")
+        raise GAIRError(f"{path.name} is not a readable GAIR analysis model (neither a skops file nor a pickle); "
+                        f"train one with `python -m engine train-classifier`")
     try:
         with zipfile.ZipFile(path) as archive:
             schema = json.loads(archive.read("schema.json"))
@@ -154,7 +155,7 @@ def load_model_file(path: str | os.PathLike) -> dict:
         raise GAIRError(f"{path.name} holds types GAIR never writes ({', '.join(foreign[:3])}); it was refused "
                         f"without loading it, as it could run code: use a model trained by GAIR")
     if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
-        raise GAIRError(f"{path.name} is not a GAIR analysis model (train one with `python -m engine classify`)")
+        raise GAIRError(f"{path.name} is not a GAIR analysis model (train one with `python -m engine train-classifier`)")
     if bundle.get("version") != MODEL_VERSION:
         raise GAIRError(f"{path.name} was saved by another GAIR version (model file version {bundle.get('version')}, "
                         f"this one reads {MODEL_VERSION}); train it again")
