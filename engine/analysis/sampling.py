@@ -155,7 +155,8 @@ def load_model_file(path: str | os.PathLike) -> dict:
         raise GAIRError(f"{path.name} holds types GAIR never writes ({', '.join(foreign[:3])}); it was refused "
                         f"without loading it, as it could run code: use a model trained by GAIR")
     if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
-        raise GAIRError(f"{path.name} is not a GAIR analysis model (train one with `python -m engine train-classifier`)")
+        raise GAIRError(f"{path.name} is not a GAIR analysis model (train one with "
+                        "`python -m engine train-classifier`)")
     if bundle.get("version") != MODEL_VERSION:
         raise GAIRError(f"{path.name} was saved by another GAIR version (model file version {bundle.get('version')}, "
                         f"this one reads {MODEL_VERSION}); train it again")
