@@ -226,3 +226,22 @@ def test_photos_fifo_and_decompression_bombs_are_flagged_per_row(tmp_path, sampl
     assert np.isfinite(vectors[0]).all() and np.isnan(vectors[1:]).all()
     assert "pipe.jpg is not a regular file" in status[1] and "bomb.png" in status[2] and "49 Mpix" in status[3]
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's global guard is left as it is
+
+
+def test_output_in_a_folder_the_user_cannot_write(files):
+    _, _, _, emb = files
+    shared = Path(tempfile.mkdtemp(prefix="gair-ro-"))
+    try:
+        os.chmod(shared, 0o755)
+        raster = Path(shutil.copy(emb, shared / "emb.tif"))
+        os.chmod(raster, 0o644)
+        locked = shared / "locked"
+        locked.mkdir()
+        os.chmod(locked, 0o555 if os.geteuid() == 0 else 0o500)  # as root: another user (nobody) runs the command
+        done = _as_another_user(["cluster-embeddings", str(raster), str(locked / "c.tif"), "--quiet"])
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "permission denied" in done.stderr and str(locked) in done.stderr, done.stderr
+        assert list(locked.iterdir()) == []
+    finally:
+        os.chmod(shared / "locked", 0o755)
+        shutil.rmtree(shared)
