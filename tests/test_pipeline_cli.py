@@ -103,7 +103,7 @@ def test_onnx_backend_gives_the_same_field_and_points(tmp_path, bundle):
     src = write_raster(tmp_path / "in.tif", synthetic_s2(64, 96, seed=8))
     fields = []
     for name, model in (("onnx", onnx), ("torch", torch_model)):
-        with rasterio.open(embed_raster(src, tmp_path / f"{name}.tif", model, quicklook=False)) as ds:
+        with rasterio.open(embed_raster(src, tmp_path / f"{name}.tif", model, dtype="float32", quicklook=False)) as ds:
             fields.append(ds.read())
     np.testing.assert_allclose(fields[0], fields[1], rtol=1e-4, atol=1e-5)
     layer = tmp_path / "f.gpkg"

@@ -113,7 +113,7 @@ def save_model_file(path: str | os.PathLike, raster: EmbeddingRaster, *, estimat
 
     space = raster.meta.space
     meta = dict(model=space.model, space=dataclasses.asdict(space), space_id=space.id, dims=raster.dims,
-                sklearn=sklearn.__version__, **content)
+                unit_vectors=raster.dtype == "int8", sklearn=sklearn.__version__, **content)
     bundle = dict(format=MODEL_FORMAT, version=MODEL_VERSION, meta=json.dumps(meta, default=_plain),
                   estimator=estimator)
     with atomic_path(path) as tmp:
@@ -242,3 +242,8 @@ def check_model_matches(bundle: dict, raster: EmbeddingRaster, model_path) -> No
     if bundle["dims"] != raster.dims:
         raise GAIRError(f"{name} was trained on {bundle['dims']}-dim embeddings, but {raster.path.name} has "
                         f"{raster.dims} dims; use a raster embedded the same way, or retrain on this one")
+    unit = raster.dtype == "int8"
+    if bundle.get("unit_vectors", unit) != unit:  # int8 rasters hold unit vectors, the others keep the lengths
+        trained = "int8 (unit-length)" if bundle["unit_vectors"] else "float32/int16"
+        raise GAIRError(f"{name} was trained on {trained} embeddings but {raster.path.name} stores {raster.dtype}; "
+                        "apply it to a raster of the data type it was trained on, or retrain on this one")

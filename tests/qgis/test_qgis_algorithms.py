@@ -84,10 +84,13 @@ def labels(embedding_extent):
 def learnable_labels(sample_embedding):
     """30 points in UTM whose labels are a simple function of the embedding under them: class "high"/"low" from
     the 15 highest / 15 lowest pixels of a fixed projection of the vectors, value = another fixed projection."""
-    import rasterio
+    from rasterio.windows import Window
 
-    with rasterio.open(sample_embedding) as dataset:
-        vectors, transform = dataset.read().astype(np.float64), dataset.transform
+    from engine.io.embedding_raster import EmbeddingRaster
+
+    with EmbeddingRaster(sample_embedding) as raster:  # the vectors the analyses see (int8: dequantised, NaN nodata)
+        vectors = raster.read_block(Window(0, 0, raster.width, raster.height)).astype(np.float64)
+        transform = raster.transform
     valid = np.isfinite(vectors).all(axis=0)
     rng = np.random.default_rng(3)
     score = np.einsum("k,khw->hw", rng.normal(size=len(vectors)), vectors)
