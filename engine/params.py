@@ -192,7 +192,7 @@ def _training(task: str, methods: tuple[str, ...], default: str, field_help: str
               help="labelled points or polygons (GeoPackage, GeoJSON, shapefile; any CRS)"),
         Param(f"{task}_field", "field", key="FIELD", flag="--field", label=field_help, help=field_help),
         Param("model_path", "file_out", key="MODEL_OUTPUT", flag="--model-output", label="Trained model",
-              help="where to save the fitted model (.joblib)"),
+              help="where to save the fitted model (.skops; holds no pickle)"),
         Param("method", "choice", default, choices=methods, label="Method", help="learning method"),
         Param("folds", "int", 5, minimum=2, maximum=20, label="Cross-validation folds",
               help="k of the k-fold cross-validation (grouped by feature)"),
@@ -422,7 +422,7 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         (
             EMBEDDING_RASTER,
             Param("model_path", "file", positional=True, flag="model_file", key="CLASSIFIER",
-                  label="Trained model (.joblib)", help="model file saved by train-classifier or train-regressor"),
+                  label="Trained model (.skops)", help="model file saved by train-classifier or train-regressor"),
             Param("out_path", "raster_out", positional=True, flag="output", key="OUTPUT",
                   label="Classes or prediction", help="class (or prediction) raster"),
             CONFIDENCE,

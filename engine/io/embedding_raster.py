@@ -23,6 +23,7 @@ from ..params import DTYPES
 from .blocks import Cancel, Progress, block_windows, one_blas_thread, walk
 from .files import PAM, PendingFile, pca_sidecar_path
 from .pca import PCAProjection
+from .read_errors import check_readable_file, raster_read_errors
 from .space import EmbeddingSpace
 
 BAND_PREFIX = "gair_"
@@ -196,11 +197,9 @@ class EmbeddingRaster:
     def __init__(self, path: str | os.PathLike) -> None:
         import rasterio
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise GAIRError(f"embedding raster {self.path} does not exist")
-        with rasterio.Env(GTIFF_VIRTUAL_MEM_IO="IF_ENOUGH_RAM"):  # uncompressed tiles via mmap: ~2x faster reads
-            self._ds = rasterio.open(self.path)
+        self.path = check_readable_file(path, "embedding raster")
+        with rasterio.Env(GTIFF_VIRTUAL_MEM_IO="IF_ENOUGH_RAM"), raster_read_errors(self.path, opening=True):
+            self._ds = rasterio.open(self.path)  # uncompressed tiles via mmap: ~2x faster reads
         try:
             self.meta = self._read_meta()
             self.pca = self._load_pca()
@@ -285,7 +284,8 @@ class EmbeddingRaster:
         shape = (self.dims, int(window.height), int(window.width))
         size = shape[0] * shape[1] * shape[2]
         out = np.empty(shape, self.dtype) if buffer is None else buffer[:size].reshape(shape)
-        self._ds.read(window=window, out=out.view(np.uint8) if self._signed_bytes else out)
+        with raster_read_errors(self.path):
+            self._ds.read(window=window, out=out.view(np.uint8) if self._signed_bytes else out)
         return out
 
     def to_float(self, raw: np.ndarray, out: np.ndarray | None = None, unit: bool = True) -> np.ndarray:
@@ -333,7 +333,8 @@ class EmbeddingRaster:
 
     def read_valid_mask(self, window) -> np.ndarray:
         """(h, w) bool from the first band only: cheap, and nodata is written across all bands."""
-        band = self._ds.read(1, window=window)
+        with raster_read_errors(self.path):
+            band = self._ds.read(1, window=window)
         band = band.view(np.int8) if self._signed_bytes else band
         return np.isfinite(band) if self.dtype == "float32" else band != NODATA[self.dtype]
 

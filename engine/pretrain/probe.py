@@ -120,7 +120,7 @@ def synthetic_benchmark(out_dir: str | Path, config_path: str | Path, overrides:
 
     before = accuracies(start)
     t0 = time.perf_counter()
-    result = run(cfg)
+    result = run(cfg, overwrite=True)  # the benchmark owns its folder: a second run replaces the first
     seconds = time.perf_counter() - t0
     after = accuracies(engine.load_model(result.bundle, device="cpu"))
     return WorldBenchmark(before, after, result.bundle, seconds, result.steps, len(samples))

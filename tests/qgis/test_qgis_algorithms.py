@@ -198,7 +198,7 @@ def test_train_apply_classifier_and_regressor(gair_provider, sample_embedding, l
     labels = learnable_labels
     result = processing.run("gair:train_classifier", {
         "INPUT": str(sample_embedding), "LABELS": labels, "FIELD": "cls", "METHOD": 0, "FOLDS": 3,
-        "MODEL_OUTPUT": str(tmp_path / "m.joblib"), "REPORT": str(tmp_path / "report.html"),
+        "MODEL_OUTPUT": str(tmp_path / "m.skops"), "REPORT": str(tmp_path / "report.html"),
         "OUTPUT": str(tmp_path / "cls.tif"), "CONFIDENCE": str(tmp_path / "conf.tif")})
     classes = layer_of(result["OUTPUT"])
     assert classes.crs().authid() == "EPSG:4326"
@@ -220,7 +220,7 @@ def test_train_apply_classifier_and_regressor(gair_provider, sample_embedding, l
 
     regression = processing.run("gair:train_regressor", {
         "INPUT": str(sample_embedding), "LABELS": labels, "FIELD": "value", "METHOD": 1, "FOLDS": 3,
-        "MODEL_OUTPUT": str(tmp_path / "r.joblib"), "OUTPUT": str(tmp_path / "value.tif")})
+        "MODEL_OUTPUT": str(tmp_path / "r.skops"), "OUTPUT": str(tmp_path / "value.tif")})
     values = read(regression["OUTPUT"])[0]
     assert np.isfinite(values).all() and values.std() > 0
     assert isinstance(layer_of(regression["OUTPUT"]).renderer(), QgsSingleBandPseudoColorRenderer)
