@@ -10,7 +10,9 @@ setup:
 demo: setup
 	$(PYTHON) scripts/demo.py
 
+# ruff first (seconds): lint and import order are part of the test, as the architecture test is.
 test: setup
+	$(PYTHON) -m ruff check .
 	QT_QPA_PLATFORM=offscreen $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 package: setup

@@ -21,7 +21,7 @@ FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense field
 # `transformer` runs `nerf_fn`, which the authors' training never calls (untrained in the official weights): accepted
 # from the CLI and the engine, with a warning, but not offered among the plugin's choices.
 EXPERT_QUERY_MODES = tuple(m for m in QUERY_MODES if m not in FIELD_MODES)
-DTYPES = ("float32", "int16")
+DTYPES = ("float32", "int16", "int8")
 BACKENDS = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
@@ -198,7 +198,7 @@ def _training(task: str, methods: tuple[str, ...], default: str, field_help: str
               help="labelled points or polygons (GeoPackage, GeoJSON, shapefile; any CRS)"),
         Param(f"{task}_field", "field", key="FIELD", flag="--field", label=field_help, help=field_help),
         Param("model_path", "file_out", key="MODEL_OUTPUT", flag="--model-output", label="Trained model",
-              help="where to save the fitted model (.joblib)"),
+              help="where to save the fitted model (.skops; holds no pickle)"),
         Param("method", "choice", default, choices=methods, label="Method", help="learning method"),
         Param("folds", "int", 5, minimum=2, maximum=20, label="Cross-validation folds",
               help="k of the k-fold cross-validation (grouped by feature)"),
@@ -224,8 +224,9 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "input's). Dimensions: keep this many principal components (default 64; 0: all the model's dims, 768 for "
         "the official model). 64 components carry nearly all the variation that similarity, clustering and "
         "classifiers use, at 1/12 of the size: one Sentinel-2 tile (10980 x 10980 px) is ~31 GB in float32 at 64 "
-        "dims but ~370 GB with all 768. The log shows the estimated size before the work starts. Int16 halves the "
-        "size with a per-band scale. A quicklook PNG of three principal components is written beside the output."
+        "dims but ~370 GB with all 768, and int8 (the default data type) stores a quarter of that. The log shows "
+        "the estimated size before the work starts. A quicklook PNG of three principal components is written beside "
+        "the output."
         "\n\nThe result feeds Cluster, Similarity search and Train classifier.",
         "pipeline.raster:embed_raster",
         (
@@ -244,8 +245,13 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
             Param("dims", "int", DEFAULT_DIMS, optional=True, minimum=0, label="Dimensions to keep (0: all)",
                   help="reduce to K principal components (sidecar .pca.npz); 0 keeps all the model's dims (768 for "
                        "the official model), as does a model with at most K dims"),
-            Param("dtype", "choice", "float32", choices=DTYPES, label="Data type",
-                  help="int16 halves the file with a per-band scale"),
+            Param("dtype", "choice", "int8", choices=DTYPES, label="Data type",
+                  help="int8 (default): unit-length vectors x127, -128 nodata (the Satellite Embedding / TESSERA "
+                       "convention), 64 bytes a pixel at 64 dims, a quarter of float32, and read ~4x faster by "
+                       "every analysis. On the real samples similarity maps match float32 to r = 0.99998 (max "
+                       "difference 0.012) and classifier accuracy is unchanged; it keeps directions only, so "
+                       "k-means may split the space differently (README, 'Compact embeddings'). float32 keeps the "
+                       "vectors' lengths; int16 keeps them at half the size with a per-band scale"),
             Param("mode", "choice", "nili", choices=FIELD_MODES, advanced=True, label="Query mode",
                   help="nili: GAIR's implicit interpolation (best); bilinear/bicubic: plain token interpolation"),
             OVERLAP,
@@ -424,7 +430,7 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         (
             EMBEDDING_RASTER,
             Param("model_path", "file", positional=True, flag="model_file", key="CLASSIFIER",
-                  label="Trained model (.joblib)", help="model file saved by train-classifier or train-regressor"),
+                  label="Trained model (.skops)", help="model file saved by train-classifier or train-regressor"),
             Param("out_path", "raster_out", positional=True, flag="output", key="OUTPUT",
                   label="Classes or prediction", help="class (or prediction) raster"),
             CONFIDENCE,

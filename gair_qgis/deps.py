@@ -12,7 +12,7 @@ import sys
 
 # import name -> pip name; needed whatever the backend
 REQUIRED = {"numpy": "numpy", "rasterio": "rasterio", "pyproj": "pyproj", "shapely": "shapely", "pyogrio": "pyogrio",
-            "sklearn": "scikit-learn", "PIL": "Pillow"}
+            "sklearn": "scikit-learn", "skops": "skops", "PIL": "Pillow"}
 # at least one runtime: torch runs everything (official checkpoint, training, ONNX export), onnxruntime runs models
 BACKENDS = {"torch": "torch", "onnxruntime": "onnxruntime"}
 TORCH_EXTRA = {"safetensors": "safetensors"}

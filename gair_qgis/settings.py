@@ -27,7 +27,7 @@ class GAIRSettings:
     device: str = "auto"
 
     @classmethod
-    def load(cls) -> "GAIRSettings":
+    def load(cls) -> GAIRSettings:
         s = QgsSettings()
         backend = s.value(_PREFIX + "backend", "auto", type=str)
         device = s.value(_PREFIX + "device", "auto", type=str)

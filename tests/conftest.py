@@ -76,6 +76,17 @@ def _seed_everything() -> None:
     torch.manual_seed(TEST_SEED)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP workers fighting over the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     """The real Sentinel-2 samples the repository carries (data/samples; treat as read-only)."""

@@ -33,7 +33,8 @@ def write_official_checkpoint(path: Path, dtype) -> Path:
     """Save the golden weights the way the official checkpoint is saved: torch.save({'model': state_dict})."""
     import torch
 
-    state = {k: torch.from_numpy(v).to(dtype if v.dtype.kind == "f" else torch.int64) for k, v in golden_state_dict().items()}
+    state = {k: torch.from_numpy(v).to(dtype if v.dtype.kind == "f" else torch.int64)
+             for k, v in golden_state_dict().items()}
     torch.save({"model": state}, path)
     return path
 

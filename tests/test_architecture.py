@@ -4,7 +4,8 @@
 - engine/config.py, errors.py, params.py and the worker protocol and client use the standard library only (the
   plugin may use them in QGIS's own Python).
 - engine/runtime/, engine/io/ and engine/analysis/ never reach torch, directly or through another engine module:
-  an ONNX-only install runs the whole inference and analysis path.
+  an ONNX-only install runs the whole inference and analysis path; they and engine/pipeline/ never reach
+  engine.model (models come through the GAIRModelLike protocol).
 - gair_qgis/ reaches the engine only through gair_qgis/engine_link.py, and ships no top-level module of ours.
 - every third-party module the engine imports is declared in pyproject.toml.
 """
@@ -87,6 +88,15 @@ def test_torch_free_packages_never_reach_torch(package: str) -> None:
     for name in sorted(m for m in modules if m == package or m.startswith(package + ".")):
         via = reachable(name, modules)
         assert "torch" not in via, f"{name} reaches torch through {via['torch']}"
+
+
+@pytest.mark.parametrize("package", ("engine.pipeline", "engine.analysis", "engine.io", "engine.runtime"))
+def test_pipelines_take_models_through_the_protocol_only(package: str) -> None:
+    """The torch network is loaded by name in runtime/loading.py; nothing else reaches engine.model directly."""
+    modules = engine_modules()
+    for name in sorted(m for m in modules if m == package or m.startswith(package + ".")):
+        via = reachable(name, modules)
+        assert "engine.model" not in via, f"{name} reaches engine.model through {via['engine.model']}"
 
 
 @pytest.mark.parametrize("name", STDLIB_ONLY)

@@ -8,11 +8,13 @@ from rasterio.windows import Window
 
 from engine import Cancelled, GAIRError
 from engine.io.embedding_raster import (
+    INT8_NODATA,
     INT16_NODATA,
     EmbeddingRaster,
     EmbeddingRasterWriter,
     band_names,
     int16_scale_offset,
+    quantise_int8,
     sample_pixels,
 )
 from engine.io.files import output_files, pca_sidecar_path
@@ -196,3 +198,71 @@ def test_output_files_lists_raster_sidecars_and_quicklook(tmp_path):
     _write(path, _data(1, 4), pca=pca, model="m")
     (tmp_path / "other.tif").write_bytes(b"")
     assert [p.name for p in output_files(path)] == ["e.tif", "e.pca.npz"]
+
+
+def test_int8_round_trip_unit_vectors_within_the_cosine_bound(tmp_path):
+    """int8 stores unit vectors x127: reading gives unit vectors whose cosine to the originals is >= 1 - 1e-3
+    (rounding moves each component by <= 0.5/127), -128 in every band at nodata, the encoding in the tags."""
+    data = _data(dims=16)
+    data[:, 40, 50] = 0.0  # a zero vector has no direction: stored as nodata
+    path = _write(tmp_path / "q8.tif", data, dtype="int8")
+    with EmbeddingRaster(path) as er:
+        assert er.dtype == "int8" and er.nodata == INT8_NODATA and er._ds.tags()["GAIR_ENCODING"] == "int8_unit"
+        assert er._ds.compression is None  # plain tiles by default (read through mmap)
+        raw = er.read_raw(Window(0, 0, W, H))
+        block = er.read_block(Window(0, 0, W, H))
+        pixels = er.read_pixels(Window(0, 0, W, H))
+        mask = er.read_valid_mask(Window(0, 0, W, H))
+    assert raw.dtype == np.int8 and raw.min() >= INT8_NODATA and raw[raw != INT8_NODATA].min() >= -127
+    invalid = ~np.isfinite(data).all(axis=0) | (np.abs(data).sum(axis=0) == 0)
+    assert (raw[:, invalid] == INT8_NODATA).all() and not (raw[:, ~invalid] == INT8_NODATA).all(axis=0).any()
+    np.testing.assert_array_equal(mask, ~invalid)
+    assert np.isnan(block[:, invalid]).all() and np.isfinite(block[:, ~invalid]).all()
+    got, want = block[:, ~invalid], data[:, ~invalid]
+    norms = np.linalg.norm(got, axis=0)
+    assert np.abs(norms - 1).max() < 0.02
+    cosine = (got * want).sum(axis=0) / norms / np.linalg.norm(want, axis=0)
+    assert cosine.min() > 1 - 1e-3 and np.median(cosine) > 1 - 2e-4
+    np.testing.assert_array_equal(pixels, block.reshape(16, -1).T)
+    # the raw values are the rounded scaled unit vector, exactly
+    expected = np.clip(np.rint(want / np.linalg.norm(want, axis=0) * 127), -127, 127)
+    np.testing.assert_array_equal(raw[:, ~invalid], expected)
+    np.testing.assert_array_equal(quantise_int8(data)[:, ~invalid], expected)
+
+
+def test_int8_blocks_raw_and_chunked_floats(tmp_path):
+    """iter_blocks(raw=True) yields the stored int8 values; to_float(unit=False) is the same direction x127."""
+    data = _data(dims=8)
+    path = _write(tmp_path / "q8.tif", data, dtype="int8")
+    with EmbeddingRaster(path) as er:
+        raws = [(window, raw.copy()) for window, raw in er.iter_blocks(32, raw=True)]
+        blocks = [block.copy() for _, block in er.iter_blocks(32)]
+        assert len(raws) == len(blocks) > 1
+        for (_, raw), block in zip(raws, blocks):
+            assert raw.dtype == np.int8
+            raw_cols = raw.reshape(8, -1).copy()
+            unit = er.to_float(raw_cols)
+            scaled = er.to_float(raw_cols, unit=False)
+            np.testing.assert_array_equal(unit, block.reshape(8, -1))
+            np.testing.assert_allclose(scaled, unit * 127, rtol=1e-6, equal_nan=True)
+
+
+def test_int8_written_as_signed_bytes_by_an_older_gdal_reads_the_same(tmp_path):
+    """GDAL < 3.7 (QGIS 3.22) stores int8 as Byte: the reader takes the GAIR_ENCODING tag and views the bytes as
+    signed, so both files give the same vectors and the same nodata."""
+    import rasterio
+
+    data = _data(dims=4)
+    path = _write(tmp_path / "q8.tif", data, dtype="int8")
+    with rasterio.open(path) as src:
+        raw, profile, tags = src.read(), src.profile, src.tags()
+    profile.update(dtype="uint8", nodata=128)
+    with rasterio.open(tmp_path / "bytes.tif", "w", **profile) as dst:
+        dst.write(raw.view(np.uint8))
+        dst.update_tags(**tags)
+    window = Window(0, 0, W, H)
+    with EmbeddingRaster(path) as a, EmbeddingRaster(tmp_path / "bytes.tif") as b:
+        assert b.dtype == "int8" and b._ds.dtypes[0] == "uint8"
+        np.testing.assert_array_equal(b.read_raw(window), raw)
+        np.testing.assert_array_equal(b.read_block(window), a.read_block(window))
+        np.testing.assert_array_equal(b.read_valid_mask(window), a.read_valid_mask(window))

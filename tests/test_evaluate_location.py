@@ -12,17 +12,6 @@ from engine.errors import GAIRError
 SIGMAS = (2.0**12, 2.0**14, 2.0**16)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP workers fighting over the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from engine.pretrain.synthetic import WorldSpec, make_world

@@ -75,7 +75,8 @@ def test_vector_commands_on_the_real_samples(tmp_path, samples_dir, bundle, exam
     model = ["--model", str(bundle)]
     assert main(["embed-raster", str(folder / "tokyo_rs.tif"), str(tmp_path / "tokyo.tif"), "--dims", "3", *model]) == 0
     with pytest.warns(UserWarning, match="2 \\(outside raster\\)"):
-        assert main(["embed-features", str(folder / "tokyo_rs.tif"), str(layer), str(tmp_path / "rs.gpkg"), *model]) == 0
+        args = ["embed-features", str(folder / "tokyo_rs.tif"), str(layer), str(tmp_path / "rs.gpkg"), *model]
+        assert main(args) == 0
     assert main(["embed-photos", str(layer), str(tmp_path / "sv.gpkg"), *model]) == 0
     assert main(["embed-locations", str(layer), str(tmp_path / "loc.gpkg"), *model]) == 0
     out = capsys.readouterr().out
@@ -102,7 +103,7 @@ def test_onnx_backend_gives_the_same_field_and_points(tmp_path, bundle):
     src = write_raster(tmp_path / "in.tif", synthetic_s2(64, 96, seed=8))
     fields = []
     for name, model in (("onnx", onnx), ("torch", torch_model)):
-        with rasterio.open(embed_raster(src, tmp_path / f"{name}.tif", model, quicklook=False)) as ds:
+        with rasterio.open(embed_raster(src, tmp_path / f"{name}.tif", model, dtype="float32", quicklook=False)) as ds:
             fields.append(ds.read())
     np.testing.assert_allclose(fields[0], fields[1], rtol=1e-4, atol=1e-5)
     layer = tmp_path / "f.gpkg"

@@ -101,7 +101,8 @@ def test_no_steps_at_crop_borders(tmp_path, tiny_model, axis):
 
 def test_single_crop_raster_is_the_crop_field(tmp_path, tiny_model):
     data = synthetic_s2(CROP, CROP, seed=2)
-    out = _read(embed_raster(write_raster(tmp_path / "one.tif", data), tmp_path / "one_out.tif", tiny_model))
+    out = _read(embed_raster(write_raster(tmp_path / "one.tif", data), tmp_path / "one_out.tif", tiny_model,
+                                dtype="float32"))
     tokens = tiny_model.rs_tokens(preprocess_rs(data[MODEL_BANDS].astype(np.float32), tiny_model.config))
     expected = tiny_model.dense_field(tokens, CROP, CROP)[0].transpose(2, 0, 1)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
@@ -120,7 +121,7 @@ def test_fields_computed_in_pca_space_equal_projected_fields(tiny_model, mode):
 
 
 def test_output_format_nodata_and_quicklook(tmp_path, s2_raster, tiny_model):
-    out = embed_raster(s2_raster, tmp_path / "e.tif", tiny_model)
+    out = embed_raster(s2_raster, tmp_path / "e.tif", tiny_model, dtype="float32")
     with rasterio.open(out) as ds, rasterio.open(s2_raster) as src:
         assert (ds.width, ds.height, ds.count, ds.dtypes[0]) == (224, 160, 32, "float32")
         assert ds.transform == src.transform and ds.crs == src.crs and ds.profile["tiled"]
@@ -158,8 +159,8 @@ def test_large_quicklook_is_georeferenced_at_its_step(tmp_path, tiny_model):
 
 
 def test_coarse_pixels_follow_the_fine_field(tmp_path, s2_raster, tiny_model):
-    fine = _read(embed_raster(s2_raster, tmp_path / "f.tif", tiny_model, quicklook=False))
-    out = embed_raster(s2_raster, tmp_path / "c.tif", tiny_model, pixel_size_m=40, quicklook=False)
+    fine = _read(embed_raster(s2_raster, tmp_path / "f.tif", tiny_model, dtype="float32", quicklook=False))
+    out = embed_raster(s2_raster, tmp_path / "c.tif", tiny_model, pixel_size_m=40, dtype="float32", quicklook=False)
     with rasterio.open(out) as ds:
         assert (ds.width, ds.height, ds.res) == (56, 40, (40.0, 40.0))
         coarse = ds.read()
@@ -188,7 +189,7 @@ def test_coarser_input_is_resampled_to_the_crop_ground_size(tmp_path, tiny_model
 
 
 def test_pca_int16_matches_projected_full_field(tmp_path, s2_raster, tiny_model):
-    full = _read(embed_raster(s2_raster, tmp_path / "full.tif", tiny_model, quicklook=False))
+    full = _read(embed_raster(s2_raster, tmp_path / "full.tif", tiny_model, dtype="float32", quicklook=False))
     out = embed_raster(s2_raster, tmp_path / "pca.tif", tiny_model, dims=4, dtype="int16")
     with EmbeddingRaster(out) as er:
         assert er.int16 and er.dims == 4 and er.meta.model_dims == 32

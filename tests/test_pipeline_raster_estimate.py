@@ -57,7 +57,7 @@ def test_embed_raster_logs_estimate_then_crop_progress(tiny_model, tmp_path, cap
     src = write_raster(tmp_path / "s2.tif", synthetic_s2(160, 224, seed=2))
     out = tmp_path / "gair.tif"
     with caplog.at_level(logging.INFO, logger="engine.pipeline.raster"):
-        embed_raster(src, out, tiny_model, dims=8, overlap=0.5, batch_size=5, quicklook=False)
+        embed_raster(src, out, tiny_model, dims=8, overlap=0.5, batch_size=5, dtype="float32", quicklook=False)
     messages = [r.getMessage() for r in caplog.records if r.name == "engine.pipeline.raster"]
     estimate = next(m for m in messages if "before compression" in m)
     assert messages.index(estimate) == 0  # said before any crop is encoded
@@ -86,7 +86,7 @@ def test_warns_before_the_work_when_the_disk_is_too_small(tiny_model, tmp_path, 
     monkeypatch.setattr(raster_module.shutil, "disk_usage", lambda folder: usage(10**6, 10**6 - 1000, 1000))
     src = write_raster(tmp_path / "s2.tif", synthetic_s2(96, 96, seed=1))
     with caplog.at_level(logging.INFO, logger="engine.pipeline.raster"):
-        embed_raster(src, tmp_path / "big.tif", tiny_model, quicklook=False)
+        embed_raster(src, tmp_path / "big.tif", tiny_model, dtype="float32", quicklook=False)
     warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
     assert "big.tif may need up to 1.2 MB" in warning.getMessage() and "only 1.0 KB free" in warning.getMessage()
     assert "fewer dims" in warning.getMessage()

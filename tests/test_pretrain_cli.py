@@ -57,7 +57,7 @@ def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: no manifest") and err.count("\n") == 1
     assert build_alias(["--rasters", str(tmp_path / "none.tif"), "--photos", "x.csv", "--out", "m.csv"]) == 2
-    assert capsys.readouterr().err.startswith("error: photo table x.csv not found")
+    assert capsys.readouterr().err.startswith("error: point table x.csv not found")
 
 
 def test_ctrl_c_is_a_cancel_with_exit_130(world, tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ import rasterio
 import torch
 
 from engine import S2_BANDS, GAIRConfig, GAIRError
+from engine.io.vectors import read_point_table
 from engine.pipeline.source import SourceRaster
 from engine.pipeline.tiling import METRES_PER_DEGREE
 from engine.pretrain.augment import (
@@ -17,7 +18,7 @@ from engine.pretrain.augment import (
     rs_colour_jitter,
     sv_colour_jitter,
 )
-from engine.pretrain.build_dataset import build_manifest, read_points
+from engine.pretrain.build_dataset import build_manifest
 from engine.pretrain.build_dataset import main as build_main
 from engine.pretrain.config import DataSection
 from engine.pretrain.data import EpochSampler, PretrainDataset
@@ -38,7 +39,7 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def manifest(world):
     out = world.root / "manifest.csv"
-    report = build_manifest([world.raster], read_points(world.photos_csv), out, GROUND, seed=0)
+    report = build_manifest([world.raster], read_point_table(world.photos_csv), out, GROUND, seed=0)
     return out, report
 
 
@@ -97,7 +98,7 @@ def test_build_manifest_geographic_raster_and_gpkg(world, tmp_path):
     gpkg = geo.root / "photos.gpkg"
     pyogrio.raw.write(gpkg, shapely.to_wkb(shapely.points(x, y)), [np.array([r["path"] for r in rows], dtype=object)],
                       ["path"], geometry_type="Point", crs="EPSG:32632", driver="GPKG")
-    points = read_points(gpkg)
+    points = read_point_table(gpkg)
     assert points[0]["lon"] == pytest.approx(float(rows[0]["lon"]), abs=1e-7)
     report = build_manifest([geo.raster], points, geo.root / "m.csv", GROUND, seed=0)
     samples = read_manifest(geo.root / "m.csv")

@@ -15,7 +15,8 @@ import torch
 
 import engine
 from engine import GAIRError
-from engine.pretrain.build_dataset import build_manifest, read_points
+from engine.io.vectors import read_point_table
+from engine.pretrain.build_dataset import build_manifest
 from engine.pretrain.config import load_config
 from engine.pretrain.state import read_log
 from engine.pretrain.synthetic import WorldSpec, make_world
@@ -43,7 +44,7 @@ raise SystemExit(main(sys.argv[2:]))
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     w = make_world(tmp_path_factory.mktemp("trainworld"), WorldSpec(size_px=192, n_photos=200, n_labels=10, seed=5))
-    build_manifest([w.raster], read_points(w.photos_csv), w.root / "manifest.csv", 640.0)
+    build_manifest([w.raster], read_point_table(w.photos_csv), w.root / "manifest.csv", 640.0)
     return w
 
 

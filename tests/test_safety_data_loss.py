@@ -3,6 +3,7 @@ layer into a GeoPackage keeps its other layers, a bad output fails before any wo
 output and no lasting temp file, and two runs cannot write the same output at once."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -215,16 +216,28 @@ def test_an_output_that_is_a_folder_fails_before_any_work(tmp_path, planted, cap
     assert sorted(p.name for p in (tmp_path / "new" / "sub").iterdir()) == ["c.tif", "c.tif.aux.xml"]
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """A folder nobody can write into: mode 555, and for root (CI runs as root) the immutable flag as well."""
+    folder.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
 def test_a_read_only_output_folder_fails_before_any_work(tmp_path, planted, capsys):
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o555)
-    try:
+    with read_only(folder):
         _fails(capsys, ["cluster-embeddings", planted.path, folder / "c.tif"], "permission denied")
         _fails(capsys, ["cluster-embeddings", planted.path, folder / "new" / "c.tif"], "cannot create a folder in")
-    finally:
-        folder.chmod(0o755)
+        assert list(folder.iterdir()) == []
 
 
 # ---- 4 and 5. signals, killed runs and two runs at once ------------------------------------------------------------

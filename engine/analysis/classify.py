@@ -13,7 +13,7 @@ from ..errors import GAIRError
 from ..io.embedding_raster import EmbeddingRaster
 from ..io.guard import guarded
 from ..params import CLASSIFIERS
-from .rasters import CLASS_NODATA, OutputRaster, check_cancel, stage
+from .rasters import CLASS_NODATA, OutputRaster, all_or_nothing, check_cancel, stage
 from .report import classification_report, write_report
 from .sampling import (
     check_class_counts,
@@ -23,6 +23,8 @@ from .sampling import (
     sorted_classes,
     training_data,
 )
+
+APPLY_CHUNK = 16384  # pixels per scikit-learn call when applying a model: stays in cache, few calls per block
 
 
 @dataclass
@@ -166,6 +168,8 @@ def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, o
                      cancel: Callable[[], bool] | None = None) -> ApplyResult:
     """Apply a saved classifier (Byte class raster named by class, + float32 confidence = top probability)
     or regressor (float32 prediction raster) to an embedding raster in the space it was trained on."""
+    from sklearn import config_context as sklearn_config
+
     started = time.perf_counter()
     bundle = load_model_file(model_path)
     estimator = bundle["estimator"]
@@ -182,36 +186,50 @@ def apply_model(raster_path: str | os.PathLike, model_path: str | os.PathLike, o
                                class_names=list(bundle["classes"]))
             conf = OutputRaster(confidence_path, raster, "confidence", "float32", float("nan"),
                                 "confidence (top probability)", tags) if confidence_path is not None else None
-        outputs = [o for o in (out, conf) if o is not None]
         counts = np.zeros(len(bundle.get("classes", [])) + 1, np.int64)
-        try:
-            for window, block in raster.iter_blocks(block_size, progress, cancel):
-                bands = block.reshape(raster.dims, -1)
-                valid = np.isfinite(bands).all(axis=0)
-                pixels = bands[:, valid].T  # (n_valid, K) for scikit-learn
-                if regression:
-                    values = np.full(len(valid), np.nan, np.float32)
-                    if valid.any():
-                        values[valid] = estimator.predict(pixels)
-                    counts[0] += int(valid.sum())
-                    out.write(window, values)
-                    continue
-                classes = np.full(len(valid), CLASS_NODATA, np.uint8)
-                confidence = np.full(len(valid), np.nan, np.float32)
-                if valid.any():
-                    proba = estimator.predict_proba(pixels)
-                    classes[valid] = estimator.classes_[np.argmax(proba, axis=1)] + 1
-                    confidence[valid] = proba.max(axis=1)
-                counts += np.bincount(classes, minlength=len(counts))
-                out.write(window, classes)
-                if conf is not None:
-                    conf.write(window, confidence)
-            for o in outputs:
-                o.commit()
-        except BaseException:
-            for o in outputs:
-                o.abort()
-            raise
+        with all_or_nothing(out, conf):
+            with sklearn_config(assume_finite=True):  # nodata columns are left out before the estimator sees them
+                for window, block in raster.iter_blocks(block_size, progress, cancel, raw=True):
+                    raw = block.reshape(raster.dims, -1)
+                    if regression:
+                        values = np.full(raw.shape[1], np.nan, np.float32)
+                        counts[0] += _predict_chunks(raster, raw, estimator, values)
+                        out.write(window, values)
+                        continue
+                    classes = np.full(raw.shape[1], CLASS_NODATA, np.uint8)
+                    confidence = np.full(raw.shape[1], np.nan, np.float32)
+                    _predict_chunks(raster, raw, estimator, classes, confidence)
+                    counts += np.bincount(classes, minlength=len(counts))
+                    out.write(window, classes)
+                    if conf is not None:
+                        conf.write(window, confidence)
     named = {"pixels": int(counts[0])} if regression else dict(zip(bundle["classes"], counts[1:].tolist()))
     return ApplyResult(Path(out_path), Path(confidence_path) if conf is not None else None, named,
                        time.perf_counter() - started)
+
+
+def _predict_chunks(raster: EmbeddingRaster, raw: np.ndarray, estimator, values: np.ndarray,
+                    confidence: np.ndarray | None = None, chunk: int = APPLY_CHUNK) -> int:
+    """Predict the (K, n) stored block `raw` in cache-sized column chunks, dequantised one at a time, writing
+    `values` (regression) or class codes 1..n into `values` and the top probability into `confidence`.
+    Returns the number of valid pixels. Pixel-major views of the chunk go to scikit-learn without a gather
+    when the whole chunk is valid."""
+    scratch = np.empty((raw.shape[0], min(chunk, raw.shape[1])), np.float32)
+    valid_total = 0
+    for start in range(0, raw.shape[1], chunk):
+        x = raster.to_float(raw[:, start:start + chunk], scratch)
+        valid = np.isfinite(x).all(axis=0)
+        count = int(valid.sum())
+        if count == 0:
+            continue
+        valid_total += count
+        pixels = x.T if count == len(valid) else x[:, valid].T  # (n_valid, K) for scikit-learn
+        part = slice(start, start + x.shape[1])
+        if confidence is None:
+            values[part][valid] = estimator.predict(pixels)
+            continue
+        proba = estimator.predict_proba(pixels)
+        best = np.argmax(proba, axis=1)
+        values[part][valid] = estimator.classes_[best] + 1
+        confidence[part][valid] = proba[np.arange(len(best)), best]
+    return valid_total

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import GAIRError
 from ..io.space import EmbeddingSpace
 from ..params import LOCATION_CLASSIFIERS
-from .rasters import CLASS_NODATA, OutputRaster, check_cancel, stage
+from .rasters import CLASS_NODATA, OutputRaster, all_or_nothing, check_cancel, stage
 
 MAX_PIXELS = 50_000_000
 DEFAULT_WIDTH = 512  # pixels across the extent when no pixel size is given
@@ -154,6 +154,7 @@ def classify_location(points_path: str | os.PathLike, output_path: str | os.Path
     (default EPSG:4326; none: the points' box + 10 %). pixel_size: in extent_crs units (none: 512 px across).
     """
     from pyproj import Transformer
+    from rasterio.windows import Window
 
     from ..runtime.loading import load_model
     from ..runtime.protocol import GAIRModelLike
@@ -175,16 +176,14 @@ def classify_location(points_path: str | os.PathLike, output_path: str | os.Path
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     like = SimpleNamespace(path=Path(points_path), width=width, height=height, crs=crs, transform=transform,
                            tile_shape=(TILE, TILE), meta=SimpleNamespace(space=EmbeddingSpace.of_model(model)))
-    outputs = [OutputRaster(output_path, like, "classes", "uint8", CLASS_NODATA, "class (from location)",
-                            {"GAIR_METHOD": method}, class_names=classes)]
-    if confidence_path:
-        outputs.append(OutputRaster(confidence_path, like, "confidence", "float32", float("nan"), "confidence"))
+    classes_out = OutputRaster(output_path, like, "classes", "uint8", CLASS_NODATA, "class (from location)",
+                               {"GAIR_METHOD": method}, class_names=classes)
+    confidence_out = (OutputRaster(confidence_path, like, "confidence", "float32", float("nan"), "confidence")
+                      if confidence_path else None)
     counts = np.zeros(len(classes), np.int64)
     report = stage(progress, 0.05, 1.0)
     rows_per_block = max(1, min(height, LOCATIONS_PER_BLOCK // max(width, 1)))
-    try:
-        from rasterio.windows import Window
-
+    with all_or_nothing(classes_out, confidence_out):
         for row0 in range(0, height, rows_per_block):
             check_cancel(cancel, "mapping classes")
             rows = min(rows_per_block, height - row0)
@@ -202,17 +201,11 @@ def classify_location(points_path: str | os.PathLike, output_path: str | os.Path
                 conf[valid] = proba.max(1)
                 counts += np.bincount(cls[valid] - 1, minlength=len(classes))
             window = Window(0, row0, width, rows)
-            outputs[0].write(window, cls)
-            if confidence_path:
-                outputs[1].write(window, conf)
+            classes_out.write(window, cls)
+            if confidence_out is not None:
+                confidence_out.write(window, conf)
             if report:
                 report((row0 + rows) / height)
-        for out in outputs:
-            out.commit()
-    except BaseException:
-        for out in outputs:
-            out.abort()
-        raise
     return LocationMapResult(Path(output_path), classes, accuracy, used_folds, len(labels), width, height,
                              Path(confidence_path) if confidence_path else None,
                              {c: int(n) for c, n in zip(classes, counts)}, time.perf_counter() - started)

@@ -33,8 +33,7 @@ def read_pixels_at(raster: EmbeddingRaster, rows: np.ndarray, cols: np.ndarray) 
         idx = np.flatnonzero(tile_ids == tile)
         r0, c0 = rows[idx].min(), cols[idx].min()
         window = Window(c0, r0, cols[idx].max() - c0 + 1, rows[idx].max() - r0 + 1)
-        block = raster.read_pixels(window)
-        out[idx] = block[(rows[idx] - r0) * int(window.width) + (cols[idx] - c0)]
+        out[idx] = raster.read_columns(window, (rows[idx] - r0) * int(window.width) + (cols[idx] - c0))
     return out
 
 

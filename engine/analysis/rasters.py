@@ -6,7 +6,8 @@ from __future__ import annotations
 import colorsys
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -50,10 +51,10 @@ class OutputRaster:
         self.class_names = class_names
         profile = {"driver": "GTiff", "width": like.width, "height": like.height, "count": 1, "dtype": dtype,
                    "crs": like.crs, "transform": like.transform, "nodata": nodata, "tiled": True,
-                   "blockxsize": like.tile_shape[1], "blockysize": like.tile_shape[0], "compress": "deflate",
-                   "BIGTIFF": "IF_SAFER"}
-        if dtype == "float32":  # smooth float maps: the floating-point predictor helps, fast level is enough
-            profile.update(predictor=3, zlevel=1)
+                   "blockxsize": like.tile_shape[1], "blockysize": like.tile_shape[0], "BIGTIFF": "IF_SAFER",
+                   # ZSTD level 1, no predictor: writes ~5x faster than DEFLATE with the float predictor (0.03 s vs
+                   # 0.16 s for a 2048^2 float32 map) for ~5% more bytes; QGIS 3.22's GDAL reads it.
+                   "compress": "zstd", "zstd_level": 1}
         self.ds = rasterio.open(self.tmp, "w", **profile)
         tags = {**(tags or {}), TAG_KIND: kind, "GAIR_SOURCE": like.path.name, "GAIR_SOURCE_SPACE": like.meta.space.id}
         if class_names is not None:
@@ -83,6 +84,20 @@ class OutputRaster:
     def abort(self) -> None:
         self.close()
         self._pending.abort()
+
+
+@contextmanager
+def all_or_nothing(*outputs: OutputRaster | None) -> Iterator[None]:
+    """The outputs of one run: all committed when the block succeeds, all aborted (no file left) when it fails."""
+    pending = [o for o in outputs if o is not None]
+    try:
+        yield
+        for output in pending:
+            output.commit()
+    except BaseException:
+        for output in pending:
+            output.abort()
+        raise
 
 
 def _class_pam(class_names: list[str]) -> str:

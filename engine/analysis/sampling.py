@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from ..io.vectors import read_layer
 from .pixels import samples_from_layer
 
 MODEL_FORMAT = "gair-analysis-model"
-MODEL_VERSION = 2  # 2: the full embedding-space identity (query mode, NILI convention, PCA hash, options)
+MODEL_VERSION = 3  # 2: the full embedding-space identity; 3: a skops file (no pickle) with JSON metadata
 
 
 @dataclass
@@ -103,36 +105,131 @@ def check_class_counts(labels: np.ndarray, groups: np.ndarray, folds: int) -> No
                         f"label at least {folds} features of each class, merge rare classes, or lower folds")
 
 
-def save_model_file(path: str | os.PathLike, raster: EmbeddingRaster, **content) -> Path:
-    """joblib file holding the estimator plus the embedding space (as plain values) and dims it was trained on."""
-    import joblib
+def save_model_file(path: str | os.PathLike, raster: EmbeddingRaster, *, estimator, **content) -> Path:
+    """skops file: the estimator as arrays plus plain values (no pickle), and the embedding space (as plain values)
+    and dims it was trained on as one JSON text, so loading it can never run code."""
     import sklearn
+    import skops.io
 
     space = raster.meta.space
-    bundle = dict(format=MODEL_FORMAT, version=MODEL_VERSION, model=space.model, space=dataclasses.asdict(space),
-                  space_id=space.id, dims=raster.dims, sklearn=sklearn.__version__, **content)
+    meta = dict(model=space.model, space=dataclasses.asdict(space), space_id=space.id, dims=raster.dims,
+                unit_vectors=raster.dtype == "int8", sklearn=sklearn.__version__, **content)
+    bundle = dict(format=MODEL_FORMAT, version=MODEL_VERSION, meta=json.dumps(meta, default=_plain),
+                  estimator=estimator)
     with atomic_path(path) as tmp:
-        joblib.dump(bundle, tmp, compress=3)
+        skops.io.dump(bundle, tmp)
     return Path(path)
 
 
+def _plain(value):
+    """numpy scalars and arrays in reports as JSON numbers and lists."""
+    return value.tolist() if isinstance(value, (np.generic, np.ndarray)) else str(value)
+
+
 def load_model_file(path: str | os.PathLike) -> dict:
-    """Load a saved model (trusted files only: joblib runs pickled code, like any scikit-learn model file)."""
-    import joblib
+    """Load a saved model: only skops files whose every stored type is one GAIR writes (checked in the file's
+    schema before anything is built); pickles (joblib, .pkl) are refused unopened, as they can run code."""
+    import skops.io
 
     path = Path(path)
-    if not path.is_file():
-        raise GAIRError(f"model file {path} does not exist")
+    head = read_head(path, "model file", 8)
+    if head[:4] != b"PK\x03\x04":
+        if _looks_like_pickle(head):
+            raise GAIRError(f"{path.name} is a pickle (a model file of an older GAIR version, or of another tool), "
+                            f"which can run code when loaded; it was not opened: re-train the model with this "
+                            f"version of GAIR")
+        raise GAIRError(f"{path.name} is not a readable GAIR analysis model (neither a skops file nor a pickle); "
+                        f"train one with `python -m engine train-classifier`")
     try:
-        bundle = joblib.load(path)
-    except Exception as exc:
-        raise GAIRError(f"{path.name} is not a readable GAIR analysis model ({exc})") from exc
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+        foreign = sorted(t for t in stored_types(schema) if t not in ALLOWED_MODEL_TYPES)
+        if not foreign:
+            bundle = skops.io.load(path, trusted=SKOPS_TRUSTED)
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError) as exc:
+        raise GAIRError(f"{path.name} is not a readable GAIR analysis model (damaged or cut short: {exc}); "
+                        f"train it again") from exc
+    except Exception as exc:  # skops refusing a type, or a schema it cannot rebuild
+        raise GAIRError(f"{path.name} is not a readable GAIR analysis model ({type(exc).__name__}: {exc})") from exc
+    if foreign:
+        raise GAIRError(f"{path.name} holds types GAIR never writes ({', '.join(foreign[:3])}); it was refused "
+                        f"without loading it, as it could run code: use a model trained by GAIR")
     if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
-        raise GAIRError(f"{path.name} is not a GAIR analysis model (train one with `python -m engine classify`)")
+        raise GAIRError(f"{path.name} is not a GAIR analysis model (train one with "
+                        "`python -m engine train-classifier`)")
     if bundle.get("version") != MODEL_VERSION:
         raise GAIRError(f"{path.name} was saved by another GAIR version (model file version {bundle.get('version')}, "
                         f"this one reads {MODEL_VERSION}); train it again")
-    return bundle
+    try:
+        meta = json.loads(bundle["meta"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GAIRError(f"{path.name} is not a readable GAIR analysis model (metadata: {exc})") from exc
+    return dict(format=MODEL_FORMAT, version=MODEL_VERSION, estimator=bundle["estimator"], **meta)
+
+
+def read_head(path: Path, what: str, size: int) -> bytes:
+    """The first bytes of a regular file, with one line for a missing, unreadable, special or empty file."""
+    try:
+        if not path.is_file():
+            raise GAIRError(f"{what} {path} does not exist" if not path.exists() else
+                            f"{what} {path} is not a regular file")
+        with path.open("rb") as f:
+            head = f.read(size)
+    except PermissionError as exc:
+        raise GAIRError(f"{what} {path} cannot be read: permission denied (ask its owner to share it)") from exc
+    if not head:
+        raise GAIRError(f"{what} {path} is empty (0 bytes); save or copy it again")
+    return head
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    """pickle protocol 2+ (b"\\x80"), joblib's zlib/gzip/bz2/xz/lz4 compressions, or protocol 0/1 opcodes."""
+    return head[:1] in (b"\x80", b"(", b"]", b"}") or head[:2] in (b"x\x01", b"x\x5e", b"x\x9c", b"x\xda",
+                                                                 b"\x1f\x8b") or head[:3] == b"BZh" \
+        or head[:6] == b"\xfd7zXZ" or head[:4] == b"\x04\x22\x4d\x18" or head.startswith(b"ZF")
+
+
+def stored_types(schema) -> set[str]:
+    """Every `module.Class` a skops schema would build (estimators, arrays' dtypes, containers) and every skops
+    loader it names, read as JSON."""
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node:
+                found.add(f"{node.get('__module__')}.{node['__class__']}")
+            if "__loader__" in node:
+                found.add(f"skops loader {node['__loader__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+# What save_model_file writes for the estimators of make_classifier / make_regressor (binary and multi-class),
+# and nothing else: containers, plain values, numeric arrays, and the scikit-learn classes those estimators hold.
+ALLOWED_MODEL_TYPES = frozenset(
+    [f"builtins.{n}" for n in ("dict", "list", "tuple", "str", "int", "float", "bool", "NoneType")]
+    + [f"numpy.{n}" for n in ("ndarray", "float64", "float32", "int64", "int32", "intp", "uint8", "uint32",
+                              "uint64", "bool", "bool_")]
+    + ["numpy.random._generator.Generator",
+       "sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler",
+       "sklearn.preprocessing._label.LabelEncoder",
+       "sklearn.linear_model._logistic.LogisticRegression", "sklearn.linear_model._ridge.RidgeCV",
+       "sklearn.ensemble._forest.RandomForestClassifier", "sklearn.ensemble._forest.RandomForestRegressor",
+       "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeRegressor",
+       "sklearn.tree._tree.Tree", "sklearn.neighbors._classification.KNeighborsClassifier",
+       "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+       "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+       "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+       "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss.loss.HalfMultinomialLoss",
+       "sklearn._loss._loss.CyHalfBinomialLoss", "sklearn._loss._loss.CyHalfMultinomialLoss",
+       "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit", "sklearn._loss.link.Interval"]
+    + [f"skops loader {n}Node" for n in ("Dict", "List", "Tuple", "Json", "Type", "NdArray", "Object", "Tree", "Loss",
+                                         "RandomGenerator")])
+# the two of them skops does not trust by default (checked against the whole list above first)
+SKOPS_TRUSTED = ["sklearn.tree._tree.Tree", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 
 
 def check_model_matches(bundle: dict, raster: EmbeddingRaster, model_path) -> None:
@@ -145,3 +242,8 @@ def check_model_matches(bundle: dict, raster: EmbeddingRaster, model_path) -> No
     if bundle["dims"] != raster.dims:
         raise GAIRError(f"{name} was trained on {bundle['dims']}-dim embeddings, but {raster.path.name} has "
                         f"{raster.dims} dims; use a raster embedded the same way, or retrain on this one")
+    unit = raster.dtype == "int8"
+    if bundle.get("unit_vectors", unit) != unit:  # int8 rasters hold unit vectors, the others keep the lengths
+        trained = "int8 (unit-length)" if bundle["unit_vectors"] else "float32/int16"
+        raise GAIRError(f"{name} was trained on {trained} embeddings but {raster.path.name} stores {raster.dtype}; "
+                        "apply it to a raster of the data type it was trained on, or retrain on this one")

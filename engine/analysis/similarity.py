@@ -6,6 +6,7 @@ trip through memory.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,9 +23,10 @@ from ..io.space import check_same_space
 from ..io.vectors import META_TABLE, read_layer, read_layer_metadata, reproject, require_layer_crs, write_gpkg
 from ..params import AGGREGATES
 from .pixels import pixel_centres, read_pixels_at, samples_from_layer, world_to_pixel
-from .rasters import MASK_NODATA, OutputRaster, stage
+from .rasters import MASK_NODATA, OutputRaster, all_or_nothing, stage
 
 CHUNK_COLUMNS = 4096  # pixels per chunk: long enough rows for BLAS, small enough to stay in cache for the norm
+IN_MEMORY_PEAKS_PIXELS = 64 * 2**20  # similarity maps up to this size (256 MB) are kept in memory for the peaks
 
 
 @dataclass
@@ -72,16 +74,22 @@ def query_matrix(references: np.ndarray, aggregate: str) -> np.ndarray:
     return unit_rows(refs.mean(axis=0)) if aggregate == "mean" else refs
 
 
-def cosine_scan(bands: np.ndarray, query: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(K, n) float32 band-major pixels x (m, K) unit query rows -> (n,) max cosine over the rows (NaN nodata).
+def cosine_scan(bands: np.ndarray, query: np.ndarray, out: np.ndarray | None = None,
+                to_float: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """(K, n) band-major pixels x (m, K) unit query rows -> (n,) max cosine over the rows (NaN nodata).
 
     Column chunks keep the dot product and the pixel norms to one trip through memory for the block.
+    `bands` is float32, or raw stored values with `to_float(raw_chunk, scratch)` (EmbeddingRaster.to_float)
+    dequantising each chunk in cache: int8 blocks never exist as float32 in full.
     """
     n = bands.shape[1]
     out = np.empty(n, np.float32) if out is None else out
     q = np.ascontiguousarray(query[0] if len(query) == 1 else query, dtype=np.float32)
+    scratch = np.empty((bands.shape[0], min(n, CHUNK_COLUMNS)), np.float32) if to_float is not None else None
     for start in range(0, n, CHUNK_COLUMNS):
         x = bands[:, start:start + CHUNK_COLUMNS]
+        if to_float is not None:
+            x = to_float(x, scratch)
         dots = q @ x if q.ndim == 1 else (q @ x).max(axis=0)
         norms = np.einsum("kn,kn->n", x, x)
         np.sqrt(norms, out=norms)
@@ -186,12 +194,17 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
                            tags={"GAIR_AGGREGATE": aggregate})
         mask = OutputRaster(mask_path, raster, "mask", "uint8", MASK_NODATA, f"similarity >= {threshold}") \
             if mask_path is not None else None
-        outputs = [o for o in (out, mask) if o is not None]
-        try:
+        with all_or_nothing(out, mask):
             valid = masked = 0
-            for window, block in raster.iter_blocks(block_size, stage(progress, 0.0, 0.9), cancel):
-                sim = cosine_scan(block.reshape(raster.dims, -1), query)
+            # cosine is scale-free: int8 chunks are cast to float without the 1/127 (one pass less)
+            to_float = functools.partial(raster.to_float, unit=False)
+            whole = (np.empty((raster.height, raster.width), np.float32)
+                     if top_k > 0 and raster.height * raster.width <= IN_MEMORY_PEAKS_PIXELS else None)
+            for window, block in raster.iter_blocks(block_size, stage(progress, 0.0, 0.9), cancel, raw=True):
+                sim = cosine_scan(block.reshape(raster.dims, -1), query, to_float=to_float)
                 out.write(window, sim)
+                if whole is not None:
+                    whole[_slices(window)] = sim.reshape(int(window.height), int(window.width))
                 finite = np.isfinite(sim)
                 valid += int(finite.sum())
                 if mask is not None:
@@ -201,15 +214,13 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
             radius = min_distance_px if exclude_radius_px is None else exclude_radius_px
             excluded = (reference_pixels(raster, points, points_crs, reference_layer, layer) if radius > 0
                         else np.empty((0, 2), np.int64))
-            hits = (_top_peaks(raster, out.close(), top_k, min_distance_px, threshold, excluded, radius)
-                    if top_k > 0 else [])
+            if top_k <= 0:
+                hits = []
+            elif whole is not None:
+                hits = _hits(raster, _peaks_in_memory(whole, top_k, min_distance_px, threshold, excluded, radius))
+            else:
+                hits = _top_peaks(raster, out.close(), top_k, min_distance_px, threshold, excluded, radius)
             written_hits = _write_hits(hits_path, hits, raster.crs) if hits_path is not None and hits else None
-            for o in outputs:
-                o.commit()
-        except BaseException:
-            for o in outputs:
-                o.abort()
-            raise
     if progress is not None:
         progress(1.0)
     return SimilarityResult(Path(out_path), len(references), hits,
@@ -256,6 +267,64 @@ def _top_peaks(raster: EmbeddingRaster, sim_path: Path, top_k: int, min_distance
             chosen.append((score, row, col))
             if len(chosen) == top_k:
                 break
+    return _hits(raster, chosen)
+
+
+def _slices(window) -> tuple[slice, slice]:
+    r0, c0 = int(window.row_off), int(window.col_off)
+    return slice(r0, r0 + int(window.height)), slice(c0, c0 + int(window.width))
+
+
+def _peaks_in_memory(sim: np.ndarray, top_k: int, min_distance: int, threshold: float | None,
+                     excluded: np.ndarray | None = None, exclude_radius: float = 0) -> list[tuple[float, int, int]]:
+    """The peaks `_top_peaks` defines (local maxima of the (2r+1)^2 square, greedy r-pixel suppression, best first,
+    ties row-major), from a map in memory without filtering all of it: pixels are visited from the highest down,
+    in growing batches, and only those are checked for being a local maximum (~10x faster than the filter)."""
+    r = max(int(min_distance), 1)
+    height, width = sim.shape
+    values = np.where(np.isfinite(sim), sim, -np.inf).ravel()
+    if threshold is not None:
+        values[values < threshold] = -np.inf
+    padded = np.full((height + 2 * r, width + 2 * r), -np.inf, np.float32)
+    padded[r:r + height, r:r + width] = values.reshape(height, width)
+    offsets = np.arange(-r, r + 1)
+    chosen: list[tuple[float, int, int]] = []
+    done, batch = 0, 64 * top_k + 1024  # pixels visited so far (a prefix of the best-first order), next prefix size
+    while len(chosen) < top_k and done < values.size:
+        size = min(values.size, done + batch)
+        kth = -np.partition(-values, size - 1)[size - 1]
+        if kth == -np.inf:
+            prefix = np.flatnonzero(values > -np.inf)
+        else:
+            prefix = np.flatnonzero(values >= kth)  # ties at the cut stay together
+        prefix = prefix[np.lexsort((prefix, -values[prefix]))][done:]
+        done += len(prefix)
+        if len(prefix) == 0:
+            break
+        rows, cols = np.divmod(prefix, width)
+        peak = np.empty(len(prefix), bool)
+        step = max(1, 2**23 // len(offsets) ** 2)  # neighbourhoods of at most ~32 MB at a time
+        for i in range(0, len(prefix), step):
+            part = slice(i, i + step)
+            neighbourhood = padded[rows[part, None, None] + r + offsets[None, :, None],
+                                   cols[part, None, None] + r + offsets[None, None, :]]
+            peak[part] = neighbourhood.max(axis=(1, 2)) <= values[prefix[part]]
+        rows, cols, scores = rows[peak], cols[peak], values[prefix][peak]
+        if excluded is not None and len(excluded) and len(rows):
+            near = _near_any(rows, cols, excluded, exclude_radius)
+            rows, cols, scores = rows[~near], cols[~near], scores[~near]
+        for score, row, col in zip(scores.tolist(), rows.tolist(), cols.tolist()):
+            if all((row - rr) ** 2 + (col - cc) ** 2 >= r * r for _, rr, cc in chosen):
+                chosen.append((score, row, col))
+                if len(chosen) == top_k:
+                    break
+        if kth == -np.inf:
+            break
+        batch *= 4
+    return chosen
+
+
+def _hits(raster: EmbeddingRaster, chosen: list[tuple[float, int, int]]) -> list[SimilarityHit]:
     xs, ys = pixel_centres(raster, [c[1] for c in chosen], [c[2] for c in chosen])
     return [SimilarityHit(i + 1, s, float(x), float(y), row, col)
             for i, ((s, row, col), x, y) in enumerate(zip(chosen, np.atleast_1d(xs), np.atleast_1d(ys)))]

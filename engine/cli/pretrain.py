@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from CHECKPOINT, or from the newest one in the output folder (a fresh start when "
                         "there is none yet)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run in an output folder that is not empty (its checkpoints are deleted)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar (= train.progress=false)")
     p.set_defaults(handler=_pretrain)
@@ -101,7 +103,7 @@ def _pretrain(args) -> int:
         return 0
     from ..pretrain.train import run
 
-    result = run(cfg, resume=args.resume, cancel=_cancel_callback(args))
+    result = run(cfg, resume=args.resume, cancel=_cancel_callback(args), overwrite=args.overwrite)
     if result.bundle is not None:
         print(f"done: {result.steps} steps, last loss {result.last_loss:.4f}, {result.samples_per_s:.1f} samples/s; "
               f"bundle {result.bundle}; log {result.log}")
@@ -110,14 +112,15 @@ def _pretrain(args) -> int:
 
 def _build_dataset(args) -> int:
     from ..config import GAIRConfig
-    from ..pretrain.build_dataset import build_manifest, expand_rasters, read_points
+    from ..io.vectors import read_point_table
+    from ..pretrain.build_dataset import build_manifest, expand_rasters
 
     model_config = GAIRConfig()
     if args.config:
         from ..pretrain.config import load_config
 
         model_config = load_config(args.config).gair_config()
-    points = read_points(args.photos, args.lon_field, args.lat_field, args.path_field, args.date_field,
+    points = read_point_table(args.photos, args.lon_field, args.lat_field, args.path_field, args.date_field,
                          args.label_field)
     with progress(args, "crops") as bar:
         report = build_manifest(expand_rasters(args.rasters), points, args.out,

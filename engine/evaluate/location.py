@@ -13,7 +13,6 @@ config, seeded.
 from __future__ import annotations
 
 import copy
-import csv
 import os
 from pathlib import Path
 
@@ -35,17 +34,12 @@ def read_labelled_points(path: str | os.PathLike, class_field: str = "label", lo
     if not path.is_file():
         raise GAIRError(f"labelled points {path} not found")
     if path.suffix.lower() in (".csv", ".txt"):
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        columns = set(rows[0]) if rows else set()
-        missing = [c for c in (lon_field, lat_field, class_field) if c not in columns]
-        if missing:
-            raise GAIRError(f"{path.name} has no column(s) {missing}; its columns are {sorted(columns)}")
-        try:
-            lonlat = np.array([[float(r[lon_field]), float(r[lat_field])] for r in rows], np.float64)
-        except ValueError:
-            raise GAIRError(f"{path.name}: {lon_field}/{lat_field} must be numbers") from None
-        labels, ok = class_labels(np.array([r[class_field] for r in rows], dtype=object))
+        from ..io.vectors import read_point_table
+
+        rows = read_point_table(path, lon_field, lat_field, path_field="", label_field=class_field,
+                                require_label=True)
+        lonlat = np.array([[r["lon"], r["lat"]] for r in rows], np.float64).reshape(-1, 2)
+        labels, ok = class_labels(np.array([r["label"] for r in rows], dtype=object))
     else:
         from ..io.vectors import read_layer
         from .points import _point_xy

@@ -1,7 +1,11 @@
 """The embedding raster format: one GeoTIFF band per embedding dimension, tagged with the vector space it lives in.
 
-Writers (the pipeline) and readers (analysis, plugin) share this module so the tags, nodata rules, int16 scaling
-and PCA sidecar are defined once. See docs/ENGINE_API.md, "Embedding raster format".
+Writers (the pipeline) and readers (analysis, plugin) share this module so the tags, nodata rules, int8/int16
+encodings and PCA sidecar are defined once. See docs/ENGINE_API.md, "Embedding raster format".
+
+Encodings (tag GAIR_ENCODING): float32 (NaN nodata), int16 (per-band GDAL scale/offset, -32768 nodata) and int8
+(each pixel's vector scaled to unit length, then x127 and rounded; -128 nodata: the convention of the Satellite
+Embedding and TESSERA products). Readers dequantise to float32: int8 gives unit vectors (the length is not kept).
 """
 from __future__ import annotations
 
@@ -16,14 +20,20 @@ import numpy as np
 
 from ..errors import GAIRError
 from ..params import DTYPES
-from .blocks import Cancel, Progress, block_windows, walk
+from .blocks import Cancel, Progress, block_windows, one_blas_thread, walk
 from .files import PAM, PendingFile, pca_sidecar_path
 from .pca import PCAProjection
+from .read_errors import check_readable_file, raster_read_errors
 from .space import EmbeddingSpace
 
 BAND_PREFIX = "gair_"
 INT16_NODATA = -32768
 INT16_LIMIT = 32767
+INT8_NODATA = -128
+INT8_LIMIT = 127
+NODATA = {"float32": float("nan"), "int16": INT16_NODATA, "int8": INT8_NODATA}
+TAG_ENCODING = "GAIR_ENCODING"
+ENCODINGS = {"float32": "float32", "int16": "int16_band_scaled", "int8": "int8_unit"}
 # What a GAIR raster is: embedding rasters hold vectors; derived rasters (analysis outputs) hold one value per pixel.
 TAG_KIND = "GAIR_KIND"
 KIND_EMBEDDING = "embedding"
@@ -35,6 +45,17 @@ TAG_MODEL_DIMS = "GAIR_MODEL_DIMS"  # dims of the model's own space (differs fro
 
 def band_names(dims: int) -> list[str]:
     return [f"{BAND_PREFIX}{i:03d}" for i in range(dims)]
+
+
+def quantise_int8(block: np.ndarray) -> np.ndarray:
+    """(K, ...) float vectors (NaN = nodata) -> int8 unit vectors x127; -128 in every band where nodata or zero."""
+    block = np.asarray(block, np.float32)
+    norms = np.sqrt(np.einsum("k...,k...->...", block, block))
+    invalid = ~(np.isfinite(norms) & (norms > 0))
+    scaled = block * (INT8_LIMIT / np.where(invalid, 1.0, norms))
+    raw = np.clip(np.rint(np.nan_to_num(scaled)), -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
+    raw[:, invalid] = INT8_NODATA
+    return raw
 
 
 def int16_scale_offset(sample: np.ndarray, margin: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
@@ -50,9 +71,9 @@ class EmbeddingRasterWriter:
     """Writes an embedding raster to a temp file beside `path`; `commit()` renames it into place, `abort()` deletes.
 
     Use as a context manager: commits on success, aborts on any exception (including Cancelled).
-    Band-interleaved tiles, compressed with ZSTD level 1 (fast; QGIS 3.22's GDAL reads it) with the floating-point
-    predictor for float32 (~20% smaller) and the integer predictor for int16. compress="none" writes plain tiles,
-    which analysis reads about 3x faster (through mmap) at the cost of size.
+    Band-interleaved tiles. compress="auto": int8 plain tiles (analysis reads them through mmap at ~40 Mpix/s for
+    64 dims; ZSTD would save ~25% but decode at ~10 Mpix/s on one core), float32/int16 ZSTD level 1 with the
+    floating-point / integer predictor (~20% smaller; QGIS 3.22's GDAL reads it). Any GDAL codec name is accepted.
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, crs, transform, dims: int, model: str,
@@ -81,15 +102,14 @@ class EmbeddingRasterWriter:
         self._pending = PendingFile(self.path, sidecars=(PAM,))
         profile = {"driver": "GTiff", "width": int(width), "height": int(height), "count": self.dims, "dtype": dtype,
                    "crs": crs, "transform": transform, "tiled": True, "blockxsize": tile, "blockysize": tile,
-                   "interleave": "band", "BIGTIFF": "IF_SAFER",
-                   "nodata": float("nan") if dtype == "float32" else INT16_NODATA}
+                   "interleave": "band", "BIGTIFF": "IF_SAFER", "nodata": NODATA[dtype]}
         if compress == "auto":
-            compress = "zstd"
+            compress = "none" if dtype == "int8" else "zstd"
         if compress not in (None, "none"):
             profile.update(compress=compress, predictor=3 if dtype == "float32" else 2)
             if compress == "zstd":
                 profile["zstd_level"] = 1
-        tags = {**(extra_tags or {}), TAG_KIND: KIND_EMBEDDING, **self.space.tags(),
+        tags = {**(extra_tags or {}), TAG_KIND: KIND_EMBEDDING, **self.space.tags(), TAG_ENCODING: ENCODINGS[dtype],
                 TAG_CROP_PIXELS: "" if crop_pixels is None else str(int(crop_pixels)),
                 TAG_CROP_GROUND_M: "" if crop_ground_m is None else repr(float(crop_ground_m)),
                 TAG_DIMS: str(self.dims), TAG_MODEL_DIMS: str(pca.input_dims if pca else self.dims),
@@ -116,6 +136,8 @@ class EmbeddingRasterWriter:
             raw = np.clip(np.nan_to_num(raw), -INT16_LIMIT, INT16_LIMIT).astype(np.int16)
             raw[:, invalid] = INT16_NODATA
             block = raw
+        elif self.dtype == "int8":
+            block = quantise_int8(block)
         else:
             block = block.astype(np.float32, copy=False)
         self._ds.write(block, window=window)
@@ -165,7 +187,8 @@ class EmbeddingMeta:
 
 
 class EmbeddingRaster:
-    """An open embedding raster: metadata plus float32 block reads with NaN for nodata.
+    """An open embedding raster: metadata plus float32 block reads with NaN for nodata (any encoding), and raw
+    block reads in the stored type for the scans, which dequantise cache-sized column chunks (`to_float`).
 
     Refuses rasters that are not embeddings (analysis outputs say what they are in GAIR_KIND) and a PCA sidecar
     that is not the projection the raster was written with.
@@ -174,20 +197,26 @@ class EmbeddingRaster:
     def __init__(self, path: str | os.PathLike) -> None:
         import rasterio
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise GAIRError(f"embedding raster {self.path} does not exist")
-        with rasterio.Env(GTIFF_VIRTUAL_MEM_IO="IF_ENOUGH_RAM"):  # uncompressed tiles via mmap: ~2x faster reads
-            self._ds = rasterio.open(self.path)
+        self.path = check_readable_file(path, "embedding raster")
+        with rasterio.Env(GTIFF_VIRTUAL_MEM_IO="IF_ENOUGH_RAM"), raster_read_errors(self.path, opening=True):
+            self._ds = rasterio.open(self.path)  # uncompressed tiles via mmap: ~2x faster reads
         try:
             self.meta = self._read_meta()
             self.pca = self._load_pca()
         except Exception:
             self._ds.close()
             raise
-        self.int16 = self._ds.dtypes[0] == "int16"
-        self._scale = np.asarray(self._ds.scales, np.float32)[:, None, None]
-        self._offset = np.asarray(self._ds.offsets, np.float32)[:, None, None]
+        self.dtype = self._ds.dtypes[0]
+        # GDAL before 3.7 has no Int8 type and writes/reads signed bytes as Byte (PIXELTYPE=SIGNEDBYTE): same bytes
+        self._signed_bytes = self.dtype == "uint8" and self._ds.tags().get(TAG_ENCODING) == ENCODINGS["int8"]
+        if self._signed_bytes:
+            self.dtype = "int8"
+        if self.dtype not in DTYPES:
+            self._ds.close()
+            raise GAIRError(f"{self.path.name} stores {self.dtype} values; embedding rasters are {' / '.join(DTYPES)}")
+        self.int16 = self.dtype == "int16"
+        self._scale = np.asarray(self._ds.scales, np.float32)[:, None]
+        self._offset = np.asarray(self._ds.offsets, np.float32)[:, None]
 
     def _read_meta(self) -> EmbeddingMeta:
         tags = self._ds.tags()
@@ -246,22 +275,48 @@ class EmbeddingRaster:
         return block_windows(self.height, self.width, bh, bw)
 
     # -- reading -------------------------------------------------------------------------------------------------
-    def read_block(self, window, buffer: np.ndarray | None = None) -> np.ndarray:
-        """(K, h, w) float32, NaN where nodata; int16 rasters are unscaled with their GDAL scale/offset.
+    def read_raw(self, window, buffer: np.ndarray | None = None) -> np.ndarray:
+        """(K, h, w) in the stored type (float32, int16 or int8), as in the file; `to_float` makes floats of it.
 
-        `buffer`: optional 1-D float32 scratch of >= K*h*w elements; the result is then a view of it (scans reuse
-        one buffer instead of page-faulting a fresh array per block, ~1.5x faster reads).
+        `buffer`: optional 1-D scratch of the stored type and >= K*h*w elements; the result is then a view of it
+        (scans reuse one buffer instead of page-faulting a fresh array per block, ~1.5x faster reads).
         """
         shape = (self.dims, int(window.height), int(window.width))
         size = shape[0] * shape[1] * shape[2]
-        out = np.empty(shape, np.float32) if buffer is None else buffer[:size].reshape(shape)
-        if not self.int16:
-            return self._ds.read(window=window, out=out)
-        raw = self._ds.read(window=window)
-        np.multiply(raw, self._scale, out=out)
-        out += self._offset
-        out[:, (raw == INT16_NODATA).any(axis=0)] = np.nan
+        out = np.empty(shape, self.dtype) if buffer is None else buffer[:size].reshape(shape)
+        with raster_read_errors(self.path):
+            self._ds.read(window=window, out=out.view(np.uint8) if self._signed_bytes else out)
         return out
+
+    def to_float(self, raw: np.ndarray, out: np.ndarray | None = None, unit: bool = True) -> np.ndarray:
+        """(K, n) raw columns -> (K, n) float32 with NaN columns for nodata: int16 through the per-band scale and
+        offset, int8 to unit vectors (unit=False: the stored x127 values, for scale-free uses such as cosine).
+        float32 is returned as it is (no copy). `out`: optional (K, >= n) float32 scratch."""
+        if self.dtype == "float32":
+            return raw
+        n = raw.shape[1]
+        out = np.empty(raw.shape, np.float32) if out is None else out[:, :n]
+        if self.int16:
+            np.multiply(raw, self._scale, out=out)
+            out += self._offset
+            out[:, (raw == INT16_NODATA).any(axis=0)] = np.nan
+        else:
+            if unit:
+                np.multiply(raw, np.float32(1 / INT8_LIMIT), out=out)
+            else:
+                np.copyto(out, raw, casting="unsafe")
+            nodata = raw[0] == INT8_NODATA
+            if nodata.any():
+                out[:, nodata] = np.nan
+        return out
+
+    def read_block(self, window, buffer: np.ndarray | None = None) -> np.ndarray:
+        """(K, h, w) float32, NaN where nodata; int16/int8 rasters are dequantised (see `to_float`)."""
+        if self.dtype == "float32":
+            return self.read_raw(window, buffer)
+        raw = self.read_raw(window)
+        out = None if buffer is None else buffer[:raw.size].reshape(self.dims, -1)
+        return self.to_float(raw.reshape(self.dims, -1), out).reshape(raw.shape)
 
     def read_pixels(self, window) -> np.ndarray:
         """(h*w, K) C-contiguous float32, pixel-major (the layout scikit-learn wants), NaN rows for nodata.
@@ -270,20 +325,32 @@ class EmbeddingRaster:
         """
         return np.ascontiguousarray(self.read_block(window).reshape(self.dims, -1).T)
 
+    def read_columns(self, window, flat: np.ndarray) -> np.ndarray:
+        """(len(flat), K) float32 vectors of the window's pixels at row-major indices `flat` (NaN rows for nodata):
+        only those pixels are dequantised and transposed, not the whole window."""
+        raw = self.read_raw(window).reshape(self.dims, -1)
+        return np.ascontiguousarray(self.to_float(np.ascontiguousarray(raw[:, flat])).T)
+
     def read_valid_mask(self, window) -> np.ndarray:
         """(h, w) bool from the first band only: cheap, and nodata is written across all bands."""
-        band = self._ds.read(1, window=window)
-        return band != INT16_NODATA if self.int16 else np.isfinite(band)
+        with raster_read_errors(self.path):
+            band = self._ds.read(1, window=window)
+        band = band.view(np.int8) if self._signed_bytes else band
+        return np.isfinite(band) if self.dtype == "float32" else band != NODATA[self.dtype]
 
     def iter_blocks(self, block_size: int | None = None, progress: Progress = None,
-                    cancel: Cancel = None) -> Iterator[tuple[object, np.ndarray]]:
+                    cancel: Cancel = None, raw: bool = False) -> Iterator[tuple[object, np.ndarray]]:
         """Yield (window, (K, h, w) float32 block, NaN = nodata) over tile-aligned windows of `block_size` (default:
-        as large as a memory budget allows). Every block is a view of one reused buffer: use it before asking for
-        the next (copy it to keep it)."""
+        as large as a memory budget allows). raw=True yields the stored values instead (see `read_raw`; the hot
+        scans convert them chunk by chunk with `to_float`). Every block is a view of one reused buffer: use it
+        before asking for the next (copy it to keep it). BLAS runs on one thread until the walk ends (see
+        `one_blas_thread`): the per-block products are memory-bound."""
         windows = self.windows(block_size or default_block_size(self))
-        buffer = np.empty(self.dims * max(int(w.height) * int(w.width) for w in windows), np.float32)
-        for window in walk(windows, progress, cancel, f"reading {self.path.name}"):
-            yield window, self.read_block(window, buffer)
+        dtype = self.dtype if raw else np.float32
+        buffer = np.empty(self.dims * max(int(w.height) * int(w.width) for w in windows), dtype)
+        with one_blas_thread():
+            for window in walk(windows, progress, cancel, f"reading {self.path.name}"):
+                yield window, (self.read_raw(window, buffer) if raw else self.read_block(window, buffer))
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         """Map (N, D) model-space vectors into this raster's space: through the PCA sidecar, identity at full dims.
@@ -329,7 +396,7 @@ def sample_pixels(raster: EmbeddingRaster, count: int, seed: int = 0, cancel: Ca
         lo, hi = np.searchsorted(chosen, [starts[i], starts[i + 1]])
         if hi > lo:
             flat = np.flatnonzero(masks[i].ravel())[chosen[lo:hi] - starts[i]]
-            vectors.append(raster.read_pixels(window)[flat])
+            vectors.append(raster.read_columns(window, flat))
             rows.append(flat // int(window.width) + int(window.row_off))
             cols.append(flat % int(window.width) + int(window.col_off))
     vectors, rows, cols = np.concatenate(vectors), np.concatenate(rows), np.concatenate(cols)

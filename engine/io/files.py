@@ -36,6 +36,26 @@ def quicklook_path(raster_path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".quicklook.png")
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc says it (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(folder: bool = False) -> int:
+    """The mode a plain open()/mkdir() would give: 0o666 (files) or 0o777 (folders) less the user's umask, so
+    colleagues can read outputs whenever the user's umask lets them (temp files and mkdtemp folders are private)."""
+    return (0o777 if folder else 0o666) & ~current_umask()
+
+
 def output_files(path: str | os.PathLike, existing_only: bool = True) -> list[Path]:
     """The files an engine output at `path` consists of, main file first: the raster or layer, GDAL's `.aux.xml`
     and GeoPackage journals, the PCA sidecar, the quicklook and its `.aux.xml`. existing_only=False lists every
@@ -64,7 +84,7 @@ class PendingFile:
 
     def commit(self) -> Path:
         try:
-            os.chmod(self.tmp, 0o644)
+            os.chmod(self.tmp, default_mode())
             for suffix in self.sidecars:
                 own, stale = Path(str(self.tmp) + suffix), Path(str(self.target) + suffix)
                 if own.is_file():
@@ -85,7 +105,8 @@ class PendingFile:
 @contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None,
                 sidecars: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Yield a temp path beside `target`; it replaces `target` (mode 644) when the block succeeds, else is removed."""
+    """Yield a temp path beside `target`; it replaces `target` (mode from the user's umask) when the block succeeds,
+    else is removed."""
     pending = PendingFile(target, suffix, sidecars)
     try:
         yield pending.tmp

@@ -7,6 +7,7 @@ most 3-D WKB: inside QGIS, shapely runs on the older system GEOS, which rejects 
 """
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import warnings
@@ -275,3 +276,54 @@ def _rows_of_other_layers(gpkg: Path, table: str, layer: str, columns: dict[str,
         new = np.asarray(columns[name], object) if name in columns else np.full(new_rows, None, object)
         merged[name] = np.concatenate([np.asarray(old, object), new])
     return merged
+
+
+def read_point_table(path: str | os.PathLike, lon_field: str = "lon", lat_field: str = "lat",
+                     path_field: str = "path", date_field: str = "date", label_field: str = "label",
+                     require_label: bool = False) -> list[dict]:
+    """Rows of a point table as dicts with lon, lat (EPSG:4326), path (made absolute against the table's folder),
+    date and label: a CSV with lon/lat columns, or any OGR vector (GeoPackage, ...) with point geometry
+    (reprojected) or lon/lat fields. path_field "" reads tables without photos (labelled points)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GAIRError(f"point table {path} not found")
+    if path.suffix.lower() in (".csv", ".txt"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        columns = set(rows[0]) if rows else set()
+        lon, lat = None, None
+    else:
+        rows, columns, lon, lat = _read_vector_points(path)
+    for name in (lon_field, lat_field):
+        if lon is None and name not in columns:
+            raise GAIRError(f"{path} has no column {name!r}; name the coordinate columns with --lon-field/--lat-field")
+    if require_label and label_field not in columns:
+        raise GAIRError(f"{path} has no column {label_field!r}; its columns are {sorted(columns)}")
+    if path_field and path_field not in columns:
+        raise GAIRError(f"{path} has no column {path_field!r}; name the photo path column with --path-field")
+    base = path.resolve().parent
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            x = float(row[lon_field]) if lon is None else lon[i]
+            y = float(row[lat_field]) if lat is None else lat[i]
+        except (TypeError, ValueError):
+            raise GAIRError(f"{path} row {i + 1}: lon/lat are not numbers") from None
+        photo = str(row.get(path_field) or "") if path_field else ""
+        out.append({"lon": x, "lat": y, "path": str(base / photo) if photo and not Path(photo).is_absolute() else photo,
+                    "date": str(row.get(date_field) or ""), "label": str(row.get(label_field) or "")})
+    return out
+
+
+def _read_vector_points(path: Path):
+    """Rows, column names and the points' lon/lat (None for a layer without geometry) of any OGR vector layer."""
+    import shapely
+
+    layer = read_layer(path)
+    columns = list(layer.fields)
+    rows = [{c: layer.fields[c][i] for c in columns} for i in range(len(layer))]
+    if not len(layer) or all(g is None for g in layer.geometries):
+        return rows, set(columns), None, None
+    points = layer.geometries if layer.crs is None else reproject(layer.geometries, layer.crs, "EPSG:4326")
+    x, y = shapely.get_x(points), shapely.get_y(points)
+    return rows, set(columns), list(np.asarray(x, float)), list(np.asarray(y, float))

@@ -22,6 +22,7 @@ from ..config import GAIRConfig
 from ..errors import GAIRError
 from ..io.files import atomic_path
 from ..io.guard import guarded
+from ..io.read_errors import check_readable_file, one_line
 from ..runtime.loading import BUNDLE_CONFIG, BUNDLE_FORMAT, BUNDLE_WEIGHTS, read_bundle_meta
 from .gair import GAIRModel
 
@@ -71,18 +72,22 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str
     torch.load on CPU with weights_only, i.e. tensors, containers and argparse.Namespace (which MAE-style checkpoints
     store as `args`), never arbitrary pickled code. `what` names the file in errors, `hint` ends them."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise GAIRError(f"{what} {path} not found")
+    check_readable_file(path, what)  # not a regular file, permission denied: one line each
+    if path.stat().st_size == 0:
+        raise GAIRError(f"{what} {path} is empty (0 bytes); download or copy it again")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report any unpickling failure with the file name
-        raise GAIRError(f"could not read {what} {path}: {exc}{hint}") from exc
+        raise GAIRError(f"could not read {what} {path} (damaged, cut short, or not a PyTorch file: "
+                        f"{one_line(exc, 160)}){hint}") from exc
 
 
 def read_checkpoint_file(path: Path) -> dict:
     """The model state dict of a GAIR checkpoint ({'model': state_dict} or a bare one; DDP's `module.` dropped)."""
-    obj = load_torch_file(path, "checkpoint", ". Is it a PyTorch .pth file from GAIR?")
+    obj = load_torch_file(path, "checkpoint", "; is it a GAIR checkpoint .pth? download or copy it again")
     state = obj["model"] if isinstance(obj, dict) and "model" in obj else obj
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
         raise GAIRError(f"{path} holds no state dict (expected {{'model': state_dict}} or a bare state dict)")
@@ -182,12 +187,14 @@ def load_bundle(path: str | os.PathLike, dtype=None) -> GAIRModel:
     if dtype is not None:
         model = model.to(dtype)
     weights = Path(path) / BUNDLE_WEIGHTS
-    if not weights.is_file():
+    if not weights.exists():
         raise GAIRError(f"bundle {path} has no {BUNDLE_WEIGHTS}; it was not written completely, convert again")
+    check_readable_file(weights, "model weights")
     try:
         state = load_file(str(weights))
     except Exception as exc:  # noqa: BLE001 - safetensors reports damage with its own exception types
-        raise GAIRError(f"could not read {weights} ({exc}); convert the checkpoint again") from exc
+        raise GAIRError(f"could not read {weights}: damaged or cut short ({one_line(exc, 160)}); convert the "
+                        f"checkpoint again, or copy the bundle again") from exc
     model.load_report = apply_state_dict(model, state, str(path))
     model.nerf_fn_trained = bool(meta.get("nerf_fn_trained", False))  # absent: written before it was recorded
     return model.eval()

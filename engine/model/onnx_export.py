@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled, GAIRError
+from ..io.files import default_mode
 from ..io.guard import guarded
 from ..runtime.onnx_model import CONFIG_FILE, GRAPHS, ONNX_FORMAT, QUERY_FILE, OnnxGAIR
 
@@ -199,6 +200,7 @@ def export_onnx(model_or_bundle_path, out_dir: str | os.PathLike, opset: int = M
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    os.chmod(tmp, default_mode(folder=True))  # mkdtemp makes it private (0700); the export is shared like any folder
     try:
         step(0.0)
         jobs = [

@@ -10,9 +10,9 @@ import math
 import os
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -284,6 +284,8 @@ def embed_photos(layer: str | os.PathLike, output: str | os.PathLike, model=None
             try:
                 inputs.append(preprocess_sv(load_photo(path), model.config))
                 rows.append(i)
+            except GAIRError as exc:  # not a regular file, unreadable, too large: flagged, the others go on
+                status[i] = f"unreadable photo: {exc}"
             except Exception as exc:  # noqa: BLE001 - any unreadable/undecodable file is reported per feature
                 status[i] = f"unreadable photo: {path} ({type(exc).__name__}: {exc})"
         if rows:

@@ -10,10 +10,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -74,7 +74,8 @@ class OutputEstimate:
 
     def describe(self) -> str:
         return (f"{self.width} x {self.height} px x {self.dims} dims {self.dtype} = {format_bytes(self.bytes)} "
-                f"before compression (it typically saves 20-30%); {self.crops} crops to encode")
+                + ("before compression (int8 tiles are stored plain: that is the file size)" if self.dtype == "int8"
+                   else "before compression (it typically saves 20-30%)") + f"; {self.crops} crops to encode")
 
 
 def format_duration(seconds: float) -> str:
@@ -311,7 +312,7 @@ def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
 @guarded
 def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, extent=None,
                  extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
-                 dtype: str = "float32", mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None,
+                 dtype: str = "int8", mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None,
                  min_valid: float = 0.5, quicklook: bool = True, seed: int = 0, progress: Progress = None,
                  cancel: Cancel = None) -> Path:
     """Embed a Sentinel-2 raster into a continuous GAIR field (GeoTIFF, one band per dim); returns the output path.

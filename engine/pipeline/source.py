@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import GAIRConfig
 from ..errors import GAIRError
+from ..io.read_errors import raster_read_errors
 from .bands import band_labels, resolve_bands
 from .tiling import metres_per_unit
 
@@ -44,10 +45,8 @@ class SourceRaster:
 
         self.path = str(path)
         self.config = config
-        try:
+        with raster_read_errors(self.path, opening=True):
             self.ds = rasterio.open(self.path)
-        except rasterio.errors.RasterioIOError as exc:
-            raise GAIRError(f"cannot open raster {self.path}: {exc}") from exc
         try:
             t = self.ds.transform
             if self.ds.crs is None:
@@ -168,9 +167,10 @@ class SourceRaster:
         resampling = self._resampling(window, shape)
         window = self._shift(window)
         n = len(self.indexes)
-        data = self.ds.read(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling,
-                            out_dtype=np.float32)
-        masks = self.ds.read_masks(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling)
+        with raster_read_errors(self.path):
+            data = self.ds.read(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling,
+                                out_dtype=np.float32)
+            masks = self.ds.read_masks(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling)
         band_ok = (masks > 0) & np.isfinite(data)
         data[~band_ok] = 0.0
         return data, band_ok.any(axis=0)
@@ -181,8 +181,10 @@ class SourceRaster:
 
         valid = np.zeros(out_shape, dtype=bool)
         window = self._shift(window)
-        for index in self.indexes:  # band by band: one (h, w) mask in memory, not ten
-            valid |= self.ds.read_masks(index, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
+        with raster_read_errors(self.path):
+            for index in self.indexes:  # band by band: one (h, w) mask in memory, not ten
+                valid |= self.ds.read_masks(index, window=window, out_shape=out_shape,
+                                            resampling=Resampling.nearest) > 0
         return valid
 
     def coverage(self, max_side: int = 1024) -> np.ndarray:

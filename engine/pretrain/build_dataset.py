@@ -40,57 +40,6 @@ class BuildReport:
         return f"{self.written} samples written to {self.manifest}; skipped: {skipped}"
 
 
-def read_points(path: str | Path, lon_field: str = "lon", lat_field: str = "lat", path_field: str = "path",
-                date_field: str = "date", label_field: str = "label") -> list[dict]:
-    """Photo table rows as dicts with lon, lat, path, date, label. CSV with lon/lat columns, or any OGR vector
-    (GeoPackage, ...) with point geometry (reprojected to EPSG:4326) or lon/lat fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise GAIRError(f"photo table {path} not found")
-    if path.suffix.lower() in (".csv", ".txt"):
-        import csv
-
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        columns = set(rows[0]) if rows else set()
-        lon, lat = None, None
-    else:
-        rows, columns, lon, lat = _read_vector(path)
-    for name in (lon_field, lat_field):
-        if lon is None and name not in columns:
-            raise GAIRError(f"{path} has no column {name!r}; name the coordinate columns with --lon-field/--lat-field")
-    if path_field and path_field not in columns:
-        raise GAIRError(f"{path} has no column {path_field!r}; name the photo path column with --path-field")
-    base = path.resolve().parent
-    out = []
-    for i, row in enumerate(rows):
-        try:
-            x = float(row[lon_field]) if lon is None else lon[i]
-            y = float(row[lat_field]) if lat is None else lat[i]
-        except (TypeError, ValueError):
-            raise GAIRError(f"{path} row {i + 1}: lon/lat are not numbers") from None
-        photo = str(row.get(path_field) or "") if path_field else ""
-        out.append({"lon": x, "lat": y, "path": str(base / photo) if photo and not Path(photo).is_absolute() else photo,
-                    "date": str(row.get(date_field) or ""), "label": str(row.get(label_field) or "")})
-    return out
-
-
-def _read_vector(path: Path):
-    """Rows, column names and the points' lon/lat (None for a layer without geometry) of any OGR vector layer."""
-    import shapely
-
-    from ..io.vectors import read_layer, reproject
-
-    layer = read_layer(path)
-    columns = list(layer.fields)
-    rows = [{c: layer.fields[c][i] for c in columns} for i in range(len(layer))]
-    if not len(layer) or all(g is None for g in layer.geometries):
-        return rows, set(columns), None, None
-    points = layer.geometries if layer.crs is None else reproject(layer.geometries, layer.crs, "EPSG:4326")
-    x, y = shapely.get_x(points), shapely.get_y(points)
-    return rows, set(columns), list(np.asarray(x, float)), list(np.asarray(y, float))
-
-
 class _CropPlanner:
     """Crops of one raster, read through the inference pipeline's SourceRaster: the same band mapping (by band
     identity), the same crop-size rule (SourceRaster.crop_size_px) and the same reads, so training sees the crops

@@ -93,7 +93,8 @@ def synthetic_benchmark(out_dir: str | Path, config_path: str | Path, overrides:
 
     import engine
 
-    from .build_dataset import build_manifest, read_points
+    from ..io.vectors import read_point_table
+    from .build_dataset import build_manifest
     from .config import load_config
     from .synthetic import WorldSpec, make_world
     from .train import run
@@ -105,9 +106,9 @@ def synthetic_benchmark(out_dir: str | Path, config_path: str | Path, overrides:
                                     *(overrides or [])])
     model_config = cfg.gair_config()
     ground = model_config.crop_ground_m
-    build_manifest([world.raster], read_points(world.photos_csv), out / "manifest.csv", ground, seed=cfg.train.seed,
-                   model_config=model_config)
-    points = read_points(world.labels_csv, path_field="")
+    build_manifest([world.raster], read_point_table(world.photos_csv), out / "manifest.csv", ground,
+                   seed=cfg.train.seed, model_config=model_config)
+    points = read_point_table(world.labels_csv, path_field="")
     samples = label_samples([world.raster], points, out / "labels_manifest.csv", ground, seed=cfg.train.seed + 1,
                             model_config=model_config)
     labels = [s.label for s in samples]
@@ -119,7 +120,7 @@ def synthetic_benchmark(out_dir: str | Path, config_path: str | Path, overrides:
 
     before = accuracies(start)
     t0 = time.perf_counter()
-    result = run(cfg)
+    result = run(cfg, overwrite=True)  # the benchmark owns its folder: a second run replaces the first
     seconds = time.perf_counter() - t0
     after = accuracies(engine.load_model(result.bundle, device="cpu"))
     return WorldBenchmark(before, after, result.bundle, seconds, result.steps, len(samples))

@@ -36,6 +36,7 @@ from .runtime import (
 )
 from .state import (
     RunLog,
+    check_fresh_folder,
     find_checkpoint,
     load_checkpoint,
     rng_state,
@@ -59,17 +60,23 @@ class TrainResult:
 
 
 def run(cfg: PretrainConfig, resume: str | bool = False, progress: Callable[[float], None] | None = None,
-        cancel: Callable[[], bool] | None = None) -> TrainResult:
+        cancel: Callable[[], bool] | None = None, overwrite: bool = False) -> TrainResult:
     """Train as configured; rank 0 writes out_dir/{log.csv, checkpoints/, bundle/}. See the module doc.
 
-    resume: True (the newest checkpoint in out_dir, if any) or a checkpoint path. cancel() -> True stops with
-    engine.Cancelled, leaving the checkpoints written so far (resumable) and no bundle.
+    resume: True (the newest intact checkpoint in out_dir, if any) or a checkpoint path; it must be of this run
+    (same config but for paths, logging and devices). Without resume, out_dir must be empty or absent, unless
+    overwrite (which removes the checkpoints there first). cancel() -> True stops with engine.Cancelled, leaving
+    the checkpoints written so far (resumable) and no bundle.
     """
     shard = init_from_env(cfg.train.device)  # under torchrun, this rank's device
     alone = "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
     device = torch.device(shard.device if shard.world_size > 1 else alone)
     threads = torch.get_num_threads()
     try:
+        if not resume:
+            check_fresh_folder(cfg.train.out_dir, overwrite)  # every rank checks before any rank writes
+        if shard.world_size > 1:
+            dist.barrier()
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         with deterministic_algorithms(cfg.train.deterministic):
@@ -135,7 +142,7 @@ class _Session:
             torch.manual_seed(t.seed + 1000 * self.shard.rank)
             np.random.seed(t.seed + self.shard.rank)
             return
-        payload = load_checkpoint(path)
+        payload = load_checkpoint(path, self.cfg.to_dict())  # refuses another run's checkpoint, naming why
         self.model.load_state_dict(payload["model"])
         self.objective.load_state_dict({**self.objective.state_dict(), **payload["objective"]})
         self.optimizer.load_state_dict(payload["optimizer"])

@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..config import GAIRConfig
 from ..errors import GAIRError
+from ..io.read_errors import one_line, permission_error
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +30,29 @@ BUNDLE_CONFIG, BUNDLE_WEIGHTS, BUNDLE_FORMAT = "config.json", "model.safetensors
 def read_meta(folder: str | os.PathLike, fmt: str, what: str, hint: str) -> dict:
     """config.json of a bundle or ONNX export folder (format `fmt`, config, fingerprint); one clear error otherwise."""
     cfg_path = Path(folder) / BUNDLE_CONFIG
+    try:
+        os.stat(cfg_path)  # a folder another user has not shared looks empty to is_file(): say what it is
+    except PermissionError as exc:
+        raise permission_error(folder, "model folder") from exc
+    except OSError:
+        pass
     if not cfg_path.is_file():
         raise GAIRError(f"{folder} is not {what} (no {BUNDLE_CONFIG}); {hint}")
     try:
-        meta = json.loads(cfg_path.read_text())
-    except ValueError as exc:
-        raise GAIRError(f"{cfg_path} is not valid JSON ({exc}); {hint}") from exc
+        meta = json.loads(cfg_path.read_bytes())
+    except PermissionError as exc:
+        raise permission_error(cfg_path, "model file") from exc
+    except (ValueError, OSError) as exc:
+        raise GAIRError(f"{cfg_path} is not valid JSON ({one_line(exc)}); {hint}") from exc
     found = meta.get("format") if isinstance(meta, dict) else None
     if found != fmt:
         raise GAIRError(f"{cfg_path} has format {found!r}, not {fmt!r}: this folder is not {what}; {hint}")
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("fingerprint"), str):
         raise GAIRError(f"{cfg_path} lacks its config or fingerprint; {hint}")
+    try:
+        GAIRConfig.from_dict(meta["config"])
+    except (GAIRError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise GAIRError(f"{cfg_path} holds an invalid model config ({one_line(exc, 160)}); {hint}") from exc
     return meta
 
 
@@ -217,8 +231,13 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", back
     installed, else onnx). nili_convention overrides the stored one ("released" or "legacy", see engine.runtime.grid).
     """
     p = resolve_model_path(path)
-    if not p.exists():
-        raise GAIRError(f"model path {p} does not exist; give a GAIR checkpoint.pth, a bundle folder or an ONNX export")
+    try:
+        p.stat()
+    except PermissionError as exc:
+        raise permission_error(p, "model") from exc
+    except OSError:
+        raise GAIRError(f"model path {p} does not exist; give a GAIR checkpoint.pth, a bundle folder or an ONNX "
+                        "export") from None
     if backend not in ("auto", "torch", "onnx"):
         raise GAIRError(f"backend must be auto, torch or onnx, got {backend!r}")
     if backend == "auto":

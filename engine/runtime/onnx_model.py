@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..config import QUERY_MODES, GAIRConfig
 from ..errors import GAIRError
+from ..io.read_errors import check_readable_file, one_line
 from . import field as numpy_field
 from .grid import dense_plan, points_plan, relative_positions
 from .loading import read_meta
@@ -90,8 +92,12 @@ class OnnxGAIR:
         self._options.log_severity_level = 3
         self._sessions: dict = {}
         self._lock = threading.Lock()
-        with np.load(folder / QUERY_FILE) as q:
-            self.imnet = numpy_field.Imnet.from_linear(q["imnet_weight"], q["imnet_bias"])
+        query = check_readable_file(folder / QUERY_FILE, "ONNX export file")
+        try:
+            with np.load(query, allow_pickle=False) as q:
+                self.imnet = numpy_field.Imnet.from_linear(q["imnet_weight"], q["imnet_bias"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise GAIRError(f"cannot read {query}: damaged or cut short ({one_line(exc)}); {EXPORT_HINT}") from exc
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None) -> OnnxGAIR:
@@ -110,7 +116,12 @@ class OnnxGAIR:
             session = self._sessions.get(graph)
             if session is None:
                 ort = _onnxruntime()
-                session = ort.InferenceSession(str(self.path / file), self._options, providers=self._providers)
+                graph_path = check_readable_file(self.path / file, "ONNX graph")
+                try:
+                    session = ort.InferenceSession(str(graph_path), self._options, providers=self._providers)
+                except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types (protobuf, graph)
+                    raise GAIRError(f"cannot load ONNX graph {graph_path}: damaged or cut short "
+                                    f"({one_line(exc, 160)}); {EXPORT_HINT}") from exc
                 self._sessions[graph] = session
         return session.run(list(outputs or names), {input_name: array})
 

@@ -8,11 +8,13 @@ the same bicubic resize.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 
 from ..config import GAIRConfig
 from ..errors import GAIRError
+from ..io.read_errors import check_readable_file
 from .grid import CUBIC_A
 
 # 12-band L2A order B1 B2 B3 B4 B5 B6 B7 B8 B8A B9 B11 B12 -> the model's 10 bands (the reference's own pick).
@@ -122,9 +124,24 @@ def preprocess_sv(array: np.ndarray, config: GAIRConfig | None = None) -> np.nda
     return resize_bicubic(np.moveaxis(norm, -1, 0)[None], cfg.sv_input_size, cfg.sv_input_size)
 
 
-def load_photo(path) -> np.ndarray:
-    """Read a photo as (H, W, 3) uint8 RGB with Pillow."""
+MAX_PHOTO_PIXELS = 40_000_000  # 40 Mpix: above any camera photo; a 12000 x 12000 PNG bomb would take GBs decoded
+
+
+def load_photo(path, max_pixels: int = MAX_PHOTO_PIXELS) -> np.ndarray:
+    """Read a photo as (H, W, 3) uint8 RGB with Pillow: regular files only (a FIFO would block forever), and the
+    size in its header checked before anything is decoded (a small file can decode to gigabytes)."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    path = check_readable_file(path, "photo")
+    limit = f"above the {max_pixels / 1e6:.0f} Mpix GAIR decodes; downscale it (GAIR uses 224 px)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked here, below
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise GAIRError(f"photo {path.name} is {limit} ({exc})") from exc
+    with img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise GAIRError(f"photo {path.name} is {width} x {height} px ({width * height / 1e6:.0f} Mpix), {limit}")
         return np.asarray(img.convert("RGB"))

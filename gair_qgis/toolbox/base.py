@@ -142,10 +142,20 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
     def space_path(self, parameters, context: QgsProcessingContext) -> str | None:
         return self.raster_path(parameters, "SPACE", context) if parameters.get("SPACE") else None
 
-    def add_embedded_count_output(self) -> None:
-        from qgis.core import QgsProcessingOutputNumber
+    def add_layer_input(self) -> None:
+        """INPUT: the vector layer of a per-feature embedding operation (any geometry)."""
+        from qgis.core import QgsProcessing, QgsProcessingParameterFeatureSource
+
+        self.addParameter(QgsProcessingParameterFeatureSource("INPUT", self.tr(self.operation.param("layer").label),
+                                                              [QgsProcessing.TypeVectorAnyGeometry]))
+
+    def add_layer_output(self) -> None:
+        """EMBEDDED (count) and OUTPUT (the GeoPackage) of a per-feature embedding operation."""
+        from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterVectorDestination
 
         self.addOutput(QgsProcessingOutputNumber("EMBEDDED", self.tr("Features embedded")))
+        self.addParameter(QgsProcessingParameterVectorDestination("OUTPUT",
+                                                                  self.tr(self.operation.param("output").label)))
 
     def load_model(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback):
         from ..settings import load_model

@@ -84,10 +84,13 @@ def labels(embedding_extent):
 def learnable_labels(sample_embedding):
     """30 points in UTM whose labels are a simple function of the embedding under them: class "high"/"low" from
     the 15 highest / 15 lowest pixels of a fixed projection of the vectors, value = another fixed projection."""
-    import rasterio
+    from rasterio.windows import Window
 
-    with rasterio.open(sample_embedding) as dataset:
-        vectors, transform = dataset.read().astype(np.float64), dataset.transform
+    from engine.io.embedding_raster import EmbeddingRaster
+
+    with EmbeddingRaster(sample_embedding) as raster:  # the vectors the analyses see (int8: dequantised, NaN nodata)
+        vectors = raster.read_block(Window(0, 0, raster.width, raster.height)).astype(np.float64)
+        transform = raster.transform
     valid = np.isfinite(vectors).all(axis=0)
     rng = np.random.default_rng(3)
     score = np.einsum("k,khw->hw", rng.normal(size=len(vectors)), vectors)
@@ -195,7 +198,7 @@ def test_train_apply_classifier_and_regressor(gair_provider, sample_embedding, l
     labels = learnable_labels
     result = processing.run("gair:train_classifier", {
         "INPUT": str(sample_embedding), "LABELS": labels, "FIELD": "cls", "METHOD": 0, "FOLDS": 3,
-        "MODEL_OUTPUT": str(tmp_path / "m.joblib"), "REPORT": str(tmp_path / "report.html"),
+        "MODEL_OUTPUT": str(tmp_path / "m.skops"), "REPORT": str(tmp_path / "report.html"),
         "OUTPUT": str(tmp_path / "cls.tif"), "CONFIDENCE": str(tmp_path / "conf.tif")})
     classes = layer_of(result["OUTPUT"])
     assert classes.crs().authid() == "EPSG:4326"
@@ -217,7 +220,7 @@ def test_train_apply_classifier_and_regressor(gair_provider, sample_embedding, l
 
     regression = processing.run("gair:train_regressor", {
         "INPUT": str(sample_embedding), "LABELS": labels, "FIELD": "value", "METHOD": 1, "FOLDS": 3,
-        "MODEL_OUTPUT": str(tmp_path / "r.joblib"), "OUTPUT": str(tmp_path / "value.tif")})
+        "MODEL_OUTPUT": str(tmp_path / "r.skops"), "OUTPUT": str(tmp_path / "value.tif")})
     values = read(regression["OUTPUT"])[0]
     assert np.isfinite(values).all() and values.std() > 0
     assert isinstance(layer_of(regression["OUTPUT"]).renderer(), QgsSingleBandPseudoColorRenderer)

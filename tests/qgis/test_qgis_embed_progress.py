@@ -34,8 +34,8 @@ def test_embed_raster_reports_estimate_then_crop_progress(gair_provider, sample_
     out = tmp_path / "detroit_gair.tif"
     percents: list[float] = []
     feedback.progressChanged.connect(percents.append)
-    processing.run("gair:embed_raster", {"INPUT": str(sample_raster), "DIMS": 8, "OUTPUT": str(out)},
-                   feedback=feedback)
+    processing.run("gair:embed_raster", {"INPUT": str(sample_raster), "DIMS": 8, "DTYPE": 0, "OUTPUT": str(out)},
+                   feedback=feedback)  # DTYPE 0: float32 (4 bytes a value in the estimate below)
     with rasterio.open(out) as dataset:
         height, width, count = dataset.height, dataset.width, dataset.count
     assert count == 8

@@ -298,7 +298,7 @@ def test_the_classifier_report_lines_up_in_the_dialog_log(gair_provider, qgis_if
 
     dialog = run_in_dialog(qgis_iface, "gair:train_classifier", {
         "INPUT": QgsRasterLayer(str(sample_embedding), "e", "gdal"), "LABELS": two_class_labels, "FIELD": "cls",
-        "FOLDS": 3, "MODEL_OUTPUT": str(tmp_path / "m.joblib"), "REPORT": str(tmp_path / "report.html"),
+        "FOLDS": 3, "MODEL_OUTPUT": str(tmp_path / "m.skops"), "REPORT": str(tmp_path / "report.html"),
         "OUTPUT": str(tmp_path / "classes.tif")})
     log = log_text(dialog)
     text = log.toPlainText()
@@ -347,7 +347,7 @@ def test_a_failed_training_does_not_announce_html_output(gair_provider, qgis_ifa
     far_away.dataProvider().addFeatures(features)
     dialog = run_in_dialog(qgis_iface, "gair:train_classifier", {
         "INPUT": QgsRasterLayer(str(sample_embedding), "e", "gdal"), "LABELS": far_away, "FIELD": "cls",
-        "FOLDS": 2, "MODEL_OUTPUT": str(tmp_path / "m.joblib"), "REPORT": str(tmp_path / "report.html"),
+        "FOLDS": 2, "MODEL_OUTPUT": str(tmp_path / "m.skops"), "REPORT": str(tmp_path / "report.html"),
         "OUTPUT": str(tmp_path / "classes.tif")})
     text = log_text(dialog).toPlainText()
     assert "Execution failed" in text

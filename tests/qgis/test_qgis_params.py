@@ -77,7 +77,7 @@ def test_a_changed_definition_reaches_toolbox_and_cli(gair_provider, monkeypatch
     expected = param.choices.index(value) if param.choices else value
     assert definition.defaultValue() == expected
     cli = {"cluster_embeddings": ["r.tif", "o.tif"], "similarity_search": ["r.tif", "o.tif"],
-           "train_classifier": ["r.tif", "l.gpkg", "--field", "c", "--model-output", "m.joblib"]}[op_id]
+           "train_classifier": ["r.tif", "l.gpkg", "--field", "c", "--model-output", "m.skops"]}[op_id]
     assert getattr(build_parser().parse_args([op.command, *cli]), name) == value
 
 

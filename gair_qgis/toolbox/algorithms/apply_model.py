@@ -21,7 +21,7 @@ class Algorithm(GAIRAlgorithm):
         op = self.operation
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr(op.param("raster_path").label)))
         self.addParameter(QgsProcessingParameterFile("CLASSIFIER", self.tr(op.param("model_path").label),
-                                                     extension="joblib"))
+                                                     extension="skops"))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.tr(op.param("out_path").label)))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "CONFIDENCE", self.tr(op.param("confidence_path").label), optional=True, createByDefault=False))

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessing,
-    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterVectorDestination,
 )
 
 from ..base import GAIRAlgorithm, raster_layer_path, require_embedding_raster
@@ -16,14 +13,12 @@ class Algorithm(GAIRAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         op = self.operation
-        self.addParameter(QgsProcessingParameterFeatureSource("INPUT", self.tr(op.param("layer").label),
-                                                              [QgsProcessing.TypeVectorAnyGeometry]))
+        self.add_layer_input()
         self.addParameter(QgsProcessingParameterRasterLayer("RASTER", self.tr(op.param("raster").label)))
         self.add_engine_parameters()
         self.add_space_parameter()
         self.add_model_parameter()
-        self.add_embedded_count_output()
-        self.addParameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr(op.param("output").label)))
+        self.add_layer_output()
 
     def validate(self, parameters, context):
         from ...engine_link import engine, engine_attrs

@@ -4,10 +4,7 @@ from __future__ import annotations
 import os
 
 from qgis.core import (
-    QgsProcessing,
-    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterVectorDestination,
     QgsProject,
 )
 
@@ -28,8 +25,7 @@ class Algorithm(GAIRAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         op = self.operation
-        self.addParameter(QgsProcessingParameterFeatureSource("INPUT", self.tr(op.param("layer").label),
-                                                              [QgsProcessing.TypeVectorAnyGeometry]))
+        self.add_layer_input()
         photo = op.param("photo_field")
         field = QgsProcessingParameterField("PHOTO_FIELD", self.tr(photo.label), photo.default,
                                             parentLayerParameterName="INPUT", type=QgsProcessingParameterField.String)
@@ -38,8 +34,7 @@ class Algorithm(GAIRAlgorithm):
         self.add_engine_parameters()
         self.add_space_parameter()
         self.add_model_parameter()
-        self.add_embedded_count_output()
-        self.addParameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr(op.param("output").label)))
+        self.add_layer_output()
 
     def validate(self, parameters, context):
         source = self.parameterAsSource(parameters, "INPUT", context)

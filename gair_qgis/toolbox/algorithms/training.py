@@ -13,7 +13,7 @@ from ..base import GAIRAlgorithm, require_embedding_raster
 from ..report_log import report_for_log
 
 REPORT_FILTER = "HTML report (*.html);;JSON (*.json);;Text (*.txt)"
-MODEL_FILTER = "GAIR analysis model (*.joblib)"
+MODEL_FILTER = "GAIR analysis model (*.skops)"
 
 
 class TrainingAlgorithm(GAIRAlgorithm):
