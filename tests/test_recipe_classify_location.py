@@ -70,7 +70,7 @@ def test_errors_and_no_partial_output(tmp_path, tiny_model):
     points = write_points(tmp_path / "pts.csv")
     with pytest.raises(GAIRError, match="more than"):
         classify_location(points, tmp_path / "x.tif", "label", tiny_model, extent=(0, 0, 10, 10), pixel_size=1e-3)
-    with pytest.raises(GAIRError, match="no column"):
+    with pytest.raises(GAIRError, match="no column 'klass'"):
         classify_location(points, tmp_path / "x.tif", "klass", tiny_model)
     one = tmp_path / "one.csv"
     one.write_text("lon,lat,label\n10,47,a\n10.2,47.1,a\n")
@@ -110,5 +110,5 @@ def test_points_from_a_vector_layer_in_another_crs(tmp_path):
     back, names = read_points(gpkg, "cover")
     np.testing.assert_allclose(back, lonlat, atol=1e-7)
     assert names.tolist() == labels.tolist()
-    with pytest.raises(GAIRError, match="no field 'klass'"):
+    with pytest.raises(GAIRError, match="no column 'klass'"):
         read_points(gpkg, "klass")

@@ -135,7 +135,8 @@ def test_photo_attention_dropout_and_hf_init():
 
 
 def test_dataset_applies_the_authors_resize_and_photo_jitter(tmp_path):
-    from engine.pretrain.build_dataset import build_manifest, read_points
+    from engine.io.vectors import read_point_table
+    from engine.pretrain.build_dataset import build_manifest
     from engine.pretrain.config import DataSection
     from engine.pretrain.data import PretrainDataset
     from engine.pretrain.manifest import read_manifest
@@ -144,7 +145,7 @@ def test_dataset_applies_the_authors_resize_and_photo_jitter(tmp_path):
 
     tiny = engine.GAIRConfig.tiny()
     world = make_world(tmp_path, WorldSpec(size_px=128, n_photos=12, n_labels=4, seed=1))
-    build_manifest([world.raster], read_points(world.photos_csv), tmp_path / "m.csv", tiny.crop_ground_m, seed=0)
+    build_manifest([world.raster], read_point_table(world.photos_csv), tmp_path / "m.csv", tiny.crop_ground_m, seed=0)
     samples = read_manifest(tmp_path / "m.csv")
     authors = DataSection(rs_flip_rotate=False, rs_jitter_p=0.0, resize_antialias=True, sv_crop_scale=(1.0, 1.0),
                           sv_hflip_p=0.0, sv_jitter_p=1.0, sv_jitter_normalised=True, num_workers=0)
@@ -163,7 +164,8 @@ def test_city_tile_pairing_draws_a_whole_tile_of_the_folder(tmp_path):
     import rasterio
     from pyproj import Transformer
 
-    from engine.pretrain.build_dataset import build_manifest, read_points
+    from engine.io.vectors import read_point_table
+    from engine.pretrain.build_dataset import build_manifest
     from engine.pretrain.config import DataSection
     from engine.pretrain.data import PretrainDataset
     from engine.pretrain.manifest import read_manifest
@@ -172,7 +174,7 @@ def test_city_tile_pairing_draws_a_whole_tile_of_the_folder(tmp_path):
 
     tiny = engine.GAIRConfig.tiny()
     world = make_world(tmp_path / "w", WorldSpec(size_px=128, n_photos=12, n_labels=4, seed=1))
-    build_manifest([world.raster], read_points(world.photos_csv), tmp_path / "m.csv", tiny.crop_ground_m, seed=0,
+    build_manifest([world.raster], read_point_table(world.photos_csv), tmp_path / "m.csv", tiny.crop_ground_m, seed=0,
                    crops_dir=tmp_path / "city")  # one folder of tiles = one city
     samples = read_manifest(tmp_path / "m.csv")
     off = dict(rs_flip_rotate=False, rs_jitter_p=0.0, sv_jitter_p=0.0, num_workers=0)

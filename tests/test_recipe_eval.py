@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from engine import GAIRError
-from engine.pretrain.build_dataset import build_manifest, read_points
+from engine.io.vectors import read_point_table
+from engine.pretrain.build_dataset import build_manifest
 from engine.pretrain.config import load_config
 from engine.pretrain.synthetic import WorldSpec, make_world
 from engine.pretrain.train import run
@@ -20,7 +21,7 @@ FAST = ["data.num_workers=0", "train.batch_size=16", "train.log_every=1", "train
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     w = make_world(tmp_path_factory.mktemp("evalworld"), WorldSpec(size_px=160, n_photos=64, n_labels=120, seed=2))
-    build_manifest([w.raster], read_points(w.photos_csv), w.root / "manifest.csv", 640.0)
+    build_manifest([w.raster], read_point_table(w.photos_csv), w.root / "manifest.csv", 640.0)
     return w
 
 

@@ -69,40 +69,14 @@ def location_classifier(method: str, seed: int = 0):
 
 def read_points(path: str | os.PathLike, class_field: str, lon_field: str = "lon",
                 lat_field: str = "lat") -> tuple[np.ndarray, np.ndarray]:
-    """[lon, lat] (N, 2) and class names of labelled points: a CSV with lon/lat columns or a vector layer (any CRS;
-    centroids for non-points). Rows without a class or valid coordinates are left out. (torch-free, unlike the
-    evaluation harness's reader)"""
-    import csv
+    """[lon, lat] (N, 2) and class names of labelled points (a CSV with lon/lat columns or a point layer in any CRS,
+    through io.vectors.read_point_table); rows without a class or valid coordinates are left out."""
+    from ..io.vectors import read_point_table
 
-    path = Path(path)
-    if not path.is_file():
-        raise GAIRError(f"labelled points {path} not found")
-    if path.suffix.lower() in (".csv", ".txt"):
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        missing = [c for c in (lon_field, lat_field, class_field) if c not in (set(rows[0]) if rows else set())]
-        if missing:
-            raise GAIRError(f"{path.name} has no column(s) {missing}; choose the class, lon and lat columns")
-        try:
-            lonlat = np.array([[float(r[lon_field]), float(r[lat_field])] for r in rows], np.float64)
-        except ValueError:
-            raise GAIRError(f"{path.name}: {lon_field}/{lat_field} must be numbers") from None
-        values = [r[class_field] for r in rows]
-    else:
-        import shapely
-
-        from ..io.vectors import read_layer, reproject
-
-        layer = read_layer(path, require_crs=True)
-        values = list(layer.column(class_field))  # a missing field is a GAIRError naming the fields
-        lonlat = np.full((len(layer), 2), np.nan)
-        for i, geom in enumerate(reproject(layer.geometries, layer.crs, "EPSG:4326")):
-            if geom is not None and not shapely.is_empty(geom):
-                point = geom if shapely.get_type_id(geom) == 0 else shapely.centroid(geom)
-                lonlat[i] = point.x, point.y
-    labels = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()
-                       for v in values], dtype=object)
-    ok = (labels != "") & np.isfinite(lonlat).all(axis=1) & (np.abs(lonlat[:, 1]) <= 90)
+    rows = read_point_table(path, lon_field, lat_field, path_field="", label_field=class_field, require_label=True)
+    lonlat = np.array([[r["lon"], r["lat"]] for r in rows], np.float64).reshape(-1, 2)
+    labels = np.array([r["label"].strip() for r in rows], dtype=object)
+    ok = ~np.isin(labels, ("", "nan", "None")) & np.isfinite(lonlat).all(axis=1) & (np.abs(lonlat[:, 1]) <= 90)
     return lonlat[ok], labels[ok].astype(str)
 
 

@@ -47,7 +47,8 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
 # (model, start, data augmentation, objective, optimiser, schedule, seed, batch) is the run's identity.
 NOT_IDENTITY = {
     "data": {"manifest", "num_workers"},
-    "init": {"source", "croma", "geoclip", "teacher"},
+    "init": {"source", "croma", "geoclip", "teacher", "sv_teacher", "rs_teacher"},
+    "eval": {"patches", "raster", "points", "location", "class_field", "split", "block_size_m", "folds", "output"},
     "train": {"out_dir", "device", "threads", "checkpoint_every", "keep_checkpoints", "log_every", "tensorboard",
               "progress", "compile"},
 }
