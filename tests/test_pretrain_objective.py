@@ -205,6 +205,7 @@ def _gather_worker(rank: int, init_file: str, out_dir: str) -> None:
         a2b, b2a = info_nce(a, b, 0.1, gather=True)
         (a2b + b2a).backward()
         torch.save({"loss": (a2b + b2a).detach(), "ga": a.grad, "gb": b.grad}, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears the group down while the other still communicates (gloo aborts then)
     finally:
         dist.destroy_process_group()
 
