@@ -29,22 +29,12 @@ from engine.errors import GAIRError
 from engine.io.files import current_umask
 from engine.model.onnx_export import export_onnx
 from engine.runtime.preprocess import MAX_PHOTO_PIXELS, load_photo
+from tests.cli_helpers import cli_fails
 
 from .test_pipeline_raster import synthetic_s2, write_raster
 from .test_pipeline_vectors import read_output, write_layer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _fails(capsys, argv: list, *fragments: str) -> str:
-    """The command exits 2 with one error line holding every fragment."""
-    code = main([str(a) for a in argv] + ["--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 def _cut(src: Path, dst: Path, keep: float) -> Path:
@@ -68,19 +58,20 @@ def files(tmp_path_factory):
 def test_cut_short_geotiffs(files, tmp_path, capsys):
     root, bundle, s2, emb = files
     cog = _cut(root / "s2_cog.tif", tmp_path / "cog_cut.tif", 0.5)
-    _fails(capsys, ["embed-raster", cog, tmp_path / "o.tif", "--model", bundle], "cannot read raster cog_cut.tif",
+    cli_fails(capsys, ["embed-raster", cog, tmp_path / "o.tif", "--model", bundle], "cannot read raster cog_cut.tif",
            "damaged or cut short")
     head_cut = _cut(s2, tmp_path / "s2_cut.tif", 0.3)  # the GeoTIFF's directory is at its end: cut away
-    _fails(capsys, ["embed-raster", head_cut, tmp_path / "o.tif", "--model", bundle], "cannot open raster s2_cut.tif")
+    cli_fails(capsys, ["embed-raster", head_cut, tmp_path / "o.tif", "--model", bundle],
+              "cannot open raster s2_cut.tif")
     emb_cut = _cut(emb, tmp_path / "emb_cut.tif", 0.4)
-    _fails(capsys, ["cluster-embeddings", emb_cut, tmp_path / "c.tif"], "cannot read raster emb_cut.tif",
+    cli_fails(capsys, ["cluster-embeddings", emb_cut, tmp_path / "c.tif"], "cannot read raster emb_cut.tif",
            "damaged or cut short")
     with rasterio.open(emb) as ds:  # a reference point in the rows that were cut away
         x, y = ds.xy(ds.height - 3, ds.width - 3)
-    _fails(capsys, ["similarity-search", emb_cut, tmp_path / "s.tif", "--point", x, y],
+    cli_fails(capsys, ["similarity-search", emb_cut, tmp_path / "s.tif", "--point", x, y],
            "cannot read raster emb_cut.tif", "damaged or cut short")
     (tmp_path / "text.tif").write_text("not a raster")
-    _fails(capsys, ["cluster-embeddings", tmp_path / "text.tif", tmp_path / "c.tif"], "cannot open raster text.tif")
+    cli_fails(capsys, ["cluster-embeddings", tmp_path / "text.tif", tmp_path / "c.tif"], "cannot open raster text.tif")
     assert not any(p.name in ("o.tif", "c.tif", "s.tif") for p in tmp_path.iterdir())
 
 
@@ -89,19 +80,19 @@ def test_damaged_bundles_and_checkpoints(files, tmp_path, capsys):
     run = ["embed-raster", s2, tmp_path / "o.tif", "--model"]
     cut = shutil.copytree(bundle, tmp_path / "cut")
     _cut(bundle / "model.safetensors", cut / "model.safetensors", 0.5)
-    _fails(capsys, run + [cut], f"could not read {cut / 'model.safetensors'}: damaged or cut short")
+    cli_fails(capsys, run + [cut], f"could not read {cut / 'model.safetensors'}: damaged or cut short")
     for name, text, problem in [("json", '{"format": "gair-bundle", "config": {', "is not valid JSON"),
                                 ("bytes", "\udcff\udcfe garbage", "is not valid JSON"),
                                 ("values", '{"format": "gair-bundle", "fingerprint": "f", '
                                            '"config": {"embed_dim": "x"}}', "holds an invalid model config")]:
         broken = shutil.copytree(bundle, tmp_path / name)
         (broken / "config.json").write_bytes(text.encode("utf-8", "surrogateescape"))
-        _fails(capsys, run + [broken], f"{broken / 'config.json'} {problem}")
+        cli_fails(capsys, run + [broken], f"{broken / 'config.json'} {problem}")
     (tmp_path / "empty.pth").write_bytes(b"")
-    _fails(capsys, ["convert-checkpoint", tmp_path / "empty.pth", tmp_path / "b"], "empty.pth is empty (0 bytes)")
+    cli_fails(capsys, ["convert-checkpoint", tmp_path / "empty.pth", tmp_path / "b"], "empty.pth is empty (0 bytes)")
     torch.save({"model": {"w": torch.zeros(1000)}}, tmp_path / "full.pth")
     _cut(tmp_path / "full.pth", tmp_path / "cut.pth", 0.5)
-    _fails(capsys, ["convert-checkpoint", tmp_path / "cut.pth", tmp_path / "b"], "could not read checkpoint",
+    cli_fails(capsys, ["convert-checkpoint", tmp_path / "cut.pth", tmp_path / "b"], "could not read checkpoint",
            "cut.pth (damaged, cut short")
     assert not (tmp_path / "b").exists() and not (tmp_path / "o.tif").exists()
 
@@ -112,11 +103,11 @@ def test_damaged_onnx_exports(files, tmp_path, capsys):
     assert (os.stat(export).st_mode & 0o777) == 0o777 & ~current_umask()  # not mkdtemp's private 0700
     graph = shutil.copytree(export, tmp_path / "graph")
     _cut(export / "rs_tokens.onnx", graph / "rs_tokens.onnx", 0.5)
-    _fails(capsys, ["embed-raster", s2, tmp_path / "o.tif", "--model", graph],
+    cli_fails(capsys, ["embed-raster", s2, tmp_path / "o.tif", "--model", graph],
            f"cannot load ONNX graph {graph / 'rs_tokens.onnx'}: damaged or cut short")
     query = shutil.copytree(export, tmp_path / "query")
     _cut(export / "query.npz", query / "query.npz", 0.5)
-    _fails(capsys, ["embed-raster", s2, tmp_path / "o.tif", "--model", query],
+    cli_fails(capsys, ["embed-raster", s2, tmp_path / "o.tif", "--model", query],
            f"cannot read {query / 'query.npz'}: damaged or cut short")
     assert not (tmp_path / "o.tif").exists()
 
@@ -126,7 +117,7 @@ def test_outputs_follow_the_users_umask(tmp_path):
     model = engine.GAIRModel(engine.GAIRConfig.tiny())
     previous = os.umask(0o022)
     try:
-        shared = engine.save_bundle(model, tmp_path / "shared")
+        shared = engine.save_bundle(model, tmp_path / "colleague")
         os.umask(0o077)
         private = engine.save_bundle(model, tmp_path / "private")
     finally:
@@ -164,8 +155,8 @@ def test_a_model_folder_not_shared_says_permission_denied(files, private):
 
 def test_outputs_in_impossible_places(files, capsys):
     _, _, _, emb = files
-    _fails(capsys, ["cluster-embeddings", emb, "/proc/gair/x.tif"], "/proc/gair/x.tif")
-    _fails(capsys, ["cluster-embeddings", emb, "/dev/null/x.tif"], "/dev/null", "is a file")
+    cli_fails(capsys, ["cluster-embeddings", emb, "/proc/gair/x.tif"], "/proc/gair/x.tif")
+    cli_fails(capsys, ["cluster-embeddings", emb, "/dev/null/x.tif"], "/dev/null", "is a file")
 
 
 def test_k_beyond_the_data_is_refused_before_any_fitting(tmp_path, capsys, monkeypatch):
@@ -173,9 +164,9 @@ def test_k_beyond_the_data_is_refused_before_any_fitting(tmp_path, capsys, monke
     fits = []
     real_fit = cluster_module.fit_kmeans
     monkeypatch.setattr(cluster_module, "fit_kmeans", lambda *a, **k: fits.append(a[1]) or real_fit(*a, **k))
-    _fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "c.tif", "--k", 200, "--auto-k"],
+    cli_fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "c.tif", "--k", 200, "--auto-k"],
            "too few for automatic k up to 200", "a k of at most")
-    _fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "c.tif", "--k", 250], "too few for 250 clusters")
+    cli_fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "c.tif", "--k", 250], "too few for 250 clusters")
     assert fits == [] and not (tmp_path / "c.tif").exists()
     with pytest.raises(SystemExit, match="2"):  # above what a class raster holds: a usage error
         main(["cluster-embeddings", str(planted.path), str(tmp_path / "c.tif"), "--k", "300"])

@@ -30,6 +30,7 @@ from engine.io.guard import check_paths
 from engine.io.vectors import META_TABLE, read_layer_metadata, write_gpkg
 from engine.params import OPERATIONS
 from engine.service.jobs import checked_params
+from tests.cli_helpers import cli_fails
 
 from .test_pipeline_raster import synthetic_s2, write_raster
 
@@ -51,17 +52,6 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _fails(capsys, argv: list, *fragments: str) -> str:
-    """The command exits 2 with one error line holding every fragment."""
-    code = main([str(a) for a in argv] + ["--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
-
-
 def _labels(tmp_path: Path, planted) -> Path:
     rows, cols, labels = labelled_points(planted, 8, seed=1)
     xs, ys = pixel_xy(planted, rows, cols)
@@ -77,7 +67,7 @@ def test_embed_raster_into_its_own_input_is_refused_also_through_links(tmp_path,
     os.link(s2, tmp_path / "hard.tif")
     missing_model = tmp_path / "no-model"  # the check comes before the model loads: no "model not found" error
     for output in (s2, tmp_path / "link.tif", tmp_path / "hard.tif", tmp_path / "sub" / ".." / "s2.tif"):
-        _fails(capsys, ["embed-raster", s2, output, "--model", missing_model], "is also the input", "overwrite",
+        cli_fails(capsys, ["embed-raster", s2, output, "--model", missing_model], "is also the input", "overwrite",
                "choose another output name")
         assert _digest(s2) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.tif", "link.tif", "s2.tif"]
@@ -86,9 +76,9 @@ def test_embed_raster_into_its_own_input_is_refused_also_through_links(tmp_path,
 def test_train_classifier_model_output_onto_the_embedding_raster_is_refused(tmp_path, planted, capsys):
     labels = _labels(tmp_path, planted)
     before = _digest(planted.path)
-    _fails(capsys, ["train-classifier", planted.path, labels, "--field", "label", "--model-output", planted.path,
+    cli_fails(capsys, ["train-classifier", planted.path, labels, "--field", "label", "--model-output", planted.path,
                     "--folds", "2"], "--model-output", "is also the input raster")
-    _fails(capsys, ["train-classifier", planted.path, labels, "--field", "label", "--model-output",
+    cli_fails(capsys, ["train-classifier", planted.path, labels, "--field", "label", "--model-output",
                     tmp_path / "m.joblib", "--report", labels, "--folds", "2"], "--report", "labels")
     assert _digest(planted.path) == before and not (tmp_path / "m.joblib").exists()
 
@@ -100,7 +90,7 @@ def test_two_outputs_of_one_run_with_the_same_name_are_refused(tmp_path, planted
                  str(model), "--folds", "2", "--quiet"]) == 0
     capsys.readouterr()
     (tmp_path / "x.tif").write_bytes(b"mine")
-    _fails(capsys, ["apply-model", planted.path, model, tmp_path / "x.tif", "--confidence", tmp_path / "x.tif"],
+    cli_fails(capsys, ["apply-model", planted.path, model, tmp_path / "x.tif", "--confidence", tmp_path / "x.tif"],
            "--confidence", "are the same file", "give each output its own name")
     assert (tmp_path / "x.tif").read_bytes() == b"mine"
     with pytest.raises(GAIRError, match="same file"):  # Python callers are protected too
@@ -190,7 +180,7 @@ def test_cluster_polygons_into_an_existing_geopackage_keep_its_other_layers(tmp_
 def test_a_file_that_is_not_a_geopackage_is_not_replaced(tmp_path, planted, capsys):
     target = tmp_path / "notes.gpkg"
     target.write_text("my notes, not a GeoPackage")
-    _fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "c.tif", "--polygons", target],
+    cli_fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "c.tif", "--polygons", target],
            "is not a GeoPackage")
     assert target.read_text() == "my notes, not a GeoPackage" and not (tmp_path / "c.tif").exists()
 
@@ -200,15 +190,15 @@ def test_an_output_that_is_a_folder_fails_before_any_work(tmp_path, planted, cap
     s2 = write_raster(tmp_path / "s2.tif", synthetic_s2(96, 96, seed=3))
     folder = tmp_path / "results"
     folder.mkdir()
-    _fails(capsys, ["embed-raster", s2, folder, "--model", tmp_path / "no-model"], "is an existing folder",
+    cli_fails(capsys, ["embed-raster", s2, folder, "--model", tmp_path / "no-model"], "is an existing folder",
            "give a file name inside it")
-    _fails(capsys, ["cluster-embeddings", planted.path, folder], "is an existing folder")
-    _fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "c.tif", "--polygons", folder],
+    cli_fails(capsys, ["cluster-embeddings", planted.path, folder], "is an existing folder")
+    cli_fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "c.tif", "--polygons", folder],
            "--polygons", "is an existing folder")
     (tmp_path / "file").write_text("x")
-    _fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "file" / "sub" / "c.tif"],
+    cli_fails(capsys, ["cluster-embeddings", planted.path, tmp_path / "file" / "sub" / "c.tif"],
            "cannot create the folder", "file is a file")
-    _fails(capsys, ["convert-checkpoint", tmp_path / "file", s2], "is an existing file, not a folder")
+    cli_fails(capsys, ["convert-checkpoint", tmp_path / "file", s2], "is an existing file, not a folder")
     assert list(folder.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "planted.tif", "results", "s2.tif"]
     created = tmp_path / "new" / "sub" / "c.tif"  # a folder that can be created is fine
@@ -235,8 +225,8 @@ def test_a_read_only_output_folder_fails_before_any_work(tmp_path, planted, caps
     folder = tmp_path / "ro"
     folder.mkdir()
     with read_only(folder):
-        _fails(capsys, ["cluster-embeddings", planted.path, folder / "c.tif"], "permission denied")
-        _fails(capsys, ["cluster-embeddings", planted.path, folder / "new" / "c.tif"], "cannot create a folder in")
+        cli_fails(capsys, ["cluster-embeddings", planted.path, folder / "c.tif"], "permission denied")
+        cli_fails(capsys, ["cluster-embeddings", planted.path, folder / "new" / "c.tif"], "cannot create a folder in")
         assert list(folder.iterdir()) == []
 
 
@@ -318,7 +308,7 @@ def test_a_second_run_on_the_same_output_fails_at_once_naming_the_first(tmp_path
     out = tmp_path / "c.tif"
     proc = _start_paused_run(tmp_path, planted, out)
     try:
-        _fails(capsys, ["cluster-embeddings", planted.path, out, "--k", "3"],
+        cli_fails(capsys, ["cluster-embeddings", planted.path, out, "--k", "3"],
                f"is being written by another run (pid {proc.pid})")
         assert [n for n in _hidden(tmp_path) if n.startswith(".c.tif.tmp-")]  # the first run's temp is untouched
         assert main(["cluster-embeddings", str(planted.path), str(tmp_path / "d.tif"), "--k", "3", "--quiet"]) == 0
