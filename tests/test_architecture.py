@@ -1,7 +1,7 @@
 """The import boundaries docs/ENGINE_API.md states, enforced on the source (every import, lazy ones included).
 
 - engine/ never imports qgis or Qt: it runs in any Python, and in its own process beside QGIS.
-- engine/config.py, errors.py, params.py and the worker protocol and client use the standard library only (the
+- engine/config.py, errors.py, params/ and the worker protocol and client use the standard library only (the
   plugin may use them in QGIS's own Python).
 - engine/runtime/, engine/io/ and engine/analysis/ never reach torch, directly or through another engine module:
   an ONNX-only install runs the whole inference and analysis path; they and engine/pipeline/ never reach
