@@ -15,17 +15,15 @@ import torch
 
 import engine
 from engine import GAIRError
-from engine.io.vectors import read_point_table
-from engine.pretrain.build_dataset import build_manifest
-from engine.pretrain.config import load_config
 from engine.pretrain.state import read_log
-from engine.pretrain.synthetic import WorldSpec, make_world
+from engine.pretrain.synthetic import WorldSpec
 from engine.pretrain.train import run
 from engine.pretrain.weights import build_start
+from tests.pretrain_helpers import FAST as BASE_FAST
+from tests.pretrain_helpers import manifest_world, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["data.num_workers=0", "train.batch_size=16", "train.log_every=1", "train.progress=false",
-        "train.checkpoint_every=4", "optim.warmup_epochs=0.5", "train.tensorboard=false"]
+FAST = ["train.checkpoint_every=4"]  # on top of pretrain_helpers.FAST
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 # Runs engine.pretrain with every sample slowed down, so a SIGKILL surely lands mid-run.
 SLOW_LAUNCH = """
@@ -43,20 +41,18 @@ raise SystemExit(main(sys.argv[2:]))
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    w = make_world(tmp_path_factory.mktemp("trainworld"), WorldSpec(size_px=192, n_photos=200, n_labels=10, seed=5))
-    build_manifest([w.raster], read_point_table(w.photos_csv), w.root / "manifest.csv", 640.0)
-    return w
+    spec = WorldSpec(size_px=192, n_photos=200, n_labels=10, seed=5)
+    return manifest_world(tmp_path_factory.mktemp("trainworld"), spec)
 
 
 def config(world, out: Path, *extra: str):
-    return load_config(ROOT / "configs" / "tiny.toml", [*FAST, f'data.manifest="{world.root / "manifest.csv"}"',
-                                                        f'train.out_dir="{out}"', *extra])
+    return tiny_config(world, out, *FAST, *extra)
 
 
 def cli_args(world, out: Path, *extra: str) -> list[str]:
     args = ["--config", str(ROOT / "configs" / "tiny.toml"), "--manifest", str(world.root / "manifest.csv"),
             "--out", str(out)]
-    for item in (*FAST, *extra):
+    for item in (*BASE_FAST, *FAST, *extra):
         args += ["--set", item]
     return args
 

@@ -7,27 +7,22 @@ from pathlib import Path
 import pytest
 
 from engine import GAIRError
-from engine.io.vectors import read_point_table
-from engine.pretrain.build_dataset import build_manifest
 from engine.pretrain.config import load_config
-from engine.pretrain.synthetic import WorldSpec, make_world
+from engine.pretrain.synthetic import WorldSpec
 from engine.pretrain.train import run
+from tests.pretrain_helpers import manifest_world, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["data.num_workers=0", "train.batch_size=16", "train.log_every=1", "train.progress=false",
-        "train.checkpoint_every=100", "optim.warmup_epochs=0.5", "train.tensorboard=false", "train.max_steps=2"]
+FAST = ["train.checkpoint_every=100", "train.max_steps=2"]  # on top of pretrain_helpers.FAST
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    w = make_world(tmp_path_factory.mktemp("evalworld"), WorldSpec(size_px=160, n_photos=64, n_labels=120, seed=2))
-    build_manifest([w.raster], read_point_table(w.photos_csv), w.root / "manifest.csv", 640.0)
-    return w
+    spec = WorldSpec(size_px=160, n_photos=64, n_labels=120, seed=2)
+    return manifest_world(tmp_path_factory.mktemp("evalworld"), spec)
 
 
 def config(world, out: Path, *extra: str):
-    return load_config(ROOT / "configs" / "tiny.toml", [*FAST, f'data.manifest="{world.root / "manifest.csv"}"',
-                                                        f'train.out_dir="{out}"', *extra])
+    return tiny_config(world, out, *FAST, *extra)
 
 
 @pytest.mark.parametrize("objective", ["gair", "csp-released"])
