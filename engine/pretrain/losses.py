@@ -1,12 +1,11 @@
 """Contrastive losses on plain tensors: InfoNCE, the location-queue loss, distillation, and the CSP terms.
 
 Inputs are L2-normalised embeddings unless said otherwise. Cross-rank gathers keep gradients for the local part
-(torch.distributed.nn), so in-batch negatives can span every GPU.
+(one all_reduce in the backward), so in-batch negatives can span every GPU.
 """
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.distributed as dist
@@ -17,17 +16,33 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+class _GatherRanks(torch.autograd.Function):
+    """all_gather whose backward all-reduces the gathered gradient and keeps this rank's slice: the sum over ranks
+    of every loss that used it. One all_reduce works on gloo and NCCL alike (torch.distributed.nn's gloo path goes
+    through all_to_all, which left gloo threads that aborted some processes at exit)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rows = x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
 def gather_ranks(x: torch.Tensor) -> torch.Tensor:
     """x from every rank concatenated in rank order (x itself when alone). Gradients flow back to each rank's own
-    slice, summed over the ranks whose losses used it (torch.distributed.nn's autograd all_gather)."""
+    slice, summed over the ranks whose losses used it. Every rank must pass the same number of rows."""
     if not distributed():
         return x
-    import torch.distributed.nn.functional as dist_fn
-
-    with warnings.catch_warnings():  # torch 2.13 marks it deprecated for a private replacement; it still works
-        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather",
-                                category=FutureWarning)
-        return torch.cat(dist_fn.all_gather(x), dim=0)
+    return _GatherRanks.apply(x)
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float,
