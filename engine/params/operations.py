@@ -100,8 +100,10 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "\n\nThe result feeds Cluster, Similarity search and Train classifier.",
         "pipeline.raster:embed_raster",
         (
-            Param("input_path", "raster", positional=True, flag="input", key="INPUT", label="Sentinel-2 raster",
-                  help="Sentinel-2 L2A/L1C raster (10, 12 or 13 bands; any GDAL format and CRS)"),
+            Param("input_path", "raster", positional=True, repeat=True, flag="input", key="INPUT",
+                  label="Sentinel-2 raster or product",
+                  help="Sentinel-2 L2A/L1C raster (10, 12 or 13 bands; any GDAL format and CRS), product (.SAFE folder "
+                       "or .zip), folder of band files, or the band files (B02.tif ... or *_B02_10m.jp2 ...)"),
             Param("output_path", "raster_out", positional=True, flag="output", key="OUTPUT", label="Embedding raster",
                   help="output GeoTIFF"),
             Param("extent", "extent", None, optional=True, label="Extent (empty: whole raster)",
@@ -130,6 +132,12 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
                   help="skip crops with less valid data than this"),
             Param("quicklook", "bool", True, flag="--no-quicklook", toolbox=False,
                   help="write <output>.quicklook.png of three principal components"),
+            Param("radiometric_offset", "float", None, optional=True, advanced=True,
+                  label="Radiometric offset of the values (empty: from the product)",
+                  help="offset the input's values carry: -1000 for raw DN of products with processing baseline >= "
+                       "04.00, 0 for older ones and harmonized collections (default: read from the product metadata)"),
+            Param("mask_clouds", "bool", False, label="Mask clouds, shadows and snow (L2A scene classification)",
+                  help="make L2A SCL cloud, cirrus, shadow, snow, saturated and nodata pixels nodata in the output"),
             SEED,
             *_MODEL_PARAMS,
             _batch_size(None, "crops"),
