@@ -214,26 +214,33 @@ def test_offset_applied_from_baseline_04_so_the_same_ground_gives_the_same_input
     assert np.all(read_all(new, radiometric_offset=0)[:, 4:, 4:] == old[:, 4:, 4:] + 1000)
 
 
-def test_stacked_raster_offset_is_stated_or_warned(tmp_path, bands, caplog):
-    stack = hand_stack(bands).astype(np.uint16) + np.uint16(1000)
-    path = tmp_path / "stack.tif"
+def write_stack(path: Path, stack: np.ndarray, **tags) -> Path:
     with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=10, dtype="uint16", crs=CRS,
                        transform=from_origin(X0, Y0, 10, 10), nodata=0) as ds:
-        ds.write(stack)
+        ds.write(stack.astype(np.uint16))
         for i, band in enumerate(S2_BANDS):
             ds.set_band_description(i + 1, band)
-        ds.update_tags(PROCESSING_BASELINE="05.10")
+        ds.update_tags(**tags)
+    return path
+
+
+def test_stacked_raster_offset_is_stated_or_warned(tmp_path, bands, caplog):
+    stack = hand_stack(bands) + 1000
+    path = write_stack(tmp_path / "stack.tif", stack, PROCESSING_BASELINE="05.10")
     with caplog.at_level(logging.WARNING, logger="engine.pipeline"):
         np.testing.assert_array_equal(read_all(path), stack)  # not known: used as it is, with a warning
     assert any("--radiometric-offset -1000" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="engine.pipeline"):
         np.testing.assert_array_equal(read_all(path, radiometric_offset=-1000), hand_stack(bands))
+        # blue values below 1000 cannot carry the offset (they would be negative reflectance): known, no warning
+        plain = write_stack(tmp_path / "plain.tif", hand_stack(bands), PROCESSING_BASELINE="05.10")
+        np.testing.assert_array_equal(read_all(plain), hand_stack(bands))
     assert not caplog.records
 
 
 def test_reference_samples_are_harmonized_so_no_offset_and_no_warning(samples_dir, caplog):
-    with caplog.at_level(logging.INFO, logger="engine.pipeline"):
+    with caplog.at_level(logging.DEBUG, logger="engine.pipeline"):
         with SourceRaster(samples_dir / "tokyo_rs.tif", engine.GAIRConfig()) as src:
             assert src.offsets is None
     assert any("harmonized" in r.getMessage() for r in caplog.records)
@@ -241,12 +248,7 @@ def test_reference_samples_are_harmonized_so_no_offset_and_no_warning(samples_di
 
 
 def test_product_embeds_as_its_hand_built_stack(tmp_path, tiny_model, safe_old, bands):
-    stack = tmp_path / "stack.tif"
-    with rasterio.open(stack, "w", driver="GTiff", width=SIZE, height=SIZE, count=10, dtype="uint16", crs=CRS,
-                       transform=from_origin(X0, Y0, 10, 10), nodata=0) as ds:
-        ds.write(hand_stack(bands).astype(np.uint16))
-        for i, band in enumerate(S2_BANDS):
-            ds.set_band_description(i + 1, band)
+    stack = write_stack(tmp_path / "stack.tif", hand_stack(bands))
     kwargs = dict(dtype="float32", dims=0, quicklook=False, overlap=0.25)
     embed_raster(stack, tmp_path / "a.tif", tiny_model, radiometric_offset=0, **kwargs)
     embed_raster(zip_of(safe_old), tmp_path / "b.tif", tiny_model, **kwargs)

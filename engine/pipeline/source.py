@@ -24,6 +24,7 @@ from .tiling import metres_per_unit
 
 log = logging.getLogger(__name__)
 
+DARK_SHARE = 0.01  # of blue values below 1000 that shows a raster carries no +1000 offset
 # A pixel size within this fraction of the model's is read as it is (no resampling), as the reference does.
 NATIVE_TOLERANCE = 0.02
 
@@ -95,6 +96,17 @@ class SourceRaster:
             self.close()
             raise
 
+    def _below_offset(self, side: int = 256) -> bool:
+        """Whether the first model band (blue) has values below 1000 often: with the +1000 offset still in they would
+        be negative reflectance, which is rare; without it dark ground (water, vegetation) is mostly below 1000."""
+        from rasterio.enums import Resampling
+
+        with raster_read_errors(self.path):
+            band = self.ds.read(self.indexes[0], out_shape=(min(side, self.ds.height), min(side, self.ds.width)),
+                                resampling=Resampling.nearest, masked=True)
+        values = band.compressed()
+        return values.size > 0 and float(np.mean(values < 1000)) >= DARK_SHARE
+
     def _scl_band(self, labels) -> int:
         """1-based index of a stacked raster's SCL band (described 'SCL'), for mask_clouds."""
         for i, label in enumerate(labels):
@@ -107,19 +119,20 @@ class SourceRaster:
         """Per model band offset added to the DN (None: none), from the option, the product or the raster's tags."""
         name = os.path.basename(self.path.rstrip("/"))
         if stated is not None:
-            log.info(f"{name}: radiometric offset {stated:g} (stated)")
-            values = [float(stated)] * len(self.config.rs_bands)
+            values, why = [float(stated)] * len(self.config.rs_bands), "stated"
         elif stack is not None and stack.offsets is not None:
-            values = [stack.offsets.get(b, 0.0) for b in self.config.rs_bands]
-            log.info(f"{name}: radiometric offset {sorted(set(values))} from {stack.offset_source}")
+            values, why = [stack.offsets.get(b, 0.0) for b in self.config.rs_bands], stack.offset_source
         else:
             offset, why = raster_offset(self.ds.tags()) if stack is None else (None, "")
+            if offset is None and self._below_offset():
+                offset, why = 0.0, f"{DARK_SHARE:.0%} or more of its {self.config.rs_bands[0]} values are below 1000"
             if offset is None:
                 warn_unknown_offset(name)
-                offset = 0.0
-            else:
-                log.info(f"{name}: radiometric offset {offset:g}: {why}")
+                offset, why = 0.0, "assumed"
             values = [offset] * len(self.config.rs_bands)
+        # an applied offset is worth a line of the run's log; none is the ordinary case
+        log.log(logging.INFO if any(values) else logging.DEBUG,
+                f"{name}: radiometric offset {' '.join(sorted({f'{v:g}' for v in values}))} ({why})")
         return np.asarray(values, dtype=np.float32) if any(values) else None
 
     def _window(self, extent, extent_crs):
