@@ -178,6 +178,8 @@ def test_safe_folder_zip_metadata_and_subdataset_give_the_hand_built_stack(safe_
     np.testing.assert_array_equal(read_all(safe_old / "MTD_MSIL2A.xml"), expected)
     # what QGIS gives as the source of a product layer opened with GDAL's SENTINEL2 driver
     np.testing.assert_array_equal(read_all(f"SENTINEL2_L2A:{safe_old}/MTD_MSIL2A.xml:10m:EPSG_32633"), expected)
+    inside = f"/vsizip/{zip_of(safe_old)}/{safe_old.name}/MTD_MSIL2A.xml"
+    np.testing.assert_array_equal(read_all(f"SENTINEL2_L2A:{inside}:20m:EPSG_32633"), expected)
 
 
 def test_folder_and_list_of_band_files_give_the_hand_built_stack(tmp_path, bands):

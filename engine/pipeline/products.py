@@ -15,8 +15,8 @@ every value a real measurement (no mixing across nodata or cloud edges).
 Radiometry: see `radiometric_offset_of` and README "Sentinel-2 products". The model's fixed band statistics
 (engine.config S2_MEAN/S2_STD) describe surface reflectance x 10000 with no offset: the scale of products with
 processing baseline < 04.00 and of "harmonized" collections (Earth Engine's COPERNICUS/S2_SR_HARMONIZED, where the
-reference samples come from: their baseline-05.10 pixels go down to 40-100 in B5/B12, impossible with the +1000
-offset still in). So a product's BOA_ADD_OFFSET / RADIO_ADD_OFFSET (-1000 from baseline 04.00) is added, clipped at
+reference samples come from: 1 % of the baseline-05.10 Tokyo sample's B5 and B12 pixels are below 45, impossible
+with the +1000 offset still in). So a product's BOA_ADD_OFFSET / RADIO_ADD_OFFSET (-1000 from baseline 04.00) is added, clipped at
 0 as the harmonized collections store it: the same ground gives the same model input whatever the baseline.
 """
 from __future__ import annotations
