@@ -180,6 +180,8 @@ def test_safe_folder_zip_metadata_and_subdataset_give_the_hand_built_stack(safe_
     np.testing.assert_array_equal(read_all(f"SENTINEL2_L2A:{safe_old}/MTD_MSIL2A.xml:10m:EPSG_32633"), expected)
     inside = f"/vsizip/{zip_of(safe_old)}/{safe_old.name}/MTD_MSIL2A.xml"
     np.testing.assert_array_equal(read_all(f"SENTINEL2_L2A:{inside}:20m:EPSG_32633"), expected)
+    with SourceRaster(f"SENTINEL2_L2A:{inside}:20m:EPSG_32633", engine.GAIRConfig.tiny()) as src:
+        assert src.path == str(zip_of(safe_old))  # messages and the output's GAIR_SOURCE name the product
 
 
 def test_folder_and_list_of_band_files_give_the_hand_built_stack(tmp_path, bands):

@@ -16,8 +16,9 @@ Radiometry: see `radiometric_offset_of` and README "Sentinel-2 products". The mo
 (engine.config S2_MEAN/S2_STD) describe surface reflectance x 10000 with no offset: the scale of products with
 processing baseline < 04.00 and of "harmonized" collections (Earth Engine's COPERNICUS/S2_SR_HARMONIZED, where the
 reference samples come from: 1 % of the baseline-05.10 Tokyo sample's B5 and B12 pixels are below 45, impossible
-with the +1000 offset still in). So a product's BOA_ADD_OFFSET / RADIO_ADD_OFFSET (-1000 from baseline 04.00) is added, clipped at
-0 as the harmonized collections store it: the same ground gives the same model input whatever the baseline.
+with the +1000 offset still in). So a product's BOA_ADD_OFFSET / RADIO_ADD_OFFSET (-1000 from baseline 04.00) is
+added, clipped at 0 as the harmonized collections store it: the same ground gives the same model input whatever the
+baseline.
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ class StackSpec:
     """What a product, folder or list of band files holds: one file per band, the offset and the cloud mask."""
 
     name: str  # what the user gave, for messages and tags
+    path: str  # the product, folder or (band files) their folder
     files: dict[str, str]  # band id ('B2'...) -> GDAL path of its file
     scl: str | None = None  # GDAL path of the L2A scene classification
     offsets: dict[str, float] | None = None  # per band id; None: not known
@@ -159,7 +161,8 @@ def _product_members(members: Sequence[str], root: str) -> list[tuple[str, str]]
     return [(m.rsplit("/", 1)[-1], m) for m in images]
 
 
-def _product_spec(name: str, members: Sequence[str], mtd: str, read, gdal_path) -> StackSpec:
+def _product_spec(path: Path, members: Sequence[str], mtd: str, read, gdal_path) -> StackSpec:
+    name = path.name
     root = mtd.rsplit("/", 1)[0] + "/" if "/" in mtd else ""
     level, baseline, offsets = parse_product_metadata(read(mtd), name)
     pairs = [(file, gdal_path(member)) for file, member in _product_members(members, root)]
@@ -167,7 +170,7 @@ def _product_spec(name: str, members: Sequence[str], mtd: str, read, gdal_path) 
         raise GAIRError(f"{name}: no band images under GRANULE/*/IMG_DATA (the product layout is not recognised "
                         "or the product is incomplete); download the whole product again")
     files, scl = _pick_bands(pairs, name)
-    spec = StackSpec(name, files, scl, level=level, nodata=dict.fromkeys(files, 0.0))
+    spec = StackSpec(name, str(path), files, scl, level=level, nodata=dict.fromkeys(files, 0.0))
     match = _BASELINE_IN_NAME.search(Path(root.rstrip("/") or name).name)
     spec.baseline = match and f"{match.group(1)}.{match.group(2)}"
     _offsets_from(spec, level, baseline, offsets)
@@ -180,7 +183,7 @@ def _safe_folder(folder: Path) -> StackSpec:
     if mtd is None:
         raise GAIRError(f"{folder.name}: no MTD_MSIL2A.xml / MTD_MSIL1C.xml in it, so it is not a Sentinel-2 product "
                         "layout GAIR knows; give the .SAFE folder as downloaded, or a folder of band files")
-    return _product_spec(folder.name, members, mtd, lambda m: (folder / m).read_bytes(), lambda m: str(folder / m))
+    return _product_spec(folder, members, mtd, lambda m: (folder / m).read_bytes(), lambda m: str(folder / m))
 
 
 def _safe_zip(path: Path) -> StackSpec:
@@ -195,12 +198,12 @@ def _safe_zip(path: Path) -> StackSpec:
     except (zipfile.BadZipFile, OSError) as exc:
         raise GAIRError(f"cannot read {path.name} as a zip ({exc}); download it again") from exc
     prefix = f"/vsizip/{path.resolve()}/"
-    return _product_spec(path.name, members, mtd, lambda m: xml, lambda m: prefix + m)
+    return _product_spec(path, members, mtd, lambda m: xml, lambda m: prefix + m)
 
 
-def _band_files_spec(name: str, paths: Sequence[str]) -> StackSpec:
+def _band_files_spec(name: str, folder: Path, paths: Sequence[str]) -> StackSpec:
     files, scl = _pick_bands([(Path(p).name, str(p)) for p in paths], name)
-    spec = StackSpec(name, files, scl)
+    spec = StackSpec(name, str(folder), files, scl)
     sensed = [_SENSING.search(Path(p).name) for p in files.values()]
     days = {m.group(1) for m in sensed if m}
     if days and all(sensed):
@@ -217,7 +220,7 @@ def _folder_spec(folder: Path) -> StackSpec:
     # an L2A IMG_DATA folder keeps its bands in R10m/R20m/R60m
     places = [folder, *(folder / r for r in ("R10m", "R20m", "R60m") if (folder / r).is_dir())]
     paths = sorted(str(p) for d in places for p in d.iterdir() if p.is_file() and _is_band_name(p.name))
-    spec = _band_files_spec(folder.name, paths)
+    spec = _band_files_spec(folder.name, folder, paths)
     mtd = next((p for p in folder.iterdir() if _MTD.search(p.name)), None)
     if mtd is not None:
         _offsets_from(spec, *parse_product_metadata(mtd.read_bytes(), folder.name))
@@ -250,7 +253,7 @@ def find_stack(source) -> StackSpec | None:
         for p in paths:
             if not os.path.isfile(p):
                 raise GAIRError(f"band file {p} does not exist")
-        return _band_files_spec(f"{len(paths)} band files", paths)
+        return _band_files_spec(f"{len(paths)} band files", Path(paths[0]).parent, paths)
     text = str(source)
     product = _subdataset_product(text)
     if product is not None:

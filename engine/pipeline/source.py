@@ -11,7 +11,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -53,9 +52,10 @@ class SourceRaster:
         import rasterio
 
         stack = find_stack(path)
-        many = isinstance(path, (list, tuple)) and len(path) > 1
-        self.path = str(Path(str(path[0])).parent) if many else str(path[0] if isinstance(path, (list, tuple))
-                                                                     else path)
+        if stack is not None:
+            self.path = stack.path
+        else:
+            self.path = str(path[0] if isinstance(path, (list, tuple)) and len(path) == 1 else path)
         self.config = config
         self._memfile, self.scl_index = None, None
         with raster_read_errors(self.path, opening=True):
