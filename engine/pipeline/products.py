@@ -382,4 +382,5 @@ def raster_offset(tags: dict[str, str]) -> tuple[float | None, str]:
 def warn_unknown_offset(name: str) -> None:
     log.warning(f"{name}: its radiometric offset is not known; assuming its values are reflectance x 10000 with no "
                 "offset (baselines < 04.00, harmonized collections). If they are raw DN of a product with processing "
-                "baseline >= 04.00, pass --radiometric-offset -1000 (0 states there is none and silences this)")
+                "baseline >= 04.00, set the radiometric offset to -1000 (--radiometric-offset -1000; 0 states there "
+                "is none and silences this)")
