@@ -193,6 +193,20 @@ def test_folder_and_list_of_band_files_give_the_hand_built_stack(tmp_path, bands
     np.testing.assert_array_equal(read_all([str(p) for p in reversed(paths)], radiometric_offset=0), expected)
 
 
+def test_an_l2a_img_data_folder_reads_its_resolution_subfolders(safe_old, bands):
+    img_data = next((safe_old / "GRANULE").iterdir()) / "IMG_DATA"
+    np.testing.assert_array_equal(read_all(img_data, radiometric_offset=0), hand_stack(bands))
+
+
+def test_a_product_of_several_granules_is_refused(tmp_path, safe_old):
+    several = tmp_path / safe_old.name
+    shutil.copytree(safe_old, several)
+    granule = next((several / "GRANULE").iterdir())
+    shutil.copytree(granule, granule.with_name(granule.name.replace("T33UUP", "T33UUQ")))
+    with pytest.raises(GAIRError, match="holds 2 granules"):
+        SourceRaster(several, engine.GAIRConfig.tiny())
+
+
 def test_l1c_layout_reads_its_radio_offset(tmp_path, bands):
     raw = {b: d + np.uint16(1000) for b, d in bands.items()}
     safe = make_safe(tmp_path, raw, baseline="05.09", level="L1C")
