@@ -72,8 +72,9 @@ def write_band(path: Path, data: np.ndarray, res: float) -> Path:
     return path
 
 
-def mtd_xml(level: str, baseline: str, offsets: bool) -> str:
-    """A trimmed MTD_MSIL2A.xml / MTD_MSIL1C.xml with the elements GAIR reads, in their real places."""
+def mtd_xml(level: str, baseline: str, offsets: bool, images: tuple[str, ...] = ()) -> str:
+    """A trimmed MTD_MSIL2A.xml / MTD_MSIL1C.xml with the elements GAIR reads, in their real places, and the granule's
+    image list that GDAL's SENTINEL2 driver (QGIS's product layers) reads."""
     tag, offset_tag = ("Level-2A_User_Product", "BOA_ADD_OFFSET") if level == "L2A" else (
         "Level-1C_User_Product", "RADIO_ADD_OFFSET")
     spectral = "".join(f'<Spectral_Information bandId="{i}" physicalBand="{b}"><RESOLUTION>10</RESOLUTION>'
@@ -83,13 +84,17 @@ def mtd_xml(level: str, baseline: str, offsets: bool) -> str:
         values = "".join(f'<{offset_tag} band_id="{i}">-1000</{offset_tag}>' for i in range(13))
         offset_list = (f"<BOA_ADD_OFFSET_VALUES_LIST>{values}</BOA_ADD_OFFSET_VALUES_LIST>" if level == "L2A"
                        else f"<Radiometric_Offset_List>{values}</Radiometric_Offset_List>")
+    image_files = "".join(f"<IMAGE_FILE>{image}</IMAGE_FILE>" for image in images)
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
-<n1:{tag} xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_{level[0:2]}.xsd">
+<n1:{tag} xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-{level[1:]}.xsd">
   <n1:General_Info><Product_Info>
     <PRODUCT_START_TIME>2024-05-01T10:00:31.024Z</PRODUCT_START_TIME>
     <PROCESSING_LEVEL>Level-{level[1:]}</PROCESSING_LEVEL>
     <PRODUCT_TYPE>S2MSI{level[1:]}</PRODUCT_TYPE>
     <PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE>
+    <Product_Organisation><Granule_List>
+      <Granule datastripIdentifier="DS" granuleIdentifier="G" imageFormat="JPEG2000">{image_files}</Granule>
+    </Granule_List></Product_Organisation>
   </Product_Info>
   <Product_Image_Characteristics>
     <Special_Values><SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT><SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX>
@@ -127,7 +132,8 @@ def make_safe(folder: Path, bands: dict[str, np.ndarray], baseline: str = "05.10
         if scl is not None:
             write_band(img / "R20m" / f"{TILE}_{SENSED}_SCL_20m{EXT}", scl, 20)
     write_band(granule / "QI_DATA" / f"MSK_DETFOO_B02{EXT}", np.ones((SIZE, SIZE), np.uint8), 10)
-    (safe / f"MTD_MSI{level}.xml").write_text(mtd_xml(level, baseline, offsets))
+    images = tuple(sorted(p.relative_to(safe).with_suffix("").as_posix() for p in img.rglob(f"*{EXT}")))
+    (safe / f"MTD_MSI{level}.xml").write_text(mtd_xml(level, baseline, offsets, images))
     (safe / "manifest.safe").write_text("<xfdu/>")
     return safe
 
