@@ -56,7 +56,9 @@ class ChangeResult:
 
 
 def otsu_threshold(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
-    """Otsu's threshold of a histogram (the upper edge of the 'low' class) and its separation (eta, 0..1)."""
+    """Otsu's threshold of a histogram (the upper edge of the 'low' class) and its separation (eta, 0..1).
+
+    Where several cuts separate equally well (empty bins between the groups), the middle one is taken."""
     counts = np.asarray(counts, np.float64)
     centres = (edges[:-1] + edges[1:]) / 2
     total = counts.sum()
@@ -69,7 +71,9 @@ def otsu_threshold(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]
     with np.errstate(divide="ignore", invalid="ignore"):
         between = w0 * w1 * (m0 / w0 - (mean * total - m0) / w1) ** 2 / total**2
     between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
-    best = int(np.argmax(between))
+    top = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # equal cuts span an empty gap of the histogram:
+    run = top[: int(np.argmax(np.diff(np.append(top, top[-1] + 2)) > 1)) + 1]  # its first run of equal cuts,
+    best = int(run[len(run) // 2])  # cut in the middle of the gap, not at the edge of the lower group
     variance = (counts * (centres - mean) ** 2).sum() / total
     separation = float(between[best] / variance) if variance > 0 and between[best] > 0 else 0.0
     return float(edges[best + 1]), separation
