@@ -85,6 +85,10 @@ def test_spatial_cv_is_below_random_cv_on_clustered_labels_and_is_trusted(cluste
     assert "spatial blocks" in page and "Learning curve" in page and "<svg" in page and "Trust the spatial" in page
     text = reports[2].read_text()
     assert "random k-fold" in text and "learning curve (spatial folds" in text
+    from gair_qgis.toolbox.report_log import report_for_log
+
+    log = report_for_log(result.report)  # the toolbox's log shows the same verdict
+    assert f"spatial blocks: {spatial:.4f}" in log and section["why"] in log and "Learning curve (spatial" in log
 
 
 def test_learning_curve_rises_with_labels_under_random_folds(clustered, tmp_path):
