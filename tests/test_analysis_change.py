@@ -153,6 +153,9 @@ def test_otsu_threshold_splits_two_groups():
     assert 0.1 < threshold < 0.45 and separation > 0.9
     flat, _ = np.histogram(rng.uniform(0, 2, 10000), bins=4000, range=(0, 2))
     assert otsu_threshold(flat, edges)[1] < 0.8  # no two groups: a weaker split
+    same = np.zeros(4000)
+    same[0] = 500  # two identical rasters: every distance 0, nothing changed
+    assert otsu_threshold(same, edges) == (edges[1], 0.0)
 
 
 def test_cli_change_and_cancel(dates, tmp_path, capsys):

@@ -71,6 +71,8 @@ def otsu_threshold(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]
     with np.errstate(divide="ignore", invalid="ignore"):
         between = w0 * w1 * (m0 / w0 - (mean * total - m0) / w1) ** 2 / total**2
     between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
+    if not (between > 0).any():  # one value throughout (two identical rasters): nothing is above it
+        return float(edges[np.flatnonzero(counts)[-1] + 1]), 0.0
     top = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # equal cuts span an empty gap of the histogram:
     run = top[: int(np.argmax(np.diff(np.append(top, top[-1] + 2)) > 1)) + 1]  # its first run of equal cuts,
     best = int(run[len(run) // 2])  # cut in the middle of the gap, not at the edge of the lower group

@@ -37,7 +37,7 @@ SEARCH_OPERATIONS = (
             Param("layer", "str", None, optional=True, toolbox=False, help="layer name inside --photo-layer"),
             *SCAN_PARAMS,
             *_MODEL_PARAMS,
-        ), toolbox=False, summary="where the raster looks like a street-view photo (GAIR's aligned photo embedding)"),
+        ), summary="where the raster looks like a street-view photo (GAIR's aligned photo embedding)"),
     Operation(
         "search_by_location", "Search by location",
         "Finds places whose imagery looks like what GAIR learned for a location. GAIR trained its location "
@@ -61,7 +61,7 @@ SEARCH_OPERATIONS = (
             Param("layer", "str", None, optional=True, toolbox=False, help="layer name inside --location-layer"),
             *SCAN_PARAMS,
             *_MODEL_PARAMS,
-        ), toolbox=False, summary="where the raster looks like what GAIR learned for a location"),
+        ), summary="where the raster looks like what GAIR learned for a location"),
     Operation(
         "change", "Change between two dates",
         "Where the ground changed between two embedding rasters of the same place (two dates). Both must be in "
@@ -91,5 +91,5 @@ SEARCH_OPERATIONS = (
             Param("min_area_px", "int", 4, minimum=1, advanced=True, flag="--min-area", key="MIN_AREA",
                   label="Smallest changed area (pixels)", help="changed areas smaller than this are left out"),
             BLOCK_SIZE,
-        ), toolbox=False, summary="cosine change between two dates, Otsu mask and changed-area polygons"),
+        ), summary="cosine change between two dates, Otsu mask and changed-area polygons"),
 )
