@@ -101,8 +101,8 @@ def main() -> int:
             | truth & ~np.pad(truth, 1)[1:-1, 2:] | truth & ~np.pad(truth, 1)[1:-1, :-2]
         mask[edge] = (0, 170, 255)
         gap = np.full((distance.shape[0], 6, 3), 255, np.uint8)
-        picture = np.concatenate([true_colour(after_s2), gap, panel(distance, np.nanpercentile(distance, 1), np.nanpercentile(distance, 99.5)),
-                                  gap, mask], axis=1)
+        heat = panel(distance, np.nanpercentile(distance, 1), np.nanpercentile(distance, 99.5))
+        picture = np.concatenate([true_colour(after_s2), gap, heat, gap, mask], axis=1)
         image = Image.fromarray(picture)
         image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(args.png)
     print(f"wrote {args.png}")

@@ -14,7 +14,6 @@ from ..io.embedding_raster import EmbeddingRaster
 from ..io.guard import guarded
 from ..params import CLASSIFIERS
 from .rasters import CLASS_NODATA, OutputRaster, all_or_nothing, check_cancel, stage
-from .validation import defend_estimates
 from .report import classification_report, classification_scores, write_report
 from .sampling import (
     check_class_counts,
@@ -24,6 +23,7 @@ from .sampling import (
     sorted_classes,
     training_data,
 )
+from .validation import defend_estimates
 
 APPLY_CHUNK = 16384  # pixels per scikit-learn call when applying a model: stays in cache, few calls per block
 

@@ -99,8 +99,8 @@ def _validation_rows(report: dict) -> tuple[list[list[str]], list[list[str]] | N
     if "unavailable" in spatial:
         estimates.append(["spatial blocks", "-", *["-" for _ in names], spatial["unavailable"]])
     else:
-        estimates.append(["spatial blocks", str(spatial["folds"]), *[f"{spatial[n]:.4f}" for n in names],
-                          f"{spatial['blocks']} blocks of {spatial['block_m'] / 1000:.2f} km ({spatial['block_source']})"])
+        held_out = f"{spatial['blocks']} blocks of {spatial['block_m'] / 1000:.2f} km ({spatial['block_source']})"
+        estimates.append(["spatial blocks", str(spatial["folds"]), *[f"{spatial[n]:.4f}" for n in names], held_out])
     curve, title = None, ""
     learning = section.get("learning_curve")
     if learning and "points" in learning:

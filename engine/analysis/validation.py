@@ -14,11 +14,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRaster, sample_pixels
+from ..errors import GAIRError
+from ..io.embedding_raster import EmbeddingRaster
 from .rasters import check_cancel
 
 EQUAL_AREA_CRS = "EPSG:6933"  # metres for rasters in degrees (and other non-metre CRSs)
 VARIOGRAM_PIXELS = 1500  # random pixels for the variogram: ~1.1 M pairs, a fraction of a second
+VARIOGRAM_TILES = 24  # tiles they come from (each read once)
 VARIOGRAM_BINS = 20
 SILL_SHARE = 0.95  # the "practical range": where the variogram reaches 95 % of its sill
 LEARNING_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
@@ -37,13 +39,40 @@ def metric_xy(raster: EmbeddingRaster, rows: np.ndarray, cols: np.ndarray) -> np
     return np.column_stack(to_metres.transform(np.asarray(xs), np.asarray(ys)))
 
 
+def variogram_sample(raster: EmbeddingRaster, seed: int = 0, cancel=None) -> tuple[np.ndarray, ...]:
+    """(vectors, rows, cols) of ~VARIOGRAM_PIXELS valid pixels from at most VARIOGRAM_TILES random tiles: pairs
+    within a tile give the short distances, pairs across tiles the long ones, and a whole Sentinel-2 tile costs a
+    few dozen tile reads, not one per pixel."""
+    windows = raster.windows()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(windows))
+    per_tile = max(VARIOGRAM_PIXELS // min(len(windows), VARIOGRAM_TILES), 1)
+    vectors, rows, cols = [], [], []
+    for index in order[:2 * VARIOGRAM_TILES]:
+        check_cancel(cancel, "measuring the embeddings' autocorrelation")
+        window = windows[index]
+        block = raster.read_block(window).reshape(raster.dims, -1)
+        valid = np.flatnonzero(np.isfinite(block).all(axis=0))
+        if len(valid) == 0:
+            continue
+        pick = rng.choice(valid, size=min(per_tile, len(valid)), replace=False)
+        vectors.append(block[:, pick].T)
+        rows.append(pick // int(window.width) + int(window.row_off))
+        cols.append(pick % int(window.width) + int(window.col_off))
+        if len(vectors) == VARIOGRAM_TILES:
+            break
+    if not vectors:
+        raise GAIRError(f"{raster.path.name} has no valid pixels")
+    return np.concatenate(vectors), np.concatenate(rows), np.concatenate(cols)
+
+
 def autocorrelation_range(raster: EmbeddingRaster, seed: int = 0, cancel=None) -> dict:
-    """The empirical variogram of the unit embedding vectors over random pixel pairs and its practical range: the
-    shortest distance at which the semivariance reaches 95 % of the sill (the mean over all pairs). `range_m` is
-    None when the embeddings stay correlated across half the raster."""
+    """The empirical variogram of the unit embedding vectors over pixel pairs (variogram_sample) and its practical
+    range: the shortest distance at which the semivariance reaches 95 % of the sill (the mean over all pairs).
+    `range_m` is None when the embeddings stay correlated across half the raster."""
     from scipy.spatial.distance import pdist
 
-    vectors, rows, cols = sample_pixels(raster, VARIOGRAM_PIXELS, seed=seed, cancel=cancel)
+    vectors, rows, cols = variogram_sample(raster, seed, cancel)
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
     distance = pdist(metric_xy(raster, rows, cols))
     semivariance = 0.5 * pdist(unit, "sqeuclidean")

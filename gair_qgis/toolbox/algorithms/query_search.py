@@ -23,7 +23,8 @@ class QuerySearchAlgorithm(GAIRAlgorithm):
     WHAT = "query"  # names the result layers ("photo similarity")
 
     def add_raster_input(self) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr(self.operation.param("raster_path").label)))
+        label = self.operation.param("raster_path").label
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr(label)))
 
     def add_search_outputs(self) -> None:
         """Scalars (aggregate, top-k, distance, threshold), the model, then the similarity raster, top places, mask."""
