@@ -116,12 +116,17 @@ def median_neighbour_distance(xy: np.ndarray, groups: np.ndarray) -> float | Non
 
 
 def learning_curve(fit_predict: Callable, y: np.ndarray, groups: np.ndarray, folds: list, score: Callable,
-                   classification: bool, seed: int, cancel=None) -> list[dict]:
+                   classification: bool, seed: int, cancel=None, all_labels: np.ndarray | None = None) -> list[dict]:
     """Score of the pooled out-of-fold predictions when each training fold keeps only a fraction of its labelled
-    features (per class for classifiers, at least one each); the test folds stay whole."""
+    features (per class for classifiers, at least one each); the test folds stay whole. `all_labels`: the
+    predictions of these folds with every label, when already made (the 100 % point)."""
     rng = np.random.default_rng(seed)
     points = []
     for fraction in LEARNING_FRACTIONS:
+        if fraction >= 1 and all_labels is not None:
+            kept = np.mean([len(np.unique(groups[train])) for train, _ in folds])
+            points.append({"fraction": fraction, "features": int(kept), **score(y, all_labels)})
+            continue
         predicted = np.empty_like(y, dtype=np.float64 if not classification else y.dtype)
         kept_features = []
         for train, test in folds:
@@ -191,7 +196,7 @@ def defend_estimates(raster: EmbeddingRaster, data, y: np.ndarray, how, folds: i
     random_folds = list(how.splitter(folds, seed).split(data.vectors, y, data.groups))
     block_m, source, variogram = spatial_block_size(raster, xy, block_km, seed, cancel)
     spatial: dict = {"block_m": block_m, "block_source": source}
-    spatial_folds = None
+    spatial_folds, spatial_predicted = None, None
     if block_m is None:
         spatial["unavailable"] = source
     else:
@@ -204,8 +209,9 @@ def defend_estimates(raster: EmbeddingRaster, data, y: np.ndarray, how, folds: i
             spatial_folds = list(GroupKFold(n_splits=min(folds, spatial["blocks"])).split(data.vectors, y, blocks))
             check_cancel(cancel, "cross-validating by spatial blocks")
             try:
-                predicted = cross_val_predict(how.estimator(len(y), seed), data.vectors, y, cv=spatial_folds)
-                spatial.update(folds=len(spatial_folds), **how.scores(y, predicted))
+                spatial_predicted = cross_val_predict(how.estimator(len(y), seed), data.vectors, y,
+                                                      cv=spatial_folds)
+                spatial.update(folds=len(spatial_folds), **how.scores(y, spatial_predicted))
             except ValueError as exc:  # e.g. a training fold left with one class
                 spatial["unavailable"], spatial_folds = f"a spatial fold cannot be fitted: {exc}", None
     random = {"folds": len(random_folds), **how.scores(y, random_predicted)}
@@ -216,13 +222,15 @@ def defend_estimates(raster: EmbeddingRaster, data, y: np.ndarray, how, folds: i
                "median_neighbour_distance_m": neighbour, "autocorrelation_range_m": range_m,
                "variogram": variogram["variogram"] if variogram else None}
     if with_learning_curve:
-        split_name, split = ("spatial", spatial_folds) if spatial_folds else ("random", random_folds)
+        split_name, split, full = (("spatial", spatial_folds, spatial_predicted) if spatial_folds
+                                   else ("random", random_folds, random_predicted))
 
         def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
             return how.estimator(len(train), seed).fit(data.vectors[train], y[train]).predict(data.vectors[test])
 
         try:
-            points = learning_curve(fit_predict, y, data.groups, split, how.scores, classification, seed, cancel)
+            points = learning_curve(fit_predict, y, data.groups, split, how.scores, classification, seed, cancel,
+                                    all_labels=full)
             section["learning_curve"] = {"split": split_name, "points": points}
         except ValueError as exc:
             section["learning_curve"] = {"split": split_name, "unavailable": str(exc)}
