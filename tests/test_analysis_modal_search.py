@@ -140,3 +140,20 @@ def test_cli_searches_by_photo_and_location_with_a_bundle(tiny_model, pca_raster
                  str(SAMPLES / "detroit_sv.jpg"), "--model", str(other), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: the model (fingerprint") and err.count("\n") == 1
+
+
+def test_similarity_search_takes_a_photo_or_a_location_too(tiny_model, pca_raster, tmp_path, capsys):
+    bundle = engine.save_bundle(tiny_model, tmp_path / "bundle")
+    code = main(["similarity-search", str(pca_raster), str(tmp_path / "p.tif"), "--photo",
+                 str(SAMPLES / "detroit_sv.jpg"), "--model", str(bundle), "--top-k", "0", "--quiet"])
+    assert code == 0 and "1 reference(s)" in capsys.readouterr().out
+    expected = _expected_cosine(pca_raster, _photo_embedding(tiny_model, "detroit_sv.jpg"))
+    np.testing.assert_allclose(_read(tmp_path / "p.tif"), expected, atol=2e-5)
+    code = main(["similarity-search", str(pca_raster), str(tmp_path / "l.tif"), "--location", *map(str, DETROIT_LONLAT),
+                 "--model", str(bundle), "--top-k", "0", "--quiet"])
+    assert code == 0
+    with rasterio.open(tmp_path / "l.tif") as ds:
+        assert ds.tags()["GAIR_QUERY"] == "location"
+    code = main(["similarity-search", str(pca_raster), str(tmp_path / "x.tif"), "--location", *map(str, DETROIT_LONLAT),
+                 "--point", *map(str, DETROIT_LONLAT), "--quiet"])
+    assert code == 2 and "one kind of reference" in capsys.readouterr().err

@@ -18,8 +18,35 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+# similarity-search also takes a photo or a location (the same as search-by-photo / search-by-location)
+# operation -> (the options that ask for it, further options)
+CROSS_MODAL = {"search_by_photo": (("photos", "photo_layer"), ("photo_field",)),
+               "search_by_location": (("locations", "location_layer"), ("locations_crs",))}
+
+
+def _add_cross_modal_options(parser: argparse.ArgumentParser) -> None:
+    from ..params import operation
+    from .options import LOADING, add_argument
+
+    group = parser.add_argument_group("search by street-view photo or by location (as search-by-photo and "
+                                      "search-by-location; need the model that made the raster)")
+    for op_id, (asking, further) in CROSS_MODAL.items():
+        for name in asking + further:
+            add_argument(group, operation(op_id).param(name))
+    for name in LOADING:
+        add_argument(group, operation("search_by_photo").param(name))
+
+
 def _similarity(args: argparse.Namespace) -> int:
-    return _print_similarity(args, run(args))
+    asked = [op_id for op_id, (asking, _) in CROSS_MODAL.items() if any(getattr(args, n) for n in asking)]
+    if not asked:
+        return _print_similarity(args, run(args))
+    if len(asked) > 1 or args.points or args.reference_layer:
+        from ..errors import GAIRError
+
+        raise GAIRError("give one kind of reference: points or a reference layer, a photo, or a location")
+    args.operation = asked[0]
+    return _modal_search(args)
 
 
 def _modal_search(args: argparse.Namespace) -> int:
@@ -101,7 +128,7 @@ def _classify_location(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     add_operation(subparsers, "cluster_embeddings", _cluster)
-    add_operation(subparsers, "similarity_search", _similarity)
+    _add_cross_modal_options(add_operation(subparsers, "similarity_search", _similarity))
     add_operation(subparsers, "search_by_photo", _modal_search)
     add_operation(subparsers, "search_by_location", _modal_search)
     add_operation(subparsers, "change", _change).add_argument(
