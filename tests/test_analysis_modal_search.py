@@ -157,3 +157,21 @@ def test_similarity_search_takes_a_photo_or_a_location_too(tiny_model, pca_raste
     code = main(["similarity-search", str(pca_raster), str(tmp_path / "x.tif"), "--location", *map(str, DETROIT_LONLAT),
                  "--point", *map(str, DETROIT_LONLAT), "--quiet"])
     assert code == 2 and "one kind of reference" in capsys.readouterr().err
+
+
+def test_the_worker_runs_both_searches_with_its_loaded_model(tiny_model, pca_raster, tmp_path):
+    """Operations as the plugin sends them: JSON parameters, the model by path (loaded once by the worker)."""
+    from engine.service.jobs import JobRunner
+
+    bundle = str(engine.save_bundle(tiny_model, tmp_path / "bundle"))
+    runner, messages = JobRunner(), []
+    photo = runner.run("1", "search_by_photo", {"raster_path": str(pca_raster), "out_path": str(tmp_path / "p.tif"),
+                                                "photos": [str(SAMPLES / "detroit_sv.jpg")], "top_k": 2,
+                                                "hits_path": str(tmp_path / "p.gpkg"), "model": bundle,
+                                                "device": "cpu"}, messages.append)
+    assert photo["type"] == "result" and len(photo["result"]["hits"]) == 2 and photo["result"]["hits_path"]
+    located = runner.run("2", "search_by_location", {"raster_path": str(pca_raster), "model": bundle,
+                                                     "out_path": str(tmp_path / "l.tif"), "device": "cpu",
+                                                     "locations": [list(DETROIT_LONLAT)]}, messages.append)
+    assert located["type"] == "result" and located["result"]["references"] == 1
+    assert any(m["type"] == "progress" for m in messages)
