@@ -49,8 +49,8 @@ def _scan(raster_path, out_path, model, vectors_of: Callable[[object], np.ndarra
     from ..runtime.protocol import GAIRModelLike
 
     started = time.perf_counter()
-    model = model if isinstance(model, GAIRModelLike) else load_model(model)
-    with EmbeddingRaster(raster_path) as raster:
+    with EmbeddingRaster(raster_path) as raster:  # a wrong raster is refused before a model is loaded
+        model = model if isinstance(model, GAIRModelLike) else load_model(model)
         vectors = np.asarray(vectors_of(model), np.float32)
         references = query_in_raster_space(model, raster, vectors, what)
         return scan_references(raster, references, out_path, tags={"GAIR_QUERY": kind}, started=started,
