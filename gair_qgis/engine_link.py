@@ -27,4 +27,14 @@ def engine_attrs(module: str, *names: str):
     return values[0] if len(values) == 1 else values
 
 
-__all__ = ["engine", "engine_attrs", "engine_module"]
+def checkout_root() -> str | None:
+    """The source checkout whose `engine` the plugin uses (its worker must run the same code), or None when the
+    plugin is installed from the zip (the worker's environment then has the engine installed from the wheel)."""
+    import os
+
+    if engine.__name__ != "engine":
+        return None
+    return os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
+
+
+__all__ = ["checkout_root", "engine", "engine_attrs", "engine_module"]

@@ -27,6 +27,9 @@ _QGIS_FIX = "run `make test` (it installs QGIS 3.22 with apt-get and builds .ven
 # Escape hatch for a machine without QGIS: GAIR_ALLOW_NO_QGIS=1 pytest -p no:pytest_qgis runs the engine tests
 # and skips, loudly, every test that asks for a qgis_* fixture. Never honoured when CI is set.
 _ALLOW_NO_QGIS = os.environ.get("GAIR_ALLOW_NO_QGIS") == "1" and not os.environ.get("CI")
+# The plugin runs its jobs in an engine worker process: in tests, this Python (the project venv) is that engine.
+os.environ.setdefault("GAIR_ENGINE_PYTHON", sys.executable)
+os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 def _qgis_import_error() -> str | None:

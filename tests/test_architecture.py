@@ -22,7 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "engine"
 TORCH_FREE = ("engine.runtime", "engine.io", "engine.analysis")
-STDLIB_ONLY = ("engine.config", "engine.errors", "engine.params", "engine.service.protocol", "engine.service.client")
+STDLIB_ONLY = ("engine.config", "engine.errors", "engine.params", "engine.service.protocol", "engine.service.client",
+               "engine.service.local", "engine.io.files")
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "PIL": "Pillow", "yaml": "PyYAML", "huggingface_hub": "huggingface_hub"}
 

@@ -72,6 +72,12 @@ def _training(task: str, methods: tuple[str, ...], default: str, field_help: str
         Param("method", "choice", default, choices=methods, label="Method", help="learning method"),
         Param("folds", "int", 5, minimum=2, maximum=20, label="Cross-validation folds",
               help="k of the k-fold cross-validation (grouped by feature)"),
+        Param("cv_block_km", "float", None, optional=True, minimum=0.0, advanced=True, flag="--cv-block-km",
+              label="Spatial CV block size, km (empty: the embeddings' autocorrelation range)",
+              help="side of the square blocks of the spatial cross-validation in km (default: the embeddings' "
+                   "autocorrelation range; 0: no spatial cross-validation)"),
+        Param("learning_curve", "bool", True, advanced=True, label="Learning curve in the report",
+              help="refit on 10/25/50/100% of the labels for the report's learning curve"),
         SEED,
         Param("layer", "str", None, optional=True, toolbox=False, help="layer name inside the labels file"),
         Param("report_paths", "file_out", (), optional=True, repeat=True, flag="--report", key="REPORT",

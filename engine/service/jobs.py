@@ -22,7 +22,8 @@ from . import protocol
 Emit = Callable[[dict[str, Any]], None]
 
 MODEL_KEYS = ("model", "backend", "device")  # pick the model; the engine function gets the loaded model
-ENGINE_INFO = "describe_engine"  # the one operation of the worker itself
+# Operations of the worker itself (not engine functions): what the plugin asks about the engine and its model
+ENGINE_OPS = ("describe_engine", "describe_model", "official_checkpoint", "fetch_official_checkpoint")
 
 
 def describe_engine() -> dict[str, Any]:
@@ -98,10 +99,30 @@ class JobRunner:
         with self._lock:
             return job in self._cancelled
 
-    def model(self, path: str | None, backend: str = "auto", device: str = "auto"):
-        """The loaded model for these settings; loads it on first use and keeps only the latest one."""
-        from ..runtime.loading import load_model
+    def _engine_op(self, op_id: str, params: dict[str, Any]) -> Any:
+        from ..runtime import loading
 
+        unknown = sorted(set(params) - set(MODEL_KEYS))
+        if unknown:
+            raise GAIRError(f"{op_id} has no parameter {', '.join(unknown)}; it takes {', '.join(MODEL_KEYS)}")
+        if op_id == "describe_engine":
+            return describe_engine()
+        if op_id == "describe_model":  # loads (and keeps warm) the model these settings name
+            return loading.describe_model(self.model(params.get("model") or None, params.get("backend") or "auto",
+                                                     params.get("device") or "auto"))
+        if op_id == "official_checkpoint":  # cached copy or size, without downloading
+            info = loading.official_checkpoint_info()
+            return {"cached": info.cached, "size": info.size, "describe": info.describe()}
+        return {"path": loading.fetch_official_checkpoint(allow_download=True)}  # after the user's consent
+
+    def model(self, path: str | None, backend: str = "auto", device: str = "auto"):
+        """The loaded model for these settings; loads it on first use and keeps only the latest one. No path: the
+        GAIR_CHECKPOINT file, else the official checkpoint's cached copy (downloading it is its own job, asked for
+        with the user's consent: fetch_official_checkpoint)."""
+        from ..runtime.loading import fetch_official_checkpoint, load_model
+
+        if not path:
+            path = os.environ.get("GAIR_CHECKPOINT") or str(fetch_official_checkpoint(allow_download=False))
         stamp = os.stat(path).st_mtime_ns if path and os.path.exists(path) and os.path.isfile(path) else 0
         key = (path, stamp, backend, device)
         if key not in self._models:
@@ -131,8 +152,8 @@ class JobRunner:
                 self._cancelled.discard(job)
 
     def _call(self, job: str, op_id: str, params: dict[str, Any], emit: Emit) -> Any:
-        if op_id == ENGINE_INFO:
-            return describe_engine()
+        if op_id in ENGINE_OPS:
+            return self._engine_op(op_id, params)
         op = operation_of(op_id)
         kwargs = checked_params(op, params)
         if any(p.name == "model" for p in op.params):

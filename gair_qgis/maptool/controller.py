@@ -29,7 +29,6 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
 from ..engine_calls import defaults
-from ..engine_log import engine_messages
 from ..layers import add_to_gair_group
 from ..styling import band_range, similarity_renderer, top_k_renderer
 from .results import copy_with_sidecars, empty_element, free_path, provider_options, remove_layer_tree_entries
@@ -42,8 +41,9 @@ READY = "Click the map on {name} to find places like the clicked one; shift-clic
 
 
 class EngineTask(QgsTask):
-    """Runs `work(progress, cancel)` in a worker thread; `done(task)` is called on the GUI thread. The engine's
-    log lines of the job (size estimate, "crop i/n, ~m:ss left") arrive through the `message` signal."""
+    """Runs `work(progress, cancel, log)` in a worker thread (the job itself runs in the engine process);
+    `done(task)` is called on the GUI thread. The engine's log lines of the job (size estimate, "crop i/n, ~m:ss
+    left") arrive through the `message` signal."""
 
     message = pyqtSignal(str)
 
@@ -54,8 +54,8 @@ class EngineTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            with engine_messages(lambda text, level: self.message.emit(text)):
-                self.result = self.work(lambda f: self.setProgress(100.0 * f), self.isCanceled)
+            self.result = self.work(lambda f, _message="": self.setProgress(100.0 * f), self.isCanceled,
+                                    lambda _level, text: self.message.emit(text))
             return True
         except Exception as exc:  # reported on the GUI thread in finished()
             self.error = exc
@@ -142,8 +142,8 @@ class SimilarityController(QObject):
         stem = os.path.join(self.workdir, f"similarity_{uuid.uuid4().hex[:8]}")
         top_k = self.top_k
 
-        def work(progress, cancel):
-            return run_similarity(path, points, crs_wkt, stem + ".tif", stem + ".gpkg", top_k, progress, cancel)
+        def work(progress, cancel, log):
+            return run_similarity(path, points, crs_wkt, stem + ".tif", stem + ".gpkg", top_k, progress, cancel, log)
 
         self._start(EngineTask("GAIR similarity search", work, self._search_done))
 
@@ -167,8 +167,9 @@ class SimilarityController(QObject):
         bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
         out = os.path.join(self.workdir, f"embedding_{uuid.uuid4().hex[:8]}.tif")
 
-        def work(progress, cancel):
-            return run_embed_raster(path, out, extent=bounds, model=model_path, progress=progress, cancel=cancel)
+        def work(progress, cancel, log):
+            return run_embed_raster(path, out, extent=bounds, model=model_path, progress=progress, cancel=cancel,
+                                    log=log)
 
         self._start(EngineTask("GAIR embed visible extent", work, self._embed_done))
 

@@ -1,5 +1,6 @@
-"""Shared base of GAIR algorithms: the QgsProcessingFeedback <-> engine progress/cancel bridge, model resolution
-from parameters or settings, user-facing validation, layer-to-path materialisation and output clean-up."""
+"""Shared base of GAIR algorithms: one engine job per run (in the engine's own process, engine_jobs.run_job) with
+its progress, log and cancel bridged to QgsProcessingFeedback; model resolution from parameters or settings;
+user-facing validation; layer-to-path materialisation and output clean-up."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,7 +20,6 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .. import resources_path
-from ..deps import missing_dependency_message
 
 GROUPS = {"embeddings": "Embeddings", "analysis": "Analysis", "model": "Model"}
 MODEL_HELP = (
@@ -157,14 +157,48 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterVectorDestination("OUTPUT",
                                                                   self.tr(self.operation.param("output").label)))
 
-    def load_model(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback):
-        from ..settings import load_model
+    def model_params(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        """The job's model parameters (the Model parameter, else GAIR settings); the official checkpoint is made
+        available first (asking before a download)."""
+        from ..settings import ensure_official_checkpoint, model_params
 
         path = self.parameterAsFile(parameters, self.MODEL, context) if self.MODEL in parameters else None
-        feedback.pushInfo(self.tr("Loading the GAIR model…"))
-        model = load_model(path or None)
-        feedback.pushInfo(f"Model {getattr(model, 'fingerprint', '?')} on {getattr(model, 'device', 'cpu')}")
-        return model
+        params = model_params(path or None)
+        try:
+            ensure_official_checkpoint(params, lambda op, values: self.run_job(values, feedback, op))
+        except RuntimeError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        return params
+
+    def job_callbacks(self, feedback: QgsProcessingFeedback | None, bridge: EngineBridge | None = None) -> tuple:
+        """(progress, cancel, log) of an engine job over a feedback: progress fills the bar (within the bridge's
+        range), log lines reach the Processing log, Cancel stops the job."""
+        bridge = bridge or EngineBridge(feedback)
+
+        def progress(fraction: float, message: str = "") -> None:
+            bridge.progress(fraction)
+            if message and feedback is not None:
+                feedback.setProgressText(message)
+
+        def log(level: str, message: str) -> None:
+            if feedback is None:
+                return
+            if level in ("warning", "error"):
+                feedback.pushWarning(message)
+            elif message.startswith("crop "):
+                feedback.setProgressText(message)  # "crop i/n, ~m:ss left": by the bar and in the log
+            else:
+                feedback.pushInfo(message)
+
+        return progress, bridge.cancel, log
+
+    def run_job(self, params: dict, feedback: QgsProcessingFeedback | None, op: str | None = None,
+                bridge: EngineBridge | None = None):
+        """Run the engine operation (this algorithm's, or `op`) in the engine process; its result (JSON values)."""
+        from ..engine_jobs import run_job
+
+        progress, cancel, log = self.job_callbacks(feedback, bridge)
+        return run_job(op or self.OPERATION, params, progress, log, cancel)
 
     def raster_path(self, parameters, name: str, context: QgsProcessingContext) -> str:
         layer = self.parameterAsRasterLayer(parameters, name, context)
@@ -193,7 +227,7 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
             problem = problem or self.validate(parameters, context)
         except QgsProcessingException as exc:
             problem = str(exc)
-        except Exception as exc:  # engine.GAIRError and friends: show the user-facing text
+        except Exception as exc:  # noqa: BLE001 - an engine answer or any other failure: show its text
             problem = str(exc)
         return (problem is None), (problem or "")
 
@@ -208,25 +242,20 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         return path
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..engine_link import engine
+        from ..engine_jobs import EngineFailure
 
         self._outputs_written = []
         self._run = (parameters, context)
         try:
             result = self.run_engine(parameters, context, feedback, EngineBridge(feedback))
             if feedback.isCanceled():
-                raise engine.Cancelled("cancelled")
+                raise EngineFailure("cancelled", "cancelled")
             return result
-        except engine.Cancelled as exc:
+        except EngineFailure as exc:
             self._remove_outputs()
-            raise QgsProcessingException(self.tr("Cancelled by the user; no output was written.")) from exc
-        except engine.GAIRError as exc:
-            self._remove_outputs()
-            raise QgsProcessingException(str(exc)) from exc
-        except ImportError as exc:
-            self._remove_outputs()
-            hint = missing_dependency_message() or ""
-            raise QgsProcessingException(f"{exc}. {hint}".strip()) from exc
+            if exc.kind == "cancelled":
+                raise QgsProcessingException(self.tr("Cancelled by the user; no output was written.")) from None
+            raise QgsProcessingException(str(exc)) from None
         except Exception:
             self._remove_outputs()
             raise

@@ -21,14 +21,15 @@ def tiny_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def gair_settings(qgis_app, tiny_bundle):
     """The plugin's settings point at the tiny bundle on the CPU (as a user would set them)."""
-    from gair_qgis.settings import GAIRSettings, clear_model_cache
+    from gair_qgis.engine_jobs import stop_engine
+    from gair_qgis.settings import GAIRSettings
 
     old = GAIRSettings.load()
     GAIRSettings(str(tiny_bundle), "torch", "cpu").save()
-    clear_model_cache()
+    stop_engine()
     yield GAIRSettings.load()
     old.save()
-    clear_model_cache()
+    stop_engine()
 
 
 @pytest.fixture(scope="session")

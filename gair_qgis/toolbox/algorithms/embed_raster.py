@@ -10,8 +10,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ...engine_calls import quicklook_of, run_embed_raster
-from ...engine_log import engine_messages, feedback_sink
+from ...engine_calls import quicklook_of
 from ..base import GAIRAlgorithm, raster_layer_path
 from ..outputs import finish_output
 
@@ -29,14 +28,9 @@ class Algorithm(GAIRAlgorithm):
         self.addOutput(QgsProcessingOutputRasterLayer("QUICKLOOK", self.tr("Quicklook")))
 
     def validate(self, parameters, context):
-        from ...engine_link import engine, engine_attrs
-
-        SourceRaster = engine_attrs("pipeline.source", "SourceRaster")  # noqa: N806
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        bands = self.engine_values(parameters, context, "bands")["bands"]
-        with SourceRaster(raster_layer_path(layer), engine.GAIRConfig(), bands):
-            pass  # opens it and checks CRS, north-up grid and the Sentinel-2 bands; errors explain the fix
+        # the raster's CRS, grid and bands are checked by the engine when the job starts (one error line)
         if parameters.get("EXTENT"):
+            layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
             extent = self.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
             if not extent.intersects(layer.extent()):
                 return self.tr("The extent does not overlap the raster; choose an extent inside it.")
@@ -49,13 +43,11 @@ class Algorithm(GAIRAlgorithm):
             box = self.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
             extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        # engine log lines reach the Processing log: a checkpoint download's size, the output size estimate
-        # before the work, then "crop i/n, ~m:ss left"
-        with engine_messages(feedback_sink(feedback)):
-            model = self.load_model(parameters, context, feedback)
-            feedback.pushInfo(self.tr(f"Embedding {layer.name()} into {output}"))
-            out = run_embed_raster(raster_layer_path(layer), output, model=model, extent=extent,
-                                   **self.engine_values(parameters, context), **bridge.kwargs())
+        params = {"input_path": raster_layer_path(layer), "output_path": output, "extent": extent,
+                  **self.engine_values(parameters, context), **self.model_params(parameters, context, feedback)}
+        feedback.pushInfo(self.tr(f"Embedding {layer.name()} into {output}"))
+        # the engine's log reaches the Processing log: the output size estimate, then "crop i/n, ~m:ss left"
+        out = self.run_job(params, feedback, bridge=bridge)
         self.track_output(out)
         finish_output(context, out, self.output_name("embedding"), "OUTPUT",
                       true_colour_sources=[raster_layer_path(layer)])

@@ -76,7 +76,7 @@ class Algorithm(GAIRAlgorithm):
         out, hits = run_similarity(
             raster_layer_path(layer), points, layer.crs().toWkt(),
             self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-            self.parameterAsOutputLayer(parameters, "TOP_K_OUTPUT", context), top_k, bridge.progress, bridge.cancel,
+            self.parameterAsOutputLayer(parameters, "TOP_K_OUTPUT", context), top_k, *self.job_callbacks(feedback),
             reference_layer=reference, mask_path=mask, **values,
         )
         for path in (out, hits, mask):
