@@ -215,3 +215,77 @@ def test_failure_hints(tmp_path):
     assert message == ("Set-up failed while installing PyTorch (CPU build) (exit code 2): something odd. Fix: read the "
                        "log, fix what it names, and press Set up engine… again (it repairs the environment). Full "
                        "log: /x/setup.log")
+
+
+@pytest.fixture
+def setup_dialog(qgis_app, monkeypatch, tmp_path, system_python):
+    """The dialog on a throwaway profile folder, planning with the system Python and no torch."""
+    from gair_qgis import engine_jobs
+    from gair_qgis.engine_setup_dialog import EngineSetupDialog
+
+    monkeypatch.setattr(engine_jobs, "profile_engine_dir", lambda: str(tmp_path / "gair_engine"))
+    monkeypatch.setattr(engine_jobs, "stop_engine", lambda: None)
+
+    def make(**options):
+        return EngineSetupDialog(plan_options={"python": system_python, "install_torch": False, **options})
+
+    return make
+
+
+def finish(dialog) -> None:
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    assert dialog.wait(60)
+    for _ in range(5):  # the thread's queued signals
+        QCoreApplication.processEvents()
+
+
+def test_dialog_shows_the_plan_progress_log_and_what_the_engine_reports(setup_dialog, monkeypatch, tmp_path):
+    hello = {"engine": "0.1.0", "python": "3.11.2", "torch": "2.13.0", "onnxruntime": "1.20.0", "device": "NVIDIA H200"}
+
+    def fake_setup(plan, progress, log, cancel):
+        assert plan.venv == str(tmp_path / "gair_engine" / "venv") and plan.torch_index is None
+        progress(0.5, "Installing the GAIR engine and its packages…")
+        log("Successfully installed gair-qgis-0.1.0")
+        return hello
+
+    monkeypatch.setattr(engine_setup, "run_setup", fake_setup)
+    dialog = setup_dialog()
+    plan_text = dialog.plan_label.text()
+    assert f"Environment: {tmp_path / 'gair_engine' / 'venv'}" in plan_text and "PyTorch: not installed" in plan_text
+    assert dialog.start_button.text() == "Set up" and dialog.start_button.isEnabled()
+    dialog.start_button.click()
+    finish(dialog)
+    assert dialog.result == hello and dialog.bar.value() == 1000
+    assert dialog.log.toPlainText() == "Successfully installed gair-qgis-0.1.0"
+    assert dialog.status.text() == ("Done: GAIR engine 0.1.0, Python 3.11.2, torch 2.13.0, onnxruntime 1.20.0; "
+                                    "device: NVIDIA H200. GAIR tools run in this engine now.")
+    dialog.reject()
+
+
+def test_dialog_shows_a_failure_and_offers_repair(setup_dialog, monkeypatch, tmp_path):
+    def failing(plan, progress, log, cancel):
+        os.makedirs(plan.venv)  # half made
+        raise SetupError(f"Set-up failed while installing PyTorch (exit code 1): ERROR: x. Fix: y. Full log: "
+                         f"{plan.log_path}")
+
+    monkeypatch.setattr(engine_setup, "run_setup", failing)
+    dialog = setup_dialog()
+    dialog.start_button.click()
+    finish(dialog)
+    assert isinstance(dialog.result, SetupError)
+    assert "Set-up failed while installing PyTorch" in dialog.status.text()
+    assert str(tmp_path / "gair_engine" / "setup.log") in dialog.status.text()
+    assert dialog.start_button.text() == "Repair" and dialog.start_button.isEnabled()
+    dialog.reject()
+
+
+def test_dialog_without_a_python_says_what_to_install(setup_dialog, monkeypatch):
+    def none_found(*args, **kwargs):
+        raise SetupError("No Python 3.11 or newer with venv was found (tried: none). Install Python 3.11+")
+
+    monkeypatch.setattr(engine_setup, "find_python", none_found)
+    dialog = setup_dialog(python=None)
+    assert dialog.plan_label.text().startswith("No Python 3.11 or newer with venv was found")
+    assert not dialog.start_button.isEnabled()
+    dialog.reject()
