@@ -204,9 +204,10 @@ class SetupPlan:
 
 def make_plan(engine_dir: str, plugin_dir: str, checkout_root: str | None = None, install_torch: bool = True,
               pip_options: Sequence[str] = (), python: PythonChoice | None = None, run: Runner = run_quietly,
-              **options) -> SetupPlan:
-    """Everything set-up needs to know, found now (fast: a few probes); SetupError when something is missing."""
-    engine = engine_source(plugin_dir, checkout_root)
+              engine: str | None = None, **options) -> SetupPlan:
+    """Everything set-up needs to know, found now (fast: a few probes); SetupError when something is missing.
+    `engine`: a wheel to install instead of the plugin's own (offline mirrors, screenshots)."""
+    engine = engine or engine_source(plugin_dir, checkout_root)
     python = python or find_python(run=run)
     index, label = torch_build(detect_gpu(run)) if install_torch else (None, "")
     return SetupPlan(python, os.path.join(engine_dir, "venv"), engine, os.path.join(engine_dir, "setup.log"), index,
