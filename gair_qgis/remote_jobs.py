@@ -33,9 +33,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 def companions(path: str, kind: str) -> list[str]:
     """The files that travel with `path` (itself first), by name alone: a raster's sidecars (GDAL's .aux.xml, the PCA
-    sidecar, the quicklook), a GeoPackage's journals, a shapefile's parts. Same length for any two paths."""
-    if kind in ("raster", "raster_out"):
-        return [str(p) for p in engine_module("io.files").output_files(path, existing_only=False)]
+    sidecar, the quicklook), a GeoPackage's journals, a shapefile's parts. Same length for any two paths. Written
+    here, not imported: QGIS's Python reaches only the engine's standard-library contract."""
+    if kind in ("raster", "raster_out"):  # engine.io.files.output_files (a test keeps the two equal)
+        stem = os.path.join(os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
+        return [path, *(path + s for s in (".aux.xml", *_GPKG_JOURNALS)), stem + ".pca.npz",
+                stem + ".quicklook.png", stem + ".quicklook.png.aux.xml"]
     if kind in ("vector", "vector_out"):
         if path.lower().endswith(".shp"):
             return [path, *(path[:-4] + part for part in SHAPEFILE_PARTS)]

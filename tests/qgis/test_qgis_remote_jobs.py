@@ -117,3 +117,12 @@ def test_requests_name_files_plainly_and_carry_sidecars(tmp_path):
     op, param = next((op, p) for op in OPERATIONS.values() for p in op.params if p.kind == "folder_out")
     with pytest.raises(EngineFailure, match="writes the folder .* clear the engine URL in GAIR settings"):
         RemoteRequest.build(op.id, {param.name: str(tmp_path / "out")})
+
+
+@pytest.mark.parametrize("name", ["emb.tif", "my emb.v2.tif", "noext"])
+def test_raster_companions_are_the_engine_s_output_files(tmp_path, name):
+    from engine.io.files import output_files
+    from gair_qgis.remote_jobs import companions
+
+    path = str(tmp_path / name)
+    assert companions(path, "raster_out") == [str(p) for p in output_files(path, existing_only=False)]
