@@ -231,7 +231,7 @@ def venv_works(venv: str, run: Runner = run_quietly) -> bool:
 
 def plan_steps(plan: SetupPlan, venv_ok: bool) -> list[Step]:
     pip = (venv_python(plan.venv), "-m", "pip")
-    opts = plan.pip_options
+    opts = ("--progress-bar", "off", *plan.pip_options)  # a log of lines, not of redrawn bars
     steps = []
     if not venv_ok:
         create = [plan.python.path, "-m", "venv", "--clear"]
@@ -301,7 +301,7 @@ def run_setup(plan: SetupPlan, progress: Progress | None = None, log: Log | None
             if progress is not None:
                 progress(done / total, step.title[0].upper() + step.title[1:] + "…")
             say(f"--- {step.title}: {' '.join(step.argv)}")
-            code, output = _stream(step, say, cancel)
+            code, output = _stream(step, _with_status(say, progress, done / total, step), cancel)
             if code != 0:
                 if cancel is not None and cancel():
                     raise SetupCancelled(f"Set-up was cancelled while {step.title}; press Set up engine… again to "
@@ -319,6 +319,22 @@ def run_setup(plan: SetupPlan, progress: Progress | None = None, log: Log | None
         if progress is not None:
             progress(1.0, "Done")
         return hello
+
+
+_PIP_NEWS = re.compile(r"^\s*(Collecting|Downloading|Processing|Installing collected packages|Building wheel)\b")
+
+
+def _with_status(say: Log, progress: Progress | None, fraction: float, step: Step) -> Log:
+    """Each log line goes to `say`; pip's news (which package it fetches or installs) also to the status line, so a
+    long step (PyTorch is hundreds of MB) visibly moves."""
+    title = step.title[0].upper() + step.title[1:]
+
+    def on_line(line: str) -> None:
+        say(line)
+        if progress is not None and _PIP_NEWS.match(line):
+            progress(fraction, f"{title}: {line.strip()[:160]}")
+
+    return on_line
 
 
 def _stream(step: Step, say: Log, cancel: Callable[[], bool] | None) -> tuple[int | None, list[str]]:
