@@ -126,3 +126,41 @@ def test_raster_companions_are_the_engine_s_output_files(tmp_path, name):
 
     path = str(tmp_path / name)
     assert companions(path, "raster_out") == [str(p) for p in output_files(path, existing_only=False)]
+
+
+def test_jobs_go_to_the_engine_url_in_the_settings(served, planted, tmp_path, qgis_app):
+    """run_job, which every GAIR algorithm calls, sends the job to the remote engine the settings name."""
+    from qgis.core import QgsSettings
+
+    from gair_qgis import engine_jobs
+
+    url, _ = served
+    settings = QgsSettings()
+    old = {key: settings.value(key, "", type=str) for key in (engine_jobs.URL_KEY, engine_jobs.TOKEN_KEY)}
+    settings.setValue(engine_jobs.URL_KEY, url)
+    settings.setValue(engine_jobs.TOKEN_KEY, TOKEN)
+    try:
+        progress = []
+        result = engine_jobs.run_job("similarity_search", {"raster_path": str(planted.path),
+                                                           "out_path": str(tmp_path / "sim.tif"),
+                                                           "points": [[500100.0, 4100500.0]], "top_k": 2},
+                                     progress=lambda fraction, message: progress.append(fraction))
+        assert result["path"] == str(tmp_path / "sim.tif") and (tmp_path / "sim.tif").is_file()
+        assert progress and progress[-1] == 1.0
+    finally:
+        for key, value in old.items():
+            settings.setValue(key, value)
+
+
+def test_qgis_python_needs_only_the_standard_library_for_set_up_and_remote_jobs():
+    """QGIS's own Python (no torch, rasterio or scikit-learn) imports these plugin modules and nothing heavy."""
+    python = "/usr/bin/python3"
+    if not os.path.isfile(python):
+        pytest.skip(f"{python} is not here")
+    code = ("import sys, gair_qgis.engine_setup, gair_qgis.remote_jobs; "
+            "heavy = sorted({'numpy', 'torch', 'rasterio', 'sklearn', 'onnxruntime'} & set(sys.modules)); "
+            "print(heavy)")
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
