@@ -156,8 +156,12 @@ def run_remote_job(remote: tuple[str, str], op: str, params: dict[str, Any],
         if op == "describe_engine":
             hello = engine.hello()
             return {**{k: v for k, v in hello.items() if k != "type"}, "url": url}
-        if op == "describe_model":
-            return {"remote": url, "description": f"the remote engine's own model (its --model option, at {url})"}
+        if op == "describe_model":  # the server's own model (its --model), described by the server
+            with tempfile.TemporaryDirectory(prefix="gair-remote-") as tmp:
+                final = engine.run(op, {}, {}, tmp, on_message=on_message, cancel=cancel)
+            if final["type"] == "error":
+                raise EngineFailure(final["kind"], final["message"])
+            return {**final["result"], "remote": url}
         if op == "official_checkpoint":  # the server's model is the server's business: nothing to download here
             return {"cached": True, "size": None, "describe": "the remote engine's model"}
         if op == "fetch_official_checkpoint":

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlparse
 
 from ..errors import GAIRError
 from . import protocol
-from .jobs import JobRunner, describe_engine, operation_of
+from .jobs import ENGINE_OPS, JobRunner, describe_engine, operation_of
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")  # one file name, no folders, not hidden
 CHUNK = 1 << 20
@@ -110,13 +110,19 @@ class Service:
         job = self.job(job_id)
         if "backend" in params or "device" in params:
             raise ValueError("the server uses its own model and device: leave model/backend/device out")
-        params = self.sandboxed(job, op, params)
+        if op in ENGINE_OPS:  # about the server's engine and its own model only; it never downloads for a client
+            if op not in ("describe_engine", "describe_model") or params:
+                raise ValueError(f"a remote engine answers describe_engine and describe_model (no parameters), "
+                                 f"not {op}")
+            params = {"model": self.model} if op == "describe_model" else {}
+        else:
+            params = self.sandboxed(job, op, params)
         with self.lock:
             if any(j.thread is not None and j.thread.is_alive() for j in self.jobs.values()):
                 raise RuntimeError("the engine is busy with another job; try again when it has finished")
             if job.thread is not None:
                 raise RuntimeError(f"job {job_id} has already run; create a new job")
-            if any(p.name == "model" for p in operation_of(op).params):
+            if op not in ENGINE_OPS and any(p.name == "model" for p in operation_of(op).params):
                 params["model"] = self.model
             job.thread = threading.Thread(target=self._run, args=(job_id, job, op, params), daemon=True)
             job.thread.start()

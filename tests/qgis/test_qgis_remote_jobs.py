@@ -164,3 +164,22 @@ def test_qgis_python_needs_only_the_standard_library_for_set_up_and_remote_jobs(
                           env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_describe_model_is_the_server_s_own_model(tiny_bundle, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0", "--token", TOKEN,
+                                "--workdir", str(tmp_path), "--model", str(tiny_bundle)], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
+    try:
+        url = re.search(r"serving on (http://127\.0\.0\.1:\d+)", process.stderr.readline()).group(1)
+        info = run_remote_job((url, TOKEN), "describe_model", {"model": "/elsewhere/ignored.pth"})
+        assert info["remote"] == url and info["source"] == str(tiny_bundle) and info["dims"] == 32
+        from engine.service.client import RemoteEngine, RemoteError
+
+        with pytest.raises(RemoteError, match="HTTP 400: a remote engine answers describe_engine and describe_model"):
+            RemoteEngine(url, TOKEN).run("fetch_official_checkpoint", {}, {}, tmp_path / "out")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stderr.close()
