@@ -54,7 +54,15 @@ def describe_engine() -> dict[str, Any]:
 def to_json(value: Any) -> Any:
     """Engine results (dataclasses, paths, numpy values) as plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if callable(getattr(value, "summary", None)):  # the one line the plugin shows (LayerResult, ...)
+            fields["summary"] = value.summary()
+        return fields
+    if hasattr(value, "fingerprint") and hasattr(value, "config"):  # a model (convert_checkpoint): what it is
+        from ..runtime.loading import describe_model
+
+        report = getattr(value, "load_report", None)
+        return {**to_json(describe_model(value)), "load_report": report.summary() if report is not None else None}
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
