@@ -23,7 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "engine"
 TORCH_FREE = ("engine.runtime", "engine.io", "engine.analysis")
 STDLIB_ONLY = ("engine.config", "engine.errors", "engine.params", "engine.service.protocol", "engine.service.client",
-               "engine.service.local", "engine.io.files")
+               "engine.service.local", "engine.io.files", "engine.io.bands", "engine.io.palette")
+# What of the engine the plugin may use in QGIS's Python (and what its zip ships as gair_qgis/_engine): the
+# standard-library modules above; every other engine module runs in the engine's own process.
+PLUGIN_CONTRACT = STDLIB_ONLY
+# Names `import engine` itself defines (engine/__init__: config and errors, nothing lazy)
+ENGINE_PACKAGE_NAMES = {"GAIRConfig", "S2_BANDS", "Cancelled", "GAIRError", "__version__", "__name__", "__file__"}
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "PIL": "Pillow", "yaml": "PyYAML", "huggingface_hub": "huggingface_hub"}
 
@@ -133,3 +138,50 @@ def test_every_third_party_import_of_the_engine_is_declared() -> None:
     missing = sorted(m for m in third_party if DISTRIBUTIONS.get(m, m).lower().replace("_", "-")
                      not in {n.replace("_", "-") for n in names})
     assert not missing, f"imported by engine/ but not declared in pyproject.toml: {missing}"
+
+
+def _engine_link_calls(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every engine_module("...")/engine_attrs("...", ...) call in a plugin file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name in ("engine_module", "engine_attrs"):
+                first = node.args[0] if node.args else None
+                module = first.value if isinstance(first, ast.Constant) else "<not a literal>"
+                found.append((node.lineno, str(module)))
+    return found
+
+
+# Files another change of issue 12 is converting to engine jobs (remove each entry when it lands)
+CONTRACT_PENDING = {"gair_qgis/settings_dialog.py"}
+
+
+def test_plugin_uses_only_the_engine_contract() -> None:
+    """gair_qgis reaches only the standard-library contract of the engine (engine_module/engine_attrs names, and
+    `engine.X` only for what engine/__init__ defines eagerly): the rest runs in the engine's process."""
+    plugin = ROOT / "gair_qgis"
+    contract = {name.removeprefix("engine.") for name in PLUGIN_CONTRACT}
+    offenders, calls = [], 0
+    for path in sorted(plugin.rglob("*.py")):
+        where = path.relative_to(ROOT)
+        if where.as_posix() in CONTRACT_PENDING:
+            continue
+        for line, module in _engine_link_calls(path) if path.name != "engine_link.py" else ():
+            calls += 1
+            if module not in contract:
+                offenders.append(f"{where}:{line}: {module}")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "engine" \
+                    and node.attr not in ENGINE_PACKAGE_NAMES and path.name != "engine_link.py":
+                offenders.append(f"{where}:{node.lineno}: engine.{node.attr}")
+    assert calls > 5  # the scan sees the plugin's engine calls
+    assert not offenders, f"the plugin uses engine modules outside its contract {sorted(contract)}: {offenders}"
+
+
+def test_the_contract_check_catches_a_module_outside_it(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text('from .engine_link import engine_attrs\nx = engine_attrs("analysis.rasters", "palette")\n'
+                   'y = engine_module("params")\n')
+    assert _engine_link_calls(bad) == [(2, "analysis.rasters"), (3, "params")]

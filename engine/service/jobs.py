@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -174,7 +175,9 @@ class JobRunner:
 
         module, name = op.function.split(":")
         function = getattr(importlib.import_module(f"{__package__.rpartition('.')[0]}.{module}"), name)
-        return function(**kwargs, progress=report, cancel=lambda: self._is_cancelled(job))
+        callbacks = {"progress": report, "cancel": lambda: self._is_cancelled(job)}
+        accepted = inspect.signature(function).parameters  # convert_checkpoint takes neither
+        return function(**kwargs, **{name: f for name, f in callbacks.items() if name in accepted})
 
 
 def operation_of(op_id: str) -> Operation:
