@@ -111,6 +111,9 @@ def _module_file(root: Path, module: str) -> Path | None:
 def contract_files(root: Path = ROOT) -> list[str]:
     """Paths (relative to engine/) of the contract modules, every engine module they import (a package's whole
     __init__ chain included) and nothing else; raises GAIRError when a contract module is missing."""
+    for module in CONTRACT_MODULES:
+        if _module_file(root, module) is None:
+            raise GAIRError(f"the engine contract module {module} is missing under {root / 'engine'}")
     todo, seen = list(CONTRACT_MODULES), set()
     while todo:
         module = todo.pop()
@@ -119,9 +122,7 @@ def contract_files(root: Path = ROOT) -> list[str]:
             prefix = ".".join(parts[:depth])
             path = _module_file(root, prefix)
             if path is None:
-                if prefix == module and module in CONTRACT_MODULES:
-                    raise GAIRError(f"the engine contract module {module} is missing under {root / 'engine'}")
-                continue  # `from . import name` of a non-module name
+                continue  # `from . import name` of a name that is not a module
             if prefix in seen:
                 continue
             seen.add(prefix)
@@ -148,6 +149,8 @@ def build_engine_wheel(root: Path = ROOT) -> tuple[str, bytes]:
     version = _engine_version(root / "engine" / "__init__.py")
     if version is None:
         raise GAIRError(f"{root / 'engine' / '__init__.py'} defines no __version__: the wheel needs one")
+    if not (root / "pyproject.toml").is_file():
+        raise GAIRError(f"{root / 'pyproject.toml'} is missing: the engine wheel takes its dependencies from it")
     project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     dist_info = f"{WHEEL_NAME}-{version}.dist-info"
     metadata = ["Metadata-Version: 2.1", f"Name: {WHEEL_NAME.replace('_', '-')}", f"Version: {version}",
