@@ -253,6 +253,8 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
             return result
         except EngineFailure as exc:
             self._remove_outputs()
+            if exc.kind in ("died", "cancelled"):
+                self._remove_leftovers(parameters, context)
             if exc.kind == "cancelled":
                 raise QgsProcessingException(self.tr("Cancelled by the user; no output was written.")) from None
             raise QgsProcessingException(str(exc)) from None
@@ -292,6 +294,24 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
                   **self.engine_values(parameters, context), **params,
                   **self.model_params(parameters, context, feedback)}
         return self.finish_layer_result(self.run_job(params, feedback), context, feedback)
+
+    def _remove_leftovers(self, parameters, context: QgsProcessingContext) -> None:
+        """A worker that died (or was stopped) mid-job leaves the temp files and the lock file of the outputs it was
+        writing beside them: remove those (an output another run is writing now keeps its files)."""
+        import os
+
+        from ..engine_link import engine_attrs
+
+        output_lock, remove_stale_temp_files = engine_attrs("io.files", "OutputLock", "remove_stale_temp_files")
+        for definition in self.destinationParameterDefinitions():
+            path = self.parameterAsFileOutput(parameters, definition.name(), context)
+            if not path or not os.path.isabs(path) or not os.path.isdir(os.path.dirname(path)):
+                continue
+            try:
+                with output_lock(path):  # free: its holder died
+                    remove_stale_temp_files(path)
+            except Exception:  # noqa: BLE001 - busy (another run) or unreadable: not ours to clean
+                continue
 
     def _remove_outputs(self) -> None:
         from .outputs import remove_file_set
