@@ -181,6 +181,7 @@ def test_qgis_loads_plugin_installed_from_zip(qgis_iface, plugin_zip: Path, tmp_
     plugins_dir = tmp_path / "profiles" / "default" / "python" / "plugins"
     plugin_dir = unzip_plugin(plugin_zip, plugins_dir)
     registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("gair")  # a checkout's provider the tests/qgis fixtures registered, if any
     with loaded_plugin(plugins_dir) as plugin:
         assert Path(sys.modules[PLUGIN].__file__).parent == plugin_dir
         # Self-contained and private: the plugin reaches its bundled engine as gair_qgis._engine, never as a
@@ -194,7 +195,8 @@ def test_qgis_loads_plugin_installed_from_zip(qgis_iface, plugin_zip: Path, tmp_
         assert hasattr(processing, "run") and Path(processing.__file__).parent.parent != plugin_dir
         assert type(plugin).__module__.startswith(PLUGIN)
         assert registry.providerById("gair") is not None
-    assert registry.providerById("gair") is None
+        assert existing is not None or plugin.provider is registry.providerById("gair")
+    assert registry.providerById("gair") is existing  # unloading removed its own provider, and only that
 
 
 def test_qgis_process_lists_and_loads_plugin(qgis_process_with_plugin) -> None:
