@@ -3,8 +3,6 @@ its progress, log and cancel bridged to QgsProcessingFeedback; model resolution 
 user-facing validation; layer-to-path materialisation and output clean-up."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -42,14 +40,12 @@ class EngineBridge:
     def cancel(self) -> bool:
         return self.feedback is not None and self.feedback.isCanceled()
 
-    def kwargs(self) -> dict[str, Callable]:
-        return {"progress": self.progress, "cancel": self.cancel}
-
 
 class GAIRAlgorithm(QgsProcessingAlgorithm):
     """Subclasses set OPERATION (an engine.params operation id: the algorithm's id, title, help and scalar
     parameters come from its definition) and GROUP, and implement initAlgorithm, optionally `validate`, and
-    `run_engine(parameters, context, feedback, bridge) -> results`, which calls one engine function.
+    `run_engine(parameters, context, feedback, bridge) -> results`, which builds the operation's parameters (engine
+    names, JSON values, file paths) and runs it with `run_job` in the engine's process; results come back as JSON.
     PLUGIN_ONLY names the scalar parameters that are the plugin's own (e.g. "set as the GAIR model")."""
 
     OPERATION = ""
