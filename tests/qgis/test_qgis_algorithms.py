@@ -169,6 +169,14 @@ def test_cluster_gives_paletted_classes_and_polygons(gair_provider, sample_embed
     assert polygons.featureCount() > 0 and polygons.crs().authid() == "EPSG:4326"
     assert polygons.renderer().type() == "categorizedSymbol"
     assert result["K"] == 3
+    # raster style, polygon style and the GeoTIFF's colour table (written by the engine) agree, class by class
+    dataset = gdal.Open(result["OUTPUT"])  # kept open: the colour table lives in it
+    table = dataset.GetRasterBand(1).GetColorTable()
+    file_colours = [tuple(table.GetColorEntry(value)[:3]) for value in (1, 2, 3)]
+    dataset = None
+    assert [c.color.getRgb()[:3] for c in classes.renderer().classes()] == file_colours
+    categories = polygons.renderer().categories()  # kept: each category owns the symbol read below
+    assert [category.symbol().color().getRgb()[:3] for category in categories] == file_colours
 
 
 def test_similarity_with_memory_reference_layer_in_utm(gair_provider, sample_embedding, embedding_extent,
