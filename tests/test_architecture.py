@@ -140,10 +140,10 @@ def test_every_third_party_import_of_the_engine_is_declared() -> None:
     assert not missing, f"imported by engine/ but not declared in pyproject.toml: {missing}"
 
 
-def _engine_link_calls(path: Path) -> list[tuple[int, str]]:
+def _engine_link_calls(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, module) of every engine_module("...")/engine_attrs("...", ...) call in a plugin file."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
@@ -154,34 +154,39 @@ def _engine_link_calls(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-# Files another change of issue 12 is converting to engine jobs (remove each entry when it lands)
-CONTRACT_PENDING = {"gair_qgis/settings_dialog.py"}
+def contract_offenders(path: Path) -> tuple[int, list[str]]:
+    """(engine calls seen, uses outside the contract) of one plugin file: engine_module/engine_attrs names, and
+    attributes of the engine package imported from engine_link beyond what engine/__init__ defines eagerly."""
+    contract = {name.removeprefix("engine.") for name in PLUGIN_CONTRACT}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    calls = _engine_link_calls(tree) if path.name != "engine_link.py" else []
+    offenders = [f"{line}: {module}" for line, module in calls if module not in contract]
+    package_names = {alias.asname or alias.name for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("engine_link")
+                     for alias in node.names if alias.name == "engine"}
+    offenders += [f"{node.lineno}: engine.{node.attr}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id in package_names and node.attr not in ENGINE_PACKAGE_NAMES]
+    return len(calls), offenders
 
 
 def test_plugin_uses_only_the_engine_contract() -> None:
-    """gair_qgis reaches only the standard-library contract of the engine (engine_module/engine_attrs names, and
-    `engine.X` only for what engine/__init__ defines eagerly): the rest runs in the engine's process."""
-    plugin = ROOT / "gair_qgis"
-    contract = {name.removeprefix("engine.") for name in PLUGIN_CONTRACT}
-    offenders, calls = [], 0
-    for path in sorted(plugin.rglob("*.py")):
-        where = path.relative_to(ROOT)
-        if where.as_posix() in CONTRACT_PENDING:
-            continue
-        for line, module in _engine_link_calls(path) if path.name != "engine_link.py" else ():
-            calls += 1
-            if module not in contract:
-                offenders.append(f"{where}:{line}: {module}")
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "engine" \
-                    and node.attr not in ENGINE_PACKAGE_NAMES and path.name != "engine_link.py":
-                offenders.append(f"{where}:{node.lineno}: engine.{node.attr}")
+    """gair_qgis reaches only the standard-library contract of the engine: the rest runs in the engine's process."""
+    calls, offenders = 0, []
+    for path in sorted((ROOT / "gair_qgis").rglob("*.py")):
+        seen, found = contract_offenders(path)
+        calls += seen
+        offenders += [f"{path.relative_to(ROOT)}:{problem}" for problem in found]
     assert calls > 5  # the scan sees the plugin's engine calls
-    assert not offenders, f"the plugin uses engine modules outside its contract {sorted(contract)}: {offenders}"
+    assert not offenders, f"the plugin uses engine modules outside its contract {PLUGIN_CONTRACT}: {offenders}"
 
 
-def test_the_contract_check_catches_a_module_outside_it(tmp_path: Path) -> None:
+def test_the_contract_check_catches_uses_outside_it(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text('from .engine_link import engine_attrs\nx = engine_attrs("analysis.rasters", "palette")\n'
-                   'y = engine_module("params")\n')
-    assert _engine_link_calls(bad) == [(2, "analysis.rasters"), (3, "params")]
+    bad.write_text('from .engine_link import engine, engine_attrs\n'
+                   'x = engine_attrs("analysis.rasters", "palette")\n'
+                   'y = engine_module("params")\n'
+                   'z = engine.embed_raster, engine.GAIRError\n'
+                   'def f(engine):\n'
+                   '    return engine_attrs("io.files", "output_files")\n')
+    assert contract_offenders(bad) == (3, ["2: analysis.rasters", "4: engine.embed_raster"])
