@@ -32,9 +32,8 @@ SEQUENTIAL_STOPS = ((0.0, "#440154", 255), (0.25, "#3b528b", 255), (0.5, "#21918
 def class_colors(count: int) -> list[QColor]:
     """The engine's class palette, so the GeoTIFF colour table and the QGIS style agree."""
     from .engine_link import engine_attrs
-    palette = engine_attrs("analysis.rasters", "palette")
 
-    return [QColor(*rgb) for rgb in palette(count)]
+    return [QColor(*rgb) for rgb in engine_attrs("io.palette", "palette")(count)]
 
 
 def paletted_renderer(layer: QgsRasterLayer, classes: list[tuple[int, str]],
@@ -50,11 +49,17 @@ def paletted_renderer(layer: QgsRasterLayer, classes: list[tuple[int, str]],
 
 def class_raster_renderer(layer: QgsRasterLayer) -> QgsPalettedRasterRenderer:
     """Paletted renderer for a GAIR class raster (value v is the v-th class name stored in the file)."""
-    from .engine_link import engine_attrs
-    read_class_names = engine_attrs("analysis", "read_class_names")
-
     names = read_class_names(layer.source().split("|")[0])
     return paletted_renderer(layer, [(i + 1, name) for i, name in enumerate(names)])
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names the engine stored in a class raster (GAIR_CLASSES tag; value v is names[v - 1])."""
+    import json
+
+    from .layers import raster_tag
+
+    return json.loads(raster_tag(path, "GAIR_CLASSES") or "[]")
 
 
 def class_polygon_renderer(layer: QgsVectorLayer, value_field: str = "class", name_field: str = "name") -> None:
@@ -141,7 +146,7 @@ def sentinel2_rgb_bands(path: str) -> tuple[int, int, int] | None:
 
     from .engine_link import engine, engine_attrs
 
-    resolve_bands = engine_attrs("pipeline.bands", "resolve_bands")
+    resolve_bands = engine_attrs("io.bands", "resolve_bands")
     dataset = gdal.Open(path)
     if dataset is None or dataset.GetMetadataItem("GAIR_KIND") or dataset.GetMetadataItem("GAIR_SPACE"):
         return None  # a GAIR output: its bands are embedding dimensions, not reflectances

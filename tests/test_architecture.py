@@ -23,7 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "engine"
 TORCH_FREE = ("engine.runtime", "engine.io", "engine.analysis")
 STDLIB_ONLY = ("engine.config", "engine.errors", "engine.params", "engine.service.protocol", "engine.service.client",
-               "engine.service.local", "engine.io.files")
+               "engine.service.local", "engine.io.files", "engine.io.bands", "engine.io.palette")
+# What of the engine the plugin may use in QGIS's Python (and what its zip ships as gair_qgis/_engine): the
+# standard-library modules above; every other engine module runs in the engine's own process.
+PLUGIN_CONTRACT = STDLIB_ONLY
+# Names `import engine` itself defines (engine/__init__: config and errors, nothing lazy)
+ENGINE_PACKAGE_NAMES = {"GAIRConfig", "S2_BANDS", "Cancelled", "GAIRError", "__version__", "__name__", "__file__"}
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "PIL": "Pillow", "yaml": "PyYAML", "huggingface_hub": "huggingface_hub"}
 
@@ -133,3 +138,55 @@ def test_every_third_party_import_of_the_engine_is_declared() -> None:
     missing = sorted(m for m in third_party if DISTRIBUTIONS.get(m, m).lower().replace("_", "-")
                      not in {n.replace("_", "-") for n in names})
     assert not missing, f"imported by engine/ but not declared in pyproject.toml: {missing}"
+
+
+def _engine_link_calls(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of every engine_module("...")/engine_attrs("...", ...) call in a plugin file."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name in ("engine_module", "engine_attrs"):
+                first = node.args[0] if node.args else None
+                module = first.value if isinstance(first, ast.Constant) else "<not a literal>"
+                found.append((node.lineno, str(module)))
+    return found
+
+
+def contract_offenders(path: Path) -> tuple[int, list[str]]:
+    """(engine calls seen, uses outside the contract) of one plugin file: engine_module/engine_attrs names, and
+    attributes of the engine package imported from engine_link beyond what engine/__init__ defines eagerly."""
+    contract = {name.removeprefix("engine.") for name in PLUGIN_CONTRACT}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    calls = _engine_link_calls(tree) if path.name != "engine_link.py" else []
+    offenders = [f"{line}: {module}" for line, module in calls if module not in contract]
+    package_names = {alias.asname or alias.name for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("engine_link")
+                     for alias in node.names if alias.name == "engine"}
+    offenders += [f"{node.lineno}: engine.{node.attr}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id in package_names and node.attr not in ENGINE_PACKAGE_NAMES]
+    return len(calls), offenders
+
+
+def test_plugin_uses_only_the_engine_contract() -> None:
+    """gair_qgis reaches only the standard-library contract of the engine: the rest runs in the engine's process."""
+    calls, offenders = 0, []
+    for path in sorted((ROOT / "gair_qgis").rglob("*.py")):
+        seen, found = contract_offenders(path)
+        calls += seen
+        offenders += [f"{path.relative_to(ROOT)}:{problem}" for problem in found]
+    assert calls > 5  # the scan sees the plugin's engine calls
+    assert not offenders, f"the plugin uses engine modules outside its contract {PLUGIN_CONTRACT}: {offenders}"
+
+
+def test_the_contract_check_catches_uses_outside_it(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text('from .engine_link import engine, engine_attrs\n'
+                   'x = engine_attrs("analysis.rasters", "palette")\n'
+                   'y = engine_module("params")\n'
+                   'z = engine.embed_raster, engine.GAIRError\n'
+                   'def f(engine):\n'
+                   '    return engine_attrs("io.files", "output_files")\n')
+    assert contract_offenders(bad) == (3, ["2: analysis.rasters", "4: engine.embed_raster"])

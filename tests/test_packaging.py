@@ -23,7 +23,7 @@ from tests.qgis_helpers import (
     unzip_plugin,
 )
 
-SOURCES = ("gair_qgis", "engine", "resources", "metadata.txt", "LICENSE")
+SOURCES = ("gair_qgis", "engine", "resources", "metadata.txt", "LICENSE", "pyproject.toml")
 
 
 @pytest.fixture
@@ -62,10 +62,17 @@ def test_zip_holds_one_self_contained_plugin_folder(source_tree: Path, tmp_path:
                 f"{PLUGIN}/_engine/config.py", f"{PLUGIN}/_engine/errors.py"}
     expected |= {f"{PLUGIN}/resources/{p.name}" for p in (source_tree / "resources").iterdir() if p.is_file()}
     assert expected <= files
-    every_engine_module = {f"{PLUGIN}/_{p.relative_to(source_tree).as_posix()}"
-                           for p in (source_tree / "engine").rglob("*.py")
-                           if "__pycache__" not in p.parts and "tests" not in p.parts}
-    assert every_engine_module <= files
+    # Of the engine, QGIS's Python gets only its standard-library contract (and what it imports): no pipeline,
+    # model or analysis module, nothing that reaches torch, rasterio or onnxruntime
+    shipped = {name.removeprefix(f"{PLUGIN}/_engine/") for name in files if name.startswith(f"{PLUGIN}/_engine/")}
+    contract = {"__init__.py", "config.py", "errors.py", "params/__init__.py", "io/__init__.py", "io/files.py",
+                "io/bands.py", "io/palette.py", "service/__init__.py", "service/protocol.py", "service/client.py",
+                "service/local.py"}
+    assert contract <= shipped and {"params/definitions.py", "params/operations.py"} <= shipped
+    assert not {name for name in shipped - contract if not name.startswith("params/")}  # params: the whole package
+    # The whole engine travels as a wheel for the engine's own environment ("Set up engine…" installs it)
+    wheels = [name for name in files if name.startswith(f"{PLUGIN}/engine_wheel/")]
+    assert wheels == [f"{PLUGIN}/engine_wheel/gair_engine-0.1.0-py3-none-any.whl"]
     # Nothing of ours may shadow a QGIS module: no `engine/` or `processing/` package in the plugin folder.
     assert not [n for n in names if n.startswith((f"{PLUGIN}/engine/", f"{PLUGIN}/processing/"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/tests/" in n or "/." in n]
@@ -92,7 +99,7 @@ def test_zip_is_byte_reproducible_with_fixed_metadata(source_tree: Path, tmp_pat
             re.sub(r"(?m)^version=.*$", "version=9.9.9", (t / "metadata.txt").read_text())),
          "differs from engine.__version__"),
         (lambda t: shutil.copytree(t / "resources", t / "gair_qgis" / "resources"), "clashes with"),
-        (lambda t: shutil.rmtree(t / "engine"), "needs _engine"),
+        (lambda t: shutil.rmtree(t / "engine"), "contract module engine.config is missing"),
         (lambda t: (t / "LICENSE").unlink(), "needs LICENSE"),
     ],
     ids=["missing-metadata-field", "version-mismatch", "duplicate-resources", "no-engine", "no-licence"],
@@ -103,6 +110,63 @@ def test_broken_tree_gives_a_clear_error_and_no_zip(source_tree, tmp_path, damag
     with pytest.raises(GAIRError, match=message):
         build_plugin_zip(output, root=source_tree)
     assert not output.exists()
+
+
+def _wheel_of(zip_path: Path) -> tuple[str, bytes]:
+    with zipfile.ZipFile(zip_path) as archive:
+        [name] = [n for n in archive.namelist() if n.startswith(f"{PLUGIN}/engine_wheel/") and n.endswith(".whl")]
+        return name.rpartition("/")[2], archive.read(name)
+
+
+def test_engine_wheel_is_a_valid_wheel_of_the_whole_engine(source_tree: Path, tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    import io
+    import tomllib
+
+    name, data = _wheel_of(build_plugin_zip(tmp_path / "gair_qgis.zip", root=source_tree))
+    with zipfile.ZipFile(io.BytesIO(data)) as wheel:
+        names = set(wheel.namelist())
+        every_engine_module = {p.relative_to(source_tree).as_posix() for p in (source_tree / "engine").rglob("*.py")
+                               if "__pycache__" not in p.parts}
+        assert every_engine_module <= names and {"engine/pipeline/raster.py", "engine/service/worker.py"} <= names
+        info = "gair_engine-0.1.0.dist-info"
+        metadata = wheel.read(f"{info}/METADATA").decode()
+        assert "Name: gair-engine\nVersion: 0.1.0\n" in metadata
+        dependencies = tomllib.loads((source_tree / "pyproject.toml").read_text())["project"]["dependencies"]
+        assert all(f"Requires-Dist: {dep}\n" in metadata for dep in dependencies)
+        assert "Tag: py3-none-any" in wheel.read(f"{info}/WHEEL").decode()
+        record = {line.split(",")[0]: line.split(",")[1:] for line in wheel.read(f"{info}/RECORD").decode().split()}
+        assert set(record) == names
+        for member in names - {f"{info}/RECORD"}:  # every file's hash and size as RECORD states (PEP 376/427)
+            content = wheel.read(member)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+            assert record[member] == [f"sha256={digest}", str(len(content))], member
+        assert {info.date_time for info in wheel.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert name == "gair_engine-0.1.0-py3-none-any.whl"
+
+
+def test_pip_installs_the_engine_wheel_offline(plugin_zip: Path, tmp_path: Path) -> None:
+    """What "Set up engine…" does with it: pip installs the wheel (no network, no build step) and the installed
+    engine answers as a worker."""
+    import json
+
+    name, data = _wheel_of(plugin_zip)
+    wheel = tmp_path / name
+    wheel.write_bytes(data)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                    "--quiet", str(wheel)], check=True, timeout=300, capture_output=True)
+    hello = subprocess.run([str(python), "-m", "engine", "worker"], input='{"type": "shutdown"}\n', text=True,
+                           capture_output=True, timeout=300, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    first = json.loads(hello.stdout.splitlines()[0])
+    assert first["type"] == "hello", hello.stderr
+    where = subprocess.run([str(python), "-c", "import engine; print(engine.__file__)"], capture_output=True,
+                           text=True, check=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}).stdout
+    assert where.startswith(str(venv)), where
 
 
 def test_cli_writes_the_zip(tmp_path: Path) -> None:
@@ -119,6 +183,7 @@ def test_qgis_loads_plugin_installed_from_zip(qgis_iface, plugin_zip: Path, tmp_
     plugins_dir = tmp_path / "profiles" / "default" / "python" / "plugins"
     plugin_dir = unzip_plugin(plugin_zip, plugins_dir)
     registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("gair")  # a checkout's provider the tests/qgis fixtures registered, if any
     with loaded_plugin(plugins_dir) as plugin:
         assert Path(sys.modules[PLUGIN].__file__).parent == plugin_dir
         # Self-contained and private: the plugin reaches its bundled engine as gair_qgis._engine, never as a
@@ -132,7 +197,8 @@ def test_qgis_loads_plugin_installed_from_zip(qgis_iface, plugin_zip: Path, tmp_
         assert hasattr(processing, "run") and Path(processing.__file__).parent.parent != plugin_dir
         assert type(plugin).__module__.startswith(PLUGIN)
         assert registry.providerById("gair") is not None
-    assert registry.providerById("gair") is None
+        assert existing is not None or plugin.provider is registry.providerById("gair")
+    assert registry.providerById("gair") is existing  # unloading removed its own provider, and only that
 
 
 def test_qgis_process_lists_and_loads_plugin(qgis_process_with_plugin) -> None:

@@ -3,7 +3,6 @@ input grid. They say what they are in GAIR_KIND and carry no embedding tags (onl
 so no tool mistakes them for embeddings."""
 from __future__ import annotations
 
-import colorsys
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -16,21 +15,11 @@ import numpy as np
 from ..errors import Cancelled, GAIRError
 from ..io.embedding_raster import DERIVED_KINDS, TAG_KIND, EmbeddingRaster
 from ..io.files import PAM, PendingFile
+from ..io.palette import palette
 
 CLASS_NODATA = 0  # class rasters: 0 = no data, classes 1..n
 MAX_CLASSES = 255
 MASK_NODATA = 255
-# Well separated first colours (ColorBrewer Set1/Dark2-like), then golden-ratio hues.
-_BASE = [(228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (255, 255, 51),
-         (166, 86, 40), (247, 129, 191), (27, 158, 119), (117, 112, 179), (102, 166, 30), (230, 171, 2)]
-
-
-def palette(n: int) -> list[tuple[int, int, int]]:
-    colours = list(_BASE[:n])
-    for i in range(len(colours), n):
-        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65 + 0.3 * (i % 2), 0.85)
-        colours.append((int(r * 255), int(g * 255), int(b * 255)))
-    return colours
 
 
 class OutputRaster:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -54,7 +55,15 @@ def describe_engine() -> dict[str, Any]:
 def to_json(value: Any) -> Any:
     """Engine results (dataclasses, paths, numpy values) as plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if callable(getattr(value, "summary", None)):  # the one line the plugin shows (LayerResult, ...)
+            fields["summary"] = value.summary()
+        return fields
+    if hasattr(value, "fingerprint") and hasattr(value, "config"):  # a model (convert_checkpoint): what it is
+        from ..runtime.loading import describe_model
+
+        report = getattr(value, "load_report", None)
+        return {**to_json(describe_model(value)), "load_report": report.summary() if report is not None else None}
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -166,7 +175,9 @@ class JobRunner:
 
         module, name = op.function.split(":")
         function = getattr(importlib.import_module(f"{__package__.rpartition('.')[0]}.{module}"), name)
-        return function(**kwargs, progress=report, cancel=lambda: self._is_cancelled(job))
+        callbacks = {"progress": report, "cancel": lambda: self._is_cancelled(job)}
+        accepted = inspect.signature(function).parameters  # convert_checkpoint takes neither
+        return function(**kwargs, **{name: f for name, f in callbacks.items() if name in accepted})
 
 
 def operation_of(op_id: str) -> Operation:

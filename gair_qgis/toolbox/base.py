@@ -3,8 +3,6 @@ its progress, log and cancel bridged to QgsProcessingFeedback; model resolution 
 user-facing validation; layer-to-path materialisation and output clean-up."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -42,14 +40,12 @@ class EngineBridge:
     def cancel(self) -> bool:
         return self.feedback is not None and self.feedback.isCanceled()
 
-    def kwargs(self) -> dict[str, Callable]:
-        return {"progress": self.progress, "cancel": self.cancel}
-
 
 class GAIRAlgorithm(QgsProcessingAlgorithm):
     """Subclasses set OPERATION (an engine.params operation id: the algorithm's id, title, help and scalar
     parameters come from its definition) and GROUP, and implement initAlgorithm, optionally `validate`, and
-    `run_engine(parameters, context, feedback, bridge) -> results`, which calls one engine function.
+    `run_engine(parameters, context, feedback, bridge) -> results`, which builds the operation's parameters (engine
+    names, JSON values, file paths) and runs it with `run_job` in the engine's process; results come back as JSON.
     PLUGIN_ONLY names the scalar parameters that are the plugin's own (e.g. "set as the GAIR model")."""
 
     OPERATION = ""
@@ -253,6 +249,8 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
             return result
         except EngineFailure as exc:
             self._remove_outputs()
+            if exc.kind in ("died", "cancelled"):
+                self._remove_leftovers(parameters, context)
             if exc.kind == "cancelled":
                 raise QgsProcessingException(self.tr("Cancelled by the user; no output was written.")) from None
             raise QgsProcessingException(str(exc)) from None
@@ -271,14 +269,45 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
             layer = self.parameterAsLayer(parameters, input_parameter, context)
         return output_layer_name(layer.name() if layer is not None else "GAIR", operation)
 
-    def finish_layer_result(self, result, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        """Report an engine.pipeline LayerResult (per-feature embeddings) and hand its GeoPackage to Processing."""
+    def finish_layer_result(self, result: dict, context: QgsProcessingContext,
+                            feedback: QgsProcessingFeedback) -> dict:
+        """Report a per-feature embedding job's result (path, total, embedded, problems, summary) and hand its
+        GeoPackage to Processing."""
         from .outputs import finish_output
 
-        path = self.track_output(str(result.path))
-        (feedback.pushWarning if result.problems else feedback.pushInfo)(result.summary())
+        path = self.track_output(str(result["path"]))
+        summary = result.get("summary") or f"{result['embedded']} of {result['total']} features embedded -> {path}"
+        (feedback.pushWarning if result.get("problems") else feedback.pushInfo)(summary)
         finish_output(context, path, self.output_name("embeddings"), "OUTPUT")
-        return {"OUTPUT": path, "EMBEDDED": result.embedded}
+        return {"OUTPUT": path, "EMBEDDED": result["embedded"]}
+
+    def layer_job(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+                  **params) -> dict:
+        """Run a per-feature embedding operation on INPUT -> OUTPUT with the model, the toolbox's scalar values and
+        `params`; its GeoPackage handed to Processing."""
+        params = {"layer": self.vector_path(parameters, "INPUT", context, feedback),
+                  "output": self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+                  **self.engine_values(parameters, context), **params,
+                  **self.model_params(parameters, context, feedback)}
+        return self.finish_layer_result(self.run_job(params, feedback), context, feedback)
+
+    def _remove_leftovers(self, parameters, context: QgsProcessingContext) -> None:
+        """A worker that died (or was stopped) mid-job leaves the temp files and the lock file of the outputs it was
+        writing beside them: remove those (an output another run is writing now keeps its files)."""
+        import os
+
+        from ..engine_link import engine_attrs
+
+        output_lock, remove_stale_temp_files = engine_attrs("io.files", "OutputLock", "remove_stale_temp_files")
+        for definition in self.destinationParameterDefinitions():
+            path = self.parameterAsFileOutput(parameters, definition.name(), context)
+            if not path or not os.path.isabs(path) or not os.path.isdir(os.path.dirname(path)):
+                continue
+            try:
+                with output_lock(path):  # free: its holder died
+                    remove_stale_temp_files(path)
+            except Exception:  # noqa: BLE001 - busy (another run) or unreadable: not ours to clean
+                continue
 
     def _remove_outputs(self) -> None:
         from .outputs import remove_file_set
@@ -296,6 +325,25 @@ def raster_layer_path(layer: QgsRasterLayer) -> str:
             "Save it first with Raster > Conversion > Translate (Convert Format)."
         )
     return layer.source().split("|")[0]
+
+
+def sentinel2_band_problem(path: str, bands: str | None) -> str | None:
+    """None when the raster's band descriptions (or band count, or `bands`) map onto the model's Sentinel-2 bands,
+    else the engine's one-line message saying how to fix it (read with GDAL; the engine checks again at run time)."""
+    from osgeo import gdal
+
+    from ..engine_link import engine, engine_attrs
+
+    dataset = gdal.Open(path)
+    if dataset is None:
+        return f"GDAL cannot open {path}; choose a raster file."
+    descriptions = [dataset.GetRasterBand(i).GetDescription() or None for i in range(1, dataset.RasterCount + 1)]
+    dataset = None
+    try:
+        engine_attrs("io.bands", "resolve_bands")(descriptions, tuple(engine.GAIRConfig().rs_bands), bands or None)
+    except engine.GAIRError as exc:
+        return str(exc)
+    return None
 
 
 def require_embedding_raster(layer: QgsRasterLayer | None) -> str | None:

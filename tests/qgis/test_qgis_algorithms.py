@@ -169,6 +169,14 @@ def test_cluster_gives_paletted_classes_and_polygons(gair_provider, sample_embed
     assert polygons.featureCount() > 0 and polygons.crs().authid() == "EPSG:4326"
     assert polygons.renderer().type() == "categorizedSymbol"
     assert result["K"] == 3
+    # raster style, polygon style and the GeoTIFF's colour table (written by the engine) agree, class by class
+    dataset = gdal.Open(result["OUTPUT"])  # kept open: the colour table lives in it
+    table = dataset.GetRasterBand(1).GetColorTable()
+    file_colours = [tuple(table.GetColorEntry(value)[:3]) for value in (1, 2, 3)]
+    dataset = None
+    assert [c.color.getRgb()[:3] for c in classes.renderer().classes()] == file_colours
+    categories = polygons.renderer().categories()  # kept: each category owns the symbol read below
+    assert [category.symbol().color().getRgb()[:3] for category in categories] == file_colours
 
 
 def test_similarity_with_memory_reference_layer_in_utm(gair_provider, sample_embedding, embedding_extent,
@@ -227,8 +235,20 @@ def test_train_apply_classifier_and_regressor(gair_provider, sample_embedding, l
     assert regression["R2"] >= 0.95  # the values are a linear function of the vectors (ridge)
 
 
-def test_embed_features_locations_photos(gair_provider, sample_raster, embedding_extent, examples, labels,
-                                         tmp_path):
+class WarningsFeedback(QgsProcessingFeedback):
+    """Keeps the warnings an algorithm pushes (the engine's warnings reach the Processing log as these)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[str] = []
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        self.warnings.append(warning)
+        super().pushWarning(warning)
+
+
+def test_embed_features_locations_photos(gair_provider, tiny_bundle, sample_raster, embedding_extent, examples,
+                                         labels, tmp_path):
     features = processing.run("gair:embed_features", {"INPUT": labels, "RASTER": str(sample_raster),
                                                       "OUTPUT": str(tmp_path / "f.gpkg")})
     layer = QgsVectorLayer(features["OUTPUT"], "f", "ogr")
@@ -239,14 +259,14 @@ def test_embed_features_locations_photos(gair_provider, sample_raster, embedding
     assert np.isfinite(toolbox_vectors).all() and (np.linalg.norm(toolbox_vectors, axis=1) > 0).all()
     # the same input through the engine directly gives the same vectors
     import engine
-    from gair_qgis.settings import load_model
 
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     written = QgsVectorFileWriter.writeAsVectorFormatV3(labels, str(tmp_path / "labels.gpkg"),
                                                         QgsProject.instance().transformContext(), options)
     assert written[0] == QgsVectorFileWriter.NoError, written
-    direct = engine.embed_features(sample_raster, tmp_path / "labels.gpkg", tmp_path / "direct.gpkg", load_model())
+    direct = engine.embed_features(sample_raster, tmp_path / "labels.gpkg", tmp_path / "direct.gpkg",
+                                   engine.load_model(tiny_bundle, device="cpu", backend="torch"))
     direct_layer = QgsVectorLayer(str(direct.path), "direct", "ogr")
     direct_vectors = np.array([[f[f"gair_{i:03d}"] for i in range(32)] for f in direct_layer.getFeatures()], float)
     np.testing.assert_allclose(toolbox_vectors, direct_vectors, rtol=1e-6, atol=1e-7)
@@ -263,9 +283,10 @@ def test_embed_features_locations_photos(gair_provider, sample_raster, embedding
     broken.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(row["lon"], row["lat"])))
     broken["photo"] = "no_such_photo.jpg"
     photos.dataProvider().addFeatures([feature, broken])
-    with pytest.warns(UserWarning, match="unreadable photo"):
-        result = processing.run("gair:embed_photos", {"INPUT": photos, "PHOTO_FIELD": "photo",
-                                                      "OUTPUT": str(tmp_path / "p.gpkg")})
+    feedback = WarningsFeedback()
+    result = processing.run("gair:embed_photos", {"INPUT": photos, "PHOTO_FIELD": "photo",
+                                                  "OUTPUT": str(tmp_path / "p.gpkg")}, feedback=feedback)
+    assert any("1 of 2 features embedded" in w and "unreadable photo" in w for w in feedback.warnings)
     assert result["EMBEDDED"] == 1
     statuses = [f["gair_status"] for f in QgsVectorLayer(result["OUTPUT"], "p", "ogr").getFeatures()]
     assert statuses[0] == "ok" and statuses[1].startswith("unreadable photo")
@@ -340,7 +361,7 @@ def test_convert_refuses_a_file_that_is_not_a_gair_checkpoint(gair_provider, tmp
 
 def test_export_onnx_then_embed_with_the_onnx_backend(gair_provider, tiny_bundle, sample_embedding, examples,
                                                       tmp_path):
-    from gair_qgis.settings import GAIRSettings, clear_model_cache
+    from gair_qgis.settings import GAIRSettings
 
     result = processing.run("gair:export_onnx", {"SOURCE": str(tiny_bundle / "config.json"),
                                                  "OUTPUT": str(tmp_path / "onnx")})
@@ -350,18 +371,15 @@ def test_export_onnx_then_embed_with_the_onnx_backend(gair_provider, tiny_bundle
     before = GAIRSettings.load()
     try:
         GAIRSettings(str(export), "onnx", "cpu").save()
-        clear_model_cache()
         points = QgsVectorLayer("Point?crs=EPSG:4326&field=id:integer", "p", "memory")
         feature = QgsFeature(points.fields())
         feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(examples[0]["lon"], examples[0]["lat"])))
         points.dataProvider().addFeatures([feature])
         onnx = processing.run("gair:embed_locations", {"INPUT": points, "OUTPUT": str(tmp_path / "onnx.gpkg")})
         GAIRSettings(str(tiny_bundle), "torch", "cpu").save()
-        clear_model_cache()
         torch_run = processing.run("gair:embed_locations", {"INPUT": points, "OUTPUT": str(tmp_path / "torch.gpkg")})
     finally:
         before.save()
-        clear_model_cache()
     vectors = [np.array([next(QgsVectorLayer(r["OUTPUT"], "v", "ogr").getFeatures())[f"gair_{i:03d}"]
                          for i in range(32)]) for r in (onnx, torch_run)]
     assert np.linalg.norm(vectors[0] - vectors[1]) < 1e-3 * np.linalg.norm(vectors[1])
@@ -379,14 +397,34 @@ def test_results_loaded_by_processing_land_styled_in_the_gair_group(gair_provide
     assert layers[result["POLYGONS"]].renderer().type() == "categorizedSymbol"
 
 
-def test_convert_checkpoint_to_bundle_and_set_it_as_the_model(gair_provider, tmp_path, monkeypatch):
+@pytest.fixture
+def engine_in_this_process(monkeypatch):
+    """Jobs run by the worker's JobRunner inside the test's own process (not a worker process), so that a
+    monkeypatch of the engine reaches them; messages and errors as the worker client gives them."""
+    from engine.service.jobs import JobRunner
+    from gair_qgis import engine_jobs
+
+    runner = JobRunner()
+
+    def run_job(op, params, progress=None, log=None, cancel=None):
+        message = runner.run("in-process", op, params, lambda message: None)
+        if message["type"] == "error":
+            raise engine_jobs.EngineFailure(message["kind"], message["message"])
+        return message["result"]
+
+    monkeypatch.setattr(engine_jobs, "run_job", run_job)
+
+
+def test_convert_checkpoint_to_bundle_and_set_it_as_the_model(gair_provider, tmp_path, monkeypatch,
+                                                              engine_in_this_process):
     import torch
 
     import engine
     import engine.model.checkpoint
-    from gair_qgis.settings import GAIRSettings, clear_model_cache
+    from gair_qgis.settings import GAIRSettings
 
     # an official-format checkpoint ({"model": state_dict}) of the tiny architecture, read as the official one
+    # (by a job in this process: the monkeypatch does not reach a worker process)
     monkeypatch.setattr(engine.model.checkpoint, "GAIRConfig", engine.GAIRConfig.tiny)
     torch.manual_seed(1)
     model = engine.GAIRModel(engine.GAIRConfig.tiny())
@@ -400,7 +438,6 @@ def test_convert_checkpoint_to_bundle_and_set_it_as_the_model(gair_provider, tmp
         assert GAIRSettings.load().model_path == str(tmp_path / "bundle")
     finally:
         before.save()
-        clear_model_cache()
         monkeypatch.undo()
     bundle = engine.load_model(tmp_path / "bundle", device="cpu", backend="torch")
     assert bundle.fingerprint == model.fingerprint and bundle.config.nili_convention == "legacy"

@@ -46,32 +46,30 @@ class Algorithm(GAIRAlgorithm):
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine_attrs
-
-        classify_location = engine_attrs("analysis.location_map", "classify_location")
         extent = extent_crs = None
         if parameters.get("EXTENT"):
             crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
             box = self.parameterAsExtent(parameters, "EXTENT", context, crs)
-            extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+            extent = [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]
             extent_crs = crs.authid() or crs.toWkt()
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
-        result = classify_location(
-            self.vector_path(parameters, "INPUT", context, feedback),
-            self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-            self.parameterAsString(parameters, "FIELD", context),
-            self.load_model(parameters, context, feedback), extent=extent, extent_crs=extent_crs,
-            confidence_path=confidence, **self.engine_values(parameters, context), **bridge.kwargs())
-        feedback.pushInfo(result.summary())
-        feedback.pushInfo(self.tr(f"Pixels per class: {result.counts}"))
-        out = self.track_output(str(result.path))
+        result = self.run_job({
+            "points_path": self.vector_path(parameters, "INPUT", context, feedback),
+            "output_path": self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            "class_field": self.parameterAsString(parameters, "FIELD", context), "extent": extent,
+            "extent_crs": extent_crs, "confidence_path": confidence, **self.engine_values(parameters, context),
+            **self.model_params(parameters, context, feedback)}, feedback)
+        if result.get("summary"):
+            feedback.pushInfo(result["summary"])
+        feedback.pushInfo(self.tr(f"Pixels per class: {result['counts']}"))
+        out = self.track_output(str(result["path"]))
         finish_output(context, out, self.output_name("classes from location"), "OUTPUT", class_raster_renderer)
         conf = None
-        if result.confidence_path:
-            conf = self.track_output(str(result.confidence_path))
+        if result.get("confidence_path"):
+            conf = self.track_output(str(result["confidence_path"]))
             finish_output(context, conf, self.output_name("location confidence"), "CONFIDENCE",
                           lambda layer: sequential_renderer(layer, 0.0, 1.0))
-        return {"OUTPUT": out, "CONFIDENCE": conf, "ACCURACY": result.accuracy}
+        return {"OUTPUT": out, "CONFIDENCE": conf, "ACCURACY": result["accuracy"]}
 
 
 def _is_null(value) -> bool:

@@ -31,25 +31,23 @@ class Algorithm(GAIRAlgorithm):
         return require_embedding_raster(self.parameterAsRasterLayer(parameters, "INPUT", context))
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine_attrs
-
-        cluster_embeddings = engine_attrs("analysis", "cluster_embeddings")
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         polygons = self.parameterAsOutputLayer(parameters, "POLYGONS", context) or None
-        result = cluster_embeddings(
-            raster_layer_path(layer), self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-            polygons_path=polygons, **self.engine_values(parameters, context), **bridge.kwargs(),
-        )
-        out = self.track_output(str(result.path))
-        if result.polygons_path:
-            self.track_output(str(result.polygons_path))
-        if result.silhouettes:
-            scores = ", ".join(f"k={k}: {s:.3f}" for k, s in sorted(result.silhouettes.items()))
-            feedback.pushInfo(self.tr(f"Silhouette by k: {scores}; chose k={result.k}"))
-        feedback.pushInfo(self.tr(f"Pixels per cluster: {result.counts}"))
-        finish_output(context, out, self.output_name(f"clusters (k={result.k})"), "OUTPUT", class_raster_renderer)
-        if result.polygons_path:
-            finish_output(context, str(result.polygons_path), self.output_name(f"cluster polygons (k={result.k})"),
-                          "POLYGONS", class_polygon_renderer)
-        return {"OUTPUT": out, "POLYGONS": str(result.polygons_path) if result.polygons_path else None,
-                "K": result.k}
+        result = self.run_job({"raster_path": raster_layer_path(layer),
+                               "out_path": self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+                               "polygons_path": polygons, **self.engine_values(parameters, context)}, feedback)
+        out = self.track_output(str(result["path"]))
+        polygons = str(result["polygons_path"]) if result.get("polygons_path") else None
+        if polygons:
+            self.track_output(polygons)
+        k = result["k"]
+        if result.get("silhouettes"):
+            scores = ", ".join(f"k={key}: {score:.3f}"
+                               for key, score in sorted(result["silhouettes"].items(), key=lambda kv: int(kv[0])))
+            feedback.pushInfo(self.tr(f"Silhouette by k: {scores}; chose k={k}"))
+        feedback.pushInfo(self.tr(f"Pixels per cluster: {result['counts']}"))
+        finish_output(context, out, self.output_name(f"clusters (k={k})"), "OUTPUT", class_raster_renderer)
+        if polygons:
+            finish_output(context, polygons, self.output_name(f"cluster polygons (k={k})"), "POLYGONS",
+                          class_polygon_renderer)
+        return {"OUTPUT": out, "POLYGONS": polygons, "K": k}

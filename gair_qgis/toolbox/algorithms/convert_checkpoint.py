@@ -28,22 +28,21 @@ class Algorithm(GAIRAlgorithm):
         self.addOutput(QgsProcessingOutputString("FINGERPRINT", self.tr("Model fingerprint")))
 
     def validate(self, parameters, context):
+        # PyTorch is the engine's business: a missing one is the job's error line
         path = self.parameterAsFile(parameters, "CHECKPOINT", context)
         if not os.path.isfile(path):
             return self.tr(f"{path} is not a file; choose the official checkpoint.pth.")
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine_attrs
-
-        convert_checkpoint = engine_attrs("model.checkpoint", "convert_checkpoint")
-
         checkpoint = self.parameterAsFile(parameters, "CHECKPOINT", context)
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         feedback.pushInfo(self.tr(f"Reading {checkpoint}…"))
-        model = convert_checkpoint(checkpoint, out, **self.engine_values(parameters, context))
-        feedback.pushInfo(model.load_report.summary())
-        feedback.pushInfo(self.tr(f"Wrote bundle {out} (fingerprint {model.fingerprint})"))
+        model = self.run_job({"checkpoint": checkpoint, "out_dir": out, **self.engine_values(parameters, context)},
+                             feedback, bridge=bridge)
+        if model.get("load_report"):
+            feedback.pushInfo(model["load_report"])
+        feedback.pushInfo(self.tr(f"Wrote bundle {out} (fingerprint {model['fingerprint']})"))
         if self.parameterAsBool(parameters, "SET_DEFAULT", context):
             from ...settings import GAIRSettings
 
@@ -51,4 +50,4 @@ class Algorithm(GAIRAlgorithm):
             GAIRSettings(str(out), current.backend, current.device).save()
             feedback.pushInfo(self.tr("The bundle is now the GAIR model in the plugin settings."))
         bridge.progress(1.0)
-        return {"OUTPUT": out, "FINGERPRINT": model.fingerprint}
+        return {"OUTPUT": out, "FINGERPRINT": model["fingerprint"]}

@@ -5,7 +5,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..base import GAIRAlgorithm, raster_layer_path, require_embedding_raster
+from ..base import GAIRAlgorithm, raster_layer_path, require_embedding_raster, sentinel2_band_problem
 
 
 class Algorithm(GAIRAlgorithm):
@@ -21,23 +21,18 @@ class Algorithm(GAIRAlgorithm):
         self.add_layer_output()
 
     def validate(self, parameters, context):
-        from ...engine_link import engine, engine_attrs
-
-        SourceRaster = engine_attrs("pipeline.source", "SourceRaster")  # noqa: N806
         raster = self.parameterAsRasterLayer(parameters, "RASTER", context)
-        bands = self.engine_values(parameters, context, "bands")["bands"]
-        with SourceRaster(raster_layer_path(raster), engine.GAIRConfig(), bands):
-            pass  # CRS, north-up grid and Sentinel-2 bands, with errors that say how to fix them
+        if raster is None:
+            return self.tr("Choose the Sentinel-2 raster to read the embeddings from.")
+        # band names here; CRS and grid are checked by the engine when the job starts (one error line)
+        problem = sentinel2_band_problem(raster_layer_path(raster),
+                                         self.engine_values(parameters, context, "bands")["bands"])
+        if problem:
+            return problem
         if parameters.get("SPACE"):
             return require_embedding_raster(self.parameterAsRasterLayer(parameters, "SPACE", context))
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine
-
-        result = engine.embed_features(
-            self.raster_path(parameters, "RASTER", context), self.vector_path(parameters, "INPUT", context, feedback),
-            self.parameterAsOutputLayer(parameters, "OUTPUT", context), self.load_model(parameters, context, feedback),
-            space=self.space_path(parameters, context), **self.engine_values(parameters, context), **bridge.kwargs(),
-        )
-        return self.finish_layer_result(result, context, feedback)
+        return self.layer_job(parameters, context, feedback, raster=self.raster_path(parameters, "RASTER", context),
+                              space=self.space_path(parameters, context))

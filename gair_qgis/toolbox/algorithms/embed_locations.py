@@ -14,11 +14,4 @@ class Algorithm(GAIRAlgorithm):
         self.add_layer_output()
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine
-
-        result = engine.embed_locations(
-            self.vector_path(parameters, "INPUT", context, feedback),
-            self.parameterAsOutputLayer(parameters, "OUTPUT", context), self.load_model(parameters, context, feedback),
-            **self.engine_values(parameters, context), **bridge.kwargs(),
-        )
-        return self.finish_layer_result(result, context, feedback)
+        return self.layer_job(parameters, context, feedback)

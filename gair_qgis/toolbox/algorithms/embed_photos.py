@@ -46,15 +46,8 @@ class Algorithm(GAIRAlgorithm):
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine
-
         # relative paths start from the layer's own folder, also when Processing hands the engine a temporary copy
         root = source_folder(self.parameterAsVectorLayer(parameters, "INPUT", context))
-        result = engine.embed_photos(
-            self.vector_path(parameters, "INPUT", context, feedback),
-            self.parameterAsOutputLayer(parameters, "OUTPUT", context), self.load_model(parameters, context, feedback),
-            photo_field=self.parameterAsString(parameters, "PHOTO_FIELD", context), photo_root=root,
-            space=self.space_path(parameters, context),
-            **self.engine_values(parameters, context), **bridge.kwargs(),
-        )
-        return self.finish_layer_result(result, context, feedback)
+        return self.layer_job(parameters, context, feedback,
+                              photo_field=self.parameterAsString(parameters, "PHOTO_FIELD", context), photo_root=root,
+                              space=self.space_path(parameters, context))

@@ -1,7 +1,11 @@
 """Export ONNX: a GAIR model -> an ONNX export folder that runs on onnxruntime alone (no PyTorch needed)."""
 from __future__ import annotations
 
+import json
+import os
+
 from qgis.core import (
+    QgsProcessingException,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFile,
@@ -29,19 +33,35 @@ class Algorithm(GAIRAlgorithm):
         self.addOutput(QgsProcessingOutputString("FINGERPRINT", self.tr("Model fingerprint")))
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine_attrs
+        # PyTorch and onnx are the engine's business: a missing one is the job's error line
+        from ...settings import GAIRSettings, ensure_official_checkpoint, model_params
 
-        export_onnx = engine_attrs("model.onnx_export", "export_onnx")
-
-        from ...settings import GAIRSettings, load_model, normalise_model_path
-
-        source = normalise_model_path(self.parameterAsFile(parameters, "SOURCE", context))
-        model = load_model(source, backend="torch", device="cpu")
+        params = model_params(self.parameterAsFile(parameters, "SOURCE", context) or None)
+        source = params["model"]
+        if not source:
+            try:
+                ensure_official_checkpoint(params, lambda op, values: self.run_job(values, feedback, op))
+            except RuntimeError as exc:
+                raise QgsProcessingException(str(exc)) from None
+            # the official checkpoint, now cached (asked before downloading): its path
+            source = os.environ.get("GAIR_CHECKPOINT") or self.run_job({}, feedback,
+                                                                       "fetch_official_checkpoint")["path"]
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        feedback.pushInfo(self.tr(f"Exporting model {model.fingerprint} to {out}…"))
-        export_onnx(model, out, **self.engine_values(parameters, context), **bridge.kwargs())
-        feedback.pushInfo(self.tr("The ONNX graphs match PyTorch; the export is ready."))
+        feedback.pushInfo(self.tr(f"Exporting {source} to {out}…"))
+        self.run_job({"model_or_bundle_path": source, "out_dir": out, **self.engine_values(parameters, context)},
+                     feedback, bridge=bridge)
+        fingerprint = export_fingerprint(out)
+        feedback.pushInfo(self.tr(f"The ONNX graphs match PyTorch; the export (model {fingerprint}) is ready."))
         if self.parameterAsBool(parameters, "SET_DEFAULT", context):
             GAIRSettings(str(out), "onnx", GAIRSettings.load().device).save()
             feedback.pushInfo(self.tr("The export is now the GAIR model (backend onnx) in the plugin settings."))
-        return {"OUTPUT": str(out), "FINGERPRINT": model.fingerprint}
+        return {"OUTPUT": str(out), "FINGERPRINT": fingerprint}
+
+
+def export_fingerprint(folder: str) -> str | None:
+    """The model fingerprint an ONNX export records in its config.json."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            return json.load(handle).get("fingerprint")
+    except (OSError, ValueError):
+        return None

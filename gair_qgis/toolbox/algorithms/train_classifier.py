@@ -29,22 +29,18 @@ class Algorithm(TrainingAlgorithm):
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine_attrs
-        train_classifier = engine_attrs("analysis", "train_classifier")
-
-        kwargs = self.training_kwargs(parameters, context, feedback)
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
-        result = train_classifier(**kwargs, output_path=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-                                  confidence_path=confidence, **bridge.kwargs())
+        result = self.run_job({**self.training_kwargs(parameters, context, feedback),
+                               "output_path": self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+                               "confidence_path": confidence}, feedback)
         self.report_training(result, feedback)
-        applied = result.applied
-        out = self.track_output(str(applied.path))
+        applied = result["applied"]
+        out = self.track_output(str(applied["path"]))
         finish_output(context, out, self.output_name("classes"), "OUTPUT", class_raster_renderer)
         conf = None
-        if applied.confidence_path:
-            conf = self.track_output(str(applied.confidence_path))
+        if applied.get("confidence_path"):
+            conf = self.track_output(str(applied["confidence_path"]))
             finish_output(context, conf, self.output_name("confidence"), "CONFIDENCE", style_confidence)
-        feedback.pushInfo(self.tr(f"Pixels per class: {applied.counts}"))
-        return {"OUTPUT": out, "CONFIDENCE": conf, "MODEL_OUTPUT": str(result.model_path),
-                "REPORT": str(result.report_paths[0]) if result.report_paths else None,
-                "ACCURACY": result.report.get("overall_accuracy")}
+        feedback.pushInfo(self.tr(f"Pixels per class: {applied['counts']}"))
+        return {"OUTPUT": out, "CONFIDENCE": conf, "MODEL_OUTPUT": str(result["model_path"]),
+                "REPORT": self.first_report(result), "ACCURACY": result["report"].get("overall_accuracy")}

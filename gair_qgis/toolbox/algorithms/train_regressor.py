@@ -30,15 +30,10 @@ class Algorithm(TrainingAlgorithm):
         return None
 
     def run_engine(self, parameters, context, feedback, bridge):
-        from ...engine_link import engine_attrs
-        train_regressor = engine_attrs("analysis", "train_regressor")
-
-        kwargs = self.training_kwargs(parameters, context, feedback)
-        result = train_regressor(**kwargs, output_path=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
-                                 **bridge.kwargs())
+        result = self.run_job({**self.training_kwargs(parameters, context, feedback),
+                               "output_path": self.parameterAsOutputLayer(parameters, "OUTPUT", context)}, feedback)
         self.report_training(result, feedback)
-        out = self.track_output(str(result.applied.path))
+        out = self.track_output(str(result["applied"]["path"]))
         finish_output(context, out, self.output_name("prediction"), "OUTPUT", style_prediction)
-        return {"OUTPUT": out, "MODEL_OUTPUT": str(result.model_path),
-                "REPORT": str(result.report_paths[0]) if result.report_paths else None,
-                "R2": result.report.get("r2")}
+        return {"OUTPUT": out, "MODEL_OUTPUT": str(result["model_path"]), "REPORT": self.first_report(result),
+                "R2": result["report"].get("r2")}

@@ -63,14 +63,18 @@ class TrainingAlgorithm(GAIRAlgorithm):
             **self.engine_values(parameters, context),
         )
 
-    def report_training(self, result, feedback) -> None:
-        self.track_output(str(result.model_path))
-        for path in result.report_paths:
+    def report_training(self, result: dict, feedback) -> None:
+        self.track_output(str(result["model_path"]))
+        for path in result.get("report_paths") or []:
             self.track_output(str(path))
-        feedback.pushInfo(self.tr(f"Trained on {result.samples} pixels from {result.features} features "
-                                  f"({result.skipped_outside} outside the raster, {result.skipped_nodata} on nodata, "
-                                  f"{result.skipped_unlabelled} without a label)."))
-        feedback.pushInfo(report_for_log(result.report))  # laid out to line up in the dialog's log
+        feedback.pushInfo(self.tr(f"Trained on {result['samples']} pixels from {result['features']} features "
+                                  f"({result['skipped_outside']} outside the raster, {result['skipped_nodata']} on "
+                                  f"nodata, {result['skipped_unlabelled']} without a label)."))
+        feedback.pushInfo(report_for_log(result["report"]))  # laid out to line up in the dialog's log
+
+    @staticmethod
+    def first_report(result: dict) -> str | None:
+        return str(result["report_paths"][0]) if result.get("report_paths") else None
 
 
 def _is_null(value) -> bool:
