@@ -35,3 +35,7 @@ __all__ = [
     "FIELD_MODES", "KINDS", "LOCATION_CLASSIFIERS", "MIN_OPSET", "OPERATIONS", "PATH_KINDS", "POLYGON_MODES",
     "REGRESSORS", "SCALAR_KINDS", "Operation", "Param", "operation",
 ]
+
+from .fewshot import FEWSHOT_OPERATIONS  # noqa: E402 - defined from the operations above
+
+OPERATIONS.update({op.id: op for op in FEWSHOT_OPERATIONS})
