@@ -1,7 +1,8 @@
 """The similarity map tool driven on a real canvas: click -> similarity layer + top-k points in the GAIR group,
-shift-click adds references, the slider thresholds, clear removes; work runs in a QgsTask. The dock lists only
-embedding rasters, opens with an instruction, keeps results beside the project, and leaves no temporary layer in
-the project when it shuts down."""
+more clicks add positive examples, Ctrl-click / right-click negative ones, undo and clear, saved examples train a
+classifier, a large raster shows a coarse heatmap first and the view in detail after; the slider thresholds; work
+runs in a QgsTask. The dock lists only embedding rasters, opens with an instruction, keeps results beside the
+project, and leaves no temporary layer in the project when it shuts down."""
 from __future__ import annotations
 
 import os
@@ -40,10 +41,11 @@ def sized_canvas(qgis_iface, width: int = 400, height: int = 300):
     return canvas
 
 
-def click(dock, canvas, point_canvas_crs: QgsPointXY, shift: bool = False) -> None:
+def click(dock, canvas, point_canvas_crs: QgsPointXY, ctrl: bool = False, right: bool = False) -> None:
     pixel = canvas.getCoordinateTransform().transform(point_canvas_crs)
+    button = Qt.RightButton if right else Qt.LeftButton
     event = QgsMapMouseEvent(canvas, QEvent.MouseButtonRelease, QPoint(round(pixel.x()), round(pixel.y())),
-                             Qt.LeftButton, Qt.LeftButton, Qt.ShiftModifier if shift else Qt.NoModifier)
+                             button, button, Qt.ControlModifier if ctrl else Qt.NoModifier)
     dock.tool.canvasReleaseEvent(event)
 
 
@@ -100,7 +102,7 @@ def test_click_makes_similarity_layer_and_top_k_points(dock):
     assert widget.keep_button.isEnabled() and "Temporary" in widget.status.text()
 
 
-def test_shift_click_adds_references_slider_thresholds_clear_removes(dock):
+def test_clicks_add_references_slider_thresholds_clear_removes(dock):
     widget, canvas, layer, to_canvas = dock
     controller = widget.controller
     extent = layer.extent()
@@ -108,7 +110,7 @@ def test_shift_click_adds_references_slider_thresholds_clear_removes(dock):
     second = QgsPointXY(extent.xMinimum() + 0.7 * extent.width(), extent.yMinimum() + 0.5 * extent.height())
     click(widget, canvas, to_canvas.transform(first))
     wait_for(controller)
-    click(widget, canvas, to_canvas.transform(second), shift=True)
+    click(widget, canvas, to_canvas.transform(second))
     wait_for(controller)
     assert len(controller.references) == 2
     assert [p.x() for p in controller.references] == pytest.approx([first.x(), second.x()],
@@ -125,9 +127,14 @@ def test_shift_click_adds_references_slider_thresholds_clear_removes(dock):
     assert ramp.clip() and ramp.minimumValue() == pytest.approx(low + 0.8 * (high - low), rel=1e-6)
     assert "≥" in widget.threshold_label.text()
 
-    click(widget, canvas, to_canvas.transform(first))  # a plain click starts over with one reference
+    replaced = similarity.id()
+    widget.undo_button.click()  # the last click goes: one reference again
     wait_for(controller)
-    assert len(controller.references) == 1
+    assert len(controller.references) == 1 and controller.references[0].x() == pytest.approx(
+        first.x(), abs=layer.rasterUnitsPerPixelX())
+    assert replaced not in QgsProject.instance().mapLayers()  # a new result replaced it
+    assert controller.similarity_layer.dataProvider().sample(controller.references[0], 1)[0] == pytest.approx(
+        1.0, abs=1e-5)
 
     controller.clear()
     assert controller.similarity_layer is None and controller.references == []
@@ -219,7 +226,8 @@ def test_dock_opens_with_an_instruction_and_lists_only_embedding_rasters(qgis_if
         canvas = sized_canvas(qgis_iface)
         canvas.setDestinationCrs(embedding.crs())
         canvas.setExtent(embedding.extent())
-        widget.controller.references = [embedding.extent().center()]
+        centre = embedding.extent().center()
+        widget.controller.examples.add(centre, centre, positive=True)
         widget.controller.run_search()
         wait_for(widget.controller)
         similarity = widget.controller.similarity_layer

@@ -1,0 +1,37 @@
+"""The map tool's engine jobs: the few-shot search (coarse, full or a view's detail) and the model consent asked on
+the GUI thread before an embedding task starts. The work runs in the engine process (engine_jobs.run_job)."""
+from __future__ import annotations
+
+from ..engine_jobs import Log, Progress, run_job
+
+# Rasters up to FULL_PIXELS are scored whole at full resolution in one job (~0.3 s at 15 Mpix/s). Larger ones get a
+# coarse heatmap of at most COARSE_PIXELS first (read from the overviews: well under a second for a whole tile),
+# then the visible extent at up to FULL_PIXELS (full resolution once zoomed in), again after each zoom or pan.
+FULL_PIXELS = 4 * 2**20
+COARSE_PIXELS = 2**18
+
+
+def run_fewshot(embedding_path: str, positives, negatives, points_crs: str | None, out_raster: str,
+                out_points: str | None, top_k: int, *, max_pixels: int | None = None, extent=None,
+                progress: Progress | None = None, cancel=None, log: Log | None = None) -> dict:
+    """engine fewshot_search -> its result (path, hits_path, factor, window, width, height, ...)."""
+    params = {"raster_path": embedding_path, "out_path": out_raster, "positives": [list(p) for p in positives],
+              "negatives": [list(p) for p in negatives] or None, "points_crs": points_crs, "top_k": int(top_k),
+              "hits_path": out_points if top_k > 0 else None, "max_pixels": max_pixels,
+              "extent": list(extent) if extent is not None else None}
+    return run_job("fewshot_search", {k: v for k, v in params.items() if v is not None}, progress, log, cancel)
+
+
+def ask_model_consent(model_path: str | None) -> None:
+    """On the GUI thread, before an embedding task: when the model is the official checkpoint and it is not
+    downloaded, ask (naming its size) now, where a dialog can show. The download itself stays in the task: the
+    `fetch_official_checkpoint` step is deferred (the task's ensure_official_checkpoint finds the consent given).
+    Raises RuntimeError (the line to show) when the user declines or the engine cannot tell."""
+    from ..settings import ensure_official_checkpoint, model_params
+
+    def run_small_jobs(op: str, values: dict) -> dict:
+        if op == "fetch_official_checkpoint":
+            return {}  # the download runs in the task, not on the GUI thread
+        return run_job(op, values)
+
+    ensure_official_checkpoint(model_params(model_path), run_small_jobs)
