@@ -10,8 +10,8 @@ from engine import Cancelled, GAIRError
 from engine.analysis.fewshot import fewshot_search
 from engine.analysis.pixels import read_pixels_at
 from engine.analysis.synthetic import make_planted_raster, pixel_xy
-from engine.io.embedding_raster import EmbeddingRaster, overview_factors
 from engine.cli.main import main
+from engine.io.embedding_raster import EmbeddingRaster, overview_factors
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,8 @@ def fewshot_search(raster_path: str | os.PathLike, out_path: str | os.PathLike, 
                                      radius / factor if radius > 0 else 0)
             xs, ys = transform * (np.array([p[2] for p in peaks], float) + 0.5,
                                   np.array([p[1] for p in peaks], float) + 0.5)
-            hits = [SimilarityHit(i + 1, score, float(x), float(y), int(window.row_off + row * step_rows + step_rows // 2),
+            hits = [SimilarityHit(i + 1, score, float(x), float(y),
+                                  int(window.row_off + row * step_rows + step_rows // 2),
                                   int(window.col_off + col * step_cols + step_cols // 2))
                     for i, ((score, row, col), x, y) in enumerate(zip(peaks, np.atleast_1d(xs), np.atleast_1d(ys)))]
         if cancel is not None and cancel():

@@ -5,17 +5,13 @@ placed in the "GAIR" group.
 The score is the engine's mean-difference query (engine.analysis.fewshot): cosine to the positives' mean minus
 cosine to the negatives' mean. A large raster gets a coarse heatmap of the whole raster first (every f-th pixel,
 from its overviews), then the visible extent in detail, again after each zoom or pan (see jobs.FULL_PIXELS).
-
-Results are written to a temporary folder first. "Keep results" copies the current ones beside the project file (or
-into a chosen folder) and repoints their layers; on shutdown every layer still reading the temporary folder leaves the
-project before the folder is deleted, so a saved project never references files that are gone."""
+Results are temporary until kept (see results.KeptResults)."""
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
 import uuid
-from pathlib import Path
 
 from qgis.core import (
     Qgis,
@@ -25,7 +21,6 @@ from qgis.core import (
     QgsPointXY,
     QgsProject,
     QgsRasterLayer,
-    QgsTask,
     QgsVectorLayer,
 )
 from qgis.gui import QgsMapCanvas
@@ -36,7 +31,8 @@ from ..layers import add_to_gair_group
 from ..styling import band_range, similarity_renderer, top_k_renderer
 from . import jobs
 from .examples import Examples
-from .results import copy_with_sidecars, empty_element, free_path, provider_options, remove_layer_tree_entries
+from .jobs import EngineTask
+from .results import KeptResults
 
 SIMILARITY_NAME = "{name} similarity"  # layers are named after the embedding raster and what they show
 DETAIL_NAME = "{name} similarity (view detail)"
@@ -49,32 +45,7 @@ READY = ("Click the map on {name} to find places like the clicked one; more clic
 REFINE_DELAY_MS = 300  # after a zoom or pan settles, the view is refined
 
 
-class EngineTask(QgsTask):
-    """Runs `work(progress, cancel, log)` in a worker thread (the job itself runs in the engine process);
-    `done(task)` is called on the GUI thread. The engine's log lines of the job (size estimate, "crop i/n, ~m:ss
-    left") arrive through the `message` signal."""
-
-    message = pyqtSignal(str)
-
-    def __init__(self, description: str, work, done) -> None:
-        super().__init__(description, QgsTask.CanCancel)
-        self.work, self.done = work, done
-        self.result, self.error = None, None
-
-    def run(self) -> bool:
-        try:
-            self.result = self.work(lambda f, _message="": self.setProgress(100.0 * f), self.isCanceled,
-                                    lambda _level, text: self.message.emit(text))
-            return True
-        except Exception as exc:  # reported on the GUI thread in finished()
-            self.error = exc
-            return False
-
-    def finished(self, ok: bool) -> None:
-        self.done(self)
-
-
-class SimilarityController(QObject):
+class SimilarityController(KeptResults, QObject):
     """State of one similarity session: embedding raster, reference points, threshold, result layers."""
 
     status = pyqtSignal(str)
@@ -375,63 +346,6 @@ class SimilarityController(QObject):
         self.set_embedding_layer(layer)
         self.status.emit("Embedded the visible extent; click the map to search it.")
         self.embedding_ready.emit(layer)
-
-    # --- keeping results ------------------------------------------------------------------------------------
-    def default_keep_folder(self) -> str | None:
-        """The project file's folder; None while the project is unsaved (then the user picks one)."""
-        return self.project.absolutePath() or None
-
-    def keep_results(self, folder: str) -> list[str]:
-        """Copy the current similarity GeoTIFF and top-places GeoPackage into `folder` under names of their own,
-        and repoint their layers there; returns the new paths. The next click starts new temporary results."""
-        if self.result_paths is None:
-            self.status.emit("Nothing to keep yet: click the map first.")
-            return []
-        os.makedirs(folder, exist_ok=True)
-        kept = []
-        embedding = self.embedding_layer
-        if embedding is not None and embedding in self.temporary_layers():  # embedded here: keep it too
-            target = free_path(folder, "gair_embedding", ".tif")
-            copy_with_sidecars(embedding.source().split("|")[0], target)  # with its .pca.npz and quicklook
-            embedding.setDataSource(target, embedding.name(), "gdal", provider_options())
-            kept.append(target)
-        stem = Path(embedding.source().split("|")[0]).stem if embedding is not None else "gair"
-        detail_path = self.detail_layer.source() if self.detail_layer is not None else None
-        for layer, path, suffix in ((self.similarity_layer, self.result_paths[0], "similarity"),
-                                    (self.detail_layer, detail_path, "similarity_detail"),
-                                    (self.points_layer, self.result_paths[1], "top_places")):
-            if path is None:
-                continue
-            target = free_path(folder, f"{stem}_{suffix}", Path(path).suffix)
-            copy_with_sidecars(path, target)
-            if layer is not None and self.project.mapLayer(layer.id()) is not None:
-                source = target if layer is not self.points_layer else f"{target}|layername=similar_places"
-                layer.setDataSource(source, Path(target).stem, layer.providerType(), provider_options())
-            kept.append(target)
-        self.similarity_layer = self.points_layer = self.detail_layer = self.result_paths = None
-        self.detail_extent = None
-        self.results_changed.emit(False)
-        self.status.emit(f"Kept {len(kept)} file(s) in {folder}; the project now reads them from there.")
-        return kept
-
-    def temporary_layers(self) -> list:
-        """Project layers reading files in this session's temporary folder."""
-        root = os.path.realpath(self.workdir) + os.sep
-        return [layer for layer in self.project.mapLayers().values()
-                if os.path.realpath(layer.source().split("|")[0]).startswith(root)]
-
-    def _leave_out_temporary_layers(self, document) -> None:
-        """Writing the project file: layers of the temporary folder are left out of it, because their files go
-        when the session ends. They stay on the map until then."""
-        ids = {layer.id() for layer in self.temporary_layers()}
-        if ids:
-            remove_layer_tree_entries(document, ids)
-            self.status.emit(f"The project was saved without {len(ids)} temporary GAIR layer(s): click Keep results "
-                             "to store them beside the project, then save again.")
-
-    def _leave_out_layer_element(self, layer, element, document) -> None:
-        if layer in self.temporary_layers():
-            empty_element(element)
 
     def _forget_layers(self, layer_ids) -> None:
         """Layers leaving the project (removed by the user, or a project being closed) are dropped from the state

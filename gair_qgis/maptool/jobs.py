@@ -2,6 +2,9 @@
 the GUI thread before an embedding task starts. The work runs in the engine process (engine_jobs.run_job)."""
 from __future__ import annotations
 
+from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
 from ..engine_jobs import Log, Progress, run_job
 
 # Rasters up to FULL_PIXELS are scored whole at full resolution in one job (~0.3 s at 15 Mpix/s). Larger ones get a
@@ -9,6 +12,31 @@ from ..engine_jobs import Log, Progress, run_job
 # then the visible extent at up to FULL_PIXELS (full resolution once zoomed in), again after each zoom or pan.
 FULL_PIXELS = 4 * 2**20
 COARSE_PIXELS = 2**18
+
+
+class EngineTask(QgsTask):
+    """Runs `work(progress, cancel, log)` in a worker thread (the job itself runs in the engine process);
+    `done(task)` is called on the GUI thread. The engine's log lines of the job (size estimate, "crop i/n, ~m:ss
+    left") arrive through the `message` signal."""
+
+    message = pyqtSignal(str)
+
+    def __init__(self, description: str, work, done) -> None:
+        super().__init__(description, QgsTask.CanCancel)
+        self.work, self.done = work, done
+        self.result, self.error = None, None
+
+    def run(self) -> bool:
+        try:
+            self.result = self.work(lambda f, _message="": self.setProgress(100.0 * f), self.isCanceled,
+                                    lambda _level, text: self.message.emit(text))
+            return True
+        except Exception as exc:  # reported on the GUI thread in finished()
+            self.error = exc
+            return False
+
+    def finished(self, ok: bool) -> None:
+        self.done(self)
 
 
 def run_fewshot(embedding_path: str, positives, negatives, points_crs: str | None, out_raster: str,
