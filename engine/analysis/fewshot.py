@@ -185,13 +185,14 @@ def _score(raster: EmbeddingRaster, query: np.ndarray, window, height: int, widt
     scores = np.empty((height, width), np.float32)
     to_float = functools.partial(raster.to_float, unit=False)  # cosine is scale-free: int8 without the 1/127
     strip_rows = max(1, ROWS_PER_READ // step_rows)  # output rows per strip: ~ROWS_PER_READ source rows
+    buffer = np.empty(raster.dims * min(strip_rows, height) * width, raster.dtype)  # one strip, reused
     for top in range(0, height, strip_rows):
         if cancel is not None and cancel():
             raise Cancelled()
         rows = min(strip_rows, height - top)
         strip = Window(int(window.col_off), int(window.row_off) + top * step_rows, width * step_cols,
                        rows * step_rows)
-        block = raster.read_raw(strip, shape=(rows, width) if step_rows > 1 or step_cols > 1 else None)
+        block = raster.read_raw(strip, buffer, shape=(rows, width) if step_rows > 1 or step_cols > 1 else None)
         cosine_scan(block.reshape(raster.dims, -1), query, scores[top:top + rows].reshape(-1), to_float=to_float)
         if progress is not None:
             progress(0.95 * (top + rows) / height)

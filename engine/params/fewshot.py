@@ -4,6 +4,13 @@ from __future__ import annotations
 from .definitions import Operation, Param
 from .operations import EMBEDDING_RASTER, OPERATIONS
 
+# The map tool scores rasters up to MAPTOOL_FULL_PIXELS whole at full resolution in one job (~0.2 s). Larger ones get
+# a coarse heatmap of at most MAPTOOL_COARSE_PIXELS first (read from the overviews: well under a second for a whole
+# tile; scripts/bench_analysis.py measures it), then the visible extent at up to the canvas's pixels (at least
+# MAPTOOL_FULL_PIXELS; full resolution once zoomed in), again after each zoom or pan.
+MAPTOOL_FULL_PIXELS = 2**20
+MAPTOOL_COARSE_PIXELS = 2**18
+
 _SIMILARITY = OPERATIONS["similarity_search"]
 # the top places are the pixel similarity search's, with the same options
 _TOP_PLACES = tuple(_SIMILARITY.param(name) for name in ("top_k", "min_distance_px", "exclude_radius_px",

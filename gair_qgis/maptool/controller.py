@@ -64,6 +64,7 @@ class SimilarityController(KeptResults, QObject):
         self.examples = Examples(canvas)
         self.top_k = defaults("fewshot_search")["top_k"]
         self.full_pixels, self.coarse_pixels = jobs.FULL_PIXELS, jobs.COARSE_PIXELS
+        self.view_pixels: int | None = None  # most pixels of a view in detail; None: the canvas's (>= full_pixels)
         self.threshold: float | None = None
         self.similarity_layer: QgsRasterLayer | None = None  # the whole raster: full resolution or coarse
         self.detail_layer: QgsRasterLayer | None = None  # the view in detail, above a coarse one
@@ -167,7 +168,8 @@ class SimilarityController(KeptResults, QObject):
         self._start_fewshot("coarse" if coarse else "full", self.coarse_pixels if coarse else None, None, self.top_k)
 
     def refine_view(self) -> None:
-        """After a coarse heatmap (and after each zoom or pan): score the visible extent at up to full_pixels."""
+        """After a coarse heatmap (and after each zoom or pan): score the visible extent at up to the canvas's
+        pixels (the screen shows no more), full resolution once zoomed in."""
         if self.similarity_layer is None or self.coarse_factor == 1 or not self.references:
             return
         if self.busy:
@@ -183,7 +185,9 @@ class SimilarityController(KeptResults, QObject):
         if self.detail_extent is not None and self.detail_extent[1] == 1 and self.detail_extent[0].contains(extent):
             return  # already in full detail
         bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-        self._start_fewshot("detail", self.full_pixels, bounds, 0)
+        size = self.canvas.mapSettings().outputSize()
+        pixels = self.view_pixels or max(self.full_pixels, size.width() * size.height())
+        self._start_fewshot("detail", pixels, bounds, 0)
 
     def _start_fewshot(self, stage: str, max_pixels: int | None, extent, top_k: int) -> None:
         if self.task is not None:

@@ -6,12 +6,10 @@ from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..engine_jobs import Log, Progress, run_job
+from ..engine_link import engine_attrs
 
-# Rasters up to FULL_PIXELS are scored whole at full resolution in one job (~0.3 s at 15 Mpix/s). Larger ones get a
-# coarse heatmap of at most COARSE_PIXELS first (read from the overviews: well under a second for a whole tile),
-# then the visible extent at up to FULL_PIXELS (full resolution once zoomed in), again after each zoom or pan.
-FULL_PIXELS = 4 * 2**20
-COARSE_PIXELS = 2**18
+# whole at full resolution up to FULL_PIXELS; above, coarse first (COARSE_PIXELS), then the view (engine.params.fewshot)
+FULL_PIXELS, COARSE_PIXELS = engine_attrs("params.fewshot", "MAPTOOL_FULL_PIXELS", "MAPTOOL_COARSE_PIXELS")
 
 
 class EngineTask(QgsTask):

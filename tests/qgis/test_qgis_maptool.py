@@ -492,6 +492,7 @@ def test_large_raster_coarse_heatmap_first_then_the_view_in_detail(planted_dock,
     widget, canvas, layer, planted = planted_dock
     controller = widget.controller
     controller.full_pixels, controller.coarse_pixels = 3000, 800  # the planted raster has 12288
+    controller.view_pixels = 3000  # as a canvas of 3000 pixels would
     stages = []
     controller.heatmap_ready.connect(lambda stage: stages.append((stage, controller.similarity_layer.width(),
                                                                   controller.detail_layer is not None)))
