@@ -74,6 +74,7 @@ class SimilarityController(KeptResults, QObject):
         self.detail_extent = None  # (QgsRectangle in the raster CRS, factor) of detail_layer
         self.task: EngineTask | None = None
         self.refine_pending = False
+        self.location_mode = False  # the next click is a location query (search by location), not an example
         self.refine_timer = QTimer(self)
         self.refine_timer.setSingleShot(True)
         self.refine_timer.setInterval(REFINE_DELAY_MS)
@@ -111,6 +112,9 @@ class SimilarityController(KeptResults, QObject):
         raster_point = to_raster.transform(point)
         if not self.embedding_layer.extent().contains(raster_point):
             self.status.emit("That point is outside the embedding raster; click inside it.")
+            return
+        if self.location_mode:
+            self.search_by_location(raster_point)
             return
         self.examples.add(raster_point, point, positive=not negative)
         self.examples_changed.emit(len(self.examples.items))
@@ -166,6 +170,40 @@ class SimilarityController(KeptResults, QObject):
         layer = self.embedding_layer
         coarse = layer.width() * layer.height() > self.full_pixels
         self._start_fewshot("coarse" if coarse else "full", self.coarse_pixels if coarse else None, None, self.top_k)
+
+    def search_by_photo(self, photo: str) -> None:
+        """Where the raster looks like a street-view photo (GAIR's aligned photo embedding, engine search_by_photo)."""
+        self._start_query("search_by_photo", {"photos": [photo]}, "GAIR search by photo",
+                          f"the photo {os.path.basename(photo)}")
+
+    def search_by_location(self, point: QgsPointXY) -> None:
+        """Where the raster looks like what GAIR learned for the location `point` (raster CRS)."""
+        self.location_mode = False
+        self._start_query("search_by_location", {"locations": [[point.x(), point.y()]],
+                                                 "locations_crs": self.embedding_layer.crs().toWkt()},
+                          "GAIR search by location", f"GAIR's location embedding of {point.x():.5f}, {point.y():.5f}")
+
+    def _start_query(self, op: str, query: dict, title: str, describe: str) -> None:
+        """A search by another modality: the examples go, the result replaces the map's."""
+        if self.embedding_layer is None:
+            self.status.emit(INSTRUCTION)
+            return
+        try:  # on the GUI thread, before the task (see embed_visible_extent)
+            jobs.ask_model_consent(None)
+        except Exception as exc:
+            self.status.emit(f"GAIR: {exc}")
+            return
+        self._cancel_task()
+        self.examples.clear()
+        self.examples_changed.emit(0)
+        path = self.embedding_layer.source().split("|")[0]
+        stem = os.path.join(self.workdir, f"{op}_{uuid.uuid4().hex[:8]}")
+        top_k = self.top_k
+
+        def work(progress, cancel, log):
+            return jobs.run_query_search(op, path, query, stem + ".tif", stem + ".gpkg", top_k, progress, cancel, log)
+
+        self._start(EngineTask(title, work, lambda task: self._search_done(task, "full", describe)))
 
     def refine_view(self) -> None:
         """After a coarse heatmap (and after each zoom or pan): score the visible extent at up to the canvas's
@@ -289,7 +327,7 @@ class SimilarityController(KeptResults, QObject):
             return False
         return True
 
-    def _search_done(self, task: EngineTask, stage: str) -> None:
+    def _search_done(self, task: EngineTask, stage: str, query: str | None = None) -> None:
         if not self._finish_task(task):
             return
         result = task.result
@@ -297,14 +335,14 @@ class SimilarityController(KeptResults, QObject):
         if stage == "detail":
             self._show_detail(result, name)
         else:
-            self._show_whole(result, name, stage)
+            self._show_whole(result, name, stage, query)
         self.result_ready.emit()
         self.heatmap_ready.emit(stage)
         self.results_changed.emit(True)
         if stage == "coarse" or self.refine_pending:
             self.refine_view()  # as the user waits: the view in detail
 
-    def _show_whole(self, result: dict, name: str, stage: str) -> None:
+    def _show_whole(self, result: dict, name: str, stage: str, query: str | None = None) -> None:
         self._remove_results()
         raster_path, points_path = str(result["path"]), result.get("hits_path")
         similarity = QgsRasterLayer(raster_path, SIMILARITY_NAME.format(name=name), "gdal")
@@ -321,6 +359,7 @@ class SimilarityController(KeptResults, QObject):
         self.coarse_factor = int(result.get("factor") or 1)
         examples = f"{len(self.references)} positive, {len(self.negatives)} negative example(s)" \
             if self.negatives else f"{len(self.references)} reference point(s)"
+        examples = query or examples
         places = f"{points.featureCount() if points else 0} top places"
         if stage == "coarse":
             self.status.emit(f"Similarity to {examples}: a coarse first look (every {self.coarse_factor}th pixel); "

@@ -22,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..layers import is_embedding_raster, raster_kind
 from ..styling import band_range
+from . import jobs
 from .controller import INSTRUCTION, SimilarityController
 from .tool import SimilarityMapTool
 
@@ -102,6 +103,19 @@ class SimilarityDock(QgsDockWidget):
         self.controller.examples_changed.connect(lambda n: self.save_examples_button.setEnabled(n > 0))
         self.help = QLabel(HELP)
         self.help.setWordWrap(True)
+        self.photo_button = QPushButton("Search by photo…")
+        self.photo_button.setToolTip("Where the embedding raster looks like a street-view photo you pick (GAIR aligns "
+                                     "photos with the imagery; the model must be the raster's)")
+        self.photo_button.clicked.connect(self.search_by_photo)
+        self.location_button = QPushButton("Search by location")
+        self.location_button.setCheckable(True)
+        self.location_button.setToolTip("Then click the map: where the raster looks like what GAIR learned for that "
+                                        "location (its location embedding: the ground typical there)")
+        self.location_button.toggled.connect(lambda on: setattr(self.controller, "location_mode", on))
+        self.controller.busy_changed.connect(lambda _busy: self.location_button.setChecked(
+            self.controller.location_mode))
+        self.photo_button.setVisible(jobs.has_operation("search_by_photo"))
+        self.location_button.setVisible(jobs.has_operation("search_by_location"))
         self.keep_button = QPushButton("Keep results")
         self.keep_button.setToolTip("Save the similarity raster and top places beside the project file (or in a "
                                     "folder you choose) so the project keeps them; otherwise they are temporary")
@@ -137,6 +151,10 @@ class SimilarityDock(QgsDockWidget):
         example_buttons.addWidget(self.undo_button)
         example_buttons.addWidget(self.save_examples_button)
         layout.addLayout(example_buttons)
+        modal_buttons = QHBoxLayout()
+        modal_buttons.addWidget(self.photo_button)
+        modal_buttons.addWidget(self.location_button)
+        layout.addLayout(modal_buttons)
         buttons = QHBoxLayout()
         buttons.addWidget(self.keep_button)
         buttons.addWidget(clear)
@@ -181,6 +199,17 @@ class SimilarityDock(QgsDockWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Save GAIR examples", self.controller.default_keep_folder() or "",
                                               "GeoPackage (*.gpkg)")
         return path if not path or path.lower().endswith(".gpkg") else path + ".gpkg"
+
+    def choose_photo(self) -> str:
+        """A street-view photo to search by (a file dialog; tests replace it)."""
+        path, _ = QFileDialog.getOpenFileName(self, "Search by street-view photo", "",
+                                              "Photos (*.jpg *.jpeg *.png *.JPG *.JPEG *.PNG);;All files (*)")
+        return path
+
+    def search_by_photo(self) -> None:
+        photo = self.choose_photo()
+        if photo:
+            self.controller.search_by_photo(photo)
 
     def save_examples(self):
         path = self.choose_examples_path()

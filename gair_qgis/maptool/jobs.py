@@ -61,3 +61,22 @@ def ask_model_consent(model_path: str | None) -> None:
         return run_job(op, values)
 
     ensure_official_checkpoint(model_params(model_path), run_small_jobs)
+
+
+def has_operation(op: str) -> bool:
+    """Whether the engine offers `op` (the searches by photo and by location come with the engine's version)."""
+    from ..engine_link import engine_module
+
+    return op in engine_module("params").OPERATIONS
+
+
+def run_query_search(op: str, embedding_path: str, query: dict, out_raster: str, out_points: str | None, top_k: int,
+                     progress: Progress | None = None, cancel=None, log: Log | None = None) -> dict:
+    """engine search_by_photo / search_by_location with the model of the GAIR settings (the raster's own model:
+    the engine refuses another); the official checkpoint is fetched here when the consent was given up front."""
+    from ..settings import ensure_official_checkpoint, model_params
+
+    params = {"raster_path": embedding_path, "out_path": out_raster, "top_k": int(top_k),
+              "hits_path": out_points if top_k > 0 else None, **query, **model_params(None)}
+    ensure_official_checkpoint(params, lambda name, values: run_job(name, values, progress, log, cancel))
+    return run_job(op, {k: v for k, v in params.items() if v is not None}, progress, log, cancel)
