@@ -75,6 +75,7 @@ class SimilarityController(KeptResults, QObject):
         self.task: EngineTask | None = None
         self.refine_pending = False
         self.location_mode = False  # the next click is a location query (search by location), not an example
+        self.last_query: tuple[str, dict] | None = None  # the last search by photo or location (operation, query)
         self.refine_timer = QTimer(self)
         self.refine_timer.setSingleShot(True)
         self.refine_timer.setInterval(REFINE_DELAY_MS)
@@ -196,6 +197,7 @@ class SimilarityController(KeptResults, QObject):
         self._cancel_task()
         self.examples.clear()
         self.examples_changed.emit(0)
+        self.last_query = (op, dict(query))
         path = self.embedding_layer.source().split("|")[0]
         stem = os.path.join(self.workdir, f"{op}_{uuid.uuid4().hex[:8]}")
         top_k = self.top_k

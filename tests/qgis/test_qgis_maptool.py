@@ -589,3 +589,54 @@ def test_official_model_download_is_asked_on_the_gui_thread_before_the_task(
     finally:
         settings._download_consent.clear()
         widget.shutdown()
+
+
+def _engine_has(op: str) -> bool:
+    from engine.params import OPERATIONS
+
+    return op in OPERATIONS
+
+
+@pytest.mark.skipif(not _engine_has("search_by_photo"), reason="the engine has no search by photo yet")
+def test_search_by_photo_and_by_location_buttons(dock, tiny_bundle, examples, tmp_path):
+    """The photo button (file dialog -> job -> heatmap + top places) and the location button (then a click) give the
+    engine operations' own results, with the model of the settings (the raster's)."""
+    import numpy as np
+    import rasterio
+
+    from gair_qgis.engine_jobs import run_job
+
+    widget, canvas, layer, to_canvas = dock
+    controller = widget.controller
+    assert widget.photo_button.isVisibleTo(widget) and widget.location_button.isVisibleTo(widget)
+    click(widget, canvas, to_canvas.transform(layer.extent().center()))  # an example first: the photo replaces it
+    wait_for(controller)
+    photo = next(r for r in examples if r["id"] == "detroit")["sv_path"]
+    widget.choose_photo = lambda: str(photo)
+    widget.photo_button.click()
+    assert controller.busy
+    wait_for(controller, 120)
+    assert controller.similarity_layer is not None and controller.points_layer is not None, widget.status.text()
+    assert controller.examples.items == [] and "detroit_sv.jpg" in widget.status.text()
+    expected = run_job("search_by_photo", {"raster_path": layer.source(), "out_path": str(tmp_path / "photo.tif"),
+                                           "photos": [str(photo)], "top_k": 0, "model": str(tiny_bundle),
+                                           "device": "cpu"})
+    with rasterio.open(expected["path"]) as want, rasterio.open(controller.similarity_layer.source()) as got:
+        np.testing.assert_array_equal(got.read(1), want.read(1))
+
+    widget.location_button.click()
+    assert controller.location_mode
+    centre = layer.extent().center()
+    click(widget, canvas, to_canvas.transform(centre))
+    assert not controller.location_mode and controller.examples.items == []  # a location, not an example
+    wait_for(controller, 120)
+    assert not widget.location_button.isChecked() and "location embedding" in widget.status.text()
+    op, query = controller.last_query
+    (x, y), = query["locations"]
+    assert op == "search_by_location" and (x, y) == pytest.approx((centre.x(), centre.y()),
+                                                                   abs=2 * layer.rasterUnitsPerPixelX())
+    expected = run_job("search_by_location", {"raster_path": layer.source(), "out_path": str(tmp_path / "loc.tif"),
+                                              "locations": [[x, y]], "locations_crs": "EPSG:4326", "top_k": 0,
+                                              "model": str(tiny_bundle), "device": "cpu"})
+    with rasterio.open(expected["path"]) as want, rasterio.open(controller.similarity_layer.source()) as got:
+        np.testing.assert_allclose(got.read(1), want.read(1), atol=1e-5)
