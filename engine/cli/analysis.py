@@ -30,18 +30,6 @@ def _similarity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fewshot(args: argparse.Namespace) -> int:
-    result = run(args)
-    grid = "full resolution" if result.factor == 1 else f"every {result.factor}th pixel"
-    print(f"wrote {result.path} ({result.width} x {result.height} px, {grid}; {result.positives} positive, "
-          f"{result.negatives} negative example(s); {result.method}) in {result.seconds:.2f}s")
-    for hit in result.hits:
-        print(f"  #{hit.rank:<3d} score {hit.score:.4f}  x {hit.x:.6f}  y {hit.y:.6f}  (row {hit.row}, col {hit.col})")
-    if result.hits_path:
-        print(f"wrote {result.hits_path}")
-    return 0
-
-
 def _print_applied(applied) -> None:
     print(f"wrote {applied.path}" + (f" and {applied.confidence_path}" if applied.confidence_path else "")
           + f" in {applied.seconds:.1f}s; pixels: {applied.counts}")
@@ -81,6 +69,18 @@ def _classify_location(args: argparse.Namespace) -> int:
     result = run(args, model=load_model(args))
     print(result.summary())
     print("pixels per class: " + ", ".join(f"{name}: {count}" for name, count in result.counts.items()))
+    return 0
+
+
+def _fewshot(args: argparse.Namespace) -> int:
+    result = run(args)
+    grid = "full resolution" if result.factor == 1 else f"every {result.factor}th pixel"
+    print(f"wrote {result.path} ({result.width} x {result.height} px, {grid}; {result.positives} positive, "
+          f"{result.negatives} negative example(s); {result.method}) in {result.seconds:.2f}s")
+    for hit in result.hits:
+        print(f"  #{hit.rank:<3d} score {hit.score:.4f}  x {hit.x:.6f}  y {hit.y:.6f}  (row {hit.row}, col {hit.col})")
+    if result.hits_path:
+        print(f"wrote {result.hits_path}")
     return 0
 
 
