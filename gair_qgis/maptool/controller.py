@@ -32,6 +32,7 @@ from ..styling import band_range, similarity_renderer, top_k_renderer
 from . import jobs
 from .examples import Examples
 from .jobs import EngineTask
+from .queries import ModalSearches
 from .results import KeptResults
 
 SIMILARITY_NAME = "{name} similarity"  # layers are named after the embedding raster and what they show
@@ -45,7 +46,7 @@ READY = ("Click the map on {name} to find places like the clicked one; more clic
 REFINE_DELAY_MS = 300  # after a zoom or pan settles, the view is refined
 
 
-class SimilarityController(KeptResults, QObject):
+class SimilarityController(KeptResults, ModalSearches, QObject):
     """State of one similarity session: embedding raster, reference points, threshold, result layers."""
 
     status = pyqtSignal(str)
@@ -171,41 +172,6 @@ class SimilarityController(KeptResults, QObject):
         layer = self.embedding_layer
         coarse = layer.width() * layer.height() > self.full_pixels
         self._start_fewshot("coarse" if coarse else "full", self.coarse_pixels if coarse else None, None, self.top_k)
-
-    def search_by_photo(self, photo: str) -> None:
-        """Where the raster looks like a street-view photo (GAIR's aligned photo embedding, engine search_by_photo)."""
-        self._start_query("search_by_photo", {"photos": [photo]}, "GAIR search by photo",
-                          f"the photo {os.path.basename(photo)}")
-
-    def search_by_location(self, point: QgsPointXY) -> None:
-        """Where the raster looks like what GAIR learned for the location `point` (raster CRS)."""
-        self.location_mode = False
-        self._start_query("search_by_location", {"locations": [[point.x(), point.y()]],
-                                                 "locations_crs": self.embedding_layer.crs().toWkt()},
-                          "GAIR search by location", f"GAIR's location embedding of {point.x():.5f}, {point.y():.5f}")
-
-    def _start_query(self, op: str, query: dict, title: str, describe: str) -> None:
-        """A search by another modality: the examples go, the result replaces the map's."""
-        if self.embedding_layer is None:
-            self.status.emit(INSTRUCTION)
-            return
-        try:  # on the GUI thread, before the task (see embed_visible_extent)
-            jobs.ask_model_consent(None)
-        except Exception as exc:
-            self.status.emit(f"GAIR: {exc}")
-            return
-        self._cancel_task()
-        self.examples.clear()
-        self.examples_changed.emit(0)
-        self.last_query = (op, dict(query))
-        path = self.embedding_layer.source().split("|")[0]
-        stem = os.path.join(self.workdir, f"{op}_{uuid.uuid4().hex[:8]}")
-        top_k = self.top_k
-
-        def work(progress, cancel, log):
-            return jobs.run_query_search(op, path, query, stem + ".tif", stem + ".gpkg", top_k, progress, cancel, log)
-
-        self._start(EngineTask(title, work, lambda task: self._search_done(task, "full", describe)))
 
     def refine_view(self) -> None:
         """After a coarse heatmap (and after each zoom or pan): score the visible extent at up to the canvas's
