@@ -588,6 +588,7 @@ def test_official_model_download_is_asked_on_the_gui_thread_before_the_task(
         assert "stopped here by the test" in widget.status.text()
     finally:
         settings._download_consent.clear()
+        gair_settings.save()  # a session fixture: the next tests use the tiny bundle again
         widget.shutdown()
 
 
@@ -614,7 +615,7 @@ def test_search_by_photo_and_by_location_buttons(dock, tiny_bundle, examples, tm
     photo = next(r for r in examples if r["id"] == "detroit")["sv_path"]
     widget.choose_photo = lambda: str(photo)
     widget.photo_button.click()
-    assert controller.busy
+    assert controller.busy, widget.status.text()
     wait_for(controller, 120)
     assert controller.similarity_layer is not None and controller.points_layer is not None, widget.status.text()
     assert controller.examples.items == [] and "detroit_sv.jpg" in widget.status.text()
