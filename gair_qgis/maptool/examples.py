@@ -45,7 +45,8 @@ class Examples:
     def _band(self, colour: str, icon) -> QgsRubberBand:
         band = QgsRubberBand(self.canvas, QgsWkbTypes.PointGeometry)
         band.setColor(QColor(colour))
-        band.setIconSize(12)
+        band.setSecondaryStrokeColor(QColor("white"))  # an outline: visible over any heatmap colour
+        band.setIconSize(14)
         band.setIcon(icon)
         band.setWidth(3)
         return band
