@@ -36,6 +36,10 @@ __all__ = [
     "REGRESSORS", "SCALAR_KINDS", "Operation", "Param", "operation",
 ]
 
-from .fewshot import FEWSHOT_OPERATIONS  # noqa: E402 - defined from the operations above
+from .fewshot import (  # noqa: E402 - defined from the operations above
+    FEWSHOT_OPERATIONS,
+    MAPTOOL_COARSE_PIXELS,  # noqa: F401 - the map tool's sizes, read by the plugin
+    MAPTOOL_FULL_PIXELS,  # noqa: F401
+)
 
 OPERATIONS.update({op.id: op for op in FEWSHOT_OPERATIONS})

@@ -9,7 +9,7 @@ from ..engine_jobs import Log, Progress, run_job
 from ..engine_link import engine_attrs
 
 # whole at full resolution up to FULL_PIXELS; above, coarse first (COARSE_PIXELS), then the view (engine.params.fewshot)
-FULL_PIXELS, COARSE_PIXELS = engine_attrs("params.fewshot", "MAPTOOL_FULL_PIXELS", "MAPTOOL_COARSE_PIXELS")
+FULL_PIXELS, COARSE_PIXELS = engine_attrs("params", "MAPTOOL_FULL_PIXELS", "MAPTOOL_COARSE_PIXELS")
 
 
 class EngineTask(QgsTask):
