@@ -143,6 +143,23 @@ def test_extent_in_another_crs_and_small_rasters_have_no_overviews(planted, tmp_
     assert 38 <= col <= 40 and 28 <= row <= 30 and 80 <= col + width <= 82 and 70 <= row + height <= 72
 
 
+def test_a_whole_raster_beyond_memory_is_streamed_with_the_same_scores_and_places(planted, tmp_path, monkeypatch):
+    import engine.analysis.fewshot as fewshot
+
+    pos, neg = _xy(planted, [planted.targets[0][0]], [planted.targets[0][1]]), _xy(planted, [50], [60])
+    kept = fewshot_search(planted.path, tmp_path / "memory.tif", positives=pos, negatives=neg, top_k=4)
+    monkeypatch.setattr(fewshot, "MAX_WINDOW_PIXELS", 1000)  # the planted raster has 12288 pixels
+    streamed = fewshot_search(planted.path, tmp_path / "streamed.tif", positives=pos, negatives=neg, top_k=4,
+                              hits_path=tmp_path / "streamed.gpkg")
+    np.testing.assert_array_equal(_scores(streamed.path), _scores(kept.path))
+    assert [(h.row, h.col, h.score) for h in streamed.hits] == [(h.row, h.col, h.score) for h in kept.hits]
+    assert streamed.valid_pixels == kept.valid_pixels and streamed.hits_path.is_file()
+    with pytest.raises(GAIRError, match="too many to score at once"):  # a window or a decimation is kept in memory
+        fewshot_search(planted.path, tmp_path / "window.tif", positives=pos, extent=planted.transform * (0, 96)
+                       + planted.transform * (100, 0))
+    assert not (tmp_path / "window.tif").exists()
+
+
 def test_refusals_and_cancel(planted, tmp_path):
     same = _xy(planted, [50], [60])
     with pytest.raises(GAIRError, match="same mean"):

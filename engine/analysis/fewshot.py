@@ -30,6 +30,7 @@ from .pixels import read_pixels_at
 from .similarity import (
     SimilarityHit,
     _peaks_in_memory,
+    _top_peaks,
     _write_hits,
     cosine_scan,
     reference_pixels,
@@ -91,43 +92,55 @@ def fewshot_search(raster_path: str | os.PathLike, out_path: str | os.PathLike, 
                               _vectors(raster, neg_pixels, "negative") if len(neg_pixels) else None)
         window = _window(raster, extent, extent_crs)
         height, width, step_rows, step_cols = _output_shape(int(window.height), int(window.width), max_pixels)
-        if height * width > MAX_WINDOW_PIXELS:
-            raise GAIRError(f"{height} x {width} px is too many to score at once; give max_pixels (e.g. 4000000) or "
-                            "a smaller extent")
-        scores = _score(raster, query, window, height, width, step_rows, step_cols, progress, cancel)
+        whole = (int(window.width), int(window.height)) == (raster.width, raster.height)
+        in_memory = height * width <= MAX_WINDOW_PIXELS
+        if not in_memory and not (whole and step_rows == step_cols == 1):
+            raise GAIRError(f"{height} x {width} px is too many to score at once; give max_pixels (e.g. 4000000), a "
+                            "smaller extent or no extent (the whole raster at full resolution is streamed)")
         transform = raster.transform * Affine.translation(window.col_off, window.row_off) \
             * Affine.scale(step_cols, step_rows)
         factor = max(step_rows, step_cols)
         radius = min_distance_px if exclude_radius_px is None else exclude_radius_px
-        hits: list[SimilarityHit] = []
-        if top_k > 0:
-            # positives in output pixels; distances scale with the decimation (at least one output pixel)
-            excluded = np.stack([(pos_pixels[:, 0] - window.row_off) // step_rows,
-                                 (pos_pixels[:, 1] - window.col_off) // step_cols], axis=1).astype(np.int64)
-            peaks = _peaks_in_memory(scores, top_k, max(1, round(min_distance_px / factor)), None, excluded,
-                                     radius / factor if radius > 0 else 0)
-            xs, ys = transform * (np.array([p[2] for p in peaks], float) + 0.5,
-                                  np.array([p[1] for p in peaks], float) + 0.5)
-            hits = [SimilarityHit(i + 1, score, float(x), float(y),
-                                  int(window.row_off + row * step_rows + step_rows // 2),
-                                  int(window.col_off + col * step_cols + step_cols // 2))
-                    for i, ((score, row, col), x, y) in enumerate(zip(peaks, np.atleast_1d(xs), np.atleast_1d(ys)))]
-        if cancel is not None and cancel():
-            raise Cancelled()
-        _write_scores(out_path, scores, raster, transform, len(pos_pixels), len(neg_pixels), factor)
-        written_hits = None
-        if hits_path is not None and hits:
-            try:
-                written_hits = _write_hits(hits_path, hits, raster.crs)
-            except BaseException:
-                Path(out_path).unlink(missing_ok=True)
-                raise
+        out = _ScoreWriter(out_path, raster, transform, width, height, {
+            "GAIR_POSITIVES": str(len(pos_pixels)), "GAIR_NEGATIVES": str(len(neg_pixels)),
+            "GAIR_DECIMATION": str(factor)})
+        try:
+            scores = np.empty((height, width), np.float32) if in_memory else None
+            valid = _score(raster, query, window, height, width, step_rows, step_cols, out, scores, progress,
+                           cancel)
+            hits: list[SimilarityHit] = []
+            if top_k > 0 and scores is None:  # a whole raster beyond memory: the peaks from the written file
+                hits = _top_peaks(raster, out.close(), top_k, min_distance_px, None, pos_pixels, radius)
+            elif top_k > 0:
+                # positives in output pixels; distances scale with the decimation (at least one output pixel)
+                excluded = np.stack([(pos_pixels[:, 0] - window.row_off) // step_rows,
+                                     (pos_pixels[:, 1] - window.col_off) // step_cols], axis=1).astype(np.int64)
+                peaks = _peaks_in_memory(scores, top_k, max(1, round(min_distance_px / factor)), None, excluded,
+                                         radius / factor if radius > 0 else 0)
+                xs, ys = transform * (np.array([p[2] for p in peaks], float) + 0.5,
+                                      np.array([p[1] for p in peaks], float) + 0.5)
+                hits = [SimilarityHit(i + 1, score, float(x), float(y),
+                                      int(window.row_off + row * step_rows + step_rows // 2),
+                                      int(window.col_off + col * step_cols + step_cols // 2))
+                        for i, ((score, row, col), x, y) in enumerate(zip(peaks, np.atleast_1d(xs),
+                                                                           np.atleast_1d(ys)))]
+            if cancel is not None and cancel():
+                raise Cancelled()
+            written_hits = _write_hits(hits_path, hits, raster.crs) if hits_path is not None and hits else None
+        except BaseException:
+            out.abort()
+            raise
+        try:
+            out.commit()
+        except BaseException:
+            if written_hits is not None:
+                written_hits.unlink(missing_ok=True)
+            raise
     if progress is not None:
         progress(1.0)
     return FewShotResult(Path(out_path), len(pos_pixels), len(neg_pixels), METHOD, factor,
                          (int(window.col_off), int(window.row_off), int(window.width), int(window.height)),
-                         width, height, hits, written_hits, int(np.isfinite(scores).sum()),
-                         time.perf_counter() - started)
+                         width, height, hits, written_hits, valid, time.perf_counter() - started)
 
 
 def _vectors(raster: EmbeddingRaster, pixels: np.ndarray, what: str) -> np.ndarray:
@@ -177,15 +190,17 @@ def _output_shape(height: int, width: int, max_pixels: int | None) -> tuple[int,
 
 
 def _score(raster: EmbeddingRaster, query: np.ndarray, window, height: int, width: int, step_rows: int,
-           step_cols: int, progress, cancel) -> np.ndarray:
-    """(height, width) float32 scores of `window`, every step-th pixel (nearest; GDAL reads the overviews), in
-    strips of rows so a full-resolution window never sits in memory as float32 (cancel between strips)."""
+           step_cols: int, out: _ScoreWriter, scores: np.ndarray | None, progress, cancel) -> int:
+    """Scores of `window`, every step-th pixel (nearest; GDAL reads the overviews), in strips of rows written to
+    `out` as they come (and kept in `scores` when given), so a full-resolution raster never sits in memory as
+    float32; cancel between strips. Returns the number of valid (finite) scores."""
     from rasterio.windows import Window
 
-    scores = np.empty((height, width), np.float32)
     to_float = functools.partial(raster.to_float, unit=False)  # cosine is scale-free: int8 without the 1/127
     strip_rows = max(1, ROWS_PER_READ // step_rows)  # output rows per strip: ~ROWS_PER_READ source rows
     buffer = np.empty(raster.dims * min(strip_rows, height) * width, raster.dtype)  # one strip, reused
+    strip_scores = np.empty((min(strip_rows, height), width), np.float32)
+    valid = 0
     for top in range(0, height, strip_rows):
         if cancel is not None and cancel():
             raise Cancelled()
@@ -193,36 +208,57 @@ def _score(raster: EmbeddingRaster, query: np.ndarray, window, height: int, widt
         strip = Window(int(window.col_off), int(window.row_off) + top * step_rows, width * step_cols,
                        rows * step_rows)
         block = raster.read_raw(strip, buffer, shape=(rows, width) if step_rows > 1 or step_cols > 1 else None)
-        cosine_scan(block.reshape(raster.dims, -1), query, scores[top:top + rows].reshape(-1), to_float=to_float)
+        values = scores[top:top + rows] if scores is not None else strip_scores[:rows]
+        cosine_scan(block.reshape(raster.dims, -1), query, values.reshape(-1), to_float=to_float)
+        out.write(top, values)
+        valid += int(np.isfinite(values).sum())
         if progress is not None:
             progress(0.95 * (top + rows) / height)
-    return scores
+    return valid
 
 
-def _write_scores(path, scores: np.ndarray, raster: EmbeddingRaster, transform, positives: int, negatives: int,
-                  factor: float) -> Path:
-    """The score raster on its own grid (a window and/or decimation of the raster's), written atomically; a GAIR
-    similarity raster, so it is styled and refused as an embedding like the others."""
-    import rasterio
+class _ScoreWriter:
+    """The score raster on its own grid (a window and/or decimation of the raster's), written strip by strip to a
+    temporary file and committed at the end (or aborted: no file); a GAIR similarity raster, so it is styled and
+    refused as an embedding like the others."""
 
-    target = Path(path)
-    if target.resolve() == raster.path.resolve():
-        raise GAIRError(f"output {target} would overwrite its input raster; choose another name")
-    pending = PendingFile(target, sidecars=(PAM,))
-    height, width = scores.shape
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "float32",
-               "crs": raster.crs, "transform": transform, "nodata": float("nan"), "compress": "zstd",
-               "zstd_level": 1, **({"tiled": True, "blockxsize": 256, "blockysize": 256}
-                                   if min(width, height) >= 256 else {})}
-    try:
-        with rasterio.open(pending.tmp, "w", **profile) as ds:
-            ds.write(scores[None])
-            ds.update_tags(**{TAG_KIND: "similarity", "GAIR_SOURCE": raster.path.name,
-                              "GAIR_SOURCE_SPACE": raster.meta.space.id, "GAIR_QUERY": "fewshot_mean_difference",
-                              "GAIR_POSITIVES": str(positives), "GAIR_NEGATIVES": str(negatives),
-                              "GAIR_DECIMATION": f"{factor:g}"})
-            ds.set_band_description(1, "few-shot score: cos to positives - cos to negatives")
-    except BaseException:
-        pending.abort()
-        raise
-    return pending.commit()
+    def __init__(self, path, raster: EmbeddingRaster, transform, width: int, height: int, tags: dict) -> None:
+        import rasterio
+
+        target = Path(path)
+        if target.resolve() == raster.path.resolve():
+            raise GAIRError(f"output {target} would overwrite its input raster; choose another name")
+        self._pending = PendingFile(target, sidecars=(PAM,))
+        self.width = width
+        profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "float32",
+                   "crs": raster.crs, "transform": transform, "nodata": float("nan"), "compress": "zstd",
+                   "zstd_level": 1, "BIGTIFF": "IF_SAFER",
+                   **({"tiled": True, "blockxsize": 256, "blockysize": 256} if min(width, height) >= 256 else {})}
+        try:
+            self.ds = rasterio.open(self._pending.tmp, "w", **profile)
+            self.ds.update_tags(**{TAG_KIND: "similarity", "GAIR_SOURCE": raster.path.name,
+                                   "GAIR_SOURCE_SPACE": raster.meta.space.id,
+                                   "GAIR_QUERY": "fewshot_mean_difference", **tags})
+            self.ds.set_band_description(1, "few-shot score: cos to positives - cos to negatives")
+        except BaseException:
+            self._pending.abort()
+            raise
+
+    def write(self, top: int, rows: np.ndarray) -> None:
+        from rasterio.windows import Window
+
+        self.ds.write(rows[None], window=Window(0, top, self.width, rows.shape[0]))
+
+    def close(self) -> Path:
+        """Finish writing; the temporary file can be read back (the peaks of a streamed raster) before commit()."""
+        if not self.ds.closed:
+            self.ds.close()
+        return self._pending.tmp
+
+    def commit(self) -> Path:
+        self.close()
+        return self._pending.commit()
+
+    def abort(self) -> None:
+        self.close()
+        self._pending.abort()
