@@ -81,7 +81,9 @@ def fewshot_search(raster_path: str | os.PathLike, out_path: str | os.PathLike, 
     the mean-difference query of the example points, writing a float32 score raster (NaN nodata) on the scored
     grid and the top-k peaks. max_pixels: score at most this many pixels, reading a decimated raster (nearest, from
     the file's overviews when it has them): a coarse heatmap of a whole tile in well under a second.
-    Top places closer than exclude_radius_px (default min_distance_px; source pixels) to a positive are left out."""
+    Top places closer than exclude_radius_px (default min_distance_px; source pixels) to a positive are left out.
+    A grid up to MAX_WINDOW_PIXELS is scored in memory; the whole raster at full resolution beyond that is streamed
+    (strips written as they are scored, the peaks found in the written file)."""
     started = time.perf_counter()
     if not positives:
         raise GAIRError("give at least one positive example point")
