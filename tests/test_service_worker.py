@@ -130,11 +130,16 @@ def test_runner_loads_a_model_once_per_settings(tmp_path: Path, monkeypatch) -> 
     loads = []
     monkeypatch.setattr("engine.runtime.loading.load_model",
                         lambda path, device, backend: loads.append((path, device, backend)) or object())
+    bundle = tmp_path / "model.onnx"
+    bundle.write_bytes(b"x")
     runner = JobRunner()
-    first = runner.model(None, "auto", "cpu")
-    assert runner.model(None, "auto", "cpu") is first and len(loads) == 1
-    runner.model(None, "onnx", "cpu")
+    first = runner.model(str(bundle), "auto", "cpu")
+    assert runner.model(str(bundle), "auto", "cpu") is first and len(loads) == 1
+    runner.model(str(bundle), "onnx", "cpu")
     assert len(loads) == 2
+    monkeypatch.setenv("GAIR_CHECKPOINT", str(bundle))  # no model named: GAIR_CHECKPOINT, never a download
+    runner.model(None, "onnx", "cpu")
+    assert loads[-1][0] == str(bundle) and len(loads) == 2
 
 
 def test_messages_are_single_json_lines() -> None:
@@ -144,3 +149,14 @@ def test_messages_are_single_json_lines() -> None:
     with pytest.raises(protocol.ProtocolError, match="job"):
         protocol.decode(b'{"type": "run", "op": "x"}', protocol.CLIENT_TYPES)
     assert protocol.decode(protocol.encode({"type": "shutdown"}), protocol.CLIENT_TYPES) == {"type": "shutdown"}
+
+
+def test_no_model_named_never_downloads_in_a_job(tmp_path: Path, monkeypatch) -> None:
+    """Downloading the official checkpoint is its own job, asked for after the user's consent."""
+    from engine.errors import GAIRError
+
+    monkeypatch.delenv("GAIR_CHECKPOINT", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(GAIRError, match="official checkpoint is not downloaded"):
+        JobRunner().model(None, "auto", "cpu")

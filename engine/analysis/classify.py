@@ -14,7 +14,7 @@ from ..io.embedding_raster import EmbeddingRaster
 from ..io.guard import guarded
 from ..params import CLASSIFIERS
 from .rasters import CLASS_NODATA, OutputRaster, all_or_nothing, check_cancel, stage
-from .report import classification_report, write_report
+from .report import classification_report, classification_scores, write_report
 from .sampling import (
     check_class_counts,
     check_model_matches,
@@ -23,6 +23,7 @@ from .sampling import (
     sorted_classes,
     training_data,
 )
+from .validation import defend_estimates
 
 APPLY_CHUNK = 16384  # pixels per scikit-learn call when applying a model: stays in cache, few calls per block
 
@@ -79,6 +80,8 @@ class Estimation:
     estimator: Callable  # (n_train, seed) -> an unfitted scikit-learn estimator
     splitter: Callable  # (folds, seed) -> the cross-validation splitter (grouped by feature)
     report: Callable  # (y, predicted, extra, folds, grouped) -> report dict
+    scores: Callable  # (y, predicted) -> the headline scores of a split ({"accuracy", "macro_f1"} or {"r2", "rmse"})
+    metric: str  # the headline score the estimates are compared by ("accuracy" or "r2")
 
 
 def train_model(raster_path: str | os.PathLike, labels_path: str | os.PathLike, label_field: str,
@@ -86,10 +89,12 @@ def train_model(raster_path: str | os.PathLike, labels_path: str | os.PathLike, 
                 layer: str | None = None, report_paths: list[str | os.PathLike] = (),
                 max_pixels_per_feature: int = 1000, output_path: str | os.PathLike | None = None,
                 confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
+                cv_block_km: float | None = None, learning_curve: bool = True,
                 progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None
                 ) -> TrainResult:
     """Sample the labelled features, cross-validate (grouped by feature so a polygon's pixels never sit on both
-    sides), fit on all samples, save the model with its embedding identity, write reports, optionally apply."""
+    sides; and by spatial blocks, see analysis.validation), fit on all samples, save the model with its embedding
+    identity, write reports, optionally apply."""
     from sklearn.model_selection import cross_val_predict
 
     if folds < 2:
@@ -104,6 +109,10 @@ def train_model(raster_path: str | os.PathLike, labels_path: str | os.PathLike, 
         predicted = cross_val_predict(how.estimator(len(y) * (folds - 1) // folds, seed), data.vectors, y,
                                       groups=data.groups, cv=how.splitter(folds, seed))
         report = how.report(y, predicted, extra, folds, data.grouped)
+        if progress is not None:
+            progress(0.3)
+        report["validation"] = defend_estimates(raster, data, y, how, folds, seed, cv_block_km, learning_curve,
+                                                predicted, cancel)
         report.update({"embedding_model": raster.meta.model, "embedding_space": raster.meta.space.id,
                        how.field_key: label_field})
         check_cancel(cancel, "cross-validating")
@@ -142,6 +151,7 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
                      layer: str | None = None, report_paths: list[str | os.PathLike] = (),
                      max_pixels_per_feature: int = 1000, output_path: str | os.PathLike | None = None,
                      confidence_path: str | os.PathLike | None = None, block_size: int | None = None,
+                     cv_block_km: float | None = None, learning_curve: bool = True,
                      progress: Callable[[float], None] | None = None,
                      cancel: Callable[[], bool] | None = None) -> TrainResult:
     """train_model with a classifier: stratified group k-fold, accuracy/F1 report, class + confidence rasters."""
@@ -154,11 +164,12 @@ def train_classifier(raster_path: str | os.PathLike, labels_path: str | os.PathL
         estimator=lambda n, seed: make_classifier(method, seed, n),
         splitter=lambda folds, seed: StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed),
         report=lambda y, predicted, extra, folds, grouped: classification_report(
-            y, predicted, extra["classes"], method, folds, grouped))
+            y, predicted, extra["classes"], method, folds, grouped),
+        scores=classification_scores, metric="accuracy")
     return train_model(raster_path, labels_path, class_field, model_path, how, folds=folds, seed=seed, layer=layer,
                        report_paths=report_paths, max_pixels_per_feature=max_pixels_per_feature,
                        output_path=output_path, confidence_path=confidence_path, block_size=block_size,
-                       progress=progress, cancel=cancel)
+                       cv_block_km=cv_block_km, learning_curve=learning_curve, progress=progress, cancel=cancel)
 
 
 @guarded

@@ -38,8 +38,11 @@ class OutputRaster:
     commit(), removed by abort()."""
 
     def __init__(self, path: str | os.PathLike, like: EmbeddingRaster, kind: str, dtype: str, nodata: float,
-                 description: str = "", tags: dict | None = None, class_names: list[str] | None = None) -> None:
+                 description: str = "", tags: dict | None = None, class_names: list[str] | None = None,
+                 window=None) -> None:
+        """window: cover only this window of `like`'s grid (e.g. the overlap of two rasters)."""
         import rasterio
+        from rasterio.windows import transform as window_transform
 
         if kind not in DERIVED_KINDS:
             raise ValueError(f"unknown derived raster kind {kind!r}")
@@ -49,8 +52,10 @@ class OutputRaster:
         self._pending = PendingFile(self.path, sidecars=(PAM,))
         self.tmp = self._pending.tmp
         self.class_names = class_names
-        profile = {"driver": "GTiff", "width": like.width, "height": like.height, "count": 1, "dtype": dtype,
-                   "crs": like.crs, "transform": like.transform, "nodata": nodata, "tiled": True,
+        width, height, transform = (like.width, like.height, like.transform) if window is None else \
+            (int(window.width), int(window.height), window_transform(window, like.transform))
+        profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": dtype,
+                   "crs": like.crs, "transform": transform, "nodata": nodata, "tiled": True,
                    "blockxsize": like.tile_shape[1], "blockysize": like.tile_shape[0], "BIGTIFF": "IF_SAFER",
                    # ZSTD level 1, no predictor: writes ~5x faster than DEFLATE with the float predictor (0.03 s vs
                    # 0.16 s for a 2048^2 float32 map) for ~5% more bytes; QGIS 3.22's GDAL reads it.

@@ -10,7 +10,7 @@ from ..errors import GAIRError
 from ..io.guard import guarded
 from ..params import REGRESSORS
 from .classify import Estimation, TrainResult, train_model
-from .report import regression_report
+from .report import regression_report, regression_scores
 
 
 def make_regressor(method: str, seed: int):
@@ -38,7 +38,8 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
                     model_path: str | os.PathLike, *, method: str = "random_forest", folds: int = 5, seed: int = 0,
                     layer: str | None = None, report_paths: list[str | os.PathLike] = (),
                     max_pixels_per_feature: int = 1000, output_path: str | os.PathLike | None = None,
-                    block_size: int | None = None, progress: Callable[[float], None] | None = None,
+                    block_size: int | None = None, cv_block_km: float | None = None, learning_curve: bool = True,
+                    progress: Callable[[float], None] | None = None,
                     cancel: Callable[[], bool] | None = None) -> TrainResult:
     """train_model with a regressor: group k-fold R^2 and RMSE, a float32 prediction raster when applied."""
     from sklearn.model_selection import GroupKFold
@@ -49,7 +50,9 @@ def train_regressor(raster_path: str | os.PathLike, labels_path: str | os.PathLi
         "regression", method, numeric=True, field_key="value_field", targets=_value_targets,
         estimator=lambda n, seed: make_regressor(method, seed),
         splitter=lambda folds, seed: GroupKFold(n_splits=folds, shuffle=True, random_state=seed),
-        report=lambda y, predicted, extra, folds, grouped: regression_report(y, predicted, method, folds, grouped))
+        report=lambda y, predicted, extra, folds, grouped: regression_report(y, predicted, method, folds, grouped),
+        scores=regression_scores, metric="r2")
     return train_model(raster_path, labels_path, value_field, model_path, how, folds=folds, seed=seed, layer=layer,
                        report_paths=report_paths, max_pixels_per_feature=max_pixels_per_feature,
-                       output_path=output_path, block_size=block_size, progress=progress, cancel=cancel)
+                       output_path=output_path, block_size=block_size, cv_block_km=cv_block_km,
+                       learning_curve=learning_curve, progress=progress, cancel=cancel)

@@ -35,6 +35,21 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     }
 
 
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """The headline scores of one cross-validation split of a classifier."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))}
+
+
+def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """The headline scores of one cross-validation split of a regressor."""
+    from sklearn.metrics import mean_squared_error, r2_score
+
+    return {"r2": float(r2_score(y_true, y_pred)), "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred)))}
+
+
 def regression_report(y_true: np.ndarray, y_pred: np.ndarray, method: str, folds: int, grouped: bool) -> dict:
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
@@ -70,12 +85,67 @@ def _text_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _validation_rows(report: dict) -> tuple[list[list[str]], list[list[str]] | None, str, str] | None:
+    """Estimates table (random vs spatial), learning-curve table, its title, and which estimate to trust and why."""
+    section = report.get("validation")
+    if not section:
+        return None
+    names = ["accuracy", "macro_f1"] if section["metric"] == "accuracy" else ["r2", "rmse"]
+    titles = {"accuracy": "accuracy", "macro_f1": "macro F1", "r2": "R^2", "rmse": "RMSE"}
+    estimates = [["split", "folds", *[titles[n] for n in names], "held out"]]
+    estimates.append(["random k-fold", str(section["random"]["folds"]),
+                      *[f"{section['random'][n]:.4f}" for n in names], "features at random"])
+    spatial = section["spatial"]
+    if "unavailable" in spatial:
+        estimates.append(["spatial blocks", "-", *["-" for _ in names], spatial["unavailable"]])
+    else:
+        held_out = f"{spatial['blocks']} blocks of {spatial['block_m'] / 1000:.2f} km ({spatial['block_source']})"
+        estimates.append(["spatial blocks", str(spatial["folds"]), *[f"{spatial[n]:.4f}" for n in names], held_out])
+    curve, title = None, ""
+    learning = section.get("learning_curve")
+    if learning and "points" in learning:
+        title = f"learning curve ({learning['split']} folds; training labels kept per fold)"
+        curve = [["labels", "features", *[titles[n] for n in names]]] + [
+            [f"{p['fraction']:.0%}", str(p["features"]), *[f"{p[n]:.4f}" for n in names]] for p in learning["points"]]
+    return estimates, curve, title, f"Which estimate to trust: {section['trust']}. {section['why']}"
+
+
 def format_text(report: dict) -> str:
     summary, per_class, confusion = _rows(report)
     width = max(len(k) for k, _ in summary)
     parts = ["\n".join(f"{k.ljust(width)}  {v}" for k, v in summary)]
     parts += [_text_table(t) for t in (per_class, confusion) if t]
+    validation = _validation_rows(report)
+    if validation is not None:
+        estimates, curve, title, why = validation
+        parts += [_text_table(estimates), why] + ([f"{title}\n{_text_table(curve)}"] if curve else [])
     return "\n\n".join(parts) + "\n"
+
+
+def _curve_svg(report: dict) -> str:
+    """The learning curve as a small inline SVG line chart (score against the share of labels)."""
+    learning = (report.get("validation") or {}).get("learning_curve") or {}
+    points = learning.get("points")
+    if not points:
+        return ""
+    metric = report["validation"]["metric"]
+    scores = [p[metric] for p in points]
+    low, high = min(0.0, *scores), max(1.0, *scores)
+    width, height, pad = 360, 200, 36
+
+    def xy(p: dict) -> tuple[float, float]:
+        return (pad + p["fraction"] * (width - 2 * pad),
+                height - pad - (p[metric] - low) / (high - low or 1) * (height - 2 * pad))
+
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in map(xy, points))
+    dots = "".join(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3'/>" for x, y in map(xy, points))
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+            f"aria-label='learning curve'><rect width='100%' height='100%' fill='white'/>"
+            f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' stroke='#888'/>"
+            f"<line x1='{pad}' y1='{pad}' x2='{pad}' y2='{height - pad}' stroke='#888'/>"
+            f"<polyline points='{line}' fill='none' stroke='#377eb8' stroke-width='2'/><g fill='#377eb8'>{dots}</g>"
+            f"<text x='{width / 2}' y='{height - 6}' text-anchor='middle' font-size='12'>share of the labels</text>"
+            f"<text x='4' y='{pad - 10}' font-size='12'>{html.escape(metric)} ({low:g}..{high:g})</text></svg>")
 
 
 def format_html(report: dict) -> str:
@@ -87,6 +157,13 @@ def format_html(report: dict) -> str:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     parts = [table([["", ""], *[[k, v] for k, v in summary]])] + [table(t) for t in (per_class, confusion) if t]
+    validation = _validation_rows(report)
+    if validation is not None:
+        estimates, curve, title, why = validation
+        parts += ["<h2>Estimates: random and spatial cross-validation</h2>", table(estimates),
+                  f"<p>{html.escape(why)}</p>"]
+        if curve:
+            parts += [f"<h2>{html.escape(title.capitalize())}</h2>", table(curve), _curve_svg(report)]
     style = ("body{font-family:sans-serif}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}td:first-child{text-align:left}")
     title = f"GAIR {report['task']} report ({html.escape(report['method'])})"

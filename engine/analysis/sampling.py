@@ -32,6 +32,8 @@ class TrainingData:
     skipped_outside: int
     skipped_nodata: int
     skipped_unlabelled: int
+    rows: np.ndarray | None = None  # raster pixel of each sample (for spatial cross-validation)
+    cols: np.ndarray | None = None
 
     @property
     def grouped(self) -> bool:
@@ -63,7 +65,8 @@ def training_data(raster: EmbeddingRaster, labels_path: str | os.PathLike, field
                            for f in np.unique(samples.feature_index)])
     owner = samples.feature_index[pick]
     return TrainingData(samples.vectors[pick], values[kept][owner], kept[owner], len(np.unique(owner)),
-                        samples.skipped_outside, samples.skipped_nodata, int((~labelled).sum()))
+                        samples.skipped_outside, samples.skipped_nodata, int((~labelled).sum()),
+                        samples.rows[pick], samples.cols[pick])
 
 
 def _has_value(v) -> bool:

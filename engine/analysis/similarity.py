@@ -184,43 +184,61 @@ def similarity_search(raster_path: str | os.PathLike, out_path: str | os.PathLik
     exclude_radius_px: top-k hits closer than this many pixels to a reference place (a point, a plain layer's
     feature pixels) are left out, so the reference does not find itself; default min_distance_px, 0 keeps them.
     """
-    if mask_path is not None and threshold is None:
-        raise GAIRError("a mask needs a threshold (cosine similarity, e.g. 0.8)")
     started = time.perf_counter()
     with EmbeddingRaster(raster_path) as raster:
         references = reference_vectors(raster, points, points_crs, reference_layer, layer)
-        query = query_matrix(references, aggregate)
-        out = OutputRaster(out_path, raster, "similarity", "float32", float("nan"), "cosine similarity",
-                           tags={"GAIR_AGGREGATE": aggregate})
-        mask = OutputRaster(mask_path, raster, "mask", "uint8", MASK_NODATA, f"similarity >= {threshold}") \
-            if mask_path is not None else None
-        with all_or_nothing(out, mask):
-            valid = masked = 0
-            # cosine is scale-free: int8 chunks are cast to float without the 1/127 (one pass less)
-            to_float = functools.partial(raster.to_float, unit=False)
-            whole = (np.empty((raster.height, raster.width), np.float32)
-                     if top_k > 0 and raster.height * raster.width <= IN_MEMORY_PEAKS_PIXELS else None)
-            for window, block in raster.iter_blocks(block_size, stage(progress, 0.0, 0.9), cancel, raw=True):
-                sim = cosine_scan(block.reshape(raster.dims, -1), query, to_float=to_float)
-                out.write(window, sim)
-                if whole is not None:
-                    whole[_slices(window)] = sim.reshape(int(window.height), int(window.width))
-                finite = np.isfinite(sim)
-                valid += int(finite.sum())
-                if mask is not None:
-                    hit = sim >= threshold
-                    masked += int(hit.sum())
-                    mask.write(window, np.where(finite, hit, MASK_NODATA).astype(np.uint8))
-            radius = min_distance_px if exclude_radius_px is None else exclude_radius_px
-            excluded = (reference_pixels(raster, points, points_crs, reference_layer, layer) if radius > 0
-                        else np.empty((0, 2), np.int64))
-            if top_k <= 0:
-                hits = []
-            elif whole is not None:
-                hits = _hits(raster, _peaks_in_memory(whole, top_k, min_distance_px, threshold, excluded, radius))
-            else:
-                hits = _top_peaks(raster, out.close(), top_k, min_distance_px, threshold, excluded, radius)
-            written_hits = _write_hits(hits_path, hits, raster.crs) if hits_path is not None and hits else None
+        radius = min_distance_px if exclude_radius_px is None else exclude_radius_px
+        excluded = (reference_pixels(raster, points, points_crs, reference_layer, layer) if radius > 0
+                    else np.empty((0, 2), np.int64))
+        return scan_references(raster, references, out_path, aggregate=aggregate, top_k=top_k,
+                               min_distance_px=min_distance_px, excluded=excluded, exclude_radius_px=radius,
+                               threshold=threshold, mask_path=mask_path, hits_path=hits_path, block_size=block_size,
+                               started=started, progress=progress, cancel=cancel)
+
+
+def scan_references(raster: EmbeddingRaster, references: np.ndarray, out_path: str | os.PathLike, *,
+                    aggregate: str = "mean", top_k: int = 10, min_distance_px: int = 5,
+                    excluded: np.ndarray | None = None, exclude_radius_px: float = 0,
+                    threshold: float | None = None, mask_path: str | os.PathLike | None = None,
+                    hits_path: str | os.PathLike | None = None, block_size: int | None = None,
+                    tags: dict[str, str] | None = None, started: float | None = None,
+                    progress: Callable[[float], None] | None = None,
+                    cancel: Callable[[], bool] | None = None) -> SimilarityResult:
+    """The scan every similarity search shares: (r, K) references in the raster's space -> the similarity raster,
+    its top-k peaks (leaving out those within exclude_radius_px of an `excluded` (row, col)), the threshold mask."""
+    if mask_path is not None and threshold is None:
+        raise GAIRError("a mask needs a threshold (cosine similarity, e.g. 0.8)")
+    started = time.perf_counter() if started is None else started
+    query = query_matrix(references, aggregate)
+    out = OutputRaster(out_path, raster, "similarity", "float32", float("nan"), "cosine similarity",
+                       tags={"GAIR_AGGREGATE": aggregate, **(tags or {})})
+    mask = OutputRaster(mask_path, raster, "mask", "uint8", MASK_NODATA, f"similarity >= {threshold}") \
+        if mask_path is not None else None
+    with all_or_nothing(out, mask):
+        valid = masked = 0
+        # cosine is scale-free: int8 chunks are cast to float without the 1/127 (one pass less)
+        to_float = functools.partial(raster.to_float, unit=False)
+        whole = (np.empty((raster.height, raster.width), np.float32)
+                 if top_k > 0 and raster.height * raster.width <= IN_MEMORY_PEAKS_PIXELS else None)
+        for window, block in raster.iter_blocks(block_size, stage(progress, 0.0, 0.9), cancel, raw=True):
+            sim = cosine_scan(block.reshape(raster.dims, -1), query, to_float=to_float)
+            out.write(window, sim)
+            if whole is not None:
+                whole[_slices(window)] = sim.reshape(int(window.height), int(window.width))
+            finite = np.isfinite(sim)
+            valid += int(finite.sum())
+            if mask is not None:
+                hit = sim >= threshold
+                masked += int(hit.sum())
+                mask.write(window, np.where(finite, hit, MASK_NODATA).astype(np.uint8))
+        radius = exclude_radius_px if excluded is not None and len(excluded) else 0
+        if top_k <= 0:
+            hits = []
+        elif whole is not None:
+            hits = _hits(raster, _peaks_in_memory(whole, top_k, min_distance_px, threshold, excluded, radius))
+        else:
+            hits = _top_peaks(raster, out.close(), top_k, min_distance_px, threshold, excluded, radius)
+        written_hits = _write_hits(hits_path, hits, raster.crs) if hits_path is not None and hits else None
     if progress is not None:
         progress(1.0)
     return SimilarityResult(Path(out_path), len(references), hits,

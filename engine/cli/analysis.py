@@ -1,5 +1,6 @@
-"""Analysis commands: cluster-embeddings, similarity-search, train-classifier, train-regressor, apply-model and
-rank-features (options from engine.params; handlers print what the engine wrote)."""
+"""Analysis commands: cluster-embeddings, similarity-search, search-by-photo, search-by-location, change,
+train-classifier, train-regressor, apply-model and rank-features (options from engine.params; handlers print what
+the engine wrote)."""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,44 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+# similarity-search also takes a photo or a location (the same as search-by-photo / search-by-location)
+# operation -> (the options that ask for it, further options)
+CROSS_MODAL = {"search_by_photo": (("photos", "photo_layer"), ("photo_field",)),
+               "search_by_location": (("locations", "location_layer"), ("locations_crs",))}
+
+
+def _add_cross_modal_options(parser: argparse.ArgumentParser) -> None:
+    from ..params import operation
+    from .options import LOADING, add_argument
+
+    group = parser.add_argument_group("search by street-view photo or by location (as search-by-photo and "
+                                      "search-by-location; need the model that made the raster)")
+    for op_id, (asking, further) in CROSS_MODAL.items():
+        for name in asking + further:
+            add_argument(group, operation(op_id).param(name))
+    for name in LOADING:
+        add_argument(group, operation("search_by_photo").param(name))
+
+
 def _similarity(args: argparse.Namespace) -> int:
-    result = run(args)
+    asked = [op_id for op_id, (asking, _) in CROSS_MODAL.items() if any(getattr(args, n) for n in asking)]
+    if not asked:
+        return _print_similarity(args, run(args))
+    if len(asked) > 1 or args.points or args.reference_layer:
+        from ..errors import GAIRError
+
+        raise GAIRError("give one kind of reference: points or a reference layer, a photo, or a location")
+    args.operation = asked[0]
+    return _modal_search(args)
+
+
+def _modal_search(args: argparse.Namespace) -> int:
+    from .options import load_model
+
+    return _print_similarity(args, run(args, model=load_model(args)))
+
+
+def _print_similarity(args: argparse.Namespace, result) -> int:
     print(f"wrote {result.path} ({result.valid_pixels} pixels, {result.references} reference(s)) "
           f"in {result.seconds:.1f}s")
     for hit in result.hits:
@@ -27,6 +64,23 @@ def _similarity(args: argparse.Namespace) -> int:
         print(f"wrote {result.mask_path} ({result.mask_pixels} pixels >= {args.threshold})")
     if result.hits_path:
         print(f"wrote {result.hits_path}")
+    return 0
+
+
+def _change(args: argparse.Namespace) -> int:
+    result = run(args)
+    how = (f"Otsu's threshold, separation {result.separation:.2f}" if result.threshold_method == "otsu"
+           else "given threshold")
+    share = result.changed_pixels / max(result.valid_pixels, 1)
+    print(f"wrote {result.path} ({result.width} x {result.height} px overlap) in {result.seconds:.1f}s; "
+          f"changed: {result.changed_pixels} of {result.valid_pixels} pixels ({share:.1%}) at cosine distance > "
+          f"{result.threshold:.4f} ({how})")
+    for area in result.areas[:args.show]:
+        print(f"  #{area.rank:<3d} mean change {area.mean_change:.4f}  max {area.max_change:.4f}  "
+              f"{area.pixels} px ({area.area_m2 / 1e4:.2f} ha)  x {area.x:.6f}  y {area.y:.6f}")
+    for path in (result.mask_path, result.polygons_path):
+        if path:
+            print(f"wrote {path}")
     return 0
 
 
@@ -86,7 +140,11 @@ def _fewshot(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     add_operation(subparsers, "cluster_embeddings", _cluster)
-    add_operation(subparsers, "similarity_search", _similarity)
+    _add_cross_modal_options(add_operation(subparsers, "similarity_search", _similarity))
+    add_operation(subparsers, "search_by_photo", _modal_search)
+    add_operation(subparsers, "search_by_location", _modal_search)
+    add_operation(subparsers, "change", _change).add_argument(
+        "--show", type=int, default=10, help="print the top N changed areas (default: 10)")
     add_operation(subparsers, "train_classifier", _train)
     add_operation(subparsers, "train_regressor", _train)
     add_operation(subparsers, "apply_model", _apply)

@@ -57,8 +57,8 @@ def add_argument(parser: argparse.ArgumentParser, param: Param) -> None:
     if param.kind in _METAVARS:
         kwargs["nargs"], kwargs["metavar"] = len(_METAVARS[param.kind]), _METAVARS[param.kind]
     if param.positional:
-        if param.optional:
-            kwargs["nargs"] = "?"
+        if param.optional or param.repeat:
+            kwargs["nargs"] = "*" if param.optional and param.repeat else "+" if param.repeat else "?"
         parser.add_argument(param.name, metavar=param.option, default=param.default, **kwargs)
         return
     if param.repeat:

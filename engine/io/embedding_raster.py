@@ -37,7 +37,7 @@ ENCODINGS = {"float32": "float32", "int16": "int16_band_scaled", "int8": "int8_u
 # What a GAIR raster is: embedding rasters hold vectors; derived rasters (analysis outputs) hold one value per pixel.
 TAG_KIND = "GAIR_KIND"
 KIND_EMBEDDING = "embedding"
-DERIVED_KINDS = ("classes", "confidence", "similarity", "mask", "prediction")
+DERIVED_KINDS = ("classes", "confidence", "similarity", "mask", "prediction", "change")
 TAG_CROP_PIXELS, TAG_CROP_GROUND_M = "GAIR_CROP_PIXELS", "GAIR_CROP_GROUND_M"
 TAG_DIMS, TAG_PCA = "GAIR_DIMS", "GAIR_PCA"
 TAG_MODEL_DIMS = "GAIR_MODEL_DIMS"  # dims of the model's own space (differs from GAIR_DIMS after PCA)

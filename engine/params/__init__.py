@@ -29,6 +29,9 @@ from .definitions import (
     Param,
 )
 from .operations import CLI_COMMANDS, OPERATIONS, operation
+from .search import SEARCH_OPERATIONS
+
+OPERATIONS.update({op.id: op for op in SEARCH_OPERATIONS})  # by photo, by location, change (they share the above's)
 
 __all__ = [
     "AGGREGATES", "BACKENDS", "CLASSIFIERS", "CLI_COMMANDS", "DEFAULT_DIMS", "DEVICES", "DTYPES", "EXPERT_QUERY_MODES",

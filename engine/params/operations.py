@@ -72,6 +72,12 @@ def _training(task: str, methods: tuple[str, ...], default: str, field_help: str
         Param("method", "choice", default, choices=methods, label="Method", help="learning method"),
         Param("folds", "int", 5, minimum=2, maximum=20, label="Cross-validation folds",
               help="k of the k-fold cross-validation (grouped by feature)"),
+        Param("cv_block_km", "float", None, optional=True, minimum=0.0, advanced=True, flag="--cv-block-km",
+              label="Spatial CV block size, km (empty: the embeddings' autocorrelation range)",
+              help="side of the square blocks of the spatial cross-validation in km (default: the embeddings' "
+                   "autocorrelation range; 0: no spatial cross-validation)"),
+        Param("learning_curve", "bool", True, advanced=True, label="Learning curve in the report",
+              help="refit on 10/25/50/100% of the labels for the report's learning curve"),
         SEED,
         Param("layer", "str", None, optional=True, toolbox=False, help="layer name inside the labels file"),
         Param("report_paths", "file_out", (), optional=True, repeat=True, flag="--report", key="REPORT",
@@ -90,6 +96,10 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "Turns a Sentinel-2 L2A raster (10 or 12 bands, any CRS) into a continuous GAIR embedding raster: one band "
         "per embedding dimension, on the input grid or at the pixel size you choose. Overlapping crops of the "
         "model's size are encoded and their implicit (NILI) fields blended, so there are no seams.\n\n"
+        "The input may also be a Sentinel-2 product (.SAFE folder or .zip, or the product layer QGIS opens from "
+        "it) or band files (B02.tif ...): the bands are stacked on the 10 m grid (20 m bands by nearest "
+        "neighbour) and the product's radiometric offset (-1000 from baseline 04.00) is added. Mask clouds uses "
+        "the L2A scene classification.\n\n"
         "Extent: embed only this part of the raster. Pixel size: output resolution in metres (empty: the "
         "input's). Dimensions: keep this many principal components (default 64; 0: all the model's dims, 768 for "
         "the official model). 64 components carry nearly all the variation that similarity, clustering and "
@@ -100,8 +110,10 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "\n\nThe result feeds Cluster, Similarity search and Train classifier.",
         "pipeline.raster:embed_raster",
         (
-            Param("input_path", "raster", positional=True, flag="input", key="INPUT", label="Sentinel-2 raster",
-                  help="Sentinel-2 L2A/L1C raster (10, 12 or 13 bands; any GDAL format and CRS)"),
+            Param("input_path", "raster", positional=True, repeat=True, flag="input", key="INPUT",
+                  label="Sentinel-2 raster or product",
+                  help="Sentinel-2 L2A/L1C raster (10, 12 or 13 bands; any GDAL format and CRS), product (.SAFE folder "
+                       "or .zip), folder of band files, or the band files (B02.tif ... or *_B02_10m.jp2 ...)"),
             Param("output_path", "raster_out", positional=True, flag="output", key="OUTPUT", label="Embedding raster",
                   help="output GeoTIFF"),
             Param("extent", "extent", None, optional=True, label="Extent (empty: whole raster)",
@@ -130,6 +142,12 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
                   help="skip crops with less valid data than this"),
             Param("quicklook", "bool", True, flag="--no-quicklook", toolbox=False,
                   help="write <output>.quicklook.png of three principal components"),
+            Param("radiometric_offset", "float", None, optional=True, advanced=True,
+                  label="Radiometric offset of the values (empty: from the product)",
+                  help="offset the input's values carry: -1000 for raw DN of products with processing baseline >= "
+                       "04.00, 0 for older ones and harmonized collections (default: read from the product metadata)"),
+            Param("mask_clouds", "bool", False, label="Mask clouds, shadows and snow (L2A scene classification)",
+                  help="make L2A SCL cloud, cirrus, shadow, snow, saturated and nodata pixels nodata in the output"),
             SEED,
             *_MODEL_PARAMS,
             _batch_size(None, "crops"),

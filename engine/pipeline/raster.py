@@ -313,7 +313,8 @@ def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
 def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, extent=None,
                  extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
                  dtype: str = "int8", mode: str = "nili", overlap: float = 0.5, batch_size: int | None = None,
-                 min_valid: float = 0.5, quicklook: bool = True, seed: int = 0, progress: Progress = None,
+                 min_valid: float = 0.5, quicklook: bool = True, seed: int = 0,
+                 radiometric_offset: float | None = None, mask_clouds: bool = False, progress: Progress = None,
                  cancel: Cancel = None) -> Path:
     """Embed a Sentinel-2 raster into a continuous GAIR field (GeoTIFF, one band per dim); returns the output path.
 
@@ -322,6 +323,9 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
     input's). dims: reduce to this many principal components (sidecar `<stem>.pca.npz`); None, 0 or at least the
     model's dims keep every dim. overlap: fraction of a crop shared with the next one. min_valid: crops with less
     valid data are skipped. Under torchrun, crops are sharded over the ranks and rank 0 writes.
+    input_path: a raster, a Sentinel-2 product (.SAFE, .zip), a folder or list of band files (pipeline.products).
+    radiometric_offset: the offset the input's values carry (-1000: raw DN of baseline >= 04.00; default: from the
+    product's metadata). mask_clouds: L2A SCL cloud, shadow, snow, nodata and saturated pixels become nodata.
     """
     if mode not in FIELD_MODES:
         raise GAIRError(f"query mode for a raster must be one of {FIELD_MODES}, got {mode!r}"
@@ -335,7 +339,9 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         raise GAIRError(f"dims must be at least 1 (or 0 for all {cfg.embed_dim}), got {dims}")
     if dims is not None and (int(dims) == 0 or int(dims) >= cfg.embed_dim):
         dims = None  # nothing to reduce: the model's own space
-    with numpy_blas_beside(model), SourceRaster(input_path, cfg, bands, extent, extent_crs) as src:
+    with numpy_blas_beside(model), SourceRaster(input_path, cfg, bands, extent, extent_crs,
+                                                     radiometric_offset=radiometric_offset,
+                                                     mask_clouds=mask_clouds) as src:
         grid = src.output_grid(pixel_size_m)
         crop_h, crop_w = src.crop_size_px(grid.res_m)
         if min(crop_h, crop_w) < 4:

@@ -1,10 +1,13 @@
 """The input Sentinel-2 raster: validation, the model's band pick, and reads of crops at the model's ground sampling.
 
-Reads return raw digital numbers (the reference scaling uses them as they are: no BOA offset) in the model's band
-order, with nodata pixels set to 0 as the reference sees them, plus a validity mask.
+Reads return digital numbers on the scale the reference statistics describe (reflectance x 10000, no offset: a
+product's BOA_ADD_OFFSET is added, see pipeline.products) in the model's band order, with nodata pixels set to 0 as
+the reference sees them, plus a validity mask. Products, band folders and lists of band files are opened as one
+virtual stack (pipeline.products); with `mask_clouds` the L2A scene classification masks the output's validity.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -15,8 +18,12 @@ from ..config import GAIRConfig
 from ..errors import GAIRError
 from ..io.read_errors import raster_read_errors
 from .bands import band_labels, resolve_bands
+from .products import CLOUD_CLASSES, find_stack, raster_offset, stack_vrt, warn_unknown_offset
 from .tiling import metres_per_unit
 
+log = logging.getLogger(__name__)
+
+DARK_SHARE = 0.01  # of blue values below 1000 that shows a raster carries no +1000 offset
 # A pixel size within this fraction of the model's is read as it is (no resampling), as the reference does.
 NATIVE_TOLERANCE = 0.02
 
@@ -40,13 +47,26 @@ class SourceRaster:
     whole input pixels covering that box: geometry and reads are relative to it and nothing outside it is read.
     """
 
-    def __init__(self, path: str | os.PathLike, config: GAIRConfig, bands=None, extent=None, extent_crs=None) -> None:
+    def __init__(self, path, config: GAIRConfig, bands=None, extent=None, extent_crs=None, *,
+                 radiometric_offset: float | None = None, mask_clouds: bool = False) -> None:
         import rasterio
 
-        self.path = str(path)
+        stack = find_stack(path)
+        if stack is not None:
+            self.path = stack.path
+        else:
+            self.path = str(path[0] if isinstance(path, (list, tuple)) and len(path) == 1 else path)
         self.config = config
+        self._memfile, self.scl_index = None, None
         with raster_read_errors(self.path, opening=True):
-            self.ds = rasterio.open(self.path)
+            if stack is not None:
+                from rasterio.io import MemoryFile
+
+                xml = stack_vrt(stack, config.rs_bands, with_scl=mask_clouds)
+                self._memfile = MemoryFile(xml.encode(), ext=".vrt")
+                self.ds = self._memfile.open()
+            else:
+                self.ds = rasterio.open(self.path)
         try:
             t = self.ds.transform
             if self.ds.crs is None:
@@ -58,12 +78,62 @@ class SourceRaster:
                                 "north-up grid first (gdalwarp input.tif output.tif)")
             self.metres_per_unit = metres_per_unit(self.ds.crs)
             self.res_m = (t.a * self.metres_per_unit, -t.e * self.metres_per_unit)
-            self.indexes = [i + 1 for i in resolve_bands(band_labels(self.ds), config.rs_bands, bands)]
+            if stack is not None:
+                if bands:
+                    raise GAIRError(f"{stack.name}: the bands of a product or of band files are found by their file "
+                                    "names; drop --bands (it is for multi-band rasters)")
+                self.indexes = list(range(1, len(config.rs_bands) + 1))
+                self.scl_index = len(config.rs_bands) + 1 if mask_clouds else None
+            else:
+                labels = band_labels(self.ds)
+                self.indexes = [i + 1 for i in resolve_bands(labels, config.rs_bands, bands)]
+                if mask_clouds:
+                    self.scl_index = self._scl_band(labels)
+            self.offsets = self._offsets(stack, radiometric_offset)
             self.area = self._window(extent, extent_crs)
             self.transform = self.ds.window_transform(self.area)
         except Exception:
-            self.ds.close()
+            self.close()
             raise
+
+    def _below_offset(self, side: int = 256) -> bool:
+        """Whether the first model band (blue) has values below 1000 often: with the +1000 offset still in they would
+        be negative reflectance, which is rare; without it dark ground (water, vegetation) is mostly below 1000."""
+        from rasterio.enums import Resampling
+
+        with raster_read_errors(self.path):
+            band = self.ds.read(self.indexes[0], out_shape=(min(side, self.ds.height), min(side, self.ds.width)),
+                                resampling=Resampling.nearest, masked=True)
+        values = band.compressed()
+        return values.size > 0 and float(np.mean(values < 1000)) >= DARK_SHARE
+
+    def _scl_band(self, labels) -> int:
+        """1-based index of a stacked raster's SCL band (described 'SCL'), for mask_clouds."""
+        for i, label in enumerate(labels):
+            if (label or "").strip().upper() in ("SCL", "SCENE CLASSIFICATION"):
+                return i + 1
+        raise GAIRError(f"{os.path.basename(self.path)} has no SCL band, so clouds cannot be masked; give the L2A "
+                        "product (.SAFE/.zip), a folder of band files with its *_SCL_20m.jp2, or drop --mask-clouds")
+
+    def _offsets(self, stack, stated: float | None) -> np.ndarray | None:
+        """Per model band offset added to the DN (None: none), from the option, the product or the raster's tags."""
+        name = os.path.basename(self.path.rstrip("/"))
+        if stated is not None:
+            values, why = [float(stated)] * len(self.config.rs_bands), "stated"
+        elif stack is not None and stack.offsets is not None:
+            values, why = [stack.offsets.get(b, 0.0) for b in self.config.rs_bands], stack.offset_source
+        else:
+            offset, why = raster_offset(self.ds.tags()) if stack is None else (None, "")
+            if offset is None and self._below_offset():
+                offset, why = 0.0, f"{DARK_SHARE:.0%} or more of its {self.config.rs_bands[0]} values are below 1000"
+            if offset is None:
+                warn_unknown_offset(name)
+                offset, why = 0.0, "assumed"
+            values = [offset] * len(self.config.rs_bands)
+        # an applied offset is worth a line of the run's log; none is the ordinary case
+        log.log(logging.INFO if any(values) else logging.DEBUG,
+                f"{name}: radiometric offset {' '.join(sorted({f'{v:g}' for v in values}))} ({why})")
+        return np.asarray(values, dtype=np.float32) if any(values) else None
 
     def _window(self, extent, extent_crs):
         """The whole-pixel window of the input covering `extent` (the full raster without one)."""
@@ -172,11 +242,15 @@ class SourceRaster:
                                 out_dtype=np.float32)
             masks = self.ds.read_masks(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling)
         band_ok = (masks > 0) & np.isfinite(data)
+        if self.offsets is not None:  # to the reference's scale; clipped at 0 as harmonized collections store it
+            data += self.offsets[:, None, None]
+            np.maximum(data, 0.0, out=data)
         data[~band_ok] = 0.0
         return data, band_ok.any(axis=0)
 
-    def valid(self, window, out_shape: tuple[int, int]) -> np.ndarray:
-        """(h, w) validity (any model band not nodata) sampled at out_shape pixel centres over an input window."""
+    def valid(self, window, out_shape: tuple[int, int], clouds: bool = True) -> np.ndarray:
+        """(h, w) validity (any model band not nodata; with mask_clouds and `clouds`, not a masked SCL class)
+        sampled at out_shape pixel centres over an input window."""
         from rasterio.enums import Resampling
 
         valid = np.zeros(out_shape, dtype=bool)
@@ -185,6 +259,9 @@ class SourceRaster:
             for index in self.indexes:  # band by band: one (h, w) mask in memory, not ten
                 valid |= self.ds.read_masks(index, window=window, out_shape=out_shape,
                                             resampling=Resampling.nearest) > 0
+            if clouds and self.scl_index is not None:
+                scl = self.ds.read(self.scl_index, window=window, out_shape=out_shape, resampling=Resampling.nearest)
+                valid &= ~np.isin(scl, CLOUD_CLASSES)
         return valid
 
     def coverage(self, max_side: int = 1024) -> np.ndarray:
@@ -193,10 +270,13 @@ class SourceRaster:
 
         step = max(1, math.ceil(max(self.width, self.height) / max_side))
         shape = (max(1, self.height // step), max(1, self.width // step))
-        return self.valid(Window(0, 0, self.width, self.height), shape)
+        return self.valid(Window(0, 0, self.width, self.height), shape, clouds=False)  # cloudy crops still read
 
     def close(self) -> None:
-        self.ds.close()
+        if getattr(self, "ds", None) is not None:
+            self.ds.close()
+        if self._memfile is not None:
+            self._memfile.close()
 
     def __enter__(self) -> SourceRaster:
         return self

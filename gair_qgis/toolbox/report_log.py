@@ -31,7 +31,7 @@ def report_for_log(report: dict) -> str:
     if report["task"] == "regression":
         lines.append(f"R² {report['r2']:.4f}, RMSE {report['rmse']:.4f}, MAE {report['mae']:.4f} (target mean "
                      f"{report['target_mean']:.4f}, standard deviation {report['target_std']:.4f}).")
-        return "\n".join(lines)
+        return "\n".join(lines + _validation(report))
     lines.append(f"Overall accuracy {report['overall_accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}, chance "
                  f"(majority class) {report['chance_accuracy']:.4f}.")
     classes = list(report["classes"])
@@ -45,4 +45,21 @@ def report_for_log(report: dict) -> str:
     matrix = _columns([[*numbers, ""]] + [[*map(str, row), n] for row, n in zip(report["confusion_matrix"], numbers)])
     lines.append(matrix[0].rstrip(FIGURE_SPACE + "\u00a0"))
     lines += [f"{line}{GAP}{name}" for line, name in zip(matrix[1:], classes)]
-    return "\n".join(lines)
+    return "\n".join(lines + _validation(report))
+
+
+def _validation(report: dict) -> list[str]:
+    """Spatial block cross-validation beside the random one, the learning curve, and which estimate to trust."""
+    section = report.get("validation")
+    if not section:
+        return []
+    metric, spatial = section["metric"], section["spatial"]
+    lines = ["", f"Random k-fold {metric}: {section['random'][metric]:.4f}; spatial blocks: "
+             + (spatial["unavailable"] if "unavailable" in spatial else
+                f"{spatial[metric]:.4f} ({spatial['blocks']} blocks of {spatial['block_m'] / 1000:.2f} km, "
+                f"{spatial['block_source']})."), section["why"]]
+    curve = (section.get("learning_curve") or {}).get("points")
+    if curve:
+        lines.append(f"Learning curve ({section['learning_curve']['split']} folds), {metric} at "
+                     + ", ".join(f"{p['fraction']:.0%}: {p[metric]:.3f}" for p in curve) + " of the labels.")
+    return lines
