@@ -1,17 +1,18 @@
-"""Plugin object QGIS creates: registers the Processing provider, the map tool, its dock and the settings."""
+"""Plugin object QGIS creates: registers the Processing provider, the map tool, its dock, the settings and "Set up
+engine…", and says at start when no engine is set up (QGIS's own Python needs nothing: the engine runs elsewhere)."""
 from __future__ import annotations
 
 from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsMessageLog, QgsRasterLayer
+from qgis.gui import QgsMessageBarItem
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+from qgis.PyQt.QtWidgets import QAction, QPushButton
 
 from . import resources_path
-from .deps import missing_dependency_message, missing_dependency_summary
-from .messages import push_with_details
 from .toolbox.provider import GAIRProvider
 
 MENU = "&GAIR"
+NOT_SET_UP = "GAIR engine not set up: Plugins > GAIR > Set up engine…"
 
 
 class GAIRPlugin:
@@ -41,18 +42,33 @@ class GAIRPlugin:
         similarity.toggled.connect(self._toggle_dock)
         settings = QAction(icon, "GAIR settings…", self.iface.mainWindow())
         settings.triggered.connect(self.show_settings)
+        setup = QAction(icon, "Set up engine…", self.iface.mainWindow())
+        setup.setToolTip("Create or repair the Python environment the GAIR engine runs in (with PyTorch)")
+        setup.triggered.connect(self.show_setup)
         true_colour = QAction("Style as Sentinel-2 true colour", self.iface.mainWindow())
         true_colour.setToolTip("Show the active Sentinel-2 raster as red/green/blue = B4/B3/B2, stretched 2-98 %")
         true_colour.triggered.connect(self.style_active_as_true_colour)
         self.iface.addToolBarIcon(similarity)
-        for action in (similarity, settings, true_colour):
+        for action in (similarity, settings, setup, true_colour):
             self.iface.addPluginToMenu(MENU, action)
         # also in the layer tree's context menu of every raster layer
         self.iface.addCustomActionForLayerType(true_colour, "", QgsMapLayerType.RasterLayer, True)
-        self.actions = [similarity, settings, true_colour]
-        summary = missing_dependency_summary()
-        if summary:
-            push_with_details(self.iface.messageBar(), "GAIR", summary, missing_dependency_message())
+        self.actions = [similarity, settings, setup, true_colour]
+        self.say_when_not_set_up()
+
+    def say_when_not_set_up(self) -> bool:
+        """A message-bar note with a "Set up engine…" button when no engine is found (and none is remote)."""
+        from .engine_jobs import engine_python, remote_engine_settings
+
+        if engine_python()[0] is not None or remote_engine_settings() is not None:
+            return False
+        item = QgsMessageBarItem("GAIR", NOT_SET_UP, Qgis.Warning, 0)
+        button = QPushButton("Set up engine…")
+        button.setObjectName("gairSetupButton")
+        button.clicked.connect(self.show_setup)
+        item.layout().addWidget(button)
+        self.iface.messageBar().pushItem(item)
+        return True
 
     def unload(self) -> None:
         if self.dock is not None:
@@ -68,6 +84,9 @@ class GAIRPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        from .engine_jobs import stop_engine
+
+        stop_engine()
 
     def _toggle_dock(self, checked: bool) -> None:
         if self.dock is None:
@@ -93,6 +112,11 @@ class GAIRPlugin:
             "GAIR", f"{name} is not a Sentinel-2 raster (no B4, B3 and B2 bands); select a Sentinel-2 raster "
             "in the Layers panel first.", level=Qgis.Warning, duration=8)
         return False
+
+    def show_setup(self) -> None:
+        from .engine_setup_dialog import EngineSetupDialog
+
+        EngineSetupDialog(self.iface.mainWindow()).exec_()
 
     def show_settings(self) -> None:
         from .settings_dialog import SettingsDialog

@@ -1,7 +1,12 @@
-"""Take the README screenshot from a real QGIS desktop start: the whole main window with the Processing toolbox
-(GAIR group expanded), the GAIR map tool dock and a styled similarity result.
+"""Take the README screenshots from a real QGIS desktop start:
 
-    python scripts/screenshot.py [--model PATH] [--sample detroit] [--out docs/screenshot.png]
+- `--shot main` (docs/screenshot.png): the whole main window with the Processing toolbox (GAIR group expanded), the
+  GAIR map tool dock and a styled similarity result;
+- `--shot setup` (docs/setup_engine.png): Plugins > GAIR > Set up engine… after a real set-up into the throwaway
+  profile, offline: the engine wheel this checkout builds, PyTorch left out (no network needed);
+- `--shot progress` (docs/job_progress.png): the Processing dialog of Embed raster while the engine worker runs it.
+
+    python scripts/screenshot.py [--shot main|setup|progress] [--model PATH] [--sample detroit] [--out PNG]
 
 QGIS starts on a throwaway profile with the plugin installed from the zip this checkout builds and enabled at
 launch (under Xvfb when there is no DISPLAY). Inside it the sample Sentinel-2 raster is loaded, Embed raster and
@@ -136,11 +141,125 @@ except Exception:
 '''
 
 
+# Runs inside QGIS for --shot setup: the real dialog, a real (offline) set-up, the dialog grabbed when it is done.
+SETUP_IN_QGIS = r'''
+import json, os, traceback
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import QTimer
+from qgis.utils import iface
+
+env = os.environ
+
+
+def finish(result):
+    with open(env["GAIR_RESULT"], "w") as handle:
+        json.dump(result, handle)
+    QTimer.singleShot(0, lambda: QgsApplication.exit(0))
+
+
+def run():
+    from gair_qgis import engine_setup
+    from gair_qgis.engine_setup_dialog import EngineSetupDialog
+
+    wheels = env["GAIR_SHOT_WHEELS"]
+    python = engine_setup.find_python([(env["GAIR_SHOT_PYTHON"], "QGIS's own Python")])
+    dialog = EngineSetupDialog(iface.mainWindow(), plan_options={
+        "python": python, "install_torch": False, "pip_options": ("--no-index", "--find-links", wheels, "--no-deps"),
+        "system_site_packages": True, "upgrade_pip": False,
+        "engine": next(os.path.join(wheels, n) for n in os.listdir(wheels) if n.endswith(".whl"))})
+    dialog.resize(900, 640)
+    dialog.show()
+    if dialog.plan is None:
+        return finish({"error": "no set-up plan: " + dialog.plan_label.text()})
+    print("[screenshot] set-up started", flush=True)
+    dialog.start_button.click()
+    timer = QTimer()
+
+    def poll():
+        if dialog.result is None:
+            return
+        timer.stop()
+        image = dialog.grab()
+        finish({"saved": image.save(env["GAIR_SHOT_OUT"], "PNG"), "width": image.width(),
+                "height": image.height(), "status": dialog.status.text()})
+
+    timer.timeout.connect(poll)
+    timer.start(300)
+    globals()["_keep"] = (dialog, timer)
+
+
+try:
+    run()
+except Exception:
+    finish({"error": traceback.format_exc()})
+'''
+
+# Runs inside QGIS for --shot progress: Embed raster's own Processing dialog, grabbed while the engine reports progress.
+PROGRESS_IN_QGIS = r'''
+import json, os, traceback
+
+import processing
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QProgressBar
+
+env = os.environ
+
+
+def finish(result):
+    with open(env["GAIR_RESULT"], "w") as handle:
+        json.dump(result, handle)
+    QTimer.singleShot(0, lambda: QgsApplication.exit(0))
+
+
+def run():
+    from gair_qgis.settings import GAIRSettings
+
+    GAIRSettings(env["GAIR_SHOT_MODEL"], "auto", "cpu").save()
+    source = QgsRasterLayer(env["GAIR_SHOT_RASTER"], env["GAIR_SHOT_NAME"], "gdal")
+    QgsProject.instance().addMapLayer(source)
+    dialog = processing.createAlgorithmDialog("gair:embed_raster", {"INPUT": source, "DIMS": 16,
+                                                                    "OUTPUT": env["GAIR_SHOT_EMBEDDING"]})
+    dialog.resize(1000, 640)
+    dialog.show()
+    bar = dialog.findChild(QProgressBar)
+    seen, grabbed = [], {}
+    timer = QTimer()
+
+    def poll():
+        value = bar.value()
+        seen.append(value)
+        if not grabbed and 30 <= value < 100:  # mid-job: the engine's progress and log lines are in the dialog
+            grabbed["image"] = dialog.grab()
+            grabbed["at"] = value
+        if os.path.exists(env["GAIR_SHOT_EMBEDDING"]) and value in (0, 100) and len(seen) > 3:
+            timer.stop()
+            image = grabbed.get("image") or dialog.grab()
+            finish({"saved": image.save(env["GAIR_SHOT_OUT"], "PNG"), "width": image.width(),
+                    "height": image.height(), "progress_at_grab": grabbed.get("at", value),
+                    "progress_seen": sorted(set(seen))})
+
+    timer.timeout.connect(poll)
+    timer.start(50)
+    QTimer.singleShot(200, dialog.runAlgorithm)
+    globals()["_keep"] = (dialog, timer)
+
+
+try:
+    run()
+except Exception:
+    finish({"error": traceback.format_exc()})
+'''
+DEFAULT_OUT = {"main": "screenshot.png", "setup": "setup_engine.png", "progress": "job_progress.png"}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint .pth or bundle folder (default: $GAIR_CHECKPOINT or tiny random)")
     parser.add_argument("--sample", default="detroit", help="row id in data/samples/examples.csv")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
+    parser.add_argument("--shot", choices=sorted(DEFAULT_OUT), default="main", help="which screenshot to take")
+    parser.add_argument("--out", default=None, help="PNG to write (default: docs/ + the shot's file name)")
     parser.add_argument("--size", default="1600x1000", help="main window size WIDTHxHEIGHT in pixels")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds QGIS may take")
@@ -168,13 +287,26 @@ def model_path(explicit: str | None, workdir: Path) -> tuple[str, bool]:
     return str(engine.save_bundle(engine.GAIRModel(engine.GAIRConfig.tiny()), workdir / "tiny_bundle")), True
 
 
+def build_engine_wheel(out: Path) -> Path:
+    """A wheel of this checkout's engine (no dependencies, no network), built from a copy of the sources."""
+    import subprocess
+
+    source = out.parent / "wheel_source"
+    source.mkdir(parents=True)
+    for name in ("engine", "pyproject.toml", "README.md", "LICENSE"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source),
+                    "-w", str(out)], check=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))  # engine (for the tiny model) and tests.qgis_helpers (the desktop runner)
     from tests.qgis_helpers import PLUGIN, QgisDesktop, build_plugin_zip
 
     row = sample_row(args.sample)
-    out = Path(args.out).resolve()
+    out = Path(args.out or ROOT / "docs" / DEFAULT_OUT[args.shot]).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gair_screenshot_") as tmp:
         workdir = Path(tmp)
@@ -183,11 +315,19 @@ def main(argv: list[str] | None = None) -> int:
         desktop.install_plugin_zip(build_plugin_zip(workdir / "gair_qgis.zip"))
         desktop.enable_plugin(PLUGIN)
         code = workdir / "in_qgis.py"
-        code.write_text(IN_QGIS)
+        code.write_text({"main": IN_QGIS, "setup": SETUP_IN_QGIS, "progress": PROGRESS_IN_QGIS}[args.shot])
         shot = workdir / "screenshot.png"
         os.environ.update(GAIR_SHOT_MODEL=path, GAIR_SHOT_RASTER=str(EXAMPLES / row["rs_image"]),
                           GAIR_SHOT_NAME=Path(row["rs_image"]).stem, GAIR_SHOT_POINT=f"{row['lon']},{row['lat']}",
-                          GAIR_SHOT_TOP_K=str(args.top_k), GAIR_SHOT_SIZE=args.size, GAIR_SHOT_OUT=str(shot))
+                          GAIR_SHOT_TOP_K=str(args.top_k), GAIR_SHOT_SIZE=args.size, GAIR_SHOT_OUT=str(shot),
+                          GAIR_SHOT_EMBEDDING=str(workdir / "embedding.tif"))
+        os.environ.setdefault("GAIR_ENGINE_PYTHON", sys.executable)  # the worker's Python (jobs need torch there)
+        if args.shot == "setup":
+            os.environ.pop("GAIR_ENGINE_PYTHON")  # the dialog sets up the profile's own engine
+            os.environ.update(GAIR_SHOT_WHEELS=str(build_engine_wheel(workdir / "wheels")),
+                              GAIR_SHOT_PYTHON="/usr/bin/python3" if os.path.isfile("/usr/bin/python3")
+                              else sys.executable, PIP_CONFIG_FILE=os.devnull)
+            os.environ.pop("PIP_FIND_LINKS", None)
         result = desktop.run_code(code, workdir / "result.json")
         if "error" in result or not result.get("saved"):
             raise SystemExit(f"QGIS could not take the screenshot:\n{result.get('error', json.dumps(result))}")
@@ -195,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(shot, partial)
         os.replace(partial, out)  # never a half-written PNG in docs/
     model_note = "a random tiny model (shows the tool, not a trained result)" if random_model else Path(path).name
-    print(f"wrote {out} ({result['width']}x{result['height']}; model: {model_note}; layers: {result['layers']})")
+    details = {k: v for k, v in result.items() if k not in ("saved", "width", "height")}
+    print(f"wrote {out} ({result['width']}x{result['height']}; model: {model_note}; {details})")
     return 0
 
 

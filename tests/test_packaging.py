@@ -244,7 +244,8 @@ def test_qgis_desktop_starts_cleanly_with_the_plugin_enabled(desktop_with_plugin
     assert "Loaded GAIR (package: gair_qgis)" in result["log"]["Plugins"]
     assert {"gair:embed_raster", "gair:similarity_search", "gair:cluster_embeddings"} <= set(
         result["gair_algorithms"])
-    assert result["gair_menu"][:3] == ["GAIR similarity map tool", "GAIR settings…", "Style as Sentinel-2 true colour"]
+    assert result["gair_menu"][:4] == ["GAIR similarity map tool", "GAIR settings…", "Set up engine…",
+                                       "Style as Sentinel-2 true colour"]
 
 
 def test_desktop_check_sees_a_plugin_that_shadows_processing(desktop_with_plugin: QgisDesktop, tmp_path: Path):

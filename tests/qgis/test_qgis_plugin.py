@@ -1,6 +1,8 @@
-"""Plugin shell: loading, provider registration, dependency messages, settings, styling helpers, feedback bridge."""
+"""Plugin shell: loading, provider registration, the "engine not set up" note, settings, styling helpers, feedback
+bridge."""
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -14,7 +16,6 @@ from qgis.core import (
 )
 
 import gair_qgis
-from gair_qgis import deps
 from gair_qgis.toolbox.base import EngineBridge
 
 
@@ -32,7 +33,7 @@ def test_plugin_registers_and_unregisters_provider(qgis_iface, qgis_processing):
         for alg in provider.algorithms():
             assert alg.shortHelpString(), f"{alg.id()} has no help text"
             assert alg.id().startswith("gair:")
-        assert [a.text() for a in plugin.actions] == ["GAIR similarity map tool", "GAIR settings…",
+        assert [a.text() for a in plugin.actions] == ["GAIR similarity map tool", "GAIR settings…", "Set up engine…",
                                                       "Style as Sentinel-2 true colour"]
         tool_action = plugin.actions[0]
         tool_action.setChecked(True)  # the toolbar button opens the dock and arms the map tool
@@ -42,32 +43,6 @@ def test_plugin_registers_and_unregisters_provider(qgis_iface, qgis_processing):
     finally:
         plugin.unload()
     assert QgsApplication.processingRegistry().providerById("gair") is None
-
-
-def test_missing_backends_message_gives_exact_pip_command(monkeypatch):
-    monkeypatch.setattr(deps, "has_module", lambda name: name not in ("torch", "onnxruntime"))
-    message = deps.missing_dependency_message()
-    assert message is not None and "Neither is installed." in message
-    assert f'"{deps.python_executable()}" -m pip install onnxruntime' in message
-    assert "torch" in message
-
-
-def test_torch_missing_is_fine_with_onnxruntime(monkeypatch):
-    monkeypatch.setattr(deps, "has_module", lambda name: name != "torch")
-    assert deps.missing_dependency_message() is None
-
-
-def test_missing_required_package_is_named(monkeypatch):
-    monkeypatch.setattr(deps, "has_module", lambda name: name != "rasterio")
-    message = deps.missing_dependency_message()
-    assert "rasterio" in message and "-m pip install rasterio" in message
-
-
-def test_python_executable_is_an_interpreter():
-    exe = deps.python_executable()
-    assert "python" in exe.lower()
-    if sys.executable and "python" in sys.executable.lower():
-        assert exe == sys.executable
 
 
 def test_bridge_maps_progress_and_cancel():
@@ -139,16 +114,35 @@ def test_similarity_ramp_makes_similar_stand_out_and_threshold_hides(small_raste
     assert ramp.clip() and ramp.minimumValue() == pytest.approx(0.5)
 
 
-def test_plugin_without_any_runtime_loads_and_shows_the_pip_command(qgis_iface, qgis_processing, monkeypatch):
+@pytest.fixture
+def no_engine(qgis_app, monkeypatch, tmp_path):
+    """No engine anywhere: no GAIR_ENGINE_PYTHON, no engine Python or URL in the settings, no profile venv."""
+    from qgis.core import QgsSettings
+
+    from gair_qgis import engine_jobs
+
+    monkeypatch.delenv(engine_jobs.ENGINE_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(engine_jobs, "profile_engine_dir", lambda: str(tmp_path / "gair_engine"))
+    settings = QgsSettings()
+    old = {key: settings.value(key, "", type=str) for key in (engine_jobs.PYTHON_KEY, engine_jobs.URL_KEY)}
+    for key in old:
+        settings.setValue(key, "")
+    yield
+    for key, value in old.items():
+        settings.setValue(key, value)
+
+
+def test_plugin_without_an_engine_loads_and_offers_set_up(qgis_iface, qgis_processing, no_engine, monkeypatch):
     from qgis.core import Qgis
     from qgis.PyQt.QtWidgets import QPushButton
 
-    from gair_qgis import messages
+    from gair_qgis import plugin as plugin_module
 
     registry = QgsApplication.processingRegistry()
     if registry.providerById("gair") is not None:
         registry.removeProvider("gair")
-    monkeypatch.setattr(deps, "has_module", lambda name: name not in ("torch", "onnxruntime"))
+    opened = []
+    monkeypatch.setattr(plugin_module.GAIRPlugin, "show_setup", lambda self: opened.append(True))
     bar = qgis_iface.messageBar()
     bar.clearWidgets()
     plugin = gair_qgis.classFactory(qgis_iface)
@@ -156,27 +150,31 @@ def test_plugin_without_any_runtime_loads_and_shows_the_pip_command(qgis_iface, 
     try:
         assert registry.providerById("gair") is not None  # the toolbox entries are there all the same
         (item,) = bar.items()
-        # the bar holds one short sentence; the full text with the install command is behind "Details"
         assert item.level() == Qgis.Warning
-        assert item.text() == "GAIR cannot run yet: no model runtime (onnxruntime or torch) is installed."
-        (button,) = [b for b in item.findChildren(QPushButton) if b.text() == "Details"]
+        assert item.text() == "GAIR engine not set up: Plugins > GAIR > Set up engine…"
+        (button,) = [b for b in item.findChildren(QPushButton) if b.text() == "Set up engine…"]
         button.click()
-        box = messages._OPEN_BOXES[-1]
-        assert box.isVisible()
-        full = box.text()
-        assert full == deps.missing_dependency_message()
-        # sentences are separated, each command stands alone on its line (copyable)
-        paragraphs = full.split("\n\n")
-        assert paragraphs[0].startswith("GAIR needs a model runtime: ") and paragraphs[0].endswith(
-            ". Neither is installed.")
-        torch_command = deps.pip_command(["torch", "safetensors"])
-        assert paragraphs[1:] == [f"Install with:\n{deps.pip_command(['onnxruntime'])}",
-                                  f"For the official checkpoint, add PyTorch:\n{torch_command}", "Then restart QGIS."]
-        box.done(0)
-        assert box not in messages._OPEN_BOXES
+        assert opened == [True]
     finally:
         plugin.unload()
         bar.clearWidgets()
+
+
+def test_plugin_with_an_engine_says_nothing(qgis_iface, no_engine, monkeypatch, tmp_path):
+    from gair_qgis import engine_jobs
+
+    plugin = gair_qgis.classFactory(qgis_iface)
+    assert plugin.say_when_not_set_up()
+    qgis_iface.messageBar().clearWidgets()
+    venv_python = engine_jobs.venv_python(str(tmp_path / "gair_engine" / "venv"))  # "Set up engine…" made it
+    os.makedirs(os.path.dirname(venv_python))
+    open(venv_python, "w").close()
+    assert engine_jobs.engine_python() == (venv_python, "the environment GAIR > Set up engine… created")
+    assert not plugin.say_when_not_set_up()
+    os.remove(venv_python)
+    monkeypatch.setenv(engine_jobs.ENGINE_PYTHON_ENV, sys.executable)
+    assert not plugin.say_when_not_set_up()
+    assert qgis_iface.messageBar().items() == []
 
 
 def test_post_processor_styles_and_moves_loaded_layer_into_gair_group(qgis_new_project, small_raster):
@@ -198,23 +196,6 @@ def test_post_processor_styles_and_moves_loaded_layer_into_gair_group(qgis_new_p
     assert [node.layer() for node in group.findLayers()] == [loaded]
     assert project.layerTreeRoot().findLayer(loaded.id()).parent() is group
     assert [c.label for c in loaded.renderer().classes()] == ["a", "b"]
-
-
-def test_settings_dialog_saves_and_lists_packages(qgis_app, tmp_path):
-    from gair_qgis.settings import GAIRSettings
-    from gair_qgis.settings_dialog import SettingsDialog
-
-    old = GAIRSettings.load()
-    try:
-        dialog = SettingsDialog()
-        assert "onnxruntime" in dialog.status.text() and "torch" in dialog.status.text()
-        dialog.model.setFilePath(str(tmp_path))
-        dialog.backend.setCurrentText("onnx")
-        dialog.device.setCurrentText("cpu")
-        dialog.accept()
-        assert GAIRSettings.load() == GAIRSettings(str(tmp_path), "onnx", "cpu")
-    finally:
-        old.save()
 
 
 def test_provider_offers_only_the_formats_the_engine_writes(qgis_processing):

@@ -28,12 +28,6 @@ class Algorithm(GAIRAlgorithm):
         self.addOutput(QgsProcessingOutputString("FINGERPRINT", self.tr("Model fingerprint")))
 
     def validate(self, parameters, context):
-        from ...deps import has_module
-
-        if not has_module("torch"):
-            from ...deps import pip_command
-
-            return self.tr(f"Converting the checkpoint needs PyTorch; install it with: {pip_command(['torch'])}")
         path = self.parameterAsFile(parameters, "CHECKPOINT", context)
         if not os.path.isfile(path):
             return self.tr(f"{path} is not a file; choose the official checkpoint.pth.")

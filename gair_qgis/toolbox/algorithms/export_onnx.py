@@ -28,14 +28,6 @@ class Algorithm(GAIRAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr(op.param("out_dir").label)))
         self.addOutput(QgsProcessingOutputString("FINGERPRINT", self.tr("Model fingerprint")))
 
-    def validate(self, parameters, context):
-        from ...deps import has_module, pip_command
-
-        missing = [name for name in ("torch", "onnx") if not has_module(name)]
-        if missing:
-            return self.tr(f"Exporting to ONNX needs {' and '.join(missing)}; install with: {pip_command(missing)}")
-        return None
-
     def run_engine(self, parameters, context, feedback, bridge):
         from ...engine_link import engine_attrs
 
