@@ -100,9 +100,10 @@ def test_top_places_are_the_planted_look_alikes_not_the_clicked_one(planted, tmp
     assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
 
 
-def test_max_pixels_scores_a_decimated_grid_from_overviews(tmp_path):
+@pytest.mark.parametrize("dtype", ["int8", "float32", "int16"])
+def test_max_pixels_scores_a_decimated_grid_from_overviews(tmp_path, dtype):
     big = make_planted_raster(tmp_path / "big.tif", dims=8, height=1024, width=1152, regions=40, n_targets=6,
-                              target_patch=5, seed=2, dtype="int8", tile=256)
+                              target_patch=5, seed=2, dtype=dtype, tile=256)
     with EmbeddingRaster(big.path) as raster:
         assert raster.overview_factors() == overview_factors(1152, 1024) == [4, 16]
     pos = _xy(big, [big.targets[0][0]], [big.targets[0][1]])
