@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         iface = SimpleNamespace(mapCanvas=lambda: canvas, mainWindow=lambda: window)
         dock = SimilarityDock(iface)
         window.addDockWidget(Qt.RightDockWidgetArea, dock)
-        window.resize(1280, 720)
+        window.resize(1280, 800)
         window.show()
         app.processEvents()
         canvas.setDestinationCrs(layer.crs())

@@ -26,14 +26,12 @@ from . import jobs
 from .controller import INSTRUCTION, SimilarityController
 from .tool import SimilarityMapTool
 
-HELP = ("<b>Click</b>: a place you are looking for (positive example). <b>Ctrl-click</b> or <b>right-click</b>: "
-        "a place you are not looking for (negative example). Each click updates the map.<br>"
-        "Score = cosine similarity to the mean of the positives minus cosine similarity to the mean of the "
-        "negatives (-2..2; without negatives, the plain similarity). This mean difference works from one click, "
-        "has nothing to tune and changes smoothly with each click; a classifier fitted to a handful of clicks in "
-        "64 dimensions would follow its regularisation more than the ground. For many labelled places, save the "
-        "examples and use Train classifier.<br>A large raster shows a coarse map of all of it first, then the "
-        "view in detail; zooming or panning refines the new view.")
+HELP = ("<b>Click</b>: a place you look for (positive example). <b>Ctrl-click</b> or <b>right-click</b>: a place "
+        "you do not (negative). The map updates after each click.<br>Score: cosine to the positives' mean minus "
+        "cosine to the negatives' mean. This mean difference works from one click and has nothing to tune; a "
+        "classifier fitted to a few clicks in 64 dimensions would follow its regularisation more than the ground "
+        "(for many labels: Save examples, then Train classifier).<br>Large rasters: a coarse map first, then the "
+        "view in detail.")
 
 
 def is_gair_output(layer) -> bool:
