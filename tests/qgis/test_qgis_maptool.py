@@ -592,13 +592,6 @@ def test_official_model_download_is_asked_on_the_gui_thread_before_the_task(
         widget.shutdown()
 
 
-def _engine_has(op: str) -> bool:
-    from engine.params import OPERATIONS
-
-    return op in OPERATIONS
-
-
-@pytest.mark.skipif(not _engine_has("search_by_photo"), reason="the engine has no search by photo yet")
 def test_search_by_photo_and_by_location_buttons(dock, tiny_bundle, examples, tmp_path):
     """The photo button (file dialog -> job -> heatmap + top places) and the location button (then a click) give the
     engine operations' own results, with the model of the settings (the raster's)."""
