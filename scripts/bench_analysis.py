@@ -10,7 +10,10 @@ Prints a table, then one RESULT line with every figure as the last line:
   write the similarity GeoTIFF and find the top-10 peaks (target >= 15 Mpix/s on 2 cores); best of 3;
 - kmeans_mpix_per_s: end-to-end `cluster_embeddings` apply stage (read, assign, write) on the same raster;
 - classifier_apply_mpix_s: end-to-end `apply_model` of a logistic classifier (read, predict, write classes and
-  confidence) on the same raster.
+  confidence) on the same raster;
+- maptool_first_heatmap_s: the map tool's first heatmap of the whole 2048 x 2048 x 64 raster: `fewshot_search`
+  with a positive and a negative click, at most MAPTOOL_COARSE_PIXELS pixels (read from the overviews), top-10,
+  written (engine time; the worker adds a few ms); best of 3 (target < 1 s).
 
 Usage: python scripts/bench_analysis.py [--side64 2048] [--side768 384]
 """
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import params
 from engine.analysis import apply_model, cluster_embeddings, similarity_search, train_classifier
+from engine.analysis.fewshot import fewshot_search
 from engine.analysis.similarity import cosine_scan, query_matrix
 from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
 
@@ -141,6 +145,18 @@ def bench_classifier(path: Path, out_dir: Path) -> dict:
     return {"pixels": pixels, "seconds": seconds, "mpix_s": pixels / seconds / 1e6}
 
 
+def bench_first_heatmap(path: Path, out_dir: Path) -> dict:
+    """Seconds of the map tool's coarse first heatmap of the whole raster (fewshot_search, max_pixels)."""
+    from engine.params.fewshot import MAPTOOL_COARSE_PIXELS
+
+    clicks = {"positives": [(500000 + 55, 4200000 - 55)], "negatives": [(500000 + 1005, 4200000 - 2005)]}
+    run = lambda: fewshot_search(path, out_dir / "coarse.tif", **clicks, top_k=10,  # noqa: E731
+                                 max_pixels=MAPTOOL_COARSE_PIXELS, hits_path=out_dir / "coarse.gpkg")
+    result = run()
+    return {"seconds": min(_timed(run) for _ in range(3)), "factor": result.factor,
+            "pixels": result.width * result.height}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side64", type=int, default=2048, help="side in pixels of the 64-dim raster")
@@ -156,6 +172,7 @@ def main() -> int:
             if dims == 64:
                 km = bench_kmeans(path, folder)
                 clf = bench_classifier(path, folder)
+                first = bench_first_heatmap(path, folder)
             path.unlink()
     print(f"embedding rasters: {DEFAULT_DTYPE} (the embed-raster default), tiled {256}, "
           f"{'plain tiles' if DEFAULT_DTYPE == 'int8' else 'ZSTD level 1'}")
@@ -171,10 +188,14 @@ def main() -> int:
           f"{km['total_s']:.2f}s")
     print(f"classifier (logistic, 64 dims) apply: {clf['pixels']} pixels in {clf['seconds']:.2f}s "
           f"= {clf['mpix_s']:.2f} Mpix/s end-to-end (read, predict, write classes + confidence)")
+    grid = (f"every {first['factor']}th pixel = {first['pixels']} px, from the overviews" if first["factor"] > 1
+            else f"all {first['pixels']} px: no larger than a coarse map")
+    print(f"map tool first heatmap (whole 64-dim raster, {grid}): {first['seconds']:.3f}s")
     fraction = min(r["fraction"] for r in rows)
     e2e = rows[0]["e2e_pix_s"] / 1e6
     print(f"RESULT similarity_vs_membw={fraction:.3f} similarity_e2e_mpix_s={e2e:.3f} "
-          f"kmeans_mpix_per_s={km['mpix_s']:.3f} classifier_apply_mpix_s={clf['mpix_s']:.3f}")
+          f"kmeans_mpix_per_s={km['mpix_s']:.3f} classifier_apply_mpix_s={clf['mpix_s']:.3f} "
+          f"maptool_first_heatmap_s={first['seconds']:.3f}")
     return 0
 
 

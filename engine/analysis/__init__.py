@@ -10,6 +10,7 @@ _LAZY = {
     "cluster_embeddings": "cluster", "ClusterResult": "cluster",
     "similarity_search": "similarity", "rank_features": "similarity", "SimilarityResult": "similarity",
     "SimilarityHit": "similarity", "RankResult": "similarity",
+    "fewshot_search": "fewshot", "FewShotResult": "fewshot",
     "train_classifier": "classify", "apply_model": "classify", "TrainResult": "classify",
     "ApplyResult": "classify", "CLASSIFIERS": "classify",
     "train_regressor": "regress", "REGRESSORS": "regress",

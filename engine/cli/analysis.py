@@ -126,6 +126,18 @@ def _classify_location(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fewshot(args: argparse.Namespace) -> int:
+    result = run(args)
+    grid = "full resolution" if result.factor == 1 else f"every {result.factor}th pixel"
+    print(f"wrote {result.path} ({result.width} x {result.height} px, {grid}; {result.positives} positive, "
+          f"{result.negatives} negative example(s); {result.method}) in {result.seconds:.2f}s")
+    for hit in result.hits:
+        print(f"  #{hit.rank:<3d} score {hit.score:.4f}  x {hit.x:.6f}  y {hit.y:.6f}  (row {hit.row}, col {hit.col})")
+    if result.hits_path:
+        print(f"wrote {result.hits_path}")
+    return 0
+
+
 def register(subparsers) -> None:
     add_operation(subparsers, "cluster_embeddings", _cluster)
     _add_cross_modal_options(add_operation(subparsers, "similarity_search", _similarity))
@@ -139,3 +151,4 @@ def register(subparsers) -> None:
     add_operation(subparsers, "classify_location", _classify_location)
     parser = add_operation(subparsers, "rank_features", _rank)
     parser.add_argument("--show", type=int, default=10, help="print the best N (default: 10)")
+    add_operation(subparsers, "fewshot_search", _fewshot)

@@ -38,3 +38,11 @@ __all__ = [
     "FIELD_MODES", "KINDS", "LOCATION_CLASSIFIERS", "MIN_OPSET", "OPERATIONS", "PATH_KINDS", "POLYGON_MODES",
     "REGRESSORS", "SCALAR_KINDS", "Operation", "Param", "operation",
 ]
+
+from .fewshot import (  # noqa: E402 - defined from the operations above
+    FEWSHOT_OPERATIONS,
+    MAPTOOL_COARSE_PIXELS,  # noqa: F401 - the map tool's sizes, read by the plugin
+    MAPTOOL_FULL_PIXELS,  # noqa: F401
+)
+
+OPERATIONS.update({op.id: op for op in FEWSHOT_OPERATIONS})

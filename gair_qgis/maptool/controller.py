@@ -1,16 +1,17 @@
-"""What the map tool does with clicks, free of widgets so tests can drive it: reference points in, a similarity
-layer and top-k points out, computed in a QgsTask off the GUI thread and placed in the "GAIR" group.
+"""What the map tool does with clicks, free of widgets so tests can drive it: positive and negative examples in, a
+few-shot score layer and top-k points out, computed by the engine worker from a QgsTask off the GUI thread and
+placed in the "GAIR" group.
 
-Results are written to a temporary folder first. "Keep results" copies the current ones beside the project file (or
-into a chosen folder) and repoints their layers; on shutdown every layer still reading the temporary folder leaves the
-project before the folder is deleted, so a saved project never references files that are gone."""
+The score is the engine's mean-difference query (engine.analysis.fewshot): cosine to the positives' mean minus
+cosine to the negatives' mean. A large raster gets a coarse heatmap of the whole raster first (every f-th pixel,
+from its overviews), then the visible extent in detail, again after each zoom or pan (see jobs.FULL_PIXELS).
+Results are temporary until kept (see results.KeptResults)."""
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
 import uuid
-from pathlib import Path
 
 from qgis.core import (
     Qgis,
@@ -20,58 +21,40 @@ from qgis.core import (
     QgsPointXY,
     QgsProject,
     QgsRasterLayer,
-    QgsTask,
     QgsVectorLayer,
-    QgsWkbTypes,
 )
-from qgis.gui import QgsMapCanvas, QgsRubberBand
-from qgis.PyQt.QtCore import QObject, pyqtSignal
-from qgis.PyQt.QtGui import QColor
+from qgis.gui import QgsMapCanvas
+from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
 
 from ..engine_calls import defaults
 from ..layers import add_to_gair_group
 from ..styling import band_range, similarity_renderer, top_k_renderer
-from .results import copy_with_sidecars, empty_element, free_path, provider_options, remove_layer_tree_entries
+from . import jobs
+from .examples import Examples
+from .jobs import EngineTask
+from .queries import ModalSearches
+from .results import KeptResults
 
 SIMILARITY_NAME = "{name} similarity"  # layers are named after the embedding raster and what they show
+DETAIL_NAME = "{name} similarity (view detail)"
 TOP_K_NAME = "{name} top places"
-INSTRUCTION = ("Pick an embedding raster, then click the map to find places like the clicked one (shift-click adds "
-               "more references). For a Sentinel-2 raster, embed the visible extent first.")
-READY = "Click the map on {name} to find places like the clicked one; shift-click adds more references."
+INSTRUCTION = ("Pick an embedding raster, then click the map to find places like the clicked one (each click adds a "
+               "positive example; Ctrl-click or right-click a negative one). For a Sentinel-2 raster, embed the "
+               "visible extent first.")
+READY = ("Click the map on {name} to find places like the clicked one; more clicks add positive examples, "
+         "Ctrl-click or right-click adds a negative one.")
+REFINE_DELAY_MS = 300  # after a zoom or pan settles, the view is refined
 
 
-class EngineTask(QgsTask):
-    """Runs `work(progress, cancel, log)` in a worker thread (the job itself runs in the engine process);
-    `done(task)` is called on the GUI thread. The engine's log lines of the job (size estimate, "crop i/n, ~m:ss
-    left") arrive through the `message` signal."""
-
-    message = pyqtSignal(str)
-
-    def __init__(self, description: str, work, done) -> None:
-        super().__init__(description, QgsTask.CanCancel)
-        self.work, self.done = work, done
-        self.result, self.error = None, None
-
-    def run(self) -> bool:
-        try:
-            self.result = self.work(lambda f, _message="": self.setProgress(100.0 * f), self.isCanceled,
-                                    lambda _level, text: self.message.emit(text))
-            return True
-        except Exception as exc:  # reported on the GUI thread in finished()
-            self.error = exc
-            return False
-
-    def finished(self, ok: bool) -> None:
-        self.done(self)
-
-
-class SimilarityController(QObject):
+class SimilarityController(KeptResults, ModalSearches, QObject):
     """State of one similarity session: embedding raster, reference points, threshold, result layers."""
 
     status = pyqtSignal(str)
     busy_changed = pyqtSignal(bool)
     progress = pyqtSignal(float)  # percent of the running task
     result_ready = pyqtSignal()
+    heatmap_ready = pyqtSignal(str)  # "full" (whole raster, full resolution), "coarse", then "detail" (the view)
+    examples_changed = pyqtSignal(int)  # number of clicked examples
     results_changed = pyqtSignal(bool)  # whether there is a result to keep
     embedding_ready = pyqtSignal(QgsRasterLayer)
 
@@ -79,22 +62,39 @@ class SimilarityController(QObject):
         super().__init__()
         self.canvas, self.project = canvas, project or QgsProject.instance()
         self.embedding_layer: QgsRasterLayer | None = None
-        self.references: list[QgsPointXY] = []  # in the embedding raster's CRS
-        self.top_k = defaults("similarity_search")["top_k"]
+        self.examples = Examples(canvas)
+        self.top_k = defaults("fewshot_search")["top_k"]
+        self.full_pixels, self.coarse_pixels = jobs.FULL_PIXELS, jobs.COARSE_PIXELS
+        self.view_pixels: int | None = None  # most pixels of a view in detail; None: the canvas's (>= full_pixels)
         self.threshold: float | None = None
-        self.similarity_layer: QgsRasterLayer | None = None
+        self.similarity_layer: QgsRasterLayer | None = None  # the whole raster: full resolution or coarse
+        self.detail_layer: QgsRasterLayer | None = None  # the view in detail, above a coarse one
         self.points_layer: QgsVectorLayer | None = None
         self.result_paths: tuple[str, str | None] | None = None
+        self.coarse_factor = 1  # source pixels per pixel of similarity_layer
+        self.detail_extent = None  # (QgsRectangle in the raster CRS, factor) of detail_layer
         self.task: EngineTask | None = None
+        self.refine_pending = False
+        self.location_mode = False  # the next click is a location query (search by location), not an example
+        self.last_query: tuple[str, dict] | None = None  # the last search by photo or location (operation, query)
+        self.refine_timer = QTimer(self)
+        self.refine_timer.setSingleShot(True)
+        self.refine_timer.setInterval(REFINE_DELAY_MS)
+        self.refine_timer.timeout.connect(self.refine_view)
+        canvas.extentsChanged.connect(self.refine_timer.start)
         self.workdir = tempfile.mkdtemp(prefix="gair_maptool_")
         self.project.writeProject.connect(self._leave_out_temporary_layers)
         self.project.writeMapLayer.connect(self._leave_out_layer_element)
         self.project.layersWillBeRemoved.connect(self._forget_layers)
-        self.markers = QgsRubberBand(canvas, QgsWkbTypes.PointGeometry)
-        self.markers.setColor(QColor("#ff00ff"))
-        self.markers.setIconSize(12)
-        self.markers.setIcon(QgsRubberBand.ICON_X)
-        self.markers.setWidth(3)
+
+    @property
+    def references(self) -> list[QgsPointXY]:
+        """The positive examples (in the embedding raster's CRS)."""
+        return self.examples.positives
+
+    @property
+    def negatives(self) -> list[QgsPointXY]:
+        return self.examples.negatives
 
     # --- inputs ---------------------------------------------------------------------------------------------
     def set_embedding_layer(self, layer: QgsRasterLayer | None) -> None:
@@ -103,8 +103,9 @@ class SimilarityController(QObject):
         self.embedding_layer = layer
         self.status.emit(READY.format(name=layer.name()) if layer is not None else INSTRUCTION)
 
-    def handle_click(self, point: QgsPointXY, additive: bool) -> None:
-        """`point` is in the canvas CRS; shift-click (additive) adds a reference, a plain click replaces them."""
+    def handle_click(self, point: QgsPointXY, negative: bool = False) -> None:
+        """`point` is in the canvas CRS: a positive example, or a negative one (Ctrl-click, right-click); the search
+        runs again with every example so far."""
         if self.embedding_layer is None:
             self.status.emit(INSTRUCTION)
             return
@@ -114,38 +115,104 @@ class SimilarityController(QObject):
         if not self.embedding_layer.extent().contains(raster_point):
             self.status.emit("That point is outside the embedding raster; click inside it.")
             return
-        if not additive:
-            self.references = []
-            self.markers.reset(QgsWkbTypes.PointGeometry)
-        self.references.append(QgsPointXY(raster_point))
-        self.markers.addPoint(QgsPointXY(point))
+        if self.location_mode:
+            self.search_by_location(raster_point)
+            return
+        self.examples.add(raster_point, point, positive=not negative)
+        self.examples_changed.emit(len(self.examples.items))
         self.run_search()
+
+    def undo(self) -> None:
+        """Forget the last click and search again with the others (nothing left: the results go)."""
+        if self.examples.undo() is None:
+            return
+        self.examples_changed.emit(len(self.examples.items))
+        if self.references:
+            self.run_search()
+        else:
+            self._cancel_task()
+            self._remove_results()
+            self.status.emit("Undone. " + ("Click a positive example (a plain click) to search."
+                                           if self.negatives else READY.format(name=self.embedding_layer.name())))
+
+    def save_examples(self, path: str, class_name: str = "") -> QgsVectorLayer | None:
+        """Write the clicked examples as a GeoPackage point layer (`label` positive/negative, `class` for Train
+        classifier) and add it to the GAIR group; None when there is nothing to save."""
+        if not self.examples.items or self.embedding_layer is None:
+            self.status.emit("No examples to save yet: click the map first.")
+            return None
+        try:
+            self.examples.save(path, self.embedding_layer.crs(), class_name, self.project)
+        except OSError as exc:
+            self.status.emit(f"GAIR: {exc}")
+            return None
+        layer = QgsVectorLayer(f"{path}|layername=gair_examples", os.path.splitext(os.path.basename(path))[0], "ogr")
+        add_to_gair_group(layer, self.project, 0)
+        self.status.emit(f"Saved {len(self.examples.items)} example(s) to {path}: use it in Train classifier with "
+                         "the class field 'class'.")
+        return layer
 
     def set_threshold(self, value: float | None) -> None:
         """Hide similarities below `value` (a pure restyle, no recomputation)."""
         self.threshold = value
         if self.similarity_layer is not None:
             vmin, vmax = band_range(self.similarity_layer)
-            similarity_renderer(self.similarity_layer, vmin, vmax, value)
-            self.similarity_layer.triggerRepaint()
+            for layer in (self.similarity_layer, self.detail_layer):
+                if layer is not None:
+                    similarity_renderer(layer, vmin, vmax, value)
+                    layer.triggerRepaint()
 
     # --- work -----------------------------------------------------------------------------------------------
     def run_search(self) -> None:
-        from ..engine_calls import run_similarity
+        """Score the raster by the examples: whole at full resolution when small, else coarse first (then the view
+        in detail, see refine_view). The newest click wins: a running search is cancelled."""
+        if not self.references:
+            self.status.emit("Click a positive example first (a plain click); negatives only say what to avoid.")
+            return
+        layer = self.embedding_layer
+        coarse = layer.width() * layer.height() > self.full_pixels
+        self._start_fewshot("coarse" if coarse else "full", self.coarse_pixels if coarse else None, None, self.top_k)
 
+    def refine_view(self) -> None:
+        """After a coarse heatmap (and after each zoom or pan): score the visible extent at up to the canvas's
+        pixels (the screen shows no more), full resolution once zoomed in."""
+        if self.similarity_layer is None or self.coarse_factor == 1 or not self.references:
+            return
+        if self.busy:
+            self.refine_pending = True
+            return
+        self.refine_pending = False
+        layer = self.embedding_layer
+        extent = QgsCoordinateTransform(self.canvas.mapSettings().destinationCrs(), layer.crs(),
+                                        self.project).transformBoundingBox(self.canvas.extent())
+        extent = extent.intersect(layer.extent())
+        if extent.isEmpty():
+            return
+        if self.detail_extent is not None and self.detail_extent[1] == 1 and self.detail_extent[0].contains(extent):
+            return  # already in full detail
+        bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+        size = self.canvas.mapSettings().outputSize()
+        pixels = self.view_pixels or max(self.full_pixels, size.width() * size.height())
+        self._start_fewshot("detail", pixels, bounds, 0)
+
+    def _start_fewshot(self, stage: str, max_pixels: int | None, extent, top_k: int) -> None:
         if self.task is not None:
-            self.task.cancel()  # the newest click wins
+            self.task.cancel()
         layer = self.embedding_layer
         path = layer.source().split("|")[0]
         crs_wkt = layer.crs().toWkt()
-        points = [(p.x(), p.y()) for p in self.references]
-        stem = os.path.join(self.workdir, f"similarity_{uuid.uuid4().hex[:8]}")
-        top_k = self.top_k
+        positives = [(p.x(), p.y()) for p in self.references]
+        negatives = [(p.x(), p.y()) for p in self.negatives]
+        stem = os.path.join(self.workdir, f"{stage}_{uuid.uuid4().hex[:8]}")
 
         def work(progress, cancel, log):
-            return run_similarity(path, points, crs_wkt, stem + ".tif", stem + ".gpkg", top_k, progress, cancel, log)
+            return jobs.run_fewshot(path, positives, negatives, crs_wkt, stem + ".tif",
+                                    stem + ".gpkg" if top_k > 0 else None, top_k, max_pixels=max_pixels,
+                                    extent=extent, progress=progress, cancel=cancel, log=log)
 
-        self._start(EngineTask("GAIR similarity search", work, self._search_done))
+        title = {"full": "GAIR few-shot search", "coarse": "GAIR few-shot search (coarse)",
+                 "detail": "GAIR few-shot search (view detail)"}[stage]
+        self._start(EngineTask(title, work, lambda task: self._search_done(task, stage)))
 
     def embed_visible_extent(self, source: QgsRasterLayer, model_path: str | None = None) -> None:
         """Embed what the canvas shows of `source` (the engine's default dims: DEFAULT_DIMS principal components,
@@ -153,9 +220,14 @@ class SimilarityController(QObject):
         from ..engine_calls import run_embed_raster
         from ..settings import model_problem
 
-        problem = model_problem(model_path)  # on the GUI thread: may ask before downloading the checkpoint
+        problem = model_problem(model_path)
         if problem:
             self.status.emit(problem)
+            return
+        try:  # on the GUI thread, before the task: the official checkpoint's download is asked here
+            jobs.ask_model_consent(model_path)
+        except Exception as exc:  # declined, or the engine cannot tell (offline, no engine set up)
+            self.status.emit(f"GAIR: {exc}")
             return
         extent = QgsCoordinateTransform(self.canvas.mapSettings().destinationCrs(), source.crs(),
                                         self.project).transformBoundingBox(self.canvas.extent())
@@ -201,6 +273,12 @@ class SimilarityController(QObject):
         QCoreApplication.processEvents()
         return True
 
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+            self.busy_changed.emit(False)
+
     def _finish_task(self, task: EngineTask) -> bool:
         """True when `task` is the current one and succeeded; a superseded or cancelled task is dropped."""
         if task is not self.task:
@@ -217,28 +295,59 @@ class SimilarityController(QObject):
             return False
         return True
 
-    def _search_done(self, task: EngineTask) -> None:
+    def _search_done(self, task: EngineTask, stage: str, query: str | None = None) -> None:
         if not self._finish_task(task):
             return
-        raster_path, points_path = task.result
-        self._remove_results()
+        result = task.result
         name = self.embedding_layer.name() if self.embedding_layer is not None else "GAIR"
+        if stage == "detail":
+            self._show_detail(result, name)
+        else:
+            self._show_whole(result, name, stage, query)
+        self.result_ready.emit()
+        self.heatmap_ready.emit(stage)
+        self.results_changed.emit(True)
+        if stage == "coarse" or self.refine_pending:
+            self.refine_view()  # as the user waits: the view in detail
+
+    def _show_whole(self, result: dict, name: str, stage: str, query: str | None = None) -> None:
+        self._remove_results()
+        raster_path, points_path = str(result["path"]), result.get("hits_path")
         similarity = QgsRasterLayer(raster_path, SIMILARITY_NAME.format(name=name), "gdal")
         vmin, vmax = band_range(similarity)
         similarity_renderer(similarity, vmin, vmax, self.threshold)
         add_to_gair_group(similarity, self.project, 0)
         points = None
         if points_path:  # None when no pixel peaks (e.g. the raster is all nodata but the references)
-            points = QgsVectorLayer(points_path, TOP_K_NAME.format(name=name), "ogr")
+            points = QgsVectorLayer(str(points_path), TOP_K_NAME.format(name=name), "ogr")
             top_k_renderer(points)
             add_to_gair_group(points, self.project, 0)
         self.similarity_layer, self.points_layer = similarity, points
-        self.result_paths = (raster_path, points_path)
-        self.status.emit(f"Similarity to {len(self.references)} reference point(s): "
-                         f"{points.featureCount() if points else 0} top places (the reference's own "
-                         "neighbourhood left out). Temporary until you keep them.")
-        self.result_ready.emit()
-        self.results_changed.emit(True)
+        self.result_paths = (raster_path, str(points_path) if points_path else None)
+        self.coarse_factor = int(result.get("factor") or 1)
+        examples = f"{len(self.references)} positive, {len(self.negatives)} negative example(s)" \
+            if self.negatives else f"{len(self.references)} reference point(s)"
+        examples = query or examples
+        places = f"{points.featureCount() if points else 0} top places"
+        if stage == "coarse":
+            self.status.emit(f"Similarity to {examples}: a coarse first look (every {self.coarse_factor}th pixel); "
+                             f"{places} of the whole raster. Refining the view…")
+        else:
+            self.status.emit(f"Similarity to {examples}: {places} (the examples' own neighbourhood left out). "
+                             "Temporary until you keep them.")
+
+    def _show_detail(self, result: dict, name: str) -> None:
+        self._remove_layer(self.detail_layer)
+        detail = QgsRasterLayer(str(result["path"]), DETAIL_NAME.format(name=name), "gdal")
+        vmin, vmax = band_range(self.similarity_layer) if self.similarity_layer is not None else band_range(detail)
+        similarity_renderer(detail, vmin, vmax, self.threshold)  # the coarse layer's colours: one map
+        below_points = 1 if self.points_layer is not None else 0
+        add_to_gair_group(detail, self.project, below_points)
+        self.detail_layer = detail
+        self.detail_extent = (detail.extent(), int(result.get("factor") or 1))
+        grid = "full resolution" if self.detail_extent[1] == 1 else f"every {self.detail_extent[1]}th pixel"
+        self.status.emit(f"The view in detail ({grid}); zoom or pan to refine another part. Top places: the "
+                         f"whole raster's (within {self.coarse_factor} px). Temporary until you keep them.")
 
     def _embed_done(self, task: EngineTask) -> None:
         if not self._finish_task(task):
@@ -249,60 +358,6 @@ class SimilarityController(QObject):
         self.status.emit("Embedded the visible extent; click the map to search it.")
         self.embedding_ready.emit(layer)
 
-    # --- keeping results ------------------------------------------------------------------------------------
-    def default_keep_folder(self) -> str | None:
-        """The project file's folder; None while the project is unsaved (then the user picks one)."""
-        return self.project.absolutePath() or None
-
-    def keep_results(self, folder: str) -> list[str]:
-        """Copy the current similarity GeoTIFF and top-places GeoPackage into `folder` under names of their own,
-        and repoint their layers there; returns the new paths. The next click starts new temporary results."""
-        if self.result_paths is None:
-            self.status.emit("Nothing to keep yet: click the map first.")
-            return []
-        os.makedirs(folder, exist_ok=True)
-        kept = []
-        embedding = self.embedding_layer
-        if embedding is not None and embedding in self.temporary_layers():  # embedded here: keep it too
-            target = free_path(folder, "gair_embedding", ".tif")
-            copy_with_sidecars(embedding.source().split("|")[0], target)  # with its .pca.npz and quicklook
-            embedding.setDataSource(target, embedding.name(), "gdal", provider_options())
-            kept.append(target)
-        stem = Path(embedding.source().split("|")[0]).stem if embedding is not None else "gair"
-        for layer, path, suffix in ((self.similarity_layer, self.result_paths[0], "similarity"),
-                                    (self.points_layer, self.result_paths[1], "top_places")):
-            if path is None:
-                continue
-            target = free_path(folder, f"{stem}_{suffix}", Path(path).suffix)
-            copy_with_sidecars(path, target)
-            if layer is not None and self.project.mapLayer(layer.id()) is not None:
-                source = target if layer is self.similarity_layer else f"{target}|layername=similar_places"
-                layer.setDataSource(source, Path(target).stem, layer.providerType(), provider_options())
-            kept.append(target)
-        self.similarity_layer = self.points_layer = self.result_paths = None
-        self.results_changed.emit(False)
-        self.status.emit(f"Kept {len(kept)} file(s) in {folder}; the project now reads them from there.")
-        return kept
-
-    def temporary_layers(self) -> list:
-        """Project layers reading files in this session's temporary folder."""
-        root = os.path.realpath(self.workdir) + os.sep
-        return [layer for layer in self.project.mapLayers().values()
-                if os.path.realpath(layer.source().split("|")[0]).startswith(root)]
-
-    def _leave_out_temporary_layers(self, document) -> None:
-        """Writing the project file: layers of the temporary folder are left out of it, because their files go
-        when the session ends. They stay on the map until then."""
-        ids = {layer.id() for layer in self.temporary_layers()}
-        if ids:
-            remove_layer_tree_entries(document, ids)
-            self.status.emit(f"The project was saved without {len(ids)} temporary GAIR layer(s): click Keep results "
-                             "to store them beside the project, then save again.")
-
-    def _leave_out_layer_element(self, layer, element, document) -> None:
-        if layer in self.temporary_layers():
-            empty_element(element)
-
     def _forget_layers(self, layer_ids) -> None:
         """Layers leaving the project (removed by the user, or a project being closed) are dropped from the state
         first, so nothing here removes them a second time while QGIS is removing them."""
@@ -311,32 +366,35 @@ class SimilarityController(QObject):
             self.similarity_layer = None
         if self.points_layer is not None and self.points_layer.id() in ids:
             self.points_layer = None
+        if self.detail_layer is not None and self.detail_layer.id() in ids:
+            self.detail_layer = self.detail_extent = None
         if self.similarity_layer is None and self.points_layer is None and self.result_paths is not None:
             self.result_paths = None
             self.results_changed.emit(False)
         if self.embedding_layer is not None and self.embedding_layer.id() in ids:
             self.embedding_layer = None
-            self.references = []
-            self.markers.reset(QgsWkbTypes.PointGeometry)
+            self.examples.clear()
+            self.examples_changed.emit(0)
 
     # --- clean-up -------------------------------------------------------------------------------------------
+    def _remove_layer(self, layer) -> None:
+        if layer is not None and self.project.mapLayer(layer.id()) is not None:
+            self.project.removeMapLayer(layer.id())
+
     def _remove_results(self) -> None:
-        for layer in (self.similarity_layer, self.points_layer):
-            if layer is not None and self.project.mapLayer(layer.id()) is not None:
-                self.project.removeMapLayer(layer.id())
+        for layer in (self.similarity_layer, self.detail_layer, self.points_layer):
+            self._remove_layer(layer)
         had_results = self.result_paths is not None
-        self.similarity_layer = self.points_layer = self.result_paths = None
+        self.similarity_layer = self.points_layer = self.detail_layer = self.result_paths = None
+        self.detail_extent, self.coarse_factor = None, 1
         if had_results:
             self.results_changed.emit(False)
 
     def clear(self, quiet: bool = False) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
-            self.busy_changed.emit(False)
-        had = bool(self.references) or self.similarity_layer is not None
-        self.references = []
-        self.markers.reset(QgsWkbTypes.PointGeometry)
+        self._cancel_task()
+        had = bool(self.examples.items) or self.similarity_layer is not None
+        self.examples.clear()
+        self.examples_changed.emit(0)
         self._remove_results()
         if had and not quiet:
             self.status.emit("Cleared. " + (READY.format(name=self.embedding_layer.name())
@@ -356,6 +414,10 @@ class SimilarityController(QObject):
             self.project.removeMapLayer(layer.id())
         if self.embedding_layer is not None and self.project.mapLayer(self.embedding_layer.id()) is None:
             self.embedding_layer = None
-        if self.markers.scene() is not None:
-            self.canvas.scene().removeItem(self.markers)
+        self.refine_timer.stop()
+        try:
+            self.canvas.extentsChanged.disconnect(self.refine_timer.start)
+        except TypeError:  # shut down before
+            pass
+        self.examples.remove_markers()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,5 +1,6 @@
 """Small dock for the similarity map tool: embedding raster picker (embedding rasters only), embed the visible
-extent of a Sentinel-2 raster, top-k, threshold slider, keep results, clear."""
+extent of a Sentinel-2 raster, top-k, threshold slider, positive/negative examples (undo, save), keep results,
+clear."""
 from __future__ import annotations
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
@@ -10,6 +11,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -20,8 +22,16 @@ from qgis.PyQt.QtWidgets import (
 
 from ..layers import is_embedding_raster, raster_kind
 from ..styling import band_range
+from . import jobs
 from .controller import INSTRUCTION, SimilarityController
 from .tool import SimilarityMapTool
+
+HELP = ("<b>Click</b>: a place you look for (positive example). <b>Ctrl-click</b> or <b>right-click</b>: a place "
+        "you do not (negative). The map updates after each click.<br>Score: cosine to the positives' mean minus "
+        "cosine to the negatives' mean. This mean difference works from one click and has nothing to tune; a "
+        "classifier fitted to a few clicks in 64 dimensions would follow its regularisation more than the ground "
+        "(for many labels: Save examples, then Train classifier).<br>Large rasters: a coarse map first, then the "
+        "view in detail.")
 
 
 def is_gair_output(layer) -> bool:
@@ -72,7 +82,38 @@ class SimilarityDock(QgsDockWidget):
         self.slider.valueChanged.connect(self._threshold_changed)
         self.threshold_label = QLabel("show all")
         clear = QPushButton("Clear")
+        clear.setToolTip("Forget every example and remove the results")
         clear.clicked.connect(lambda: self.controller.clear())
+        self.undo_button = QPushButton("Undo click")
+        self.undo_button.setToolTip("Forget the last example and search again")
+        self.undo_button.setEnabled(False)
+        self.undo_button.clicked.connect(lambda: self.controller.undo())
+        self.class_name = QLineEdit()
+        self.class_name.setPlaceholderText("positive")
+        self.class_name.setToolTip("Class of the positive examples in saved examples (negatives: 'other'); empty: "
+                                   "'positive' and 'negative'")
+        self.save_examples_button = QPushButton("Save examples…")
+        self.save_examples_button.setToolTip("Save the clicked examples as a GeoPackage point layer (fields label "
+                                             "and class) for Train classifier")
+        self.save_examples_button.setEnabled(False)
+        self.save_examples_button.clicked.connect(self.save_examples)
+        self.controller.examples_changed.connect(lambda n: self.undo_button.setEnabled(n > 0))
+        self.controller.examples_changed.connect(lambda n: self.save_examples_button.setEnabled(n > 0))
+        self.help = QLabel(HELP)
+        self.help.setWordWrap(True)
+        self.photo_button = QPushButton("Search by photo…")
+        self.photo_button.setToolTip("Where the embedding raster looks like a street-view photo you pick (GAIR aligns "
+                                     "photos with the imagery; the model must be the raster's)")
+        self.photo_button.clicked.connect(self.search_by_photo)
+        self.location_button = QPushButton("Search by location")
+        self.location_button.setCheckable(True)
+        self.location_button.setToolTip("Then click the map: where the raster looks like what GAIR learned for that "
+                                        "location (its location embedding: the ground typical there)")
+        self.location_button.toggled.connect(lambda on: setattr(self.controller, "location_mode", on))
+        self.controller.busy_changed.connect(lambda _busy: self.location_button.setChecked(
+            self.controller.location_mode))
+        self.photo_button.setVisible(jobs.has_operation("search_by_photo"))
+        self.location_button.setVisible(jobs.has_operation("search_by_location"))
         self.keep_button = QPushButton("Keep results")
         self.keep_button.setToolTip("Save the similarity raster and top places beside the project file (or in a "
                                     "folder you choose) so the project keeps them; otherwise they are temporary")
@@ -100,13 +141,23 @@ class SimilarityDock(QgsDockWidget):
         threshold_row.addWidget(self.slider)
         threshold_row.addWidget(self.threshold_label)
         form.addRow("Threshold", threshold_row)
+        form.addRow("Class name", self.class_name)
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.addLayout(form)
+        example_buttons = QHBoxLayout()
+        example_buttons.addWidget(self.undo_button)
+        example_buttons.addWidget(self.save_examples_button)
+        layout.addLayout(example_buttons)
+        modal_buttons = QHBoxLayout()
+        modal_buttons.addWidget(self.photo_button)
+        modal_buttons.addWidget(self.location_button)
+        layout.addLayout(modal_buttons)
         buttons = QHBoxLayout()
         buttons.addWidget(self.keep_button)
         buttons.addWidget(clear)
         layout.addLayout(buttons)
+        layout.addWidget(self.help)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -140,6 +191,27 @@ class SimilarityDock(QgsDockWidget):
     def choose_folder(self) -> str:
         """Where to keep results of an unsaved project (a folder dialog; tests replace it)."""
         return QFileDialog.getExistingDirectory(self, "Keep GAIR results in folder")
+
+    def choose_examples_path(self) -> str:
+        """Where to save the examples (a file dialog; tests replace it)."""
+        path, _ = QFileDialog.getSaveFileName(self, "Save GAIR examples", self.controller.default_keep_folder() or "",
+                                              "GeoPackage (*.gpkg)")
+        return path if not path or path.lower().endswith(".gpkg") else path + ".gpkg"
+
+    def choose_photo(self) -> str:
+        """A street-view photo to search by (a file dialog; tests replace it)."""
+        path, _ = QFileDialog.getOpenFileName(self, "Search by street-view photo", "",
+                                              "Photos (*.jpg *.jpeg *.png *.JPG *.JPEG *.PNG);;All files (*)")
+        return path
+
+    def search_by_photo(self) -> None:
+        photo = self.choose_photo()
+        if photo:
+            self.controller.search_by_photo(photo)
+
+    def save_examples(self):
+        path = self.choose_examples_path()
+        return self.controller.save_examples(path, self.class_name.text()) if path else None
 
     def keep_results(self) -> list[str]:
         folder = self.controller.default_keep_folder() or self.choose_folder()

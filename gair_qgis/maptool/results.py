@@ -1,5 +1,9 @@
 """Files and project-file entries of map tool results: kept copies under free names (with their sidecars, written
-atomically) and temporary layers left out of a saved project."""
+atomically) and temporary layers left out of a saved project.
+
+Results are written to a temporary folder first. "Keep results" copies the current ones beside the project file (or
+into a chosen folder) and repoints their layers; on shutdown every layer still reading the temporary folder leaves the
+project before the folder is deleted, so a saved project never references files that are gone."""
 from __future__ import annotations
 
 import glob
@@ -57,3 +61,65 @@ def empty_element(element) -> None:
     attributes = element.attributes()
     for name in [attributes.item(i).nodeName() for i in range(attributes.count())]:
         element.removeAttribute(name)
+
+
+class KeptResults:
+    """The controller's "Keep results" and the project-file hygiene of its temporary layers (a mixin: it uses the
+    controller's project, workdir, embedding/similarity/detail/points layers, result_paths and signals)."""
+
+    def default_keep_folder(self) -> str | None:
+        """The project file's folder; None while the project is unsaved (then the user picks one)."""
+        return self.project.absolutePath() or None
+
+    def keep_results(self, folder: str) -> list[str]:
+        """Copy the current similarity GeoTIFF and top-places GeoPackage into `folder` under names of their own,
+        and repoint their layers there; returns the new paths. The next click starts new temporary results."""
+        if self.result_paths is None:
+            self.status.emit("Nothing to keep yet: click the map first.")
+            return []
+        os.makedirs(folder, exist_ok=True)
+        kept = []
+        embedding = self.embedding_layer
+        if embedding is not None and embedding in self.temporary_layers():  # embedded here: keep it too
+            target = free_path(folder, "gair_embedding", ".tif")
+            copy_with_sidecars(embedding.source().split("|")[0], target)  # with its .pca.npz and quicklook
+            embedding.setDataSource(target, embedding.name(), "gdal", provider_options())
+            kept.append(target)
+        stem = Path(embedding.source().split("|")[0]).stem if embedding is not None else "gair"
+        detail_path = self.detail_layer.source() if self.detail_layer is not None else None
+        for layer, path, suffix in ((self.similarity_layer, self.result_paths[0], "similarity"),
+                                    (self.detail_layer, detail_path, "similarity_detail"),
+                                    (self.points_layer, self.result_paths[1], "top_places")):
+            if path is None:
+                continue
+            target = free_path(folder, f"{stem}_{suffix}", Path(path).suffix)
+            copy_with_sidecars(path, target)
+            if layer is not None and self.project.mapLayer(layer.id()) is not None:
+                source = target if layer is not self.points_layer else f"{target}|layername=similar_places"
+                layer.setDataSource(source, Path(target).stem, layer.providerType(), provider_options())
+            kept.append(target)
+        self.similarity_layer = self.points_layer = self.detail_layer = self.result_paths = None
+        self.detail_extent = None
+        self.results_changed.emit(False)
+        self.status.emit(f"Kept {len(kept)} file(s) in {folder}; the project now reads them from there.")
+        return kept
+
+    def temporary_layers(self) -> list:
+        """Project layers reading files in this session's temporary folder."""
+        root = os.path.realpath(self.workdir) + os.sep
+        return [layer for layer in self.project.mapLayers().values()
+                if os.path.realpath(layer.source().split("|")[0]).startswith(root)]
+
+    def _leave_out_temporary_layers(self, document) -> None:
+        """Writing the project file: layers of the temporary folder are left out of it, because their files go
+        when the session ends. They stay on the map until then."""
+        ids = {layer.id() for layer in self.temporary_layers()}
+        if ids:
+            remove_layer_tree_entries(document, ids)
+            self.status.emit(f"The project was saved without {len(ids)} temporary GAIR layer(s): click Keep results "
+                             "to store them beside the project, then save again.")
+
+    def _leave_out_layer_element(self, layer, element, document) -> None:
+        if layer in self.temporary_layers():
+            empty_element(element)
+

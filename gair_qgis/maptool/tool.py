@@ -1,4 +1,4 @@
-"""The canvas tool: a click picks a reference point, shift-click adds another one."""
+"""The canvas tool: a click adds a positive example; Ctrl-click or a right click adds a negative one."""
 from __future__ import annotations
 
 from qgis.core import QgsPointXY
@@ -7,7 +7,7 @@ from qgis.PyQt.QtCore import Qt, pyqtSignal
 
 
 class SimilarityMapTool(QgsMapToolEmitPoint):
-    """Emits `picked(point in canvas CRS, additive)`; additive is True for shift-click."""
+    """Emits `picked(point in canvas CRS, negative)`; negative for Ctrl + left button and for the right button."""
 
     picked = pyqtSignal(QgsPointXY, bool)
 
@@ -16,7 +16,7 @@ class SimilarityMapTool(QgsMapToolEmitPoint):
         self.setCursor(Qt.CrossCursor)
 
     def canvasReleaseEvent(self, event) -> None:  # noqa: N802
-        if event.button() != Qt.LeftButton:
+        if event.button() not in (Qt.LeftButton, Qt.RightButton):
             return
-        point = self.toMapCoordinates(event.pos())
-        self.picked.emit(QgsPointXY(point), bool(event.modifiers() & Qt.ShiftModifier))
+        negative = event.button() == Qt.RightButton or bool(event.modifiers() & Qt.ControlModifier)
+        self.picked.emit(QgsPointXY(self.toMapCoordinates(event.pos())), negative)
