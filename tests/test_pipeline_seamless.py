@@ -123,8 +123,8 @@ def test_anchored_crops_cover_every_pixel_with_unit_weight(overlap, trim, offset
 
 
 def test_anchored_crops_sit_on_one_grid_whatever_the_window():
-    whole = AnchoredLayout(300, 400, 64, 64, 0.25)
-    part = AnchoredLayout(50, 70, 64, 64, 0.25, row_off=131, col_off=211)
+    whole = AnchoredLayout(300, 400, 64, 64, 0.5)
+    part = AnchoredLayout(50, 70, 64, 64, 0.5, row_off=131, col_off=211)
     global_rows = set((whole.row_starts).tolist())
     assert set((part.row_starts + 131).tolist()) <= global_rows
     assert set((part.col_starts + 211).tolist()) <= set(whole.col_starts.tolist())
