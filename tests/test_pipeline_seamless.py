@@ -134,3 +134,38 @@ def test_anchored_crops_sit_on_one_grid_whatever_the_window():
     starts = [(int(part.origin(i)[0] + 131), int(part.origin(i)[1] + 211)) for i in ids]
     ids_whole = whole.touching(141, 142, 231, 232)
     assert starts == [whole.origin(i) for i in ids_whole] and len(ids) == 4
+
+
+def test_embedding_raster_has_tiles_and_overviews(tmp_path, s2_raster, tiny_model):
+    out = embed_raster(s2_raster, tmp_path / "e.tif", tiny_model, quicklook=False)  # int8, 260 x 200 px
+    with rasterio.open(out) as ds:
+        assert ds.profile["tiled"] and ds.block_shapes[0] == (256, 256)
+        assert all(ds.overviews(b) == [2] for b in ds.indexes)  # down to one tile
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16", "int8"])
+def test_overviews_are_nodata_aware_averages(tmp_path, dtype):
+    from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
+
+    rng = np.random.default_rng(0)
+    field = rng.standard_normal((4, 600, 520)).astype(np.float32)
+    field[:, :300, :260] = np.nan  # nodata quarter
+    kwargs = dict(scale=0.001, offset=0.0) if dtype == "int16" else {}
+    with EmbeddingRasterWriter(tmp_path / "o.tif", width=520, height=600, crs="EPSG:32633", dims=4, model="m",
+                               transform=rasterio.transform.from_origin(0, 0, 10, 10), dtype=dtype, overviews=True,
+                               **kwargs) as writer:
+        writer.write(Window(0, 0, 520, 600), field)
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        assert ds.overviews(1) == [2, 4]
+    with rasterio.open(tmp_path / "o.tif", OVERVIEW_LEVEL=0) as ds:
+        half = ds.read()
+    with EmbeddingRaster(tmp_path / "o.tif") as raster:
+        full = raster.read_block(Window(0, 0, 520, 600))
+        stored = raster.read_raw(Window(0, 0, 520, 600)).astype(np.float64)
+    nodata = {"float32": np.nan, "int16": -32768, "int8": -128}[dtype]
+    valid = half[0] == half[0] if dtype == "float32" else half[0] != nodata
+    assert not valid[:150, :130].any() and valid[150:, :].all() and valid[:, 130:].all()
+    expected = stored[:, 300:, 260:].reshape(4, 150, 2, 130, 2).mean(axis=(2, 4))
+    atol = 1e-5 if dtype == "float32" else 0.51  # averages of the stored values, rounded to integers
+    np.testing.assert_allclose(half[:, 150:, 130:], expected, atol=atol)
+    assert np.isfinite(full[:, 300:, 260:]).all()

@@ -81,7 +81,7 @@ class EmbeddingRasterWriter:
                  crop_pixels: int | None = None, crop_ground_m: float | None = None, dtype: str = "float32",
                  pca: PCAProjection | None = None, scale: Sequence[float] | float | None = None,
                  offset: Sequence[float] | float | None = None, tile: int = 256, compress: str | None = "auto",
-                 extra_tags: dict | None = None) -> None:
+                 extra_tags: dict | None = None, overviews: bool = False) -> None:
         import rasterio
 
         if dtype not in DTYPES:
@@ -91,6 +91,7 @@ class EmbeddingRasterWriter:
         if crs is None:
             raise GAIRError("an embedding raster needs a CRS; give the CRS of the source imagery")
         self.path, self.dims, self.dtype, self.pca = Path(path), int(dims), dtype, pca
+        self.tile, self.overviews = int(tile), bool(overviews)
         self.space = EmbeddingSpace(model, query_mode, nili_convention, pca.sha if pca else "", dict(options or {}))
         self.scale = self.offset = None
         if dtype == "int16":
@@ -142,8 +143,35 @@ class EmbeddingRasterWriter:
             block = block.astype(np.float32, copy=False)
         self._ds.write(block, window=window)
 
+    def overview_factors(self) -> list[int]:
+        """2, 4, 8 ... until the coarsest level fits in one tile."""
+        factors, side = [], max(self._ds.width, self._ds.height)
+        while side > self.tile:
+            factors.append(2 ** (len(factors) + 1))
+            side = math.ceil(side / 2)
+        return factors
+
+    def _build_overviews(self) -> None:
+        """Internal overviews (nodata-aware average), so GIS software reads any zoom fast: with the tiled layout
+        this is a cloud-optimized GeoTIFF in all but the order of the overview tiles in the file."""
+        import rasterio
+        from rasterio.enums import Resampling
+
+        gdal = tuple(int(p) for p in rasterio.__gdal_version__.split(".")[:2])
+        # GDAL before 3.7 stores int8 as signed bytes in a Byte band: averaging those bytes would be garbage
+        if self.overviews and (self.dtype != "int8" or gdal >= (3, 7)):
+            factors = self.overview_factors()
+            if factors:
+                self._ds.build_overviews(factors, Resampling.average)
+                self._ds.update_tags(ns="rio_overview", resampling="average")
+
     def commit(self) -> Path:
-        """Close and move into place (sidecar first, so a raster never exists without its PCA)."""
+        """Build the overviews, close and move into place (sidecar first: a raster never exists without its PCA)."""
+        try:
+            self._build_overviews()
+        except BaseException:
+            self.abort()
+            raise
         self._ds.close()
         try:
             if self.pca is not None:

@@ -370,7 +370,7 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
                                         query_mode=mode, nili_convention=cfg.nili_convention,
                                         options=model_options(cfg), crop_pixels=cfg.crop_pixels,
                                         crop_ground_m=cfg.crop_ground_m, dtype=dtype, pca=pca, scale=scale,
-                                        offset=offset, tile=TILE,
+                                        offset=offset, tile=TILE, overviews=True,
                                         extra_tags={"GAIR_OVERLAP": repr(float(overlap)),
                                                     "GAIR_SOURCE": Path(src.path).name,
                                                     "GAIR_SOURCE_BANDS": ",".join(map(str, src.indexes))})
