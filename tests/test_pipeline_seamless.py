@@ -169,3 +169,29 @@ def test_overviews_are_nodata_aware_averages(tmp_path, dtype):
     atol = 1e-5 if dtype == "float32" else 0.51  # averages of the stored values, rounded to integers
     np.testing.assert_allclose(half[:, 150:, 130:], expected, atol=atol)
     assert np.isfinite(full[:, 300:, 260:]).all()
+
+
+@pytest.mark.parametrize("overlap", [0.5, 0.25])
+@pytest.mark.parametrize("window", [(0, 0, 150, 230), (40, 17, 60, 90), (100, 180, 50, 50)])
+def test_scene_bounded_grid_starts_a_margin_before_the_raster(overlap, window):
+    """With the raster's size the grid has crops 0..last only: the raster's border pixels sit `margin` pixels inside
+    the outer crops, which keep full weight towards the scene's edge; weights still sum to one everywhere."""
+    scene_h, scene_w, crop, margin = 150, 230, 64, 11
+    row_off, col_off, height, width = window
+    layout = AnchoredLayout(height, width, crop, crop, overlap, row_off, col_off, 0, 0, scene_h, scene_w, margin,
+                            margin)
+    whole = AnchoredLayout(scene_h, scene_w, crop, crop, overlap, 0, 0, 0, 0, scene_h, scene_w, margin, margin)
+    assert whole.row_starts[0] == whole.col_starts[0] == -margin
+    assert whole.row_starts[-1] + crop - margin >= scene_h and whole.col_starts[-1] + crop - margin >= scene_w
+    assert whole.row_starts[-2] + crop - margin < scene_h  # no crop more than needed
+    wy, wx = whole.weights(0)
+    assert wy[0] == wx[0] == 1.0 and wy[-1] < 0.01  # flat towards the scene's edge, tapered towards a neighbour
+    pad = 2 * crop
+    total = np.zeros((height + 2 * pad, width + 2 * pad))
+    for i in range(len(layout)):
+        (wy, wx), (r, c) = layout.weights(i), layout.origin(i)
+        total[pad + r:pad + r + crop, pad + c:pad + c + crop] += np.outer(wy, wx)
+        g = (r + row_off, c + col_off)
+        j = [whole.origin(k) for k in range(len(whole))].index(g)  # a crop of the whole raster's grid ...
+        np.testing.assert_array_equal(np.outer(*whole.weights(j)), np.outer(wy, wx))  # ... with its weights
+    np.testing.assert_allclose(total[pad:pad + height, pad:pad + width], 1.0, atol=1e-6)

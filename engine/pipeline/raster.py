@@ -46,6 +46,9 @@ SAMPLE_CROPS, SAMPLE_PIXELS = 16, 16384
 QUICKLOOK_SIDE = 1024
 # Token cells at each crop edge given no blend weight: their NILI neighbourhood is the zero padding of the token grid
 EDGE_TRIM_CELLS = 0.0
+# The crop grid starts this many token cells before the raster (mirrored there), its outer crops flat towards the
+# scene's edge; None: crops past the edge too, every crop tapered on every side (more crops)
+EDGE_MARGIN_CELLS: float | None = 2.0
 
 
 def estimate_output_bytes(height: int, width: int, dims: int, dtype: str = "float32") -> int:
@@ -348,8 +351,10 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
             raise GAIRError(f"pixel size {grid.res_m[0]:g} m is too coarse: a crop ({cfg.crop_ground_m:g} m) must "
                             "span at least 4 output pixels; choose a smaller --pixel-size")
         trim_h, trim_w = (round(EDGE_TRIM_CELLS * side / cfg.rs_grid) for side in (crop_h, crop_w))
+        scene = (grid.scene_height, grid.scene_width) if EDGE_MARGIN_CELLS is not None else (0, 0)
+        margin_h, margin_w = (round((EDGE_MARGIN_CELLS or 0) * side / cfg.rs_grid) for side in (crop_h, crop_w))
         layout = AnchoredLayout(grid.height, grid.width, crop_h, crop_w, overlap, grid.row_off, grid.col_off,
-                                trim_h, trim_w)
+                                trim_h, trim_w, *scene, margin_h, margin_w)
         out_dims = int(dims) if dims is not None else cfg.embed_dim
         keep = _kept_crops(src, grid, layout, min_valid)
         if shard.is_main:

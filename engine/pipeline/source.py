@@ -34,6 +34,8 @@ class OutputGrid:
     res_m: tuple[float, float]  # output pixel size on the ground (x, y), metres
     row_off: int = 0
     col_off: int = 0
+    scene_height: int = 0  # the whole raster's size on this grid
+    scene_width: int = 0
 
 
 class SourceRaster:
@@ -130,7 +132,8 @@ class SourceRaster:
 
         row_off, col_off = int(self.area.row_off), int(self.area.col_off)
         if pixel_size_m is None:
-            return OutputGrid(self.width, self.height, self.transform, 1.0, 1.0, self.res_m, row_off, col_off)
+            return OutputGrid(self.width, self.height, self.transform, 1.0, 1.0, self.res_m, row_off, col_off,
+                              self.ds.height, self.ds.width)
         if not pixel_size_m > 0:
             raise GAIRError(f"pixel size must be positive metres, got {pixel_size_m}")
         fx, fy = pixel_size_m / self.res_m[0], pixel_size_m / self.res_m[1]
@@ -143,7 +146,8 @@ class SourceRaster:
                             f" x {self.height * self.res_m[1]:.0f} m)")
         t = self.ds.transform
         transform = Affine(t.a * fx, 0.0, t.c + col0 * t.a * fx, 0.0, t.e * fy, t.f + row0 * t.e * fy)
-        return OutputGrid(col1 - col0, row1 - row0, transform, fx, fy, (pixel_size_m, pixel_size_m), row0, col0)
+        return OutputGrid(col1 - col0, row1 - row0, transform, fx, fy, (pixel_size_m, pixel_size_m), row0, col0,
+                          full_h, full_w)
 
     def window_of(self, grid: OutputGrid, row0: float, col0: float, rows: float, cols: float):
         """The input window (relative to the extent, float offsets allowed, possibly reaching past it and past the

@@ -129,15 +129,85 @@ def _axis_geometry(crop: int, overlap: float, trim: int) -> tuple[int, int, int]
 
 
 @dataclass(frozen=True)
+class _Axis:
+    """One axis of an anchored crop grid: crop k starts at k * stride - phase (raster pixels) and weighs its pixels
+    with the taper; with a `scene` length only crops 0..last exist, flat (no taper) on the side facing the scene's
+    edge, crop 0 starting `margin` pixels before the raster and the last one ending at least `margin` past it."""
+
+    offset: int
+    length: int
+    crop: int
+    overlap: float
+    trim_asked: int
+    scene: int
+    margin: int
+
+    @cached_property
+    def geometry(self) -> tuple[int, int, int]:
+        return _axis_geometry(self.crop, self.overlap, self.trim_asked)
+
+    @property
+    def stride(self) -> int:
+        return self.geometry[0]
+
+    @property
+    def phase(self) -> int:
+        return self.margin if self.scene else self.geometry[1]
+
+    @property
+    def last(self) -> int | None:
+        if not self.scene:
+            return None
+        return max(0, math.ceil((self.scene + 2 * self.margin - self.crop) / self.stride))
+
+    def span(self, k: int) -> tuple[int, int]:
+        """(first, end) raster pixel of crop k's weighted part, relative to the crop's start."""
+        trim = self.geometry[1]
+        first = 0 if self.scene and k == 0 else trim
+        end = self.crop if self.scene and k == self.last else self.crop - trim
+        return first, end
+
+    @cached_property
+    def ks(self) -> np.ndarray:
+        """Grid indices of the crops whose weighted part meets the window."""
+        lo = math.floor((self.offset + self.phase - self.crop) / self.stride)
+        hi = math.ceil((self.offset + self.length + self.phase) / self.stride)
+        if self.scene:
+            lo, hi = max(lo, 0), min(hi, self.last)
+        ks = []
+        for k in range(lo, hi + 1):
+            first, end = self.span(k)
+            start = k * self.stride - self.phase
+            if start + first < self.offset + self.length and start + end > self.offset:
+                ks.append(k)
+        return np.asarray(ks, dtype=np.int64)
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """Window-relative starts of those crops."""
+        return self.ks * self.stride - self.phase - self.offset
+
+    def weights(self, k: int) -> np.ndarray:
+        first, end = self.span(k)
+        ramp = self.geometry[2]
+        w = np.zeros(self.crop, dtype=np.float32)
+        w[first:end] = taper(end - first, 0 if self.scene and k == 0 else ramp,
+                             0 if self.scene and k == self.last else ramp)
+        return w
+
+
+@dataclass(frozen=True)
 class AnchoredLayout:
     """Crops on a fixed grid anchored to the raster's origin, covering a height x width window of the output grid.
 
-    The window starts `row_off`, `col_off` output pixels from the raster's origin; crop k along an axis starts at
-    k * stride - trim in raster pixels whatever the window, so a pixel's crops (and its embedding) do not depend on
-    the extent asked for. Crops reach past the window (and past the raster, where the reader pads) so that every
-    pixel, the raster border included, is blended from crop interiors: each crop's weight is zero over `trim`
-    pixels at every edge (the token cells whose NILI neighbourhood is zero padding) and tapers over the overlap.
-    Local coordinates (origins, touching) are relative to the window; origins may be negative.
+    The window starts `row_off`, `col_off` output pixels from the raster's origin; crops sit on one grid of the
+    raster whatever the window, so a pixel's crops (and its embedding) do not depend on the extent asked for. Crops
+    reach past the window (the reader reads the raster there) and past the raster (the reader mirrors the scene),
+    so pixels at the border are blended from crop interiors as inside: border token cells see NILI's zero padding.
+    With the raster's size (`scene_h`, `scene_w`) the grid starts `margin` pixels before the raster and its outer
+    crops keep full weight towards the scene's edge (fewer crops than tapering there too: the border pixels still
+    sit `margin` pixels inside them); without it the grid is unbounded and every crop tapers on every side.
+    `trim` pixels at interior crop edges get no weight. Local coordinates are relative to the window.
     """
 
     height: int
@@ -149,6 +219,10 @@ class AnchoredLayout:
     col_off: int = 0
     trim_h: int = 0
     trim_w: int = 0
+    scene_h: int = 0
+    scene_w: int = 0
+    margin_h: int = 0
+    margin_w: int = 0
 
     def __post_init__(self) -> None:
         if min(self.height, self.width, self.crop_h, self.crop_w) < 1:
@@ -157,32 +231,24 @@ class AnchoredLayout:
             raise GAIRError(f"crop overlap must be in [0, 1), got {self.overlap}")
 
     @cached_property
-    def _rows(self) -> tuple[int, int, int]:
-        return _axis_geometry(self.crop_h, self.overlap, self.trim_h)
+    def rows(self) -> _Axis:
+        return _Axis(self.row_off, self.height, self.crop_h, self.overlap, self.trim_h, self.scene_h, self.margin_h)
 
     @cached_property
-    def _cols(self) -> tuple[int, int, int]:
-        return _axis_geometry(self.crop_w, self.overlap, self.trim_w)
+    def cols(self) -> _Axis:
+        return _Axis(self.col_off, self.width, self.crop_w, self.overlap, self.trim_w, self.scene_w, self.margin_w)
 
-    @staticmethod
-    def _starts(offset: int, length: int, crop: int, geometry: tuple[int, int, int]) -> np.ndarray:
-        """Local starts of the grid's crops whose weighted part [start + trim, start + crop - trim) meets [0, length)."""
-        stride, trim, _ = geometry
-        first = math.floor((offset + 2 * trim - crop) / stride) + 1  # k * stride - trim + crop - trim > offset
-        last = math.ceil((offset + length) / stride) - 1             # k * stride - trim + trim < offset + length
-        return np.arange(first, last + 1, dtype=np.int64) * stride - trim - offset
-
-    @cached_property
+    @property
     def row_starts(self) -> np.ndarray:
-        return self._starts(self.row_off, self.height, self.crop_h, self._rows)
+        return self.rows.starts
 
-    @cached_property
+    @property
     def col_starts(self) -> np.ndarray:
-        return self._starts(self.col_off, self.width, self.crop_w, self._cols)
+        return self.cols.starts
 
     @property
     def stride(self) -> tuple[int, int]:
-        return self._rows[0], self._cols[0]
+        return self.rows.stride, self.cols.stride
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -199,22 +265,14 @@ class AnchoredLayout:
 
     def touching(self, row0: int, row1: int, col0: int, col1: int) -> list[int]:
         """Crops giving weight to local pixel rows [row0, row1) and columns [col0, col1), row-major."""
-        th, tw = self._rows[1], self._cols[1]
-        rs = np.flatnonzero((self.row_starts + th < row1) & (self.row_starts + self.crop_h - th > row0))
-        cs = np.flatnonzero((self.col_starts + tw < col1) & (self.col_starts + self.crop_w - tw > col0))
+        def hits(axis: _Axis, lo: int, hi: int) -> list[int]:
+            return [j for j, (k, start) in enumerate(zip(axis.ks, axis.starts))
+                    if start + axis.span(int(k))[0] < hi and start + axis.span(int(k))[1] > lo]
+
         n = len(self.col_starts)
-        return [int(r * n + c) for r in rs for c in cs]
-
-    @cached_property
-    def _weights(self) -> tuple[np.ndarray, np.ndarray]:
-        def axis(crop: int, geometry: tuple[int, int, int]) -> np.ndarray:
-            _, trim, ramp = geometry
-            w = np.zeros(crop, dtype=np.float32)
-            w[trim:crop - trim] = taper(crop - 2 * trim, ramp, ramp)
-            return w
-
-        return axis(self.crop_h, self._rows), axis(self.crop_w, self._cols)
+        return [r * n + c for r in hits(self.rows, row0, row1) for c in hits(self.cols, col0, col1)]
 
     def weights(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Separable blend weights (wy (crop_h,), wx (crop_w,)), the same for every crop."""
-        return self._weights
+        """Separable blend weights (wy (crop_h,), wx (crop_w,)) of crop `index`."""
+        r, c = divmod(index, len(self.col_starts))
+        return self.rows.weights(int(self.rows.ks[r])), self.cols.weights(int(self.cols.ks[c]))
