@@ -15,7 +15,6 @@ import pytest
 import rasterio
 import shapely
 import torch
-from rasterio.windows import Window
 
 import engine
 from engine import params

@@ -39,9 +39,9 @@ def seam_figure(field: np.ndarray) -> float:
 
 def raster_seam_figure(path: str | os.PathLike) -> float:
     """The seam figure of an embedding raster file (decoded to float32 vectors)."""
-    from ..io.embedding_raster import EmbeddingRaster
-
     from rasterio.windows import Window
+
+    from ..io.embedding_raster import EmbeddingRaster
 
     with EmbeddingRaster(path) as raster:
         return seam_figure(raster.read_block(Window(0, 0, raster.width, raster.height)))

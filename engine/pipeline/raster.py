@@ -321,16 +321,22 @@ def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
 @guarded
 def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, extent=None,
                  extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
-                 dtype: str = "int8", mode: str = "nili", overlap: float = RASTER_OVERLAP, batch_size: int | None = None,
-                 min_valid: float = 0.5, quicklook: bool = True, seed: int = 0, progress: Progress = None,
-                 cancel: Cancel = None) -> Path:
+                 dtype: str = "int8", mode: str = "nili", overlap: float = RASTER_OVERLAP,
+                 batch_size: int | None = None, min_valid: float = 0.5, quicklook: bool = True, seed: int = 0,
+                 progress: Progress = None, cancel: Cancel = None) -> Path:
     """Embed a Sentinel-2 raster into a continuous GAIR field (GeoTIFF, one band per dim); returns the output path.
 
-    extent: (xmin, ymin, xmax, ymax) in extent_crs (default: the raster's CRS): only that window of the input is
-    read and embedded. bands: see pipeline.bands.resolve_bands. pixel_size_m: output pixel size (default: the
-    input's). dims: reduce to this many principal components (sidecar `<stem>.pca.npz`); None, 0 or at least the
-    model's dims keep every dim. overlap: fraction of a crop shared with the next one. min_valid: crops with less
-    valid data are skipped. Under torchrun, crops are sharded over the ranks and rank 0 writes.
+    extent: (xmin, ymin, xmax, ymax) in extent_crs (default: the raster's CRS): the output covers that box with
+    whole pixels of the raster's grid; crops sit on a grid anchored at the raster's origin and read the raster
+    past the box, so a pixel gets the same embedding whatever the extent (and the scene is mirrored past the
+    raster's own edge: no border frame). bands: see pipeline.bands.resolve_bands. pixel_size_m: output pixel size
+    (default: the input's; the grid of that size anchored at the raster's origin). dims: reduce to this many
+    principal components (sidecar `<stem>.pca.npz`); None, 0 or at least the model's dims keep every dim.
+    overlap: fraction of a crop shared with the next one. The default 0.25 encodes each pixel ~1.8 times, for a seam
+    figure (pipeline.quality) of 4.3-4.5 on the real samples with official-size weights and a cosine of 0.995-0.998
+    to a 0.75-overlap reference; 0.5 (4 encodes) gives ~1.6 and 0.99+, 0.2 gives 5.6 (README, "Overlap").
+    min_valid: crops with less valid data are skipped. Under torchrun, crops are sharded over the ranks and rank 0
+    writes. The raster is tiled (256 px) with internal overviews.
     """
     if mode not in FIELD_MODES:
         raise GAIRError(f"query mode for a raster must be one of {FIELD_MODES}, got {mode!r}"
