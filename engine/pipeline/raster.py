@@ -286,6 +286,16 @@ class _RasterJob:
             self.report()
 
 
+def raster_layout(grid: OutputGrid, crop_h: int, crop_w: int, overlap: float, tokens_per_side: int) -> AnchoredLayout:
+    """The crops of an output grid: on the grid anchored at the raster's origin, bounded by the raster (see
+    EDGE_MARGIN_CELLS, EDGE_TRIM_CELLS; a token cell is crop / tokens_per_side pixels)."""
+    trim_h, trim_w = (round(EDGE_TRIM_CELLS * side / tokens_per_side) for side in (crop_h, crop_w))
+    scene = (grid.scene_height, grid.scene_width) if EDGE_MARGIN_CELLS is not None else (0, 0)
+    margin_h, margin_w = (round((EDGE_MARGIN_CELLS or 0) * side / tokens_per_side) for side in (crop_h, crop_w))
+    return AnchoredLayout(grid.height, grid.width, crop_h, crop_w, overlap, grid.row_off, grid.col_off,
+                          trim_h, trim_w, *scene, margin_h, margin_w)
+
+
 def _kept_crops(src: SourceRaster, grid: OutputGrid, layout: AnchoredLayout, min_valid: float) -> np.ndarray:
     """Crops whose part inside the raster is at least min_valid valid data (on a coarse validity map of the whole
     file, so the choice does not depend on the extent); an empty extent -> clear error."""
@@ -356,11 +366,7 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         if min(crop_h, crop_w) < 4:
             raise GAIRError(f"pixel size {grid.res_m[0]:g} m is too coarse: a crop ({cfg.crop_ground_m:g} m) must "
                             "span at least 4 output pixels; choose a smaller --pixel-size")
-        trim_h, trim_w = (round(EDGE_TRIM_CELLS * side / cfg.rs_grid) for side in (crop_h, crop_w))
-        scene = (grid.scene_height, grid.scene_width) if EDGE_MARGIN_CELLS is not None else (0, 0)
-        margin_h, margin_w = (round((EDGE_MARGIN_CELLS or 0) * side / cfg.rs_grid) for side in (crop_h, crop_w))
-        layout = AnchoredLayout(grid.height, grid.width, crop_h, crop_w, overlap, grid.row_off, grid.col_off,
-                                trim_h, trim_w, *scene, margin_h, margin_w)
+        layout = raster_layout(grid, crop_h, crop_w, overlap, cfg.rs_grid)
         out_dims = int(dims) if dims is not None else cfg.embed_dim
         keep = _kept_crops(src, grid, layout, min_valid)
         if shard.is_main:
