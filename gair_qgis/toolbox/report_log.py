@@ -3,7 +3,8 @@
 QGIS 3.22 gives an algorithm no way to log in a fixed-width font: pushInfo is HTML-escaped and drawn in the UI's
 proportional font with runs of spaces collapsed, and pushCommandInfo's <code> does not change the font in Qt 5.
 So every table cell is made of digits padded with leading zeros (the UI fonts' digits are tabular) and columns
-are separated by NO-BREAK SPACEs (which HTML does not collapse); words (class names) come last on each row, columns are numbered rather than titled. The same text lines up in a terminal (qgis_process).
+are separated by NO-BREAK SPACEs (which HTML does not collapse); words (class names) come last on each row,
+columns are numbered rather than titled. The same text lines up in a terminal (qgis_process).
 """
 from __future__ import annotations
 
