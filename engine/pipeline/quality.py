@@ -2,8 +2,8 @@
 
 A step is the mean (along a column or row boundary) L2 distance between the vectors of neighbouring pixels. The seam
 figure is the largest step over the median step, of columns and rows, the worse of the two. Land cover edges give
-figures of a few; a frame at the raster border or a seam between crops gives tens (issue 13: 8-9 on the real
-samples and ~26 on larger rasters before crops read context past the extent and mirror the scene at its edge).
+figures of a few; a frame at the raster border or a seam between crops stands out (before crops read context past
+the extent and mirrored the scene at its edge: 9.0 on the Detroit sample, ~26 on larger rasters per issue 13).
 """
 from __future__ import annotations
 
