@@ -1,12 +1,20 @@
 """Throughput and memory of the embedding pipeline with the official-size model (random weights), in one run.
 
-Prints a table and, last, `RESULT km2_per_min=<x> encoder_vs_sgemm=<x> onnx_vs_torch=<speedup> rss_4x_vs_1x=<x>`:
-  km2_per_min       end-to-end embed_raster over a synthetic 10 m Sentinel-2 raster (the 4x run), --dims output
-  encoder_vs_sgemm  RS encoder GFLOP/s (analytic FLOPs) over this machine's float32 matmul GFLOP/s
-  onnx_vs_torch     RS encoder time with torch / with onnxruntime (> 1: onnxruntime faster)
-  rss_4x_vs_1x      peak RSS of embed_raster on 4x the pixels over 1x (each in a fresh process)
+Prints a table and, last, `RESULT km2_per_min=<x> encoder_vs_sgemm=<x> onnx_vs_torch=<speedup> rss_4x_vs_1x=<x>
+area_vs_encoder_bound=<x> seam_figure=<x>`:
+  km2_per_min            end-to-end embed_raster over a synthetic 10 m Sentinel-2 raster (the 4x run), --dims output
+  encoder_vs_sgemm       RS encoder GFLOP/s (analytic FLOPs) over this machine's float32 matmul GFLOP/s
+  onnx_vs_torch          RS encoder time with torch / with onnxruntime (> 1: onnxruntime faster)
+  rss_4x_vs_1x           peak RSS of embed_raster on 4x the pixels over 1x (each in a fresh process)
+  area_vs_encoder_bound  km2_per_min over the rate the encoder alone gives with no overlap (crops/s x crop area):
+                         what the overlap, the crops past the raster's edge and the fields/blending/writing cost
+  seam_figure            engine.pipeline.quality.seam_figure of the real Detroit sample embedded with the golden
+                         test's official-size weights (worst step over median step; a border frame gave 8-9)
 
-    python scripts/bench_embed.py [--side 1024] [--dims 32] [--batch 8] [--threads N]
+--overlap-sweep adds a table: overlap vs encodes per pixel, seam figure and cosine to a 0.75-overlap reference on
+the real samples (official-size golden weights), the numbers the default overlap was chosen from.
+
+    python scripts/bench_embed.py [--side 1024] [--dims 32] [--batch 8] [--threads N] [--overlap-sweep]
 """
 from __future__ import annotations
 
@@ -66,8 +74,9 @@ def matmul_and_encoder(model, batch: int, rounds: int = 5, size: int = 2048) -> 
     return min(t_mm), min(t_enc)
 
 
-def measure_encoders(args, tmp: Path) -> tuple[list, float, float]:
-    """Table rows, encoder/sgemm and torch/onnxruntime time ratios; saves the model's bundle in tmp for the runs."""
+def measure_encoders(args, tmp: Path) -> tuple[list, float, float, float]:
+    """Table rows, encoder/sgemm and torch/onnxruntime time ratios, encoder crops/s; saves the model's bundle in tmp
+    for the runs."""
     import torch
 
     import engine
@@ -94,7 +103,52 @@ def measure_encoders(args, tmp: Path) -> tuple[list, float, float]:
             (f"RS encoder onnxruntime (batch {args.batch})",
              f"{args.batch / t_onnx:.2f} crops/s, {flops * args.batch / t_onnx / 1e9:.1f} GFLOP/s"),
             ("onnxruntime speed-up over torch", f"{speedup:.2f}x")]
-    return rows, enc / sgemm, speedup
+    return rows, enc / sgemm, speedup, args.batch / t_torch
+
+
+def golden_model():
+    """The official-size model with the golden test's deterministic weights (tests/golden.py)."""
+    import torch
+
+    import engine
+    from engine.model.checkpoint import apply_state_dict
+    from tests.golden import golden_state_dict
+
+    model = engine.GAIRModel(engine.GAIRConfig())
+    apply_state_dict(model, {k: torch.from_numpy(v) for k, v in golden_state_dict().items()}, "golden")
+    return model.eval()
+
+
+def seam_and_sweep(args, tmp: Path) -> tuple[list, float]:
+    """Rows of the overlap sweep (with --overlap-sweep) and the seam figure at the default overlap (Detroit)."""
+    import rasterio
+
+    from engine.pipeline import embed_raster
+    from engine.pipeline.quality import seam_figure
+
+    model = golden_model()
+    samples = ROOT / "data" / "samples"
+
+    def embed(city: str, overlap: float | None) -> np.ndarray:
+        kwargs = {} if overlap is None else {"overlap": overlap}
+        out = embed_raster(samples / f"{city}_rs.tif", tmp / f"{city}.tif", model, dims=0, dtype="float32",
+                           quicklook=False, **kwargs)
+        with rasterio.open(out) as ds:
+            return ds.read()
+
+    seam = seam_figure(embed("detroit", None))
+    rows = []
+    if args.overlap_sweep:
+        for city in ("detroit", "tokyo"):
+            reference = embed(city, 0.75)
+            for overlap in (0.5, 0.33, 0.25, 0.2):
+                field = embed(city, overlap)
+                cosine = np.mean(np.sum(field * reference, 0) / np.linalg.norm(field, axis=0)
+                                 / np.linalg.norm(reference, axis=0))
+                rows.append((f"overlap {overlap} on {city} ({1 / (1 - overlap) ** 2:.2f} encodes/px)",
+                             f"seam figure {seam_figure(field):.2f}, cosine to overlap 0.75 {cosine:.4f}"))
+    rows.append(("seam figure, Detroit sample, official-size weights", f"{seam:.2f}"))
+    return rows, seam
 
 
 def write_raster(path: Path, side: int, seed: int = 0) -> None:
@@ -154,6 +208,7 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=32, help="output dims (PCA) of the end-to-end runs")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--overlap-sweep", action="store_true", help="also measure overlap vs seams and agreement")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--raster", type=Path, help=argparse.SUPPRESS)
@@ -167,7 +222,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="gair-bench-") as tmp:
         tmp = Path(tmp)
-        rows, encoder_ratio, onnx_speedup = measure_encoders(args, tmp)
+        rows, encoder_ratio, onnx_speedup, crops_per_s = measure_encoders(args, tmp)
         runs = {}
         for label, side in (("1x", args.side // 2), ("4x", args.side)):
             raster = tmp / f"s2_{side}.tif"
@@ -178,16 +233,24 @@ def main() -> None:
             rows.append((f"embed_raster {side}x{side} px ({km2:.1f} km2, dims {args.dims})",
                          f"{runs[label]['seconds']:.1f} s, {km2 / runs[label]['seconds'] * 60:.2f} km2/min, "
                          f"peak RSS {runs[label]['rss_mb']:.0f} MB"))
+        sweep_rows, seam = seam_and_sweep(args, tmp)
     km2_per_min = runs["4x"]["km2"] / runs["4x"]["seconds"] * 60
     rss_ratio = runs["4x"]["rss_mb"] / runs["1x"]["rss_mb"]
     rows.append(("peak RSS 4x / 1x", f"{rss_ratio:.3f}"))
+    import engine
+
+    crop_km2 = (engine.GAIRConfig().crop_ground_m / 1000) ** 2
+    bound = crops_per_s * crop_km2 * 60
+    rows.append(("encoder-bound rate (no overlap)", f"{bound:.2f} km2/min"))
+    rows += sweep_rows
 
     width = max(len(name) for name, _ in rows)
     print(f"threads {args.threads}, torch {torch.__version__}, batch {args.batch}")
     for name, value in rows:
         print(f"| {name.ljust(width)} | {value} |")
     print(f"RESULT km2_per_min={km2_per_min:.3f} encoder_vs_sgemm={encoder_ratio:.3f} "
-          f"onnx_vs_torch={onnx_speedup:.3f} rss_4x_vs_1x={rss_ratio:.3f}")
+          f"onnx_vs_torch={onnx_speedup:.3f} rss_4x_vs_1x={rss_ratio:.3f} "
+          f"area_vs_encoder_bound={km2_per_min / bound:.3f} seam_figure={seam:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from engine.pipeline import embed_raster
 from engine.pipeline import raster as raster_module
 from engine.pipeline.bands import L2A_12
 from engine.pipeline.blend import crop_field, pca_field
-from engine.pipeline.tiling import CropLayout
+from engine.pipeline.source import OutputGrid
 from engine.runtime.preprocess import preprocess_rs
 
 CROP = 64  # GAIRConfig.tiny() crop_pixels
@@ -78,18 +78,19 @@ def _step_profile(field: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _border_steps(starts: np.ndarray, crop: int, length: int) -> list[int]:
-    return sorted({s - 1 for s in starts if s > 0} | {s + crop - 1 for s in starts if s + crop < length})
+    return sorted({s - 1 for s in starts if s > 0} | {s + crop - 1 for s in starts if 0 < s + crop < length})
 
 
 @pytest.mark.parametrize("axis", [1, 2])
 def test_no_steps_at_crop_borders(tmp_path, tiny_model, axis):
     data = synthetic_s2(160, 224, seed=1)
     src = write_raster(tmp_path / "in.tif", data)
-    blended = _read(embed_raster(src, tmp_path / "blend.tif", tiny_model, quicklook=False))
+    blended = _read(embed_raster(src, tmp_path / "blend.tif", tiny_model, overlap=0.25, quicklook=False))
     hard = _read(embed_raster(src, tmp_path / "hard.tif", tiny_model, overlap=0.0, quicklook=False))
     results = {}
-    for name, field, overlap in (("blend", blended, 0.5), ("hard", hard, 0.0)):
-        layout = CropLayout(160, 224, CROP, CROP, overlap)
+    for name, field, overlap in (("blend", blended, 0.25), ("hard", hard, 0.0)):
+        grid = OutputGrid(224, 160, None, 1.0, 1.0, (10.0, 10.0), 0, 0, 160, 224)
+        layout = raster_module.raster_layout(grid, CROP, CROP, overlap, tiny_model.config.rs_grid)
         starts, length = (layout.row_starts, 160) if axis == 1 else (layout.col_starts, 224)
         steps = _step_profile(field, axis)
         border = _border_steps(starts, CROP, length)
@@ -99,10 +100,12 @@ def test_no_steps_at_crop_borders(tmp_path, tiny_model, axis):
     assert results["hard"][0] > 2 * results["hard"][1]  # hard tiling does show seams: the measure can see them
 
 
-def test_single_crop_raster_is_the_crop_field(tmp_path, tiny_model):
+def test_single_crop_raster_is_the_crop_field(tmp_path, tiny_model, monkeypatch):
     data = synthetic_s2(CROP, CROP, seed=2)
+    # without overlap and margin the grid's first crop is the raster itself, and the only one
+    monkeypatch.setattr(raster_module, "EDGE_MARGIN_CELLS", 0.0)
     out = _read(embed_raster(write_raster(tmp_path / "one.tif", data), tmp_path / "one_out.tif", tiny_model,
-                                dtype="float32"))
+                                dtype="float32", overlap=0.0))
     tokens = tiny_model.rs_tokens(preprocess_rs(data[MODEL_BANDS].astype(np.float32), tiny_model.config))
     expected = tiny_model.dense_field(tokens, CROP, CROP)[0].transpose(2, 0, 1)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

@@ -99,10 +99,11 @@ def test_points_outside_or_on_nodata_get_nulls_and_one_warning(tmp_path, tiny_mo
 
 def test_polygon_mean_is_the_mean_of_the_embedding_raster_inside(tmp_path, tiny_model):
     raster = write_raster(tmp_path / "r.tif", synthetic_s2(160, 224, seed=4))
-    field_path = embed_raster(raster, tmp_path / "field.tif", tiny_model, dtype="float32", quicklook=False)
+    field_path = embed_raster(raster, tmp_path / "field.tif", tiny_model, dtype="float32", quicklook=False,
+                              overlap=0.5)  # embed_features' default
     with rasterio.open(field_path) as ds:
         field, transform = ds.read(), ds.transform
-    whole = shapely.box(X0 + 1, Y0 - 1599, X0 + 2239, Y0 - 1)  # same window, so the same crop layout
+    whole = shapely.box(X0 + 1, Y0 - 1599, X0 + 2239, Y0 - 1)  # the same crops: both use the raster's crop grid
     small = shapely.Polygon([(X0 + 300, Y0 - 300), (X0 + 700, Y0 - 350), (X0 + 450, Y0 - 800)])
     layer = write_layer(tmp_path / "poly.gpkg", [whole, small], {"k": np.arange(2)}, "EPSG:32633")
     vec, status, _ = read_output(embed_features(raster, layer, tmp_path / "o.gpkg", tiny_model).path)

@@ -85,7 +85,7 @@ class EmbeddingRasterWriter:
                  crop_pixels: int | None = None, crop_ground_m: float | None = None, dtype: str = "float32",
                  pca: PCAProjection | None = None, scale: Sequence[float] | float | None = None,
                  offset: Sequence[float] | float | None = None, tile: int = 256, compress: str | None = "auto",
-                 extra_tags: dict | None = None) -> None:
+                 extra_tags: dict | None = None, overviews: bool = True) -> None:
         import rasterio
 
         if dtype not in DTYPES:
@@ -95,6 +95,7 @@ class EmbeddingRasterWriter:
         if crs is None:
             raise GAIRError("an embedding raster needs a CRS; give the CRS of the source imagery")
         self.path, self.dims, self.dtype, self.pca = Path(path), int(dims), dtype, pca
+        self.tile, self.overviews = int(tile), bool(overviews)
         self.space = EmbeddingSpace(model, query_mode, nili_convention, pca.sha if pca else "", dict(options or {}))
         self.scale = self.offset = None
         if dtype == "int16":
@@ -148,11 +149,15 @@ class EmbeddingRasterWriter:
 
     def commit(self) -> Path:
         """Build the overviews, close and move into place (sidecar first, so a raster never exists without its PCA)."""
-        factors = overview_factors(self._ds.width, self._ds.height)
+        factors = overview_factors(self._ds.width, self._ds.height) if self.overviews else []
         if factors:
             from rasterio.enums import Resampling
 
-            self._ds.build_overviews(factors, Resampling.nearest)
+            try:
+                self._ds.build_overviews(factors, Resampling.nearest)
+            except BaseException:
+                self.abort()
+                raise
         self._ds.close()
         try:
             if self.pca is not None:

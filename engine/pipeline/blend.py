@@ -1,7 +1,7 @@
 """Blending per-crop NILI fields into one seamless field, block by block.
 
 Every output pixel is the weighted mean of the fields of all crops covering it, with the crops' tapered weights
-(see tiling.CropLayout.weights). Projection to PCA dims happens per crop before blending, which is exact: the
+(see tiling.AnchoredLayout.weights). Projection to PCA dims happens per crop before blending, which is exact: the
 blend is a convex combination and the projection is affine.
 """
 from __future__ import annotations

@@ -23,9 +23,8 @@ from ..io.guard import guarded
 from ..io.space import EmbeddingSpace, check_same_space
 from ..io.vectors import VectorLayer, is_point, is_polygonal, read_layer, reproject
 from .blend import numpy_blas_beside
-from .raster import as_model, default_batch_size
-from .source import SourceRaster
-from .tiling import CropLayout
+from .raster import as_model, default_batch_size, raster_layout
+from .source import OutputGrid, SourceRaster
 
 Progress = Callable[[float], None] | None
 Cancel = Callable[[], bool] | None
@@ -135,25 +134,35 @@ def _polygon_tasks(src: SourceRaster, feature: int, geom, overlap: float) -> lis
     inside &= src.valid(window, (h, w))
     if not inside.any():
         return "nodata"
-    layout = CropLayout(h, w, rows, cols, overlap)
+    # the crops of embed_raster's grid (anchored at the raster's origin), so the mean is the embedding raster's
+    grid = OutputGrid(w, h, None, 1.0, 1.0, src.res_m, r0, c0, src.ds.height, src.ds.width)
+    layout = raster_layout(grid, rows, cols, overlap, src.config.rs_grid)
     crops = [i for i in range(len(layout)) if _touches(layout, i, inside)]
     total_w = np.zeros((h, w), np.float64)
     for i in crops:
-        (wy, wx), (cr, cc) = layout.weights(i), layout.origin(i)
-        total_w[cr:cr + layout.crop_h, cc:cc + layout.crop_w] += np.outer(wy, wx)
+        (a, b, c, d), weight = _part(layout, i, h, w)
+        total_w[a:b, c:d] += weight
     share = np.where(inside, 1.0 / np.maximum(total_w, 1e-30), 0.0) / inside.sum()
     tasks = []
     for i in crops:
-        (wy, wx), (cr, cc) = layout.weights(i), layout.origin(i)
-        coeff = np.outer(wy, wx) * share[cr:cr + layout.crop_h, cc:cc + layout.crop_w]
-        tasks.append(_CropTask(feature, Window(c0 + cc, r0 + cr, layout.crop_w, layout.crop_h),
-                               coeff=coeff.astype(np.float32)))
+        (a, b, c, d), weight = _part(layout, i, h, w)
+        cr, cc = layout.origin(i)
+        coeff = np.zeros((layout.crop_h, layout.crop_w), np.float32)
+        coeff[a - cr:b - cr, c - cc:d - cc] = weight * share[a:b, c:d]
+        tasks.append(_CropTask(feature, Window(c0 + cc, r0 + cr, layout.crop_w, layout.crop_h), coeff=coeff))
     return tasks
 
 
-def _touches(layout: CropLayout, index: int, inside: np.ndarray) -> bool:
-    r, c = layout.origin(index)
-    return bool(inside[r:r + layout.crop_h, c:c + layout.crop_w].any())
+def _part(layout, index: int, height: int, width: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """(row0, row1, col0, col1) of crop `index` inside the height x width window, and its blend weights there."""
+    (wy, wx), (r, c) = layout.weights(index), layout.origin(index)
+    a, b, cc, d = max(0, r), min(height, r + layout.crop_h), max(0, c), min(width, c + layout.crop_w)
+    return (a, b, cc, d), np.outer(wy[a - r:b - r], wx[cc - c:d - c])
+
+
+def _touches(layout, index: int, inside: np.ndarray) -> bool:
+    (a, b, c, d), weight = _part(layout, index, *inside.shape)
+    return bool((inside[a:b, c:d] & (weight > 0)).any())
 
 
 def _encode_tasks(model, src: SourceRaster, tasks: list[_CropTask], vectors: np.ndarray, status: np.ndarray,

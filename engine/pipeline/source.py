@@ -30,7 +30,8 @@ NATIVE_TOLERANCE = 0.02
 
 @dataclass(frozen=True)
 class OutputGrid:
-    """The output pixel grid: same origin and CRS as the input, `factor` input pixels per output pixel per axis."""
+    """The output pixel grid over the extent: `factor` input pixels per output pixel per axis, its pixels aligned with
+    the grid of the same pixel size anchored at the input raster's origin, `row_off`/`col_off` pixels into it."""
 
     width: int
     height: int
@@ -38,6 +39,10 @@ class OutputGrid:
     factor_x: float
     factor_y: float
     res_m: tuple[float, float]  # output pixel size on the ground (x, y), metres
+    row_off: int = 0
+    col_off: int = 0
+    scene_height: int = 0  # the whole raster's size on this grid
+    scene_width: int = 0
 
 
 class SourceRaster:
@@ -191,27 +196,37 @@ class SourceRaster:
         return max(1, int(round(ground / res_m[1]))), max(1, int(round(ground / res_m[0])))
 
     def output_grid(self, pixel_size_m: float | None = None) -> OutputGrid:
-        """The input grid, or one of `pixel_size_m` pixels over the same extent (never past the input's edge)."""
+        """The input grid over the extent, or the grid of `pixel_size_m` pixels anchored at the raster's origin (so
+        any extent gets the same pixels) whose whole pixels cover the extent (never past the input's edge)."""
         from affine import Affine
 
+        row_off, col_off = int(self.area.row_off), int(self.area.col_off)
         if pixel_size_m is None:
-            return OutputGrid(self.width, self.height, self.transform, 1.0, 1.0, self.res_m)
+            return OutputGrid(self.width, self.height, self.transform, 1.0, 1.0, self.res_m, row_off, col_off,
+                              self.ds.height, self.ds.width)
         if not pixel_size_m > 0:
             raise GAIRError(f"pixel size must be positive metres, got {pixel_size_m}")
         fx, fy = pixel_size_m / self.res_m[0], pixel_size_m / self.res_m[1]
-        width, height = int(math.floor(self.width / fx + 1e-9)), int(math.floor(self.height / fy + 1e-9))
-        if width < 1 or height < 1:
+        full_w, full_h = int(math.floor(self.ds.width / fx + 1e-9)), int(math.floor(self.ds.height / fy + 1e-9))
+        col0, row0 = int(math.floor(col_off / fx + 1e-9)), int(math.floor(row_off / fy + 1e-9))
+        col1 = min(full_w, int(math.ceil((col_off + self.width) / fx - 1e-9)))
+        row1 = min(full_h, int(math.ceil((row_off + self.height) / fy - 1e-9)))
+        if col1 <= col0 or row1 <= row0:
             raise GAIRError(f"pixel size {pixel_size_m} m is larger than the raster ({self.width * self.res_m[0]:.0f}"
                             f" x {self.height * self.res_m[1]:.0f} m)")
-        t = self.transform
-        transform = Affine(t.a * fx, 0.0, t.c, 0.0, t.e * fy, t.f)
-        return OutputGrid(width, height, transform, fx, fy, (pixel_size_m, pixel_size_m))
+        t = self.ds.transform
+        transform = Affine(t.a * fx, 0.0, t.c + col0 * t.a * fx, 0.0, t.e * fy, t.f + row0 * t.e * fy)
+        return OutputGrid(col1 - col0, row1 - row0, transform, fx, fy, (pixel_size_m, pixel_size_m), row0, col0,
+                          full_h, full_w)
 
     def window_of(self, grid: OutputGrid, row0: float, col0: float, rows: float, cols: float):
-        """The input window (float offsets allowed) under output pixels [row0, row0+rows) x [col0, col0+cols)."""
+        """The input window (relative to the extent, float offsets allowed, possibly reaching past it and past the
+        raster) under the grid's output pixels [row0, row0+rows) x [col0, col0+cols)."""
         from rasterio.windows import Window
 
-        return Window(col0 * grid.factor_x, row0 * grid.factor_y, cols * grid.factor_x, rows * grid.factor_y)
+        return Window((col0 + grid.col_off) * grid.factor_x - self.area.col_off,
+                      (row0 + grid.row_off) * grid.factor_y - self.area.row_off,
+                      cols * grid.factor_x, rows * grid.factor_y)
 
     def model_shape(self, window) -> tuple[int, int]:
         """Pixels at the model's ground sampling over an input window (the window's own size when it is native)."""
@@ -231,46 +246,84 @@ class SourceRaster:
             return Resampling.nearest
         return Resampling.average if out_shape[0] < window.height else Resampling.bilinear
 
+    def _inside(self, window, shape: tuple[int, int]):
+        """The part of a file window inside the raster, the out_shape of that part and the (top, bottom), (left,
+        right) pixels of `shape` outside it: a window past the raster's edge is read there and padded."""
+        from rasterio.windows import Window
+
+        def axis(off: float, size: float, limit: int, n: int) -> tuple[float, float, int, int]:
+            lo, hi = max(0.0, off), min(float(limit), off + size)
+            if hi <= lo:
+                raise GAIRError(f"a crop of {os.path.basename(self.path)} falls outside the raster ({self.ds.width} x "
+                                f"{self.ds.height} px)")
+            before = min(n - 1, max(0, int(round((lo - off) * n / size))))
+            after = min(n - 1 - before, max(0, int(round((off + size - hi) * n / size))))
+            return lo, hi, before, after
+
+        c0, c1, left, right = axis(float(window.col_off), float(window.width), self.ds.width, shape[1])
+        r0, r1, top, bottom = axis(float(window.row_off), float(window.height), self.ds.height, shape[0])
+        inner = (shape[0] - top - bottom, shape[1] - left - right)
+        return Window(c0, r0, c1 - c0, r1 - r0), inner, ((top, bottom), (left, right))
+
     def read(self, window, out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(10, h, w) float32 raw DN in model band order (nodata -> 0) and (h, w) validity, over an input window."""
+        """(10, h, w) float32 raw DN in model band order (nodata -> 0) and (h, w) validity, over an input window.
+
+        The window may reach past the extent (the raster's data there is read: context for the extent's border)
+        and past the raster itself: the scene is mirrored there (reflect padding), which gives border crops a
+        plausible scene instead of a frame of zeros.
+        """
         shape = out_shape or self.model_shape(window)
-        resampling = self._resampling(window, shape)
-        window = self._shift(window)
+        window, inner, pad = self._inside(self._shift(window), shape)
+        resampling = self._resampling(window, inner)
         n = len(self.indexes)
         with raster_read_errors(self.path):
-            data = self.ds.read(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling,
+            data = self.ds.read(self.indexes, window=window, out_shape=(n, *inner), resampling=resampling,
                                 out_dtype=np.float32)
-            masks = self.ds.read_masks(self.indexes, window=window, out_shape=(n, *shape), resampling=resampling)
+            masks = self.ds.read_masks(self.indexes, window=window, out_shape=(n, *inner), resampling=resampling)
         band_ok = (masks > 0) & np.isfinite(data)
         if self.offsets is not None:  # to the reference's scale; clipped at 0 as harmonized collections store it
             data += self.offsets[:, None, None]
             np.maximum(data, 0.0, out=data)
         data[~band_ok] = 0.0
-        return data, band_ok.any(axis=0)
+        valid = band_ok.any(axis=0)
+        if any(map(any, pad)):
+            data, valid = np.pad(data, ((0, 0), *pad), mode="reflect"), np.pad(valid, pad, mode="reflect")
+        return data, valid
 
     def valid(self, window, out_shape: tuple[int, int], clouds: bool = True) -> np.ndarray:
         """(h, w) validity (any model band not nodata; with mask_clouds and `clouds`, not a masked SCL class)
-        sampled at out_shape pixel centres over an input window."""
+        sampled at out_shape pixel centres over an input window (mirrored past the raster's edge, as `read`)."""
         from rasterio.enums import Resampling
 
-        valid = np.zeros(out_shape, dtype=bool)
-        window = self._shift(window)
+        window, inner, pad = self._inside(self._shift(window), out_shape)
+        valid = np.zeros(inner, dtype=bool)
         with raster_read_errors(self.path):
             for index in self.indexes:  # band by band: one (h, w) mask in memory, not ten
-                valid |= self.ds.read_masks(index, window=window, out_shape=out_shape,
+                valid |= self.ds.read_masks(index, window=window, out_shape=inner,
                                             resampling=Resampling.nearest) > 0
             if clouds and self.scl_index is not None:
-                scl = self.ds.read(self.scl_index, window=window, out_shape=out_shape, resampling=Resampling.nearest)
+                scl = self.ds.read(self.scl_index, window=window, out_shape=inner, resampling=Resampling.nearest)
                 valid &= ~np.isin(scl, CLOUD_CLASSES)
-        return valid
+        return np.pad(valid, pad, mode="reflect") if any(map(any, pad)) else valid
 
     def coverage(self, max_side: int = 1024) -> np.ndarray:
-        """A coarse (at most max_side pixels a side) validity map of the whole raster, for skipping empty crops."""
+        """A coarse (at most max_side pixels a side) validity map of the whole input file (not only the extent),
+        for skipping empty crops the same way whatever the extent."""
         from rasterio.windows import Window
 
-        step = max(1, math.ceil(max(self.width, self.height) / max_side))
-        shape = (max(1, self.height // step), max(1, self.width // step))
-        return self.valid(Window(0, 0, self.width, self.height), shape, clouds=False)  # cloudy crops still read
+        step = max(1, math.ceil(max(self.ds.width, self.ds.height) / max_side))
+        shape = (max(1, self.ds.height // step), max(1, self.ds.width // step))
+        # cloudy crops are still read (their pixels are masked in the output)
+        return self.valid(Window(-self.area.col_off, -self.area.row_off, self.ds.width, self.ds.height), shape,
+                          clouds=False)
+
+    def extent_valid(self) -> bool:
+        """Whether the extent holds any valid pixel (coarsely)."""
+        from rasterio.windows import Window
+
+        step = max(1, math.ceil(max(self.width, self.height) / 1024))
+        return bool(self.valid(Window(0, 0, self.width, self.height),
+                               (max(1, self.height // step), max(1, self.width // step)), clouds=False).any())
 
     def close(self) -> None:
         if getattr(self, "ds", None) is not None:

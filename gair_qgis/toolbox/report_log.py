@@ -2,9 +2,9 @@
 
 QGIS 3.22 gives an algorithm no way to log in a fixed-width font: pushInfo is HTML-escaped and drawn in the UI's
 proportional font with runs of spaces collapsed, and pushCommandInfo's <code> does not change the font in Qt 5.
-So every table cell is made of digits padded with FIGURE SPACE (as wide as a digit in the UI fonts, whose digits
-are tabular) and columns are separated by NO-BREAK SPACEs (which HTML does not collapse); words (class names) come
-last on each row, columns are numbered rather than titled. The same text lines up in a terminal (qgis_process).
+So every table cell is made of digits padded with leading zeros (the UI fonts' digits are tabular) and columns
+are separated by NO-BREAK SPACEs (which HTML does not collapse); words (class names) come last on each row,
+columns are numbered rather than titled. The same text lines up in a terminal (qgis_process).
 """
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ GAP = "\u00a0" * 3
 
 
 def _right(cells: list[str]) -> list[str]:
+    """Cells padded to one width: numbers with leading zeros (a digit's width in any font with tabular digits; Qt
+    trims a line's leading FIGURE SPACE, and some fonts draw it narrower than a digit), empty cells with spaces."""
     width = max(len(cell) for cell in cells)
-    return [FIGURE_SPACE * (width - len(cell)) + cell for cell in cells]
+    return [("0" if cell else FIGURE_SPACE) * (width - len(cell)) + cell for cell in cells]
 
 
 def _columns(rows: list[list[str]]) -> list[str]:

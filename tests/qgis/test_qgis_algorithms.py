@@ -82,8 +82,9 @@ def labels(embedding_extent):
 
 @pytest.fixture
 def learnable_labels(sample_embedding):
-    """30 points in UTM whose labels are a simple function of the embedding under them: class "high"/"low" from
-    the 15 highest / 15 lowest pixels of a fixed projection of the vectors, value = another fixed projection."""
+    """60 points in UTM whose labels are a simple function of the embedding under them: class "high"/"low" from
+    the 30 highest / 30 lowest pixels of a fixed projection of the vectors, value = another fixed projection (40
+    training points per fold, more than the 32 dims, so the linear value is learnable whatever the field's rank)."""
     from rasterio.windows import Window
 
     from engine.io.embedding_raster import EmbeddingRaster
@@ -97,8 +98,8 @@ def learnable_labels(sample_embedding):
     value = np.einsum("k,khw->hw", rng.normal(size=len(vectors)), vectors)
     rows, cols = np.nonzero(valid)
     order = np.argsort(score[rows, cols])
-    picks = np.concatenate([rng.choice(order[:len(order) // 10], 15, replace=False),
-                            rng.choice(order[-len(order) // 10:], 15, replace=False)])
+    picks = np.concatenate([rng.choice(order[:len(order) // 10], 30, replace=False),
+                            rng.choice(order[-len(order) // 10:], 30, replace=False)])
     layer = QgsVectorLayer(f"Point?crs={UTM17N.authid()}&field=cls:string&field=value:double", "labels", "memory")
     to_utm = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"), UTM17N, QgsProject.instance())
     features = []
@@ -107,7 +108,7 @@ def learnable_labels(sample_embedding):
         x, y = transform * (col + 0.5, row + 0.5)
         feature = QgsFeature(layer.fields())
         feature.setGeometry(QgsGeometry.fromPointXY(to_utm.transform(QgsPointXY(x, y))))
-        feature.setAttributes(["low" if k < 15 else "high", float(value[row, col])])
+        feature.setAttributes(["low" if k < 30 else "high", float(value[row, col])])
         features.append(feature)
     layer.dataProvider().addFeatures(features)
     return layer

@@ -1,0 +1,198 @@
+"""Seamless to the scene edge, whatever the extent: crops anchored to the raster, context read past the extent and
+mirrored past the scene edge, the seam figure, and the crop grid geometry (issue 13)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+import engine
+from engine.pipeline import embed_raster
+from engine.pipeline.quality import raster_seam_figure, seam_figure, step_profile
+from engine.pipeline.source import SourceRaster
+from engine.pipeline.tiling import AnchoredLayout
+from tests.golden import REFERENCE, golden_state_dict
+from tests.test_pipeline_raster import synthetic_s2, write_raster
+
+SAMPLES = REFERENCE.parents[2] / "data" / "samples"
+ORIGIN_X, ORIGIN_Y = 500000.0, 4500000.0  # write_raster's default transform: 10 m pixels from here
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return engine.GAIRModel(engine.GAIRConfig.tiny()).eval()
+
+
+@pytest.fixture(scope="module")
+def golden_model():
+    """The official-size model with the golden test's deterministic weights (no 800 MB checkpoint on disk)."""
+    from engine.model.checkpoint import apply_state_dict
+
+    model = engine.GAIRModel(engine.GAIRConfig())
+    report = apply_state_dict(model, {k: torch.from_numpy(v) for k, v in golden_state_dict().items()}, "golden")
+    assert report.loaded == len(model.state_dict())
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def s2_raster(tmp_path_factory):
+    return write_raster(tmp_path_factory.mktemp("seamless") / "s2.tif", synthetic_s2(200, 260, seed=3))
+
+
+def _embed(src, out, model, **kwargs) -> tuple[np.ndarray, rasterio.Affine]:
+    path = embed_raster(src, out, model, dims=0, dtype="float32", quicklook=False, **kwargs)
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.transform
+
+
+def _rel_err(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+
+
+@pytest.mark.parametrize("pixel_size", [None, 20.0])
+@pytest.mark.parametrize("box", [(37, 23, 151, 119), (150, 120, 260, 200), (0, 0, 41, 29)],
+                         ids=["inside", "corner", "origin"])
+def test_a_sub_extent_reproduces_the_whole_raster_there(tmp_path, s2_raster, tiny_model, box, pixel_size):
+    whole, whole_t = _embed(s2_raster, tmp_path / "whole.tif", tiny_model, pixel_size_m=pixel_size)
+    c0, r0, c1, r1 = box  # input pixel columns/rows
+    extent = (ORIGIN_X + c0 * 10, ORIGIN_Y - r1 * 10, ORIGIN_X + c1 * 10, ORIGIN_Y - r0 * 10)
+    part, part_t = _embed(s2_raster, tmp_path / "part.tif", tiny_model, pixel_size_m=pixel_size, extent=extent)
+    # the part's pixels are pixels of the whole raster's grid (anchored at the raster's origin)
+    col, row = ~whole_t * (part_t.c, part_t.f)
+    assert (col, row) == (round(col), round(row)) and part_t.a == whole_t.a
+    expected = whole[:, round(row):round(row) + part.shape[1], round(col):round(col) + part.shape[2]]
+    assert part.shape == expected.shape and np.isfinite(part).all()
+    assert _rel_err(part, expected) <= 1e-3
+
+
+def test_reads_past_the_extent_see_the_raster_and_past_the_scene_a_mirror(s2_raster, tiny_model):
+    cfg = tiny_model.config
+    with rasterio.open(s2_raster) as ds:
+        raw = ds.read([2, 3, 4, 5, 6, 7, 8, 9, 11, 12]).astype(np.float32)
+    with SourceRaster(s2_raster, cfg, extent=(ORIGIN_X + 500, ORIGIN_Y - 1000, ORIGIN_X + 1000, ORIGIN_Y - 500)) as src:
+        assert (src.area.col_off, src.area.row_off, src.width, src.height) == (50, 50, 50, 50)
+        data, valid = src.read(Window(-20, -30, 64, 64))  # extent-relative: input columns 30..94, rows 20..84
+        np.testing.assert_array_equal(data, raw[:, 20:84, 30:94])
+        data, valid = src.read(Window(-80, -60, 64, 64))  # input columns -30..34, rows -10..54: mirrored
+        np.testing.assert_array_equal(data, np.pad(raw[:, :54, :34], ((0, 0), (10, 0), (30, 0)), mode="reflect"))
+        assert valid.all()
+
+
+def test_border_of_the_raster_has_no_frame_with_official_size_weights(tmp_path, golden_model):
+    """The real Detroit sample (246 x 181 px, smaller than one 224 px crop): the seam figure was 8.4 (rows) and 9.0
+    (columns) when border crops saw only the raster and their border tokens NILI's zero padding."""
+    out = embed_raster(SAMPLES / "detroit_rs.tif", tmp_path / "detroit.tif", golden_model, dims=0, dtype="float32",
+                       quicklook=False)
+    assert raster_seam_figure(out) <= 6.0
+    hard = embed_raster(SAMPLES / "detroit_rs.tif", tmp_path / "hard.tif", golden_model, dims=0, dtype="float32",
+                        overlap=0.0, quicklook=False)
+    assert raster_seam_figure(hard) > 6.0  # hard crop edges: the figure sees a seam when there is one
+
+
+def test_seam_figure():
+    rows, cols = np.mgrid[0:40, 0:50].astype(np.float32)
+    ramp = np.stack([rows, cols])  # every step has length 1
+    assert seam_figure(ramp) == pytest.approx(1.0)
+    framed = ramp.copy()
+    framed[0, :, :3] += 20.0  # a frame three pixels wide on the left
+    assert seam_figure(framed) == pytest.approx(np.sqrt(20.0**2 + 1) / 1.0, rel=1e-5)
+    assert step_profile(framed, 2).argmax() == 2
+    framed[:, 5, 5] = np.nan  # nodata is ignored
+    assert np.isfinite(step_profile(framed, 1)).all()
+
+
+@pytest.mark.parametrize("overlap, trim", [(0.5, 0), (0.5, 6), (0.25, 0), (0.25, 3), (0.0, 0)])
+@pytest.mark.parametrize("offset", [(0, 0), (37, 5)])
+def test_anchored_crops_cover_every_pixel_with_unit_weight(overlap, trim, offset):
+    height, width, crop = 150, 230, 64
+    layout = AnchoredLayout(height, width, crop, crop, overlap, *offset, trim, trim)
+    pad = 2 * crop
+    total = np.zeros((height + 2 * pad, width + 2 * pad))
+    for i in range(len(layout)):
+        (wy, wx), (r, c) = layout.weights(i), layout.origin(i)
+        assert wy[:min(trim, (crop - layout.stride[0]) // 2)].sum() == 0  # border token cells get no weight
+        tile = np.outer(wy, wx)
+        assert tile.max() > 0
+        total[pad + r:pad + r + crop, pad + c:pad + c + crop] += tile
+        assert tile[max(0, -r):height - r, max(0, -c):width - c].max() > 0  # every crop has weight in the window
+    np.testing.assert_allclose(total[pad:pad + height, pad:pad + width], 1.0, atol=1e-6)
+    assert layout.stride == (crop - round(overlap * crop),) * 2
+
+
+def test_anchored_crops_sit_on_one_grid_whatever_the_window():
+    whole = AnchoredLayout(300, 400, 64, 64, 0.5)
+    part = AnchoredLayout(50, 70, 64, 64, 0.5, row_off=131, col_off=211)
+    global_rows = set((whole.row_starts).tolist())
+    assert set((part.row_starts + 131).tolist()) <= global_rows
+    assert set((part.col_starts + 211).tolist()) <= set(whole.col_starts.tolist())
+    assert whole.row_starts[0] < 0 and whole.row_starts[-1] + 64 > 300  # crops reach past the raster's border
+    # touching: the crops giving weight to a pixel, in the same (row-major) order in both layouts
+    ids = part.touching(10, 11, 20, 21)
+    starts = [(int(part.origin(i)[0] + 131), int(part.origin(i)[1] + 211)) for i in ids]
+    ids_whole = whole.touching(141, 142, 231, 232)
+    assert starts == [whole.origin(i) for i in ids_whole] and len(ids) == 4
+
+
+def test_embedding_raster_is_tiled(tmp_path, s2_raster, tiny_model):
+    out = embed_raster(s2_raster, tmp_path / "e.tif", tiny_model, quicklook=False)  # int8, 260 x 200 px
+    with rasterio.open(out) as ds:
+        assert ds.profile["tiled"] and ds.block_shapes[0] == (256, 256)
+        assert ds.overviews(1) == []  # under a megapixel: nothing to gain
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16", "int8"])
+def test_overviews_hold_stored_vectors_and_nodata(tmp_path, dtype):
+    """Nearest overviews: every overview pixel is one of the stored vectors of its block (never a blend, so an
+    int8 vector stays unit length), and nodata stays nodata."""
+    from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
+
+    rng = np.random.default_rng(0)
+    field = rng.standard_normal((4, 1100, 1040)).astype(np.float32)
+    field[:, :548, :520] = np.nan  # nodata quarter
+    kwargs = dict(scale=0.001, offset=0.0) if dtype == "int16" else {}
+    with EmbeddingRasterWriter(tmp_path / "o.tif", width=1040, height=1100, crs="EPSG:32633", dims=4, model="m",
+                               transform=rasterio.transform.from_origin(0, 0, 10, 10), dtype=dtype,
+                               **kwargs) as writer:
+        writer.write(Window(0, 0, 1040, 1100), field)
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        assert ds.overviews(1) == [4, 16]
+    with rasterio.open(tmp_path / "o.tif", OVERVIEW_LEVEL=0) as ds:
+        quarter = ds.read().astype(np.float64)
+    with EmbeddingRaster(tmp_path / "o.tif") as raster:
+        stored = raster.read_raw(Window(0, 0, 1040, 1100)).astype(np.float64)
+    nodata = {"float32": np.nan, "int16": -32768, "int8": -128}[dtype]
+    valid = quarter[0] == quarter[0] if dtype == "float32" else quarter[0] != nodata
+    assert not valid[:137, :130].any() and valid[137:, :].all() and valid[:, 130:].all()
+    blocks = stored[:, 548:1096, 520:1040].reshape(4, 137, 4, 130, 4).transpose(1, 3, 2, 4, 0).reshape(137, 130,
+                                                                                                       16, 4)
+    picked = quarter[:, 137:274, 130:260].transpose(1, 2, 0)[:, :, None, :]
+    assert (np.abs(blocks - picked).max(axis=3) == 0).any(axis=2).all()
+
+
+@pytest.mark.parametrize("overlap", [0.5, 0.25])
+@pytest.mark.parametrize("window", [(0, 0, 150, 230), (40, 17, 60, 90), (100, 180, 50, 50)])
+def test_scene_bounded_grid_starts_a_margin_before_the_raster(overlap, window):
+    """With the raster's size the grid has crops 0..last only: the raster's border pixels sit `margin` pixels inside
+    the outer crops, which keep full weight towards the scene's edge; weights still sum to one everywhere."""
+    scene_h, scene_w, crop, margin = 150, 230, 64, 11
+    row_off, col_off, height, width = window
+    layout = AnchoredLayout(height, width, crop, crop, overlap, row_off, col_off, 0, 0, scene_h, scene_w, margin,
+                            margin)
+    whole = AnchoredLayout(scene_h, scene_w, crop, crop, overlap, 0, 0, 0, 0, scene_h, scene_w, margin, margin)
+    assert whole.row_starts[0] == whole.col_starts[0] == -margin
+    assert whole.row_starts[-1] + crop - margin >= scene_h and whole.col_starts[-1] + crop - margin >= scene_w
+    assert whole.row_starts[-2] + crop - margin < scene_h  # no crop more than needed
+    wy, wx = whole.weights(0)
+    assert wy[0] == wx[0] == 1.0 and wy[-1] < 0.01  # flat towards the scene's edge, tapered towards a neighbour
+    pad = 2 * crop
+    total = np.zeros((height + 2 * pad, width + 2 * pad))
+    for i in range(len(layout)):
+        (wy, wx), (r, c) = layout.weights(i), layout.origin(i)
+        total[pad + r:pad + r + crop, pad + c:pad + c + crop] += np.outer(wy, wx)
+        g = (r + row_off, c + col_off)
+        j = [whole.origin(k) for k in range(len(whole))].index(g)  # a crop of the whole raster's grid ...
+        np.testing.assert_array_equal(np.outer(*whole.weights(j)), np.outer(wy, wx))  # ... with its weights
+    np.testing.assert_allclose(total[pad:pad + height, pad:pad + width], 1.0, atol=1e-6)
