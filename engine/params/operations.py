@@ -127,6 +127,10 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
             Param("dims", "int", DEFAULT_DIMS, optional=True, minimum=0, label="Dimensions to keep (0: all)",
                   help="reduce to K principal components (sidecar .pca.npz); 0 keeps all the model's dims (768 for "
                        "the official model), as does a model with at most K dims"),
+            Param("pca_from", "file", None, optional=True, advanced=True, key="PCA_FROM",
+                  label="Reuse the PCA of (embedding raster or .pca.npz)",
+                  help="reduce through the PCA of this embedding raster (or .pca.npz) instead of fitting one, so "
+                       "tiles and dates share one space and can be compared or mosaicked; dims follow it"),
             Param("dtype", "choice", "int8", choices=DTYPES, label="Data type",
                   help="int8 (default): unit-length vectors x127, -128 nodata (the Satellite Embedding / TESSERA "
                        "convention), 64 bytes a pixel at 64 dims, a quarter of float32, and read ~4x faster by "
@@ -416,6 +420,33 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
                   help="ONNX opset version"),
         ), summary="export the RS, street-view and location encoders to ONNX"),
 )}
+
+
+
+def _many_rasters(single: Operation) -> Operation:
+    """embed_rasters: embed_raster's options over many inputs, into one folder with a VRT mosaic and one shared PCA."""
+    return Operation(
+        "embed_rasters", "Embed many rasters",
+        "Embeds many Sentinel-2 rasters (tiles, dates) into one folder: one embedding raster per input, named after "
+        "it, and a VRT mosaic of them all, in one embedding space: a single PCA fitted on a sample drawn from every "
+        "input (or taken from --pca-from) reduces them all, so they can be compared, mosaicked and used together. "
+        "Under torchrun the inputs are shared out over the ranks (and nodes). A re-run skips finished outputs and "
+        "redoes unfinished ones.",
+        "pipeline.mosaic:embed_rasters",
+        (
+            Param("inputs", "raster", (), optional=True, positional=True, repeat=True, flag="inputs", key="INPUTS",
+                  label="Sentinel-2 rasters", help="input rasters (any number; or give --manifest)"),
+            Param("output_dir", "folder_out", positional=True, flag="output_dir", key="OUTPUT",
+                  label="Output folder", help="folder for one embedding raster per input and the VRT mosaic"),
+            Param("manifest", "file", None, optional=True, key="MANIFEST", label="Manifest",
+                  help="text file with one input path per line (relative to its folder; # comments)"),
+            *[p for p in single.params if p.name not in ("input_path", "output_path")],
+            Param("mosaic_name", "str", "mosaic", toolbox=False,
+                  help="name of the VRT mosaic and the shared .pca.npz in the output folder"),
+        ), toolbox=False, summary="many rasters -> one embedding raster each + VRT mosaic, one shared PCA")
+
+
+OPERATIONS["embed_rasters"] = _many_rasters(OPERATIONS["embed_raster"])
 
 # CLI-only commands (no engine operation of their own)
 CLI_COMMANDS: dict[str, Operation] = {op.id: op for op in (
