@@ -52,7 +52,8 @@ class MosaicResult:
     def summary(self) -> str:
         done = len(self.outputs) - len(self.skipped)
         return (f"wrote {done} embedding raster(s), skipped {len(self.skipped)} finished; mosaic "
-                f"{', '.join(self.mosaics)}" + (f"; shared PCA {self.pca}" if self.pca else "") + f"; space {self.space}")
+                f"{', '.join(self.mosaics)}" + (f"; shared PCA {self.pca}" if self.pca else "")
+                + f"; space {self.space}")
 
 
 def read_manifest(path: str | os.PathLike) -> list[Path]:
