@@ -24,7 +24,8 @@ MODEL = Param("model", "model", None, optional=True, advanced=True, key="MODEL",
               help="GAIR model: the official checkpoint (.pth), a bundle folder or an ONNX export "
                    "(default: $GAIR_CHECKPOINT, else the one in the plugin settings or the hub)")
 BACKEND = Param("backend", "choice", "auto", choices=BACKENDS, toolbox=False,
-                help="torch, onnx (onnxruntime only) or auto (ONNX exports -> onnx, else torch when installed)")
+                help="torch, onnx (onnxruntime only), onnx-int8 (an export's int8 encoders: CPU, ~2x faster, cosine "
+                     "~0.9998 to float32, a space of its own) or auto (ONNX exports -> onnx, else torch)")
 DEVICE = Param("device", "str", "auto", toolbox=False, pattern=r"auto|cpu|mps|cuda(:\d+)?",
                help="auto, cpu, cuda or cuda:N")
 SEED = Param("seed", "int", 0, minimum=0, advanced=True, label="Random seed", help="same seed, same result")
@@ -418,6 +419,9 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
                   help="export folder to write"),
             Param("opset", "int", MIN_OPSET, minimum=MIN_OPSET, maximum=23, advanced=True, label="ONNX opset",
                   help="ONNX opset version"),
+            Param("int8", "bool", False, advanced=True, label="Also write int8 encoders (fast CPU path)",
+                  help="also write int8 (dynamically quantized) Sentinel-2 and street-view encoders, run with "
+                       "backend onnx-int8: about twice as fast on CPU, cosine ~0.9998 to float32"),
         ), summary="export the RS, street-view and location encoders to ONNX"),
 )}
 
