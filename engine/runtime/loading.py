@@ -228,7 +228,8 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", back
     """Official checkpoint .pth, bundle folder or ONNX export folder -> a GAIRModelLike (engine.runtime.protocol).
 
     backend: "torch", "onnx" (numpy in/out, no torch import), "onnx-int8" (the export's int8 encoders, CPU) or
-    "auto" (ONNX files -> onnx; else torch when installed, else onnx). nili_convention overrides the stored one ("released" or "legacy", see engine.runtime.grid).
+    "auto" (ONNX files -> onnx; else torch when installed, else onnx). nili_convention overrides the stored one
+    ("released" or "legacy", see engine.runtime.grid).
     """
     p = resolve_model_path(path)
     try:
