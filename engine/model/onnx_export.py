@@ -153,7 +153,11 @@ def quantize_int8(folder: Path) -> dict[str, str]:
 
     reduce_range (7-bit weights) keeps the u8 x s8 products of CPUs without VNNI from saturating their 16-bit sums:
     with full-range weights the tokens' cosine to float32 drops from ~0.9999 to ~0.99 (measured, official widths).
+    Per-channel weight scales, and the first MatMul (the RS encoder's input projection, ~1% of the FLOPs) kept in
+    float32, bring the tokens' cosine to float32 less their mean from 0.9976 to 0.9982 on the real samples
+    (official widths, random weights).
     """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     files = {}
@@ -161,9 +165,10 @@ def quantize_int8(folder: Path) -> dict[str, str]:
     logging.disable(logging.WARNING)  # quantize_dynamic advises a pre-processing step on the root logger
     try:
         for graph in INT8_GRAPHS:
-            target = folder / int8_file(graph)
-            quantize_dynamic(folder / GRAPHS[graph][0], target, weight_type=QuantType.QInt8, reduce_range=True,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+            source, target = folder / GRAPHS[graph][0], folder / int8_file(graph)
+            first = next((n.name for n in onnx.load(str(source)).graph.node if n.op_type == "MatMul"), None)
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, reduce_range=True, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=[first] if first else [])
             files[graph] = target.name
     finally:
         logging.disable(previous)
