@@ -94,7 +94,7 @@ def model_options(config) -> dict[str, str]:
     identity (and every file made before the option existed) is unchanged."""
     options = {"rs_final_norm": "true"} if getattr(config, "rs_final_norm", False) else {}
     quantization = (getattr(config, "extra", None) or {}).get("quantization")
-    if quantization:  # int8 encoders (onnx-int8): close to float32 (cosine ~0.9998) but not the same vectors
+    if quantization:  # int8 encoders (onnx-int8): close to float32 (cosine ~0.999) but not the same vectors
         options["quantization"] = str(quantization)
     return options
 
