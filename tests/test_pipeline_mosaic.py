@@ -14,6 +14,7 @@ import torch
 from rasterio.transform import from_origin
 
 import engine
+from engine.cli.main import main
 from engine.errors import GAIRError
 from engine.io.embedding_raster import EmbeddingRaster
 from engine.io.pca import PCAProjection
@@ -152,12 +153,13 @@ def test_many_inputs_one_space_a_vrt_mosaic_and_reruns_skip(tmp_path, tiles, mod
     assert embed_rasters(tiles, out, model, dims=4, batch_size=2, overlap=0.25).skipped == []
 
 
-def test_manifest_names_and_refusals(tmp_path, tiles, model):
+def test_manifest_names_and_refusals(tmp_path, tiles, model, bundle, capsys):
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"# tiles\n{tiles[0]}\n\n{os.path.relpath(tiles[1], tmp_path)}\n")
     assert read_manifest(manifest) == [tiles[0], tmp_path / os.path.relpath(tiles[1], tmp_path)]
     assert output_stem("S2A_MSIL2A_T33UUP.SAFE.zip") == "S2A_MSIL2A_T33UUP"
     assert output_stem("/data/T33UUP_B02_10m.jp2") == "T33UUP_B02_10m"
+    assert output_stem("/data/S2B_MSIL2A_T32TQM.SAFE/MTD_MSIL2A.xml") == "S2B_MSIL2A_T32TQM"
     with pytest.raises(GAIRError, match="no input rasters"):
         embed_rasters([], tmp_path / "o", model)
     with pytest.raises(GAIRError, match="would both be written as T0.tif"):
@@ -169,6 +171,11 @@ def test_manifest_names_and_refusals(tmp_path, tiles, model):
     assert result.pca is None and [Path(p).name for p in result.outputs] == ["T0.tif", "T1.tif"]
     with EmbeddingRaster(tmp_path / "m" / "mosaic.vrt") as mosaic:
         assert mosaic.meta.dims == 32 and mosaic.pca is None
+    args = ["embed-rasters", "--manifest", str(manifest), str(tmp_path / "cli"), "--model", str(bundle), "--dims", "0",
+            "--dtype", "float32", "--no-quicklook", "--quiet"]
+    assert main(args) == 0 and "wrote 2 embedding raster(s), skipped 0" in capsys.readouterr().out
+    assert [_content(tmp_path / "cli" / n) for n in ("T0.tif", "T1.tif", "mosaic.vrt")] == [
+        _content(tmp_path / "m" / n) for n in ("T0.tif", "T1.tif", "mosaic.vrt")]
 
 
 def test_torchrun_two_ranks_share_inputs_and_write_the_same_bytes(tmp_path, tiles, bundle, model):

@@ -438,7 +438,7 @@ def _many_rasters(single: Operation) -> Operation:
         "redoes unfinished ones.",
         "pipeline.mosaic:embed_rasters",
         (
-            Param("inputs", "raster", (), optional=True, positional=True, repeat=True, flag="inputs", key="INPUTS",
+            Param("inputs", "raster", None, optional=True, positional=True, repeat=True, flag="inputs", key="INPUTS",
                   label="Sentinel-2 rasters", help="input rasters (any number; or give --manifest)"),
             Param("output_dir", "folder_out", positional=True, flag="output_dir", key="OUTPUT",
                   label="Output folder", help="folder for one embedding raster per input and the VRT mosaic"),

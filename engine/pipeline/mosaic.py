@@ -12,6 +12,7 @@ redoes the others: a killed run leaves only hidden temp files, which the next wr
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -69,8 +70,10 @@ def read_manifest(path: str | os.PathLike) -> list[Path]:
 
 
 def output_stem(input_path: str | os.PathLike) -> str:
-    """`T33UUP_20230601.tif`, `S2A_...SAFE` or `S2A_...SAFE.zip` -> the name its embedding raster gets."""
-    name = Path(input_path).name
+    """`T33UUP_20230601.tif`, `S2A_...SAFE`, `S2A_...SAFE.zip` or `S2A_...SAFE/MTD_MSIL2A.xml` -> the name its
+    embedding raster gets."""
+    path = Path(input_path)
+    name = path.parent.name if path.name.upper().startswith("MTD_") else path.name  # a product's metadata file
     while Path(name).suffix.lower() in _SUFFIXES and Path(name).stem:
         name = Path(name).stem
     return name
@@ -121,8 +124,10 @@ def _sample_input(path: Path, model, options: dict, seed: int, rows: int, batch_
     from .tiling import CropLayout
 
     cfg = model.config
+    accepted = inspect.signature(SourceRaster.__init__).parameters  # product options: radiometric offset, clouds
+    reading = {k: v for k, v in options.items() if k in accepted and k not in ("bands", "extent", "extent_crs")}
     with numpy_blas_beside(model), SourceRaster(path, cfg, options.get("bands"), options.get("extent"),
-                                                options.get("extent_crs")) as src:
+                                                options.get("extent_crs"), **reading) as src:
         grid = src.output_grid(options.get("pixel_size_m"))
         crop_h, crop_w = src.crop_size_px(grid.res_m)
         layout = CropLayout(grid.height, grid.width, crop_h, crop_w, options.get("overlap", 0.5))
@@ -137,8 +142,6 @@ def _sample_input(path: Path, model, options: dict, seed: int, rows: int, batch_
 
 def _run_tag(path: Path, options: dict, dims, dtype: str, seed: int) -> str:
     """Hash of what makes an output: the input (name and size) and every setting."""
-    import inspect
-
     stat = path.stat() if path.is_file() else None
     skip = ("input_path", "output_path", "model", "dims", "dtype", "seed", "batch_size", "quicklook", "pca_from",
             "tags", "progress", "cancel")
@@ -175,7 +178,7 @@ def _finished(output: Path, run_tag: str, pca: PCAProjection | None, model, quic
 
 
 @guarded
-def embed_rasters(inputs: Sequence[str | os.PathLike] = (), output_dir: str | os.PathLike | None = None,
+def embed_rasters(inputs: Sequence[str | os.PathLike] | None = None, output_dir: str | os.PathLike | None = None,
                   model=None, *, manifest: str | os.PathLike | None = None,
                   pca_from: PCAProjection | str | os.PathLike | None = None, dims: int | None = DEFAULT_DIMS,
                   dtype: str = "int8", seed: int = 0, batch_size: int | None = None, mosaic_name: str = "mosaic",
