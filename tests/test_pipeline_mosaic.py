@@ -197,3 +197,25 @@ def test_torchrun_two_ranks_share_inputs_and_write_the_same_bytes(tmp_path, tile
     assert sorted(one) == sorted(two) and len(one) == 14
     differ = [name for name in sorted(one) if one[name] != two[name]]
     assert differ == [], " ".join(differ)
+
+
+def test_products_in_many_inputs(tmp_path, model):
+    """Sentinel-2 products (a .SAFE zip, a .SAFE folder) are inputs like rasters; product options (here the
+    radiometric offset) reach both the shared PCA's sample and every raster."""
+    from .test_s2_products import ground, make_safe, zip_of
+
+    old = zip_of(make_safe(tmp_path / "a", ground(1), baseline="03.01", offsets=False))
+    new = make_safe(tmp_path / "b", ground(2), baseline="05.10", offsets=True)
+    result = embed_rasters([old, new / "MTD_MSIL2A.xml"], tmp_path / "out", model, dims=3, radiometric_offset=0,
+                           quicklook=False)
+    assert [Path(p).name for p in result.outputs] == [old.name.removesuffix(".zip").removesuffix(".SAFE") + ".tif",
+                                                      new.stem + ".tif"]
+    for path in result.outputs:
+        with EmbeddingRaster(path) as raster:
+            assert raster.pca.sha == PCAProjection.load(tmp_path / "out" / "mosaic.pca.npz").sha
+    with rasterio.open(tmp_path / "out" / "mosaic.vrt") as ds:  # both products cover the same ground
+        assert (ds.width, ds.height) == (128, 128)
+    # --mask-clouds without an SCL band stops the run at the shared sample, before anything is written
+    with pytest.raises(GAIRError, match=r"SCL.*--mask-clouds"):
+        embed_rasters([old, new], tmp_path / "masked", model, dims=3, mask_clouds=True)
+    assert not (tmp_path / "masked").exists()
