@@ -155,6 +155,18 @@ def test_embed_raster_extent_in_another_crs_int16_pca(gair_provider, sample_rast
     assert abs(quicklook.extent().width() - embedding.extent().width()) < 0.05 * embedding.extent().width()
 
 
+def test_embed_raster_reuses_the_pca_of_another_embedding(gair_provider, sample_raster, tiny_bundle, tmp_path):
+    import engine
+
+    first = engine.embed_raster(sample_raster, tmp_path / "first.tif", str(tiny_bundle), dims=4, quicklook=False)
+    out = tmp_path / "second.tif"
+    processing.run("gair:embed_raster", {"INPUT": layer_of(sample_raster), "PCA_FROM": str(first),
+                                         "OUTPUT": str(out)})
+    tags = [gdal.Open(str(path)).GetMetadata() for path in (first, out)]
+    assert tags[0]["GAIR_SPACE"] == tags[1]["GAIR_SPACE"] and tags[1]["GAIR_DIMS"] == "4"
+    assert tags[1]["GAIR_PCA_SHA"] == engine.io.pca.PCAProjection.load(tmp_path / "first.pca.npz").sha
+
+
 def test_cluster_gives_paletted_classes_and_polygons(gair_provider, sample_embedding, tmp_path):
     result = processing.run("gair:cluster_embeddings", {"INPUT": str(sample_embedding), "K": 3,
                                                         "OUTPUT": str(tmp_path / "c.tif"),
