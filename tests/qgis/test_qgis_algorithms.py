@@ -397,6 +397,19 @@ def test_export_onnx_then_embed_with_the_onnx_backend(gair_provider, tiny_bundle
     assert np.linalg.norm(vectors[0] - vectors[1]) < 1e-3 * np.linalg.norm(vectors[1])
 
 
+def test_export_onnx_int8_sets_the_int8_backend(gair_provider, tiny_bundle, tmp_path):
+    from gair_qgis.settings import GAIRSettings
+
+    before = GAIRSettings.load()
+    try:
+        processing.run("gair:export_onnx", {"SOURCE": str(tiny_bundle / "config.json"), "INT8": True,
+                                            "SET_DEFAULT": True, "OUTPUT": str(tmp_path / "onnx")})
+        assert GAIRSettings.load().backend == "onnx-int8"
+    finally:
+        before.save()
+    assert (tmp_path / "onnx" / "rs_tokens.int8.onnx").is_file() and (tmp_path / "onnx" / "sv.int8.onnx").is_file()
+
+
 def test_results_loaded_by_processing_land_styled_in_the_gair_group(gair_provider, qgis_new_project,
                                                                     sample_embedding, tmp_path):
     result = processing.runAndLoadResults("gair:cluster_embeddings", {
