@@ -115,12 +115,12 @@ def test_pca_from_refuses_another_model_or_dims(tmp_path, scene, model):
     assert not (tmp_path / "a.tif").exists()
 
 
-def test_many_inputs_one_space_a_vrt_mosaic_and_reruns_skip(tmp_path, tiles, model):
+def test_many_inputs_one_space_a_vrt_mosaic_and_reruns_skip(tmp_path, tiles, model, monkeypatch):
     out = tmp_path / "out"
     result = embed_rasters(tiles, out, model, dims=4, batch_size=2)
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["mosaic.vrt", "mosaic.pca.npz", *[f"T{k}{s}" for k in range(3) for s in (
-        ".tif", ".pca.npz", ".quicklook.png", ".quicklook.png.aux.xml")]])
+    assert names == sorted(["mosaic.vrt", "mosaic.pca.npz", "mosaic.pca.json", *[
+        f"T{k}{s}" for k in range(3) for s in (".tif", ".pca.npz", ".quicklook.png", ".quicklook.png.aux.xml")]])
     assert result.skipped == [] and result.mosaics == [str(out / "mosaic.vrt")]
     shared = PCAProjection.load(out / "mosaic.pca.npz")
     spaces = set()
@@ -140,7 +140,9 @@ def test_many_inputs_one_space_a_vrt_mosaic_and_reruns_skip(tmp_path, tiles, mod
     assert (whole[:, 80:, 2 * TILE + 90:] == -128).all()  # the nodata corner stays nodata in the mosaic
 
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("T*.tif")}
-    again = embed_rasters(tiles, out, model, dims=4, batch_size=2)
+    with monkeypatch.context() as patch:  # the same inputs and settings: the PCA fitted before, no new sample
+        patch.setattr("engine.pipeline.mosaic._sample_input", lambda *a, **k: pytest.fail("sampled again"))
+        again = embed_rasters(tiles, out, model, dims=4, batch_size=2)
     assert sorted(Path(p).name for p in again.skipped) == ["T0.tif", "T1.tif", "T2.tif"]
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("T*.tif")} == {k: v[0] for k, v in before.items()}
     # an output cut short, and one whose quicklook is missing, are redone; the finished one is kept
@@ -194,7 +196,7 @@ def test_torchrun_two_ranks_share_inputs_and_write_the_same_bytes(tmp_path, tile
     finally:
         torch.set_num_threads(threads)
     one, two = ({p.name: _content(p) for p in (tmp_path / run).iterdir()} for run in ("one", "two"))
-    assert sorted(one) == sorted(two) and len(one) == 14
+    assert sorted(one) == sorted(two) and len(one) == 15
     differ = [name for name in sorted(one) if one[name] != two[name]]
     assert differ == [], " ".join(differ)
 

@@ -7,7 +7,8 @@ never waits on another within a raster and each output is written once, atomical
 is gathered in input order and the PCA fitted on rank 0, so the files are the same bytes as a single-process run's.
 
 A re-run skips outputs that are finished in the same space with the same settings (the GAIR_MOSAIC_RUN tag) and
-redoes the others: a killed run leaves only hidden temp files, which the next writer of that output removes.
+redoes the others: a killed run leaves only hidden temp files, which the next writer of that output removes. It
+reuses the shared PCA when `<mosaic>.pca.json` says it was fitted on the same inputs and settings.
 """
 from __future__ import annotations
 
@@ -152,6 +153,19 @@ def _run_tag(path: Path, options: dict, dims, dtype: str, seed: int) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _fitted_before(folder: Path, name: str, sample_key: str) -> PCAProjection | None:
+    """The shared PCA an earlier run fitted on the same inputs and settings (`<name>.pca.json` names its sample)."""
+    try:
+        record = json.loads((folder / f"{name}.pca.json").read_text())
+        pca = PCAProjection.load(folder / f"{name}.pca.npz")
+    except (OSError, ValueError, GAIRError):
+        return None
+    if record.get("sample") != sample_key or record.get("pca") != pca.sha:
+        return None
+    log.info(f"{name}.pca.npz: fitted by an earlier run on the same inputs, reused")
+    return pca
+
+
 def _finished(output: Path, run_tag: str, pca: PCAProjection | None, model, quicklook: bool) -> bool:
     """The output exists, is a complete embedding raster of this run's settings and space (PCA sidecar included)."""
     from ..io.embedding_raster import EmbeddingRaster
@@ -215,6 +229,11 @@ def embed_rasters(inputs: Sequence[str | os.PathLike] | None = None, output_dir:
             raise GAIRError(f"--dims {dims} differs from the {pca.dims} dims of the --pca-from projection; leave "
                             "--dims out (it follows the projection)")
     elif reduce:
+        # a re-run over the same inputs and settings reuses the PCA it fitted (no new sample)
+        sample_key = hashlib.sha256(json.dumps([model.fingerprint, int(dims), seed, len(paths), *[
+            _run_tag(p, options, int(dims), "", seed) for p in paths]]).encode()).hexdigest()[:16]
+        pca = _broadcast(shard, _fitted_before(out_dir, mosaic_name, sample_key) if shard.is_main else None)
+    if reduce and pca is None:
         rows = max(MIN_SAMPLE_PER_INPUT, SAMPLE_PIXELS // len(paths))
         with alone():
             samples = {i: _sample_input(paths[i], model, options, seed, rows, batch_size, cancel) for i in mine}
@@ -229,6 +248,9 @@ def embed_rasters(inputs: Sequence[str | os.PathLike] | None = None, output_dir:
     out_dir.mkdir(parents=True, exist_ok=True)
     if pca is not None and shard.is_main:
         pca.save(out_dir / f"{mosaic_name}.pca.npz")
+        if pca_from is None:
+            with atomic_path(out_dir / f"{mosaic_name}.pca.json", ".json") as tmp:
+                Path(tmp).write_text(json.dumps({"sample": sample_key, "pca": pca.sha}))
 
     outputs = [out_dir / f"{output_stem(p)}.tif" for p in paths]
     skipped = {}
