@@ -221,3 +221,16 @@ def test_products_in_many_inputs(tmp_path, model):
     with pytest.raises(GAIRError, match=r"SCL.*--mask-clouds"):
         embed_rasters([old, new], tmp_path / "masked", model, dims=3, mask_clouds=True)
     assert not (tmp_path / "masked").exists()
+
+
+def test_tiles_in_two_utm_zones_get_one_vrt_each(tmp_path, scene, model):
+    west = write_raster(tmp_path / "west.tif", scene[:, :, :TILE], crs="EPSG:32633")
+    east = write_raster(tmp_path / "east.tif", scene[:, :, TILE:2 * TILE], crs="EPSG:32634")
+    result = embed_rasters([west, east], tmp_path / "out", model, dims=3, quicklook=False)
+    assert [Path(p).name for p in result.mosaics] == ["mosaic_32633_10m.vrt", "mosaic_32634_10m.vrt"]
+    for vrt, tif in zip(result.mosaics, result.outputs, strict=True):
+        with rasterio.open(vrt) as a, rasterio.open(tif) as b:
+            assert a.crs == b.crs and a.transform == b.transform
+            np.testing.assert_array_equal(a.read(), b.read())
+        with EmbeddingRaster(vrt) as mosaic:
+            assert mosaic.pca.sha == PCAProjection.load(tmp_path / "out" / "mosaic.pca.npz").sha
