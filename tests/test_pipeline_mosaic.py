@@ -234,3 +234,16 @@ def test_tiles_in_two_utm_zones_get_one_vrt_each(tmp_path, scene, model):
             np.testing.assert_array_equal(a.read(), b.read())
         with EmbeddingRaster(vrt) as mosaic:
             assert mosaic.pca.sha == PCAProjection.load(tmp_path / "out" / "mosaic.pca.npz").sha
+
+
+def test_the_worker_runs_it_as_any_operation(tmp_path, tiles, bundle):
+    from engine.service.jobs import JobRunner
+
+    messages = []
+    reply = JobRunner().run("j", "embed_rasters", {"inputs": [str(p) for p in tiles[:2]], "dims": 3,
+                                                   "output_dir": str(tmp_path / "out"), "model": str(bundle)},
+                            messages.append)
+    assert reply["type"] == "result", reply
+    assert reply["result"]["mosaics"] == [str(tmp_path / "out" / "mosaic.vrt")] and reply["result"]["skipped"] == []
+    progress = [m["fraction"] for m in messages if m["type"] == "progress"]
+    assert progress == sorted(progress) and progress[-1] == 1.0
