@@ -317,7 +317,11 @@ def write_mosaics(rasters: Sequence[Path], folder: Path, name: str, pca: PCAProj
 
 def _write_vrt(vrt: Path, wkt: str, members: list, pca: PCAProjection | None) -> None:
     """A mosaic VRT of same-grid rasters (the later one wins where valid pixels overlap), with the GAIR tags and
-    band names of the rasters and their PCA sidecar beside it, so it opens as an embedding raster itself."""
+    band names of the rasters and their PCA sidecar beside it, so it opens as an embedding raster itself.
+
+    int8 rasters make an Int8 VRT, which needs GDAL >= 3.7 to open (rasterio's wheels have it; a QGIS on an older
+    GDAL shows the tiles, not the mosaic): GDAL before 3.7 reads the tiles as unsigned bytes, and GDAL 3.7+ would
+    clamp Int8 tiles into a Byte VRT, so no one VRT serves both."""
     t0 = members[0][3]
     res_x, res_y = t0.a, -t0.e
     x0 = min(m[3].c for m in members)
@@ -339,6 +343,8 @@ def _write_vrt(vrt: Path, wkt: str, members: list, pca: PCAProjection | None) ->
         lines += [f'  <VRTRasterBand dataType="{vrt_type}" band="{band}">',
                   f"    <Description>{escape(descriptions[band - 1] or '')}</Description>",
                   f"    <NoDataValue>{nodata_text}</NoDataValue>"]
+        if vrt_type == "Byte":  # GDAL < 3.7 (no Int8 type): int8 tiles are signed bytes, and so is the mosaic
+            lines.append('    <Metadata domain="IMAGE_STRUCTURE"><MDI key="PIXELTYPE">SIGNEDBYTE</MDI></Metadata>')
         for path, w, h, t, *_ in members:
             xoff, yoff = (t.c - x0) / res_x, (y1 - t.f) / res_y
             lines += ["    <ComplexSource>",
