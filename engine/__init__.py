@@ -19,6 +19,7 @@ _LAZY = {
     "preprocess_rs": ".runtime.preprocess",
     "preprocess_sv": ".runtime.preprocess",
     "embed_raster": ".pipeline",
+    "embed_rasters": ".pipeline",
     "embed_features": ".pipeline",
     "embed_photos": ".pipeline",
     "embed_locations": ".pipeline",

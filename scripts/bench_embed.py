@@ -1,7 +1,8 @@
 """Throughput and memory of the embedding pipeline with the official-size model (random weights), in one run.
 
 Prints a table and, last, `RESULT km2_per_min=<x> encoder_vs_sgemm=<x> onnx_vs_torch=<speedup> rss_4x_vs_1x=<x>
-area_vs_encoder_bound=<x> seam_figure=<x>`:
+area_vs_encoder_bound=<x> seam_figure=<x> int8_vs_fp32=<speedup> int8_cosine=<mean> int8_cosine_min=<worst>
+int8_cosine_centred=<mean>`:
   km2_per_min            end-to-end embed_raster over a synthetic 10 m Sentinel-2 raster (the 4x run), --dims output
   encoder_vs_sgemm       RS encoder GFLOP/s (analytic FLOPs) over this machine's float32 matmul GFLOP/s
   onnx_vs_torch          RS encoder time with torch / with onnxruntime (> 1: onnxruntime faster)
@@ -10,6 +11,9 @@ area_vs_encoder_bound=<x> seam_figure=<x>`:
                          what the overlap, the crops past the raster's edge and the fields/blending/writing cost
   seam_figure            engine.pipeline.quality.seam_figure of the real Detroit sample embedded with the golden
                          test's official-size weights (worst step over median step; a border frame gave 8-9)
+  int8_vs_fp32           RS encoder time with float32 onnxruntime / with the int8 encoders (backend onnx-int8)
+  int8_cosine            mean (and _min worst) per-pixel cosine of int8 vs float32 embeddings on data/samples;
+                         _centred: the same after subtracting the samples' mean float32 embedding
 
 --overlap-sweep adds a table: overlap vs encodes per pixel, seam figure and cosine to a 0.75-overlap reference on
 the real samples (official-size golden weights), the numbers the default overlap was chosen from.
@@ -151,6 +155,51 @@ def seam_and_sweep(args, tmp: Path) -> tuple[list, float]:
     return rows, seam
 
 
+def measure_int8(args, tmp: Path) -> tuple[list, dict]:
+    """The int8 CPU path (backend onnx-int8) against float32 onnxruntime on the export measure_encoders wrote:
+    encoder speed-up, and the per-pixel cosine of their embeddings (all dims, float32) on the real samples."""
+    import rasterio
+
+    import engine
+    from engine.model.onnx_export import quantize_int8
+    from engine.pipeline import embed_raster
+
+    quantize_int8(tmp / "onnx")
+    fp32 = engine.load_model(tmp / "onnx", backend="onnx", device="cpu")
+    int8 = engine.load_model(tmp / "onnx", backend="onnx-int8", device="cpu")
+    x = np.random.default_rng(0).random((args.batch, 10, 96, 96), dtype=np.float32)
+    int8.rs_tokens(x)  # session start-up
+    t_fp32, t_int8 = [], []
+    for _ in range(3):  # alternate, as the other comparisons
+        t_fp32.append(best_time(lambda: fp32.rs_tokens(x), 0))
+        t_int8.append(best_time(lambda: int8.rs_tokens(x), 0))
+    speedup = min(t_fp32) / min(t_int8)
+    cosines, centred = [], []
+    for sample in sorted((ROOT / "data" / "samples").glob("*_rs.tif")):
+        fields = []
+        for label, model in (("fp32", fp32), ("int8", int8)):
+            out = embed_raster(sample, tmp / f"{sample.stem}_{label}.tif", model, dims=0, dtype="float32",
+                               quicklook=False)
+            with rasterio.open(out) as ds:
+                fields.append(ds.read().reshape(ds.count, -1).astype(np.float64))
+        a, b = fields
+        valid = np.isfinite(a).all(axis=0) & np.isfinite(b).all(axis=0)
+        a, b = a[:, valid], b[:, valid]
+        cosines.append((a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0)))
+        mean = a.mean(axis=1, keepdims=True)  # what varies between pixels: the part analyses use
+        a, b = a - mean, b - mean
+        centred.append((a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0)))
+    cosine, centred = np.concatenate(cosines), np.concatenate(centred)
+    rows = [(f"RS encoder onnxruntime int8 (batch {args.batch})",
+             f"{args.batch / min(t_int8):.2f} crops/s, {speedup:.2f}x float32 onnxruntime"),
+            ("int8 vs float32 embeddings, real samples (cosine per pixel)",
+             f"mean {cosine.mean():.5f}, worst {cosine.min():.5f} ({cosine.size} px)"),
+            ("  the same less the samples' mean embedding",
+             f"mean {centred.mean():.5f}, worst {centred.min():.5f}")]
+    return rows, {"int8_vs_fp32": speedup, "int8_cosine": float(cosine.mean()),
+                  "int8_cosine_min": float(cosine.min()), "int8_cosine_centred": float(centred.mean())}
+
+
 def write_raster(path: Path, side: int, seed: int = 0) -> None:
     """Smooth random 12-band L2A-like uint16 raster at 10 m (UTM), band descriptions set."""
     import rasterio
@@ -223,6 +272,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gair-bench-") as tmp:
         tmp = Path(tmp)
         rows, encoder_ratio, onnx_speedup, crops_per_s = measure_encoders(args, tmp)
+        int8_rows, int8_figures = measure_int8(args, tmp)
+        rows += int8_rows
         runs = {}
         for label, side in (("1x", args.side // 2), ("4x", args.side)):
             raster = tmp / f"s2_{side}.tif"
@@ -250,7 +301,8 @@ def main() -> None:
         print(f"| {name.ljust(width)} | {value} |")
     print(f"RESULT km2_per_min={km2_per_min:.3f} encoder_vs_sgemm={encoder_ratio:.3f} "
           f"onnx_vs_torch={onnx_speedup:.3f} rss_4x_vs_1x={rss_ratio:.3f} "
-          f"area_vs_encoder_bound={km2_per_min / bound:.3f} seam_figure={seam:.2f}")
+          f"area_vs_encoder_bound={km2_per_min / bound:.3f} seam_figure={seam:.2f} "
+          + " ".join(f"{key}={value:.4f}" for key, value in int8_figures.items()))
 
 
 if __name__ == "__main__":

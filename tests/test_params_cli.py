@@ -26,7 +26,7 @@ from engine.io.vectors import write_gpkg
 from .test_pipeline_raster import synthetic_s2, write_raster
 
 # engine keywords that are deliberately not offered (library-only switches) and callbacks
-NOT_OFFERED = {("convert_checkpoint", "allow_unknown"), ("export_onnx", "check")}
+NOT_OFFERED = {("convert_checkpoint", "allow_unknown"), ("export_onnx", "check"), ("embed_raster", "tags")}
 CALLBACKS = {"progress", "cancel"}
 OLD_NAMES = {"embed-points", "cluster", "similarity", "classify", "regress", "apply-classifier", "convert"}
 
@@ -52,6 +52,9 @@ def test_engine_functions_take_exactly_the_defined_parameters(op):
     for param in op.params:
         if param.name in ("backend", "device"):
             continue  # the loader's, not the function's
+        forwards = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+        if param.name not in signature.parameters and forwards:
+            continue  # passed on through **options (embed_rasters -> embed_raster, checked as embed_raster's)
         assert param.name in signature.parameters, f"{op.id}: {param.name} is not an engine keyword"
         default = signature.parameters[param.name].default
         if param.name == "model":
@@ -61,7 +64,9 @@ def test_engine_functions_take_exactly_the_defined_parameters(op):
             assert param.positional or not param.optional, f"{op.id}: {param.name} is required by the engine"
             continue
         assert param.default == (tuple(default) if isinstance(default, list) else default), (op.id, param.name)
-    for name in signature.parameters:
+    for name, keyword in signature.parameters.items():
+        if keyword.kind == keyword.VAR_KEYWORD:
+            continue
         if name not in CALLBACKS and (op.id, name) not in NOT_OFFERED:
             assert name in offered, f"{op.id}: engine keyword {name} has no definition in engine.params"
 

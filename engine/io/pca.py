@@ -74,3 +74,32 @@ class PCAProjection:
             raise GAIRError(f"PCA sidecar {path} is damaged or from an older GAIR version (its hash does not match its "
                             "contents); re-embed the raster")
         return pca
+
+
+def shared_projection(source: PCAProjection | str | os.PathLike, model: str, model_dims: int) -> PCAProjection:
+    """The projection `--pca-from` names: a `.pca.npz` sidecar, or an embedding raster (its sidecar, checked by hash).
+
+    Rasters reduced by one projection share one space: tiles and dates can then be compared, mosaicked and used in
+    change detection. A projection of another model (fingerprint) or of another number of input dims is refused.
+    """
+    if isinstance(source, PCAProjection):
+        pca, name = source, f"PCA projection {source.sha}"
+    else:
+        path, name = Path(source), Path(source).name
+        if path.suffix.lower() == ".npz":
+            pca = PCAProjection.load(path)
+        else:
+            from .embedding_raster import EmbeddingRaster
+
+            with EmbeddingRaster(path) as raster:
+                pca = raster.pca
+            if pca is None:
+                raise GAIRError(f"--pca-from {name} keeps the model's full space (no PCA sidecar); give a raster "
+                                "embedded with --dims, or its .pca.npz")
+    if pca.model != model:
+        raise GAIRError(f"--pca-from {name} was fitted on the vectors of model {pca.model[:12]}, not of the model "
+                        f"in use ({model[:12]}); embed with that model, or fit a new PCA (leave --pca-from out)")
+    if pca.input_dims != model_dims:
+        raise GAIRError(f"--pca-from {name} takes {pca.input_dims}-dim vectors but the model gives {model_dims}; "
+                        "use a PCA fitted with this model")
+    return pca

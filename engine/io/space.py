@@ -92,7 +92,11 @@ class EmbeddingSpace:
 def model_options(config) -> dict[str, str]:
     """Model options that change the vectors, as identity options; only non-default ones, so the released model's
     identity (and every file made before the option existed) is unchanged."""
-    return {"rs_final_norm": "true"} if getattr(config, "rs_final_norm", False) else {}
+    options = {"rs_final_norm": "true"} if getattr(config, "rs_final_norm", False) else {}
+    quantization = (getattr(config, "extra", None) or {}).get("quantization")
+    if quantization:  # int8 encoders (onnx-int8): close to float32 (cosine ~0.999) but not the same vectors
+        options["quantization"] = str(quantization)
+    return options
 
 
 def _space_of(item) -> EmbeddingSpace:

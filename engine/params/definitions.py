@@ -14,7 +14,7 @@ FIELD_MODES = tuple(m for m in QUERY_MODES if m != "transformer")  # dense field
 # from the CLI and the engine, with a warning, but not offered among the plugin's choices.
 EXPERT_QUERY_MODES = tuple(m for m in QUERY_MODES if m not in FIELD_MODES)
 DTYPES = ("float32", "int16", "int8")
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 CLASSIFIERS = ("logistic", "random_forest", "knn", "gradient_boosting")
 REGRESSORS = ("random_forest", "ridge")

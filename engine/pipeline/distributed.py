@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +62,24 @@ def init_from_env(device: str = "auto") -> Shard:
     return Shard(shard.rank, shard.world_size, shard.device, owns)
 
 
+_ALONE: list[bool] = []  # set by alone(): this rank works by itself inside the process group
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """current_shard() is a single process inside this block: a rank embeds a whole input of its own (many-input
+    runs shard inputs, not crops), with no collective calls the other ranks would have to join."""
+    _ALONE.append(True)
+    try:
+        yield
+    finally:
+        _ALONE.pop()
+
+
 def current_shard() -> Shard:
     """The active process group's shard, or a single-process shard (without importing torch when unused)."""
+    if _ALONE:
+        return Shard()
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return Shard()

@@ -22,7 +22,7 @@ from ..io.blocks import block_windows
 from ..io.embedding_raster import DTYPES, EmbeddingRasterWriter, int16_scale_offset
 from ..io.files import PAM, PendingFile, quicklook_path
 from ..io.guard import guarded
-from ..io.pca import PCAProjection
+from ..io.pca import PCAProjection, shared_projection
 from ..io.space import model_options
 from ..params import DEFAULT_DIMS, FIELD_MODES
 from ..params.operations import RASTER_OVERLAP
@@ -333,8 +333,9 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
                  extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
                  dtype: str = "int8", mode: str = "nili", overlap: float = RASTER_OVERLAP,
                  batch_size: int | None = None, min_valid: float = 0.5, quicklook: bool = True, seed: int = 0,
-                 radiometric_offset: float | None = None, mask_clouds: bool = False, progress: Progress = None,
-                 cancel: Cancel = None) -> Path:
+                 radiometric_offset: float | None = None, mask_clouds: bool = False,
+                 pca_from: PCAProjection | str | os.PathLike | None = None, tags: dict | None = None,
+                 progress: Progress = None, cancel: Cancel = None) -> Path:
     """Embed a Sentinel-2 raster into a continuous GAIR field (GeoTIFF, one band per dim); returns the output path.
 
     input_path: a raster, a Sentinel-2 product (.SAFE, .zip), a folder or list of band files (pipeline.products).
@@ -350,7 +351,9 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
     min_valid: crops with less valid data are skipped. radiometric_offset: the offset the input's values carry
     (-1000: raw DN of baseline >= 04.00; default: from the product's metadata). mask_clouds: L2A SCL cloud, shadow,
     snow, nodata and saturated pixels become nodata. Under torchrun, crops are sharded over the ranks and rank 0
-    writes. The raster is tiled (256 px), with internal overviews from a megapixel up.
+    writes. The raster is tiled (256 px), with internal overviews from a megapixel up. pca_from: reduce through
+    this projection (a .pca.npz, an embedding raster or a PCAProjection) instead of fitting one, so several rasters
+    share one space; dims then follow it. tags: extra GeoTIFF tags.
     """
     if mode not in FIELD_MODES:
         raise GAIRError(f"query mode for a raster must be one of {FIELD_MODES}, got {mode!r}"
@@ -362,6 +365,12 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
     cfg, shard, output_path = model.config, current_shard(), Path(output_path)
     if dims is not None and int(dims) < 0:
         raise GAIRError(f"dims must be at least 1 (or 0 for all {cfg.embed_dim}), got {dims}")
+    shared = shared_projection(pca_from, model.fingerprint, cfg.embed_dim) if pca_from is not None else None
+    if shared is not None:
+        if dims is not None and int(dims) not in (DEFAULT_DIMS, shared.dims):
+            raise GAIRError(f"--dims {dims} differs from the {shared.dims} dims of the --pca-from projection; leave "
+                            "--dims out (it follows the projection)")
+        dims = shared.dims
     if dims is not None and (int(dims) == 0 or int(dims) >= cfg.embed_dim):
         dims = None  # nothing to reduce: the model's own space
     with numpy_blas_beside(model), SourceRaster(input_path, cfg, bands, extent, extent_crs,
@@ -383,7 +392,7 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         pca = scale = offset = look = None
         if shard.is_main:
             if dims is not None:
-                pca = PCAProjection.from_sample(sample, out_dims, model.fingerprint, seed)
+                pca = shared or PCAProjection.from_sample(sample, out_dims, model.fingerprint, seed)
                 sample = pca.transform(sample)
             if dtype == "int16":
                 scale, offset = int16_scale_offset(sample)
@@ -396,7 +405,8 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
                                         offset=offset, tile=TILE, overviews=True,
                                         extra_tags={"GAIR_OVERLAP": repr(float(overlap)),
                                                     "GAIR_SOURCE": Path(src.path).name,
-                                                    "GAIR_SOURCE_BANDS": ",".join(map(str, src.indexes))})
+                                                    "GAIR_SOURCE_BANDS": ",".join(map(str, src.indexes)),
+                                                    **(tags or {})})
                   if shard.is_main else nullcontext())
         with writer:
             job.run_blocks(writer, pca, look)

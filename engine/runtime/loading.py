@@ -187,7 +187,7 @@ def describe_model(model) -> dict:
     folder = Path(loaded_from) if loaded_from and Path(loaded_from).is_dir() else None
     meta = _recorded_meta(folder) if folder is not None else {}
     origin = str(meta.get("source") or "")
-    onnx = model.backend == "onnx"
+    onnx = model.backend.startswith("onnx")
     kind = ("ONNX export" if onnx else "GAIR bundle" if folder is not None
             else "official GAIR checkpoint" if loaded_from.endswith(HUB_FILE) else "GAIR checkpoint")
     steps = _training_steps(meta)
@@ -227,8 +227,9 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", back
                allow_unknown_keys: bool = False, nili_convention: str | None = None):
     """Official checkpoint .pth, bundle folder or ONNX export folder -> a GAIRModelLike (engine.runtime.protocol).
 
-    backend: "torch", "onnx" (numpy in/out, no torch import) or "auto" (ONNX files -> onnx; else torch when
-    installed, else onnx). nili_convention overrides the stored one ("released" or "legacy", see engine.runtime.grid).
+    backend: "torch", "onnx" (numpy in/out, no torch import), "onnx-int8" (the export's int8 encoders, CPU) or
+    "auto" (ONNX files -> onnx; else torch when installed, else onnx). nili_convention overrides the stored one
+    ("released" or "legacy", see engine.runtime.grid).
     """
     p = resolve_model_path(path)
     try:
@@ -238,15 +239,15 @@ def load_model(path: str | os.PathLike | None = None, device: str = "auto", back
     except OSError:
         raise GAIRError(f"model path {p} does not exist; give a GAIR checkpoint.pth, a bundle folder or an ONNX "
                         "export") from None
-    if backend not in ("auto", "torch", "onnx"):
-        raise GAIRError(f"backend must be auto, torch or onnx, got {backend!r}")
+    if backend not in ("auto", "torch", "onnx", "onnx-int8"):
+        raise GAIRError(f"backend must be auto, torch, onnx or onnx-int8, got {backend!r}")
     if backend == "auto":
         has_onnx = p.suffix == ".onnx" or (p.is_dir() and any(p.glob("*.onnx")))
         backend = "onnx" if has_onnx and not (p / BUNDLE_WEIGHTS).is_file() else _default_backend()
-    if backend == "onnx":
+    if backend in ("onnx", "onnx-int8"):
         from .onnx_model import OnnxGAIR
 
-        model = OnnxGAIR.load(p, device=device)
+        model = OnnxGAIR.load(p, device=device, int8=backend == "onnx-int8")
     else:
         torch_loader = importlib.import_module(TORCH_LOADER, __package__)
         model = torch_loader.load_torch_model(p, device, dtype, allow_unknown_keys)

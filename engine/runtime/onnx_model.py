@@ -31,6 +31,15 @@ GRAPHS = {
     "location": ("location.onnx", "lonlat", ("embedding",)),
 }
 EXPORT_HINT = "export it again with `python -m engine export-onnx <checkpoint or bundle> <out_dir>`"
+# Encoders with an int8 twin (`export-onnx --int8`): dynamic quantization, see engine.model.onnx_export.quantize_int8.
+# The location graph stays float (its Fourier phases need float64, see onnx_export).
+INT8_GRAPHS = ("rs_tokens", "sv")
+INT8_OPTION = "int8_dynamic"  # GAIRConfig.extra["quantization"] of an int8 model: part of its embedding space
+
+
+def int8_file(graph: str) -> str:
+    """`rs_tokens.onnx` -> `rs_tokens.int8.onnx`."""
+    return GRAPHS[graph][0].removesuffix(".onnx") + ".int8.onnx"
 
 
 def _onnxruntime():
@@ -77,9 +86,19 @@ class OnnxGAIR:
 
     backend = "onnx"
 
-    def __init__(self, folder: Path, meta: dict, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, folder: Path, meta: dict, device: str = "auto", threads: int | None = None,
+                 int8: bool = False) -> None:
         self.path = folder
         self.config = GAIRConfig.from_dict(meta["config"])
+        self._files = {name: spec[0] for name, spec in GRAPHS.items()}
+        if int8:  # the int8 encoders: ~0.9998 cosine to float32 on the real samples, a space of its own
+            missing = [int8_file(g) for g in INT8_GRAPHS if not (folder / int8_file(g)).is_file()]
+            if missing:
+                raise GAIRError(f"ONNX export {folder} has no int8 encoders ({', '.join(missing)} missing); export it "
+                                "with `python -m engine export-onnx <checkpoint or bundle> <out_dir> --int8`")
+            self._files.update({g: int8_file(g) for g in INT8_GRAPHS})
+            self.backend = "onnx-int8"
+            self.config.extra["quantization"] = INT8_OPTION
         self.fingerprint: str = meta["fingerprint"]
         self.dtype = np.dtype(np.float32)
         ort = _onnxruntime()
@@ -100,18 +119,22 @@ class OnnxGAIR:
             raise GAIRError(f"cannot read {query}: damaged or cut short ({one_line(exc)}); {EXPORT_HINT}") from exc
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None) -> OnnxGAIR:
-        """An export folder (or any file inside it, e.g. the rs_tokens.onnx a file dialog picked)."""
+    def load(cls, path: str | os.PathLike, device: str = "auto", threads: int | None = None,
+             int8: bool = False) -> OnnxGAIR:
+        """An export folder (or any file inside it, e.g. the rs_tokens.onnx a file dialog picked); int8: run its
+        int8 encoders (written by `export-onnx --int8`)."""
         folder = Path(path)
         if folder.is_file():
             folder = folder.parent
-        return cls(folder, read_export_meta(folder), device, threads)
+        return cls(folder, read_export_meta(folder), device, threads, int8)
 
     def __repr__(self) -> str:
-        return f"OnnxGAIR({str(self.path)!r}, fingerprint={self.fingerprint}, device={self.device!r})"
+        return (f"OnnxGAIR({str(self.path)!r}, fingerprint={self.fingerprint}, device={self.device!r}"
+                + (", int8)" if self.backend == "onnx-int8" else ")"))
 
     def _run(self, graph: str, array: np.ndarray, outputs: tuple[str, ...] | None = None) -> list[np.ndarray]:
-        file, input_name, names = GRAPHS[graph]
+        _, input_name, names = GRAPHS[graph]
+        file = self._files[graph]
         with self._lock:
             session = self._sessions.get(graph)
             if session is None:

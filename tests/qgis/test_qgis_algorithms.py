@@ -156,6 +156,18 @@ def test_embed_raster_extent_in_another_crs_int16_pca(gair_provider, sample_rast
     assert abs(quicklook.extent().width() - embedding.extent().width()) < 0.05 * embedding.extent().width()
 
 
+def test_embed_raster_reuses_the_pca_of_another_embedding(gair_provider, sample_raster, tiny_bundle, tmp_path):
+    import engine
+
+    first = engine.embed_raster(sample_raster, tmp_path / "first.tif", str(tiny_bundle), dims=4, quicklook=False)
+    out = tmp_path / "second.tif"
+    processing.run("gair:embed_raster", {"INPUT": layer_of(sample_raster), "PCA_FROM": str(first),
+                                         "OUTPUT": str(out)})
+    tags = [gdal.Open(str(path)).GetMetadata() for path in (first, out)]
+    assert tags[0]["GAIR_SPACE"] == tags[1]["GAIR_SPACE"] and tags[1]["GAIR_DIMS"] == "4"
+    assert tags[1]["GAIR_PCA_SHA"] == engine.io.pca.PCAProjection.load(tmp_path / "first.pca.npz").sha
+
+
 def test_cluster_gives_paletted_classes_and_polygons(gair_provider, sample_embedding, tmp_path):
     result = processing.run("gair:cluster_embeddings", {"INPUT": str(sample_embedding), "K": 3,
                                                         "OUTPUT": str(tmp_path / "c.tif"),
@@ -384,6 +396,19 @@ def test_export_onnx_then_embed_with_the_onnx_backend(gair_provider, tiny_bundle
     vectors = [np.array([next(QgsVectorLayer(r["OUTPUT"], "v", "ogr").getFeatures())[f"gair_{i:03d}"]
                          for i in range(32)]) for r in (onnx, torch_run)]
     assert np.linalg.norm(vectors[0] - vectors[1]) < 1e-3 * np.linalg.norm(vectors[1])
+
+
+def test_export_onnx_int8_sets_the_int8_backend(gair_provider, tiny_bundle, tmp_path):
+    from gair_qgis.settings import GAIRSettings
+
+    before = GAIRSettings.load()
+    try:
+        processing.run("gair:export_onnx", {"SOURCE": str(tiny_bundle / "config.json"), "INT8": True,
+                                            "SET_DEFAULT": True, "OUTPUT": str(tmp_path / "onnx")})
+        assert GAIRSettings.load().backend == "onnx-int8"
+    finally:
+        before.save()
+    assert (tmp_path / "onnx" / "rs_tokens.int8.onnx").is_file() and (tmp_path / "onnx" / "sv.int8.onnx").is_file()
 
 
 def test_results_loaded_by_processing_land_styled_in_the_gair_group(gair_provider, qgis_new_project,

@@ -7,6 +7,7 @@ import os
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputRasterLayer,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterDestination,
@@ -36,6 +37,13 @@ class Algorithm(GAIRAlgorithm):
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr(op.param("extent").label), optional=True))
         self.add_engine_parameters()
+        pca_from = op.param("pca_from")
+        param = QgsProcessingParameterFile(
+            pca_from.processing_name, self.tr(pca_from.label), optional=True,
+            fileFilter="Embedding rasters or PCA (*.tif *.tiff *.vrt *.npz);;All files (*)")
+        param.setHelp(self.tr(pca_from.help))
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
         self.add_model_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.tr(op.param("output_path").label)))
         self.addOutput(QgsProcessingOutputRasterLayer("QUICKLOOK", self.tr("Quicklook")))
@@ -71,7 +79,9 @@ class Algorithm(GAIRAlgorithm):
             extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
             extent_crs = None if layer is not None else (crs.authid() or crs.toWkt())
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        pca_from = self.parameterAsFile(parameters, "PCA_FROM", context) or None
         params = {"input_path": path, "output_path": output, "extent": extent, "extent_crs": extent_crs,
+                  "pca_from": pca_from,
                   **self.engine_values(parameters, context), **self.model_params(parameters, context, feedback)}
         feedback.pushInfo(self.tr(f"Embedding {name} into {output}"))
         # the engine's log reaches the Processing log: the output size estimate, then "crop i/n, ~m:ss left"

@@ -48,13 +48,14 @@ class Algorithm(GAIRAlgorithm):
                                                                        "fetch_official_checkpoint")["path"]
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         feedback.pushInfo(self.tr(f"Exporting {source} to {out}…"))
-        self.run_job({"model_or_bundle_path": source, "out_dir": out, **self.engine_values(parameters, context)},
-                     feedback, bridge=bridge)
+        values = self.engine_values(parameters, context)
+        self.run_job({"model_or_bundle_path": source, "out_dir": out, **values}, feedback, bridge=bridge)
         fingerprint = export_fingerprint(out)
         feedback.pushInfo(self.tr(f"The ONNX graphs match PyTorch; the export (model {fingerprint}) is ready."))
         if self.parameterAsBool(parameters, "SET_DEFAULT", context):
-            GAIRSettings(str(out), "onnx", GAIRSettings.load().device).save()
-            feedback.pushInfo(self.tr("The export is now the GAIR model (backend onnx) in the plugin settings."))
+            backend = "onnx-int8" if values.get("int8") else "onnx"
+            GAIRSettings(str(out), backend, GAIRSettings.load().device).save()
+            feedback.pushInfo(self.tr(f"The export is now the GAIR model (backend {backend}) in the plugin settings."))
         return {"OUTPUT": str(out), "FINGERPRINT": fingerprint}
 
 
