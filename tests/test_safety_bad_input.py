@@ -236,3 +236,14 @@ def test_output_in_a_folder_the_user_cannot_write(files):
     finally:
         os.chmod(shared / "locked", 0o755)
         shutil.rmtree(shared)
+
+
+def test_a_missing_plain_input_file_is_named_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    """A manifest or classifier file that is not there fails at once (no model load, no hub, nothing written)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("GAIR_CHECKPOINT", raising=False)
+    cli_fails(capsys, ["embed-rasters", "--manifest", tmp_path / "tiles.txt", tmp_path / "out"],
+              "tiles.txt does not exist")
+    cli_fails(capsys, ["apply-model", tmp_path / "emb.tif", tmp_path / "clf.skops", tmp_path / "c.tif"],
+              "clf.skops does not exist")
+    assert sorted(tmp_path.iterdir()) == []

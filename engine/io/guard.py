@@ -84,6 +84,9 @@ def check_paths(op: Operation | str, values: dict) -> list[PathValue]:
     """
     op = OPERATIONS[op] if isinstance(op, str) else op
     inputs, outputs = path_values(op, values)
+    for inp in inputs:  # plain files (a manifest, a classifier, a checkpoint): missing -> say so before any work
+        if inp.param.kind == "file" and not inp.path.exists():
+            raise GAIRError(f"{inp.name} {inp.path} does not exist; check the path")
     for out in outputs:
         for inp in inputs:
             if same_file(out.path, inp.path):
