@@ -391,7 +391,7 @@ def _many_rasters(single: Operation) -> Operation:
             *[p for p in single.params if p.name not in ("input_path", "output_path")],
             Param("mosaic_name", "str", "mosaic", toolbox=False,
                   help="name of the VRT mosaic and the shared .pca.npz in the output folder"),
-        ), toolbox=False, summary="many rasters -> one embedding raster each + VRT mosaic, one shared PCA")
+        ), summary="many rasters -> one embedding raster each + VRT mosaic, one shared PCA")
 
 
 OPERATIONS["embed_rasters"] = _many_rasters(OPERATIONS["embed_raster"])

@@ -28,7 +28,7 @@ from qgis.core import (
 
 UTM17N = QgsCoordinateReferenceSystem("EPSG:32617")  # Detroit's UTM zone; the sample raster is EPSG:4326
 EXPECTED = {
-    "embeddings": {"embed_raster", "embed_features", "embed_photos", "embed_locations"},
+    "embeddings": {"embed_raster", "embed_rasters", "embed_features", "embed_photos", "embed_locations"},
     "analysis": {"cluster_embeddings", "similarity_search", "train_classifier", "apply_model",
                  "train_regressor", "classify_location", "search_by_photo", "search_by_location", "change"},
     "model": {"convert_checkpoint", "export_onnx"},

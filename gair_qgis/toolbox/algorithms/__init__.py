@@ -5,6 +5,7 @@ import importlib
 
 MODULES = (
     "embed_raster",
+    "embed_rasters",
     "embed_features",
     "embed_photos",
     "embed_locations",
