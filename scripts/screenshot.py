@@ -28,8 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data" / "samples"
 
-# Runs inside QGIS (--code). Inputs come from the environment; the result (or the error) goes to $GAIR_RESULT.
-IN_QGIS = r'''
+# What every script run inside QGIS starts with: imports, `step` (progress on QGIS's stdout, shown by the runner when
+# QGIS fails or hangs) and `finish` (the result, or the error, to $GAIR_RESULT, then quit: not iface.actionExit(),
+# which asks whether to save an unsaved project and waits for an answer).
+PRELUDE = r'''
 import json, os, traceback
 
 import processing
@@ -37,14 +39,13 @@ import qgis.utils
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.gui import QgsProcessingToolboxTreeView
 from qgis.PyQt.QtCore import Qt, QTimer
-from qgis.PyQt.QtWidgets import QApplication, QDockWidget
+from qgis.PyQt.QtWidgets import QApplication, QDockWidget, QProgressBar
 from qgis.utils import iface
 
 env = os.environ
-width, height = (int(v) for v in env["GAIR_SHOT_SIZE"].split("x"))
 
 
-def step(text):  # progress on QGIS's stdout, shown by the runner when QGIS fails or hangs
+def step(text):
     print(f"[screenshot] {text}", flush=True)
 
 
@@ -52,8 +53,20 @@ def finish(result):
     with open(env["GAIR_RESULT"], "w") as handle:
         json.dump(result, handle)
     step("quitting")
-    # not iface.actionExit(): with layers in an unsaved project QGIS asks whether to save it and waits for an answer
     QTimer.singleShot(0, lambda: QgsApplication.exit(0))
+'''
+# ... and ends with: run(), any error reported through finish().
+EPILOGUE = r'''
+
+try:
+    run()
+except Exception:
+    finish({"error": traceback.format_exc()})
+'''
+
+# Runs inside QGIS (--code). Inputs come from the environment; the result (or the error) goes to $GAIR_RESULT.
+IN_QGIS = PRELUDE + r'''
+width, height = (int(v) for v in env["GAIR_SHOT_SIZE"].split("x"))
 
 
 def expand_gair_group(toolbox):
@@ -133,30 +146,11 @@ def run():
 
     QTimer.singleShot(2500, grab)
 
-
-try:
-    run()
-except Exception:
-    finish({"error": traceback.format_exc()})
-'''
+''' + EPILOGUE
 
 
 # Runs inside QGIS for --shot setup: the real dialog, a real (offline) set-up, the dialog grabbed when it is done.
-SETUP_IN_QGIS = r'''
-import json, os, traceback
-
-from qgis.core import QgsApplication
-from qgis.PyQt.QtCore import QTimer
-from qgis.utils import iface
-
-env = os.environ
-
-
-def finish(result):
-    with open(env["GAIR_RESULT"], "w") as handle:
-        json.dump(result, handle)
-    QTimer.singleShot(0, lambda: QgsApplication.exit(0))
-
+SETUP_IN_QGIS = PRELUDE + r'''
 
 def run():
     from gair_qgis import engine_setup
@@ -188,30 +182,10 @@ def run():
     timer.start(300)
     globals()["_keep"] = (dialog, timer)
 
-
-try:
-    run()
-except Exception:
-    finish({"error": traceback.format_exc()})
-'''
+''' + EPILOGUE
 
 # Runs inside QGIS for --shot progress: Embed raster's own Processing dialog, grabbed while the engine reports progress.
-PROGRESS_IN_QGIS = r'''
-import json, os, traceback
-
-import processing
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QProgressBar
-
-env = os.environ
-
-
-def finish(result):
-    with open(env["GAIR_RESULT"], "w") as handle:
-        json.dump(result, handle)
-    QTimer.singleShot(0, lambda: QgsApplication.exit(0))
-
+PROGRESS_IN_QGIS = PRELUDE + r'''
 
 def run():
     from gair_qgis.settings import GAIRSettings
@@ -245,12 +219,7 @@ def run():
     QTimer.singleShot(200, dialog.runAlgorithm)
     globals()["_keep"] = (dialog, timer)
 
-
-try:
-    run()
-except Exception:
-    finish({"error": traceback.format_exc()})
-'''
+''' + EPILOGUE
 DEFAULT_OUT = {"main": "screenshot.png", "setup": "setup_engine.png", "progress": "job_progress.png"}
 
 

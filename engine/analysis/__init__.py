@@ -8,8 +8,8 @@ import importlib
 
 _LAZY = {
     "cluster_embeddings": "cluster", "ClusterResult": "cluster",
-    "similarity_search": "similarity", "rank_features": "similarity", "SimilarityResult": "similarity",
-    "SimilarityHit": "similarity", "RankResult": "similarity",
+    "similarity_search": "similarity", "rank_features": "ranking", "SimilarityResult": "similarity",
+    "SimilarityHit": "similarity", "RankResult": "ranking",
     "fewshot_search": "fewshot", "FewShotResult": "fewshot",
     "train_classifier": "classify", "apply_model": "classify", "TrainResult": "classify",
     "ApplyResult": "classify", "CLASSIFIERS": "classify",

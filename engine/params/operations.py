@@ -313,7 +313,7 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
         "Ranks the features of a per-feature embedding layer by cosine similarity to some of its own features or "
         "to the features of another embedding layer in the same space; writes a GeoPackage with similarity and "
         "sim_rank fields.",
-        "analysis.similarity:rank_features",
+        "analysis.ranking:rank_features",
         (
             Param("layer_path", "vector", positional=True, key="INPUT",
                   help="per-feature embedding layer (gair_000.. fields)"),

@@ -116,6 +116,26 @@ class GAIRAlgorithm(QgsProcessingAlgorithm):
         chosen = [op.param(n) for n in names] if names else toolbox_scalars(op)
         return {param.name: scalar_value(self, param, parameters, context) for param in chosen}
 
+    def add_pca_from_parameter(self) -> None:
+        """PCA_FROM: reduce through another raster's projection (a .pca.npz or an embedding raster): one space."""
+        pca_from = self.operation.param("pca_from")
+        param = QgsProcessingParameterFile(
+            pca_from.processing_name, self.tr(pca_from.label), optional=True,
+            fileFilter="Embedding rasters or PCA (*.tif *.tiff *.vrt *.npz);;All files (*)")
+        param.setHelp(self.tr(pca_from.help))
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
+
+    def extent_values(self, parameters, context: QgsProcessingContext, crs=None) -> tuple:
+        """(extent, extent_crs) engine values of the EXTENT parameter: (None, None) when empty; in `crs` (a
+        layer's; extent_crs None then: the raster's own), else in the CRS the extent was given in."""
+        if not parameters.get("EXTENT"):
+            return None, None
+        given = crs if crs is not None else self.parameterAsExtentCrs(parameters, "EXTENT", context)
+        box = self.parameterAsExtent(parameters, "EXTENT", context, given)
+        extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+        return extent, (None if crs is not None else (given.authid() or given.toWkt()))
+
     def add_model_parameter(self) -> None:
         param = QgsProcessingParameterFile(
             self.MODEL, self.tr(self.operation.param("model").label), optional=True,

@@ -33,8 +33,7 @@ def wheel_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def system_python() -> engine_setup.PythonChoice:
-    if not os.path.isfile(SYSTEM_PYTHON):
-        pytest.skip(f"{SYSTEM_PYTHON} is not here")
+    assert os.path.isfile(SYSTEM_PYTHON), f"{SYSTEM_PYTHON} is missing: run `make test` (it installs QGIS from Debian)"
     return engine_setup.find_python([(SYSTEM_PYTHON, "QGIS's own Python")])
 
 

@@ -7,7 +7,6 @@ import os
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputRasterLayer,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterDestination,
@@ -37,13 +36,7 @@ class Algorithm(GAIRAlgorithm):
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr(op.param("extent").label), optional=True))
         self.add_engine_parameters()
-        pca_from = op.param("pca_from")
-        param = QgsProcessingParameterFile(
-            pca_from.processing_name, self.tr(pca_from.label), optional=True,
-            fileFilter="Embedding rasters or PCA (*.tif *.tiff *.vrt *.npz);;All files (*)")
-        param.setHelp(self.tr(pca_from.help))
-        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(param)
+        self.add_pca_from_parameter()
         self.add_model_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", self.tr(op.param("output_path").label)))
         self.addOutput(QgsProcessingOutputRasterLayer("QUICKLOOK", self.tr("Quicklook")))
@@ -72,12 +65,7 @@ class Algorithm(GAIRAlgorithm):
 
     def run_engine(self, parameters, context, feedback, bridge):
         path, name, layer = self.source(parameters, context)
-        extent, extent_crs = None, None
-        if parameters.get("EXTENT"):
-            crs = layer.crs() if layer is not None else self.parameterAsExtentCrs(parameters, "EXTENT", context)
-            box = self.parameterAsExtent(parameters, "EXTENT", context, crs)
-            extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
-            extent_crs = None if layer is not None else (crs.authid() or crs.toWkt())
+        extent, extent_crs = self.extent_values(parameters, context, layer.crs() if layer is not None else None)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         pca_from = self.parameterAsFile(parameters, "PCA_FROM", context) or None
         params = {"input_path": path, "output_path": output, "extent": extent, "extent_crs": extent_crs,

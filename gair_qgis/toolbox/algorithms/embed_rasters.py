@@ -10,7 +10,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputRasterLayer,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -42,13 +41,7 @@ class Algorithm(GAIRAlgorithm):
         self.addParameter(param)
         self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr(op.param("extent").label), optional=True))
         self.add_engine_parameters()
-        pca_from = op.param("pca_from")
-        param = QgsProcessingParameterFile(
-            pca_from.processing_name, self.tr(pca_from.label), optional=True,
-            fileFilter="Embedding rasters or PCA (*.tif *.tiff *.vrt *.npz);;All files (*)")
-        param.setHelp(self.tr(pca_from.help))
-        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(param)
+        self.add_pca_from_parameter()
         self.add_model_parameter()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT",
                                                                   self.tr(op.param("output_dir").label)))
@@ -64,12 +57,7 @@ class Algorithm(GAIRAlgorithm):
     def run_engine(self, parameters, context, feedback, bridge):
         inputs = [raster_layer_path(layer) for layer in self.parameterAsLayerList(parameters, "INPUTS", context)]
         out_dir = self.parameterAsString(parameters, "OUTPUT", context)
-        extent, extent_crs = None, None
-        if parameters.get("EXTENT"):
-            crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
-            box = self.parameterAsExtent(parameters, "EXTENT", context, crs)
-            extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
-            extent_crs = crs.authid() or crs.toWkt()
+        extent, extent_crs = self.extent_values(parameters, context)
         params = {"inputs": inputs or None, "output_dir": out_dir,
                   "manifest": self.parameterAsFile(parameters, "MANIFEST", context) or None,
                   "extent": extent, "extent_crs": extent_crs,
