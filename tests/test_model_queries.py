@@ -139,7 +139,6 @@ def test_bad_inputs_are_explained(model, tokens):
         (lambda: model.encode_location(np.zeros(2)), "lonlat must be"),
         (lambda: model.query_tokens(tokens, np.zeros((2, 1, 2)), mode="nearest"), "unknown query mode"),
         (lambda: model.dense_field(tokens, 4, 4, mode="nearest"), "unknown query mode"),
-        (lambda: model.projected_field(np.eye(2, 32), np.zeros(2), mode="nearest"), "unknown query mode"),
         (lambda: model.query_tokens(tokens, np.zeros((1, 2))), "rel_xy must be"),
         (lambda: model.query_tokens(tokens[:, :, :8], np.zeros((2, 1, 2))), "tokens must be"),
         (lambda: model.dense_field(tokens[:, :100], 4, 4), "tokens must be"),
@@ -158,18 +157,6 @@ def test_fingerprint_tracks_weights_not_dtype():
     c = engine.GAIRModel(engine.GAIRConfig.tiny()).double()
     c.load_state_dict(a.state_dict())
     assert c.fingerprint == a.fingerprint
-
-
-@pytest.mark.parametrize("mode", ["nili", "bilinear", "bicubic", "transformer"])
-def test_projected_field_is_the_field_projected(model, tokens, mode):
-    """projected_field computes in the K-dim space what dense_field then the affine projection gives."""
-    rng = np.random.default_rng(5)
-    components, shift = rng.standard_normal((4, 32)), rng.standard_normal(4)
-    with torch.no_grad():
-        expected = model.dense_field(tokens, 7, 9, mode=mode).numpy() @ components.T - shift
-    got = model.projected_field(components, shift, mode)(tokens.numpy(), 7, 9)
-    assert got.shape == (2, 7, 9, 4) and got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_point_queries_stay_on_the_tokens_device(model, tokens):

@@ -166,16 +166,21 @@ def test_both_backends_implement_the_protocol(exported):
 
 
 @pytest.mark.parametrize("mode", ["nili", "bilinear", "bicubic"])
-def test_projected_field_matches_torch(exported, inputs, mode):
+def test_raster_field_matches_torch(exported, inputs, mode):
+    """The raster pipeline's lattice field (numpy for both backends) reads the same imnet from either."""
+    from engine.io.pca import PCAProjection
+    from engine.pipeline.blend import LatticeField
+    from engine.pipeline.tiling import TokenLattice
+
     torch_model, onnx_model, _ = exported
     tokens = onnx_model.rs_tokens(inputs["rs"][:2])
-    rng = np.random.default_rng(4)
-    components, shift = rng.standard_normal((5, 32)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
-    expected = onnx_model.dense_field(tokens, 11, 17, mode=mode) @ components.T - shift
-    got = onnx_model.projected_field(components, shift, mode)(tokens, 11, 17)
-    assert got.shape == (2, 11, 17, 5) and got.dtype == np.float32
-    assert rel_err(got, expected) < TOL
-    assert rel_err(torch_model.projected_field(components, shift, mode)(tokens, 11, 17), expected) < TOL
+    lattice = TokenLattice.for_scene(70, 80, 64, 64, torch_model.config.rs_grid, 0.0, 2.0)
+    assert len(lattice) == 4
+    crops = {i: tokens[i % 2] for i in range(4)}
+    pca = PCAProjection.from_sample(np.random.default_rng(4).standard_normal((300, 32)), 5, "m")
+    got = LatticeField(onnx_model, lattice, mode, pca).block(crops, 0, 70, 0, 80)
+    assert got.shape == (5, 70, 80) and got.dtype == np.float32 and np.isfinite(got).all()
+    assert rel_err(got, LatticeField(torch_model, lattice, mode, pca).block(crops, 0, 70, 0, 80)) < TOL
 
 
 def test_transformer_mode_asks_for_torch_and_bad_inputs_are_explained(exported, inputs):
@@ -185,8 +190,6 @@ def test_transformer_mode_asks_for_torch_and_bad_inputs_are_explained(exported, 
         onnx_model.query_tokens(tokens, np.full((1, 1, 2), 0.5), mode="transformer")
     with pytest.raises(engine.GAIRError, match="backend='torch'"):
         onnx_model.dense_field(tokens, 4, 4, mode="transformer")
-    with pytest.raises(engine.GAIRError, match="backend='torch'"):
-        onnx_model.projected_field(np.eye(2, 32), np.zeros(2), mode="transformer")
     cases = [
         (lambda: onnx_model.dense_field(tokens, 4, 4, mode="nearest"), "unknown query mode"),
         (lambda: onnx_model.rs_tokens(np.zeros((1, 12, 96, 96))), "RS input must be"),
@@ -236,7 +239,10 @@ def test_onnx_path_never_imports_torch(exported, inputs, tmp_path):
         assert isinstance(model, engine.GAIRModelLike)
         rs = np.load({str(tmp_path / "rs.npy")!r})
         tokens = model.rs_tokens(rs)
-        pca = model.projected_field(np.eye(3, 32), np.ones(3))(tokens, 5, 7)
+        from engine.pipeline.blend import LatticeField
+        from engine.pipeline.tiling import TokenLattice
+        lattice = TokenLattice.for_scene(15, 15, 64, 64, 12, 0.0, 2.0)
+        pca = LatticeField(model, lattice, "nili", None).block({{0: tokens[0]}}, 0, 5, 0, 7)
         np.savez({str(tmp_path / "out.npz")!r}, tokens=tokens, field=model.dense_field(tokens, 5, 7), pca=pca,
                  points=model.query_tokens(tokens, np.full((2, 3, 2), 0.3)),
                  location=model.encode_location([[10.0, 45.0]]), sv=model.encode_sv(np.zeros((1, 3, 32, 32))))
@@ -248,7 +254,8 @@ def test_onnx_path_never_imports_torch(exported, inputs, tmp_path):
     out = np.load(tmp_path / "out.npz")
     tokens = torch_model.rs_tokens(inputs["rs"][:2])
     assert rel_err(out["tokens"], tokens) < TOL and rel_err(out["field"], torch_model.dense_field(tokens, 5, 7)) < TOL
-    assert rel_err(out["pca"], torch_model.dense_field(tokens, 5, 7)[..., :3] - 1) < TOL
+    inside = torch_model.dense_field(tokens[:1], 64, 64)[0, 11:16, 11:18]  # the lattice starts 11 px before the scene
+    assert rel_err(out["pca"], inside.transpose(2, 0, 1)) < TOL
     assert rel_err(out["points"], torch_model.query_tokens(tokens, np.full((2, 3, 2), 0.3))) < TOL
     assert rel_err(out["sv"], torch_model.encode_sv(np.zeros((1, 3, 32, 32), np.float32))) < TOL
 

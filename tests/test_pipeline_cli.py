@@ -18,10 +18,10 @@ import engine
 from engine.cli.main import main
 from engine.io.embedding_raster import PCAProjection
 from engine.pipeline import embed_features, embed_raster
-from engine.pipeline.blend import crop_field, pca_field
+from engine.pipeline.blend import LatticeField
 from engine.runtime.preprocess import preprocess_rs
 
-from .test_pipeline_raster import synthetic_s2, write_raster
+from .test_pipeline_raster import one_crop_lattice, synthetic_s2, write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,9 @@ def test_onnx_backend_gives_the_same_field_and_points(tmp_path, bundle):
     np.testing.assert_allclose(vectors[0], vectors[1], rtol=1e-4, atol=1e-5)
     tokens = onnx.rs_tokens(preprocess_rs(synthetic_s2(64, 64)[[1, 2, 3, 4, 5, 6, 7, 8, 10, 11]], onnx.config))[0]
     pca = PCAProjection.from_sample(np.random.default_rng(0).standard_normal((300, 32)), 4, onnx.fingerprint)
-    for mode in ("nili", "bilinear", "bicubic"):
-        projector = pca_field(onnx, pca, mode)
-        expected = crop_field(onnx, tokens, 30, 50, mode, pca)
-        np.testing.assert_allclose(projector(tokens, 30, 50), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    lattice = one_crop_lattice(onnx)
+    for mode in ("nili", "bilinear", "bicubic"):  # the raster pipeline's field with the numpy backend's imnet
+        field = onnx.dense_field(tokens[None], 64, 64, mode=mode)[0][22:37, 22:37].reshape(-1, 32)
+        expected = pca.transform(field).T.reshape(4, 15, 15)
+        got = LatticeField(onnx, lattice, mode, pca).block({0: tokens}, 0, 15, 0, 15)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -1,4 +1,5 @@
-"""embed_raster: seamless blending, exact single-crop field, output format, PCA/int16, cancel, bad inputs, memory."""
+"""embed_raster: no steps where crops meet, the lattice field is the crop's own inside it, output format,
+PCA/int16, cancel, bad inputs, memory."""
 from __future__ import annotations
 
 import tracemalloc
@@ -20,8 +21,8 @@ from engine.io.space import EmbeddingSpace
 from engine.pipeline import embed_raster
 from engine.pipeline import raster as raster_module
 from engine.pipeline.bands import L2A_12
-from engine.pipeline.blend import crop_field, pca_field
-from engine.pipeline.source import OutputGrid
+from engine.pipeline.blend import LatticeField
+from engine.pipeline.source import OutputGrid, SourceRaster
 from engine.runtime.preprocess import preprocess_rs
 
 CROP = 64  # GAIRConfig.tiny() crop_pixels
@@ -77,50 +78,77 @@ def _step_profile(field: np.ndarray, axis: int) -> np.ndarray:
     return np.nanmean(steps, axis=0 if axis == 2 else 1)
 
 
-def _border_steps(starts: np.ndarray, crop: int, length: int) -> list[int]:
-    return sorted({s - 1 for s in starts if s > 0} | {s + crop - 1 for s in starts if 0 < s + crop < length})
+def crop_by_crop_field(model, path) -> np.ndarray:
+    """(D, H, W) field with every pixel from the one crop holding it, each crop read through its own zero-padded
+    token grid (how rasters were tiled before the token lattice): the control showing the seam measures see seams."""
+    with SourceRaster(path, model.config) as src:
+        grid = src.output_grid(None)
+        crop = src.crop_size_px(grid.res_m)[0]
+        lattice = raster_module.raster_lattice(grid, crop, crop, 0.0, model.config.rs_grid)
+        out = np.full((model.config.embed_dim, grid.height, grid.width), np.nan, np.float32)
+        for i in range(len(lattice)):  # later crops overwrite: crop k holds the pixels from its start on
+            r0, c0 = lattice.origin(i)
+            data, _ = src.read(src.window_of(grid, r0, c0, crop, crop))
+            tokens = model.rs_tokens(preprocess_rs(data[None], model.config))
+            field = np.asarray(model.dense_field(tokens, crop, crop))[0].transpose(2, 0, 1)
+            a, b, c, d = max(0, r0), min(grid.height, r0 + crop), max(0, c0), min(grid.width, c0 + crop)
+            out[:, a:b, c:d] = field[:, a - r0:b - r0, c - c0:d - c0]
+        return out, lattice
 
 
 @pytest.mark.parametrize("axis", [1, 2])
-def test_no_steps_at_crop_borders(tmp_path, tiny_model, axis):
-    data = synthetic_s2(160, 224, seed=1)
-    src = write_raster(tmp_path / "in.tif", data)
-    blended = _read(embed_raster(src, tmp_path / "blend.tif", tiny_model, overlap=0.25, quicklook=False))
-    hard = _read(embed_raster(src, tmp_path / "hard.tif", tiny_model, overlap=0.0, quicklook=False))
-    results = {}
-    for name, field, overlap in (("blend", blended, 0.25), ("hard", hard, 0.0)):
-        grid = OutputGrid(224, 160, None, 1.0, 1.0, (10.0, 10.0), 0, 0, 160, 224)
-        layout = raster_module.raster_layout(grid, CROP, CROP, overlap, tiny_model.config.rs_grid)
-        starts, length = (layout.row_starts, 160) if axis == 1 else (layout.col_starts, 224)
-        steps = _step_profile(field, axis)
-        border = _border_steps(starts, CROP, length)
-        inside = np.setdiff1d(np.arange(length - 1), border)
-        results[name] = steps[border].max(), steps[inside].max()
-    assert results["blend"][0] <= results["blend"][1]  # at crop borders no larger than inside crops
-    assert results["hard"][0] > 2 * results["hard"][1]  # hard tiling does show seams: the measure can see them
+def test_no_steps_where_crops_meet(tmp_path, tiny_model, axis):
+    """Crops abut (overlap 0), yet where one crop's cells meet the next the field steps no more than inside a crop:
+    NILI reads the neighbouring crop's cells across the joint. Crop-by-crop fields do step there."""
+    src = write_raster(tmp_path / "in.tif", synthetic_s2(160, 224, seed=1))
+    field = _read(embed_raster(src, tmp_path / "e.tif", tiny_model, dims=0, dtype="float32", quicklook=False))
+    hard, lattice = crop_by_crop_field(tiny_model, src)
+    axis_lattice, length = (lattice.rows, 160) if axis == 1 else (lattice.cols, 224)
+    joints = [axis_lattice.start(k) - 1 for k in range(1, axis_lattice.count) if 0 < axis_lattice.start(k) < length]
+    inside = np.setdiff1d(np.arange(length - 1), joints)
+    assert len(joints) >= 2
+    for name, values in (("lattice", field), ("crop by crop", hard)):
+        steps = _step_profile(values, axis)
+        ratio = steps[joints].max() / steps[inside].max()
+        assert (ratio <= 1.0) if name == "lattice" else (ratio > 2.0), (name, ratio)
 
 
-def test_single_crop_raster_is_the_crop_field(tmp_path, tiny_model, monkeypatch):
-    data = synthetic_s2(CROP, CROP, seed=2)
-    # without overlap and margin the grid's first crop is the raster itself, and the only one
-    monkeypatch.setattr(raster_module, "EDGE_MARGIN_CELLS", 0.0)
-    out = _read(embed_raster(write_raster(tmp_path / "one.tif", data), tmp_path / "one_out.tif", tiny_model,
-                                dtype="float32", overlap=0.0))
-    tokens = tiny_model.rs_tokens(preprocess_rs(data[MODEL_BANDS].astype(np.float32), tiny_model.config))
-    expected = tiny_model.dense_field(tokens, CROP, CROP)[0].transpose(2, 0, 1)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+def one_crop_lattice(model, scene: int = 15):
+    """A scene small enough for one crop of the tiny model (64 px, 6 cells; the lattice starts 22 px before it)."""
+    grid = OutputGrid(scene, scene, None, 1.0, 1.0, (10.0, 10.0), 0, 0, scene, scene)
+    lattice = raster_module.raster_lattice(grid, CROP, CROP, 0.0, model.config.rs_grid)
+    assert len(lattice) == 1 and lattice.origin(0) == (-22, -22)
+    return lattice
 
 
 @pytest.mark.parametrize("mode", ["nili", "bilinear", "bicubic"])
-def test_fields_computed_in_pca_space_equal_projected_fields(tiny_model, mode):
+def test_lattice_field_is_the_crops_own_field_inside_it(tiny_model, mode):
+    """Where a pixel's cells and their neighbours all lie inside one crop, the lattice field is that crop's own
+    dense field (the model's NILI); with a PCA, the same projected (computed in the PCA space)."""
+    lattice = one_crop_lattice(tiny_model)
     rng = np.random.default_rng(0)
-    tokens = rng.standard_normal((36, 32)).astype(np.float32)
+    tokens = rng.standard_normal((1, 36, 32)).astype(np.float32)
+    expected = tiny_model.dense_field(tokens, CROP, CROP, mode=mode)[0][22:37, 22:37].transpose(2, 0, 1)
+    got = LatticeField(tiny_model, lattice, mode, None).block({0: tokens[0]}, 0, 15, 0, 15)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     pca = PCAProjection.from_sample(rng.standard_normal((400, 32)) * np.linspace(3, 0.1, 32), 5, "m")
-    projector = pca_field(tiny_model, pca, mode)
-    expected = crop_field(tiny_model, tokens, 40, 56, mode, pca)
-    got = projector(tokens, 40, 56)
-    assert got.shape == (40, 56, 5) and got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    reduced = LatticeField(tiny_model, lattice, mode, pca).block({0: tokens[0]}, 0, 15, 0, 15)
+    projected = pca.transform(expected.reshape(32, -1).T).T.reshape(5, 15, 15)
+    assert reduced.dtype == np.float32
+    np.testing.assert_allclose(reduced, projected, rtol=1e-4, atol=1e-4 * np.abs(projected).max())
+
+
+def test_polygon_mean_of_the_field_never_builds_it(tiny_model):
+    """LatticeField.mean (polygon means) equals the weighted mean of the block it does not build; pixels whose
+    cells have no token are left out."""
+    lattice = one_crop_lattice(tiny_model)
+    tokens = {0: np.random.default_rng(1).standard_normal((36, 32)).astype(np.float32)}
+    field = LatticeField(tiny_model, lattice, "nili", None)
+    block = field.block(tokens, 2, 13, 1, 12)
+    weights = np.random.default_rng(2).random((11, 11)) * (np.random.default_rng(3).random((11, 11)) > 0.3)
+    expected = (block * weights).sum(axis=(1, 2)) / weights.sum()
+    np.testing.assert_allclose(field.mean(tokens, 2, 13, 1, 12, weights), expected, rtol=1e-4, atol=1e-5)
+    assert field.mean({}, 2, 13, 1, 12, weights) is None and np.isnan(field.block({}, 2, 13, 1, 12)).all()
 
 
 def test_output_format_nodata_and_quicklook(tmp_path, s2_raster, tiny_model):

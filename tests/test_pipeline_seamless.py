@@ -1,5 +1,5 @@
 """Seamless to the scene edge, whatever the extent: crops anchored to the raster, context read past the extent and
-mirrored past the scene edge, the seam figure, and the crop grid geometry (issue 13)."""
+mirrored past the scene edge, the seam figure (issue 13; the lattice's geometry: tests/test_pipeline_tiling.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,9 +12,8 @@ import engine
 from engine.pipeline import embed_raster
 from engine.pipeline.quality import raster_seam_figure, seam_figure, step_profile
 from engine.pipeline.source import SourceRaster
-from engine.pipeline.tiling import AnchoredLayout
 from tests.golden import REFERENCE, golden_state_dict
-from tests.test_pipeline_raster import synthetic_s2, write_raster
+from tests.test_pipeline_raster import crop_by_crop_field, synthetic_s2, write_raster
 
 SAMPLES = REFERENCE.parents[2] / "data" / "samples"
 ORIGIN_X, ORIGIN_Y = 500000.0, 4500000.0  # write_raster's default transform: 10 m pixels from here
@@ -83,13 +82,13 @@ def test_reads_past_the_extent_see_the_raster_and_past_the_scene_a_mirror(s2_ras
 
 def test_border_of_the_raster_has_no_frame_with_official_size_weights(tmp_path, golden_model):
     """The real Detroit sample (246 x 181 px, smaller than one 224 px crop): the seam figure was 8.4 (rows) and 9.0
-    (columns) when border crops saw only the raster and their border tokens NILI's zero padding."""
+    (columns) when border crops saw only the raster and their border tokens NILI's zero padding; the lattice starts
+    two cells before the raster, on mirrored scene."""
     out = embed_raster(SAMPLES / "detroit_rs.tif", tmp_path / "detroit.tif", golden_model, dims=0, dtype="float32",
                        quicklook=False)
-    assert raster_seam_figure(out) <= 6.0
-    hard = embed_raster(SAMPLES / "detroit_rs.tif", tmp_path / "hard.tif", golden_model, dims=0, dtype="float32",
-                        overlap=0.0, quicklook=False)
-    assert raster_seam_figure(hard) > 6.0  # hard crop edges: the figure sees a seam when there is one
+    assert raster_seam_figure(out) <= 2.0  # 1.31 on the token lattice (4.25 with blended crop fields, issue 13)
+    hard, _ = crop_by_crop_field(golden_model, SAMPLES / "detroit_rs.tif")
+    assert seam_figure(hard) > 6.0  # crop-by-crop fields: the figure sees a seam when there is one
 
 
 def test_seam_figure():
@@ -102,38 +101,6 @@ def test_seam_figure():
     assert step_profile(framed, 2).argmax() == 2
     framed[:, 5, 5] = np.nan  # nodata is ignored
     assert np.isfinite(step_profile(framed, 1)).all()
-
-
-@pytest.mark.parametrize("overlap, trim", [(0.5, 0), (0.5, 6), (0.25, 0), (0.25, 3), (0.0, 0)])
-@pytest.mark.parametrize("offset", [(0, 0), (37, 5)])
-def test_anchored_crops_cover_every_pixel_with_unit_weight(overlap, trim, offset):
-    height, width, crop = 150, 230, 64
-    layout = AnchoredLayout(height, width, crop, crop, overlap, *offset, trim, trim)
-    pad = 2 * crop
-    total = np.zeros((height + 2 * pad, width + 2 * pad))
-    for i in range(len(layout)):
-        (wy, wx), (r, c) = layout.weights(i), layout.origin(i)
-        assert wy[:min(trim, (crop - layout.stride[0]) // 2)].sum() == 0  # border token cells get no weight
-        tile = np.outer(wy, wx)
-        assert tile.max() > 0
-        total[pad + r:pad + r + crop, pad + c:pad + c + crop] += tile
-        assert tile[max(0, -r):height - r, max(0, -c):width - c].max() > 0  # every crop has weight in the window
-    np.testing.assert_allclose(total[pad:pad + height, pad:pad + width], 1.0, atol=1e-6)
-    assert layout.stride == (crop - round(overlap * crop),) * 2
-
-
-def test_anchored_crops_sit_on_one_grid_whatever_the_window():
-    whole = AnchoredLayout(300, 400, 64, 64, 0.5)
-    part = AnchoredLayout(50, 70, 64, 64, 0.5, row_off=131, col_off=211)
-    global_rows = set((whole.row_starts).tolist())
-    assert set((part.row_starts + 131).tolist()) <= global_rows
-    assert set((part.col_starts + 211).tolist()) <= set(whole.col_starts.tolist())
-    assert whole.row_starts[0] < 0 and whole.row_starts[-1] + 64 > 300  # crops reach past the raster's border
-    # touching: the crops giving weight to a pixel, in the same (row-major) order in both layouts
-    ids = part.touching(10, 11, 20, 21)
-    starts = [(int(part.origin(i)[0] + 131), int(part.origin(i)[1] + 211)) for i in ids]
-    ids_whole = whole.touching(141, 142, 231, 232)
-    assert starts == [whole.origin(i) for i in ids_whole] and len(ids) == 4
 
 
 def test_embedding_raster_is_tiled(tmp_path, s2_raster, tiny_model):
@@ -170,29 +137,3 @@ def test_overviews_hold_stored_vectors_and_nodata(tmp_path, dtype):
                                                                                                        16, 4)
     picked = quarter[:, 137:274, 130:260].transpose(1, 2, 0)[:, :, None, :]
     assert (np.abs(blocks - picked).max(axis=3) == 0).any(axis=2).all()
-
-
-@pytest.mark.parametrize("overlap", [0.5, 0.25])
-@pytest.mark.parametrize("window", [(0, 0, 150, 230), (40, 17, 60, 90), (100, 180, 50, 50)])
-def test_scene_bounded_grid_starts_a_margin_before_the_raster(overlap, window):
-    """With the raster's size the grid has crops 0..last only: the raster's border pixels sit `margin` pixels inside
-    the outer crops, which keep full weight towards the scene's edge; weights still sum to one everywhere."""
-    scene_h, scene_w, crop, margin = 150, 230, 64, 11
-    row_off, col_off, height, width = window
-    layout = AnchoredLayout(height, width, crop, crop, overlap, row_off, col_off, 0, 0, scene_h, scene_w, margin,
-                            margin)
-    whole = AnchoredLayout(scene_h, scene_w, crop, crop, overlap, 0, 0, 0, 0, scene_h, scene_w, margin, margin)
-    assert whole.row_starts[0] == whole.col_starts[0] == -margin
-    assert whole.row_starts[-1] + crop - margin >= scene_h and whole.col_starts[-1] + crop - margin >= scene_w
-    assert whole.row_starts[-2] + crop - margin < scene_h  # no crop more than needed
-    wy, wx = whole.weights(0)
-    assert wy[0] == wx[0] == 1.0 and wy[-1] < 0.01  # flat towards the scene's edge, tapered towards a neighbour
-    pad = 2 * crop
-    total = np.zeros((height + 2 * pad, width + 2 * pad))
-    for i in range(len(layout)):
-        (wy, wx), (r, c) = layout.weights(i), layout.origin(i)
-        total[pad + r:pad + r + crop, pad + c:pad + c + crop] += np.outer(wy, wx)
-        g = (r + row_off, c + col_off)
-        j = [whole.origin(k) for k in range(len(whole))].index(g)  # a crop of the whole raster's grid ...
-        np.testing.assert_array_equal(np.outer(*whole.weights(j)), np.outer(wy, wx))  # ... with its weights
-    np.testing.assert_allclose(total[pad:pad + height, pad:pad + width], 1.0, atol=1e-6)

@@ -16,11 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import QUERY_MODES, GAIRConfig
-from ..errors import GAIRError
+from ..config import GAIRConfig
 from ..runtime.grid import dense_plan, pixel_centres, points_plan, relative_positions
 from ..runtime.protocol import (
-    FieldFn,
     check_lonlat,
     check_positions,
     check_rs_input,
@@ -202,33 +200,3 @@ class GAIRModel(nn.Module):
         plan = dense_plan(height, width, self.config.rs_grid, mode, self.config.nili_convention, like=tokens)
         return sample_dense(self._grid(tokens, mode, self.imnet.weight, self.imnet.bias), plan)
 
-    def projected_field(self, components: np.ndarray, shift: np.ndarray, mode: str = "nili") -> FieldFn:
-        """dense_field followed by x -> components @ x - shift (a PCA), computed in the K-dim space when exact.
-
-        NILI blends imnet outputs with weights summing to one and imnet is linear, so imnet's weight and bias are
-        projected once (K/D of the work); bilinear/bicubic are linear in the tokens, so the tokens are projected.
-        Returns fn(tokens (B, G*G, D), height, width) -> (B, H, W, K) float32 numpy.
-        """
-        if mode not in QUERY_MODES:
-            raise GAIRError(f"unknown query mode {mode!r}; use one of {', '.join(QUERY_MODES)}")
-        comps = torch.as_tensor(np.asarray(components), device=self.device, dtype=self.dtype)
-        shift_t = torch.as_tensor(np.asarray(shift), device=self.device, dtype=self.dtype)
-        weight = comps @ self.imnet.weight.detach()
-        bias = comps @ self.imnet.bias.detach() - shift_t
-        cfg = self.config
-
-        @torch.inference_mode()
-        def field(tokens, height: int, width: int) -> np.ndarray:
-            t = torch.as_tensor(tokens, device=self.device, dtype=self.dtype)
-            check_tokens(t.shape, cfg)
-            if mode == "transformer":
-                out = self.dense_field(t, height, width, mode) @ comps.T - shift_t
-            elif mode == "nili":
-                plan = dense_plan(height, width, cfg.rs_grid, mode, cfg.nili_convention, like=t)
-                out = sample_dense(self._grid(t, mode, weight, bias), plan)
-            else:
-                plan = dense_plan(height, width, cfg.rs_grid, mode, like=t)
-                out = sample_dense(cell_grid(t @ comps.T), plan) - shift_t
-            return out.float().cpu().numpy()
-
-        return field

@@ -20,15 +20,15 @@ BLOCK_SIZE = Param("block_size", "int", None, optional=True, minimum=1, toolbox=
 BANDS = Param("bands", "str", None, optional=True, advanced=True, label="Band mapping (empty: from band names)",
               help="band mapping when descriptions are missing or wrong: one raster band number per model band "
                    "(2,3,4,5,6,7,8,9,11,12) or one S2 name per raster band (B1,B2,...; - to ignore)")
-OVERLAP = Param("overlap", "float", 0.5, minimum=0.0, maximum=0.9, advanced=True,
-                label="Overlap of neighbouring crops (fraction)", help="fraction of a crop shared with its neighbour")
-# embed-raster's crop overlap: seam figure 3.8-3.9 and cosine 0.993 to a 0.75-overlap reference on the real samples
-# (official-size weights) for 1.8 encodes per pixel; 0.5 gives 1.2-1.5 and 0.999 for 4 (README, "Overlap").
-RASTER_OVERLAP = 0.25
+# embed-raster's crop overlap: crops abut on the token lattice (pipeline.tiling), each pixel encoded ~1.04 times on a
+# whole tile; with official-size weights the seam figure is 1.1 and the cosine to a 0.75-overlap field 0.9998
+# (README, "Seamless rasters"): overlap buys little, at 1.2x (1/12), 1.8x (0.25) or 4x (0.5) the encoder work.
+RASTER_OVERLAP = 0.0
 RASTER_OVERLAP_PARAM = Param("overlap", "float", RASTER_OVERLAP, minimum=0.0, maximum=0.9, advanced=True,
                              label="Overlap of neighbouring crops (fraction)",
-                             help="fraction of a crop shared with its neighbour: more is smoother and slower "
-                                  "(0.25: 1.8 encodes per pixel, 0.5: 4)")
+                             help="fraction of a crop shared with its neighbour, in whole token cells (1/12 of a "
+                                  "crop): more averages more context per cell, and is slower (0: ~1.04 encodes per "
+                                  "pixel on a whole tile, 0.25: 1.8, 0.5: 4)")
 LAYER_NAME = Param("layer_name", "str", None, optional=True, toolbox=False,
                    help="name of the output layer (default: the input layer's)")
 SPACE = Param("space", "raster", None, optional=True, advanced=True, key="SPACE",

@@ -11,7 +11,6 @@ from .common import (  # noqa: F401 - RASTER_OVERLAP, EMBEDDING_RASTER... are re
     EMBEDDING_RASTER,
     LAYER_NAME,
     MODEL,
-    OVERLAP,
     RASTER_OVERLAP,
     RASTER_OVERLAP_PARAM,
     SEED,
@@ -125,7 +124,7 @@ OPERATIONS: dict[str, Operation] = {op.id: op for op in (
                   label="Query mode",
                   help="how the embedding is read at a point (nili: GAIR's implicit interpolation; transformer, "
                        "CLI only: the untrained nerf_fn, for study)"),
-            OVERLAP,
+            RASTER_OVERLAP_PARAM,
             *_MODEL_PARAMS,
             _batch_size(None, "crops"),
         ), summary="GAIR embedding of a raster at each point / over each polygon of a layer"),

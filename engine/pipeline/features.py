@@ -22,14 +22,17 @@ from ..io.feature_layer import embedding_tags, write_features
 from ..io.guard import guarded
 from ..io.space import EmbeddingSpace, check_same_space
 from ..io.vectors import VectorLayer, is_point, is_polygonal, read_layer, reproject
+from ..params import FIELD_MODES
+from ..params.common import RASTER_OVERLAP
 from .blend import numpy_blas_beside
-from .raster import as_model, default_batch_size, raster_layout
-from .source import OutputGrid, SourceRaster
+from .raster import as_model, default_batch_size
+from .source import SourceRaster
 
 Progress = Callable[[float], None] | None
 Cancel = Callable[[], bool] | None
 OK = "ok"
 CHUNK = 64  # features prepared at a time (bounds memory for large polygon layers)
+MIN_VALID = 0.5  # embed_raster's default: crops with less valid data are skipped, in polygon means too
 
 
 @dataclass
@@ -89,8 +92,15 @@ def _finish(layer: VectorLayer, output, vectors: np.ndarray, status: np.ndarray,
 class _CropTask:
     feature: int
     window: object          # rasterio Window in source pixels
-    rel: tuple[float, float] | None = None   # point query inside the crop (x from west, y from north)
-    coeff: np.ndarray | None = None          # polygon: weight of each crop pixel in the feature's mean
+    rel: tuple[float, float]  # point query inside the crop (x from west, y from north)
+
+
+@dataclass
+class _PolygonTask:
+    feature: int
+    rows: tuple[int, int]   # raster pixels [first, end) of the polygon's bounding window
+    cols: tuple[int, int]
+    inside: np.ndarray      # (rows, cols) bool: pixels inside the polygon with valid data
 
 
 def _point_task(src: SourceRaster, feature: int, x: float, y: float) -> _CropTask | str:
@@ -108,12 +118,11 @@ def _point_task(src: SourceRaster, feature: int, x: float, y: float) -> _CropTas
     return _CropTask(feature, Window(col0, row0, w, h), rel=((col - col0) / w, (row - row0) / h))
 
 
-def _polygon_tasks(src: SourceRaster, feature: int, geom, overlap: float) -> list[_CropTask] | str:
-    """Crops covering the polygon; each carries the weights that turn its field into its share of the mean."""
+def _polygon_task(src: SourceRaster, feature: int, geom) -> _PolygonTask | str:
+    """The polygon's pixels (centres inside, else any touched) with valid data, in its bounding window."""
     from rasterio.features import geometry_mask
     from rasterio.windows import Window
 
-    rows, cols = src.crop_size_px(src.res_m)
     inv = ~src.ds.transform
     xmin, ymin, xmax, ymax = geom.bounds
     c0, r0 = inv * (xmin, ymax)
@@ -122,52 +131,20 @@ def _polygon_tasks(src: SourceRaster, feature: int, geom, overlap: float) -> lis
     c1, r1 = min(src.width, math.ceil(c1)), min(src.height, math.ceil(r1))
     if c0 >= c1 or r0 >= r1:
         return "outside raster"
-    # grow the window to at least one crop, centred, shifted inside the raster
-    h, w = max(r1 - r0, min(rows, src.height)), max(c1 - c0, min(cols, src.width))
-    r0 = int(np.clip((r0 + r1) // 2 - h // 2, 0, src.height - h))
-    c0 = int(np.clip((c0 + c1) // 2 - w // 2, 0, src.width - w))
-    window = Window(c0, r0, w, h)
+    window = Window(c0, r0, c1 - c0, r1 - r0)
     transform = src.ds.window_transform(window)
-    inside = geometry_mask([geom], (h, w), transform, invert=True)
+    inside = geometry_mask([geom], (r1 - r0, c1 - c0), transform, invert=True)
     if not inside.any():
-        inside = geometry_mask([geom], (h, w), transform, invert=True, all_touched=True)
-    inside &= src.valid(window, (h, w))
+        inside = geometry_mask([geom], (r1 - r0, c1 - c0), transform, invert=True, all_touched=True)
+    inside &= src.valid(window, (r1 - r0, c1 - c0))
     if not inside.any():
         return "nodata"
-    # the crops of embed_raster's grid (anchored at the raster's origin), so the mean is the embedding raster's
-    grid = OutputGrid(w, h, None, 1.0, 1.0, src.res_m, r0, c0, src.ds.height, src.ds.width)
-    layout = raster_layout(grid, rows, cols, overlap, src.config.rs_grid)
-    crops = [i for i in range(len(layout)) if _touches(layout, i, inside)]
-    total_w = np.zeros((h, w), np.float64)
-    for i in crops:
-        (a, b, c, d), weight = _part(layout, i, h, w)
-        total_w[a:b, c:d] += weight
-    share = np.where(inside, 1.0 / np.maximum(total_w, 1e-30), 0.0) / inside.sum()
-    tasks = []
-    for i in crops:
-        (a, b, c, d), weight = _part(layout, i, h, w)
-        cr, cc = layout.origin(i)
-        coeff = np.zeros((layout.crop_h, layout.crop_w), np.float32)
-        coeff[a - cr:b - cr, c - cc:d - cc] = weight * share[a:b, c:d]
-        tasks.append(_CropTask(feature, Window(c0 + cc, r0 + cr, layout.crop_w, layout.crop_h), coeff=coeff))
-    return tasks
+    return _PolygonTask(feature, (r0, r1), (c0, c1), inside)
 
 
-def _part(layout, index: int, height: int, width: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """(row0, row1, col0, col1) of crop `index` inside the height x width window, and its blend weights there."""
-    (wy, wx), (r, c) = layout.weights(index), layout.origin(index)
-    a, b, cc, d = max(0, r), min(height, r + layout.crop_h), max(0, c), min(width, c + layout.crop_w)
-    return (a, b, cc, d), np.outer(wy[a - r:b - r], wx[cc - c:d - c])
-
-
-def _touches(layout, index: int, inside: np.ndarray) -> bool:
-    (a, b, c, d), weight = _part(layout, index, *inside.shape)
-    return bool((inside[a:b, c:d] & (weight > 0)).any())
-
-
-def _encode_tasks(model, src: SourceRaster, tasks: list[_CropTask], vectors: np.ndarray, status: np.ndarray,
-                  mode: str, batch_size: int, cancel: Cancel) -> None:
-    """Read, preprocess and encode crops in batches; points query their token grid, polygons add weighted fields."""
+def _encode_points(model, src: SourceRaster, tasks: list[_CropTask], vectors: np.ndarray, status: np.ndarray,
+                   mode: str, batch_size: int, cancel: Cancel) -> None:
+    """Read, preprocess and encode the points' crops in batches; each point queries its crop's token grid."""
     from ..runtime.preprocess import preprocess_rs
 
     cfg = model.config
@@ -175,37 +152,56 @@ def _encode_tasks(model, src: SourceRaster, tasks: list[_CropTask], vectors: np.
         _check_cancel(cancel)
         batch, inputs = [], []
         for task in tasks[k:k + batch_size]:
-            if status[task.feature] != OK:
-                continue
             data, valid = src.read(task.window)
-            if task.rel is not None:  # the point itself must be on valid data
-                r = min(int(task.rel[1] * valid.shape[0]), valid.shape[0] - 1)
-                c = min(int(task.rel[0] * valid.shape[1]), valid.shape[1] - 1)
-                if not valid[r, c]:
-                    status[task.feature] = "nodata"
-                    continue
+            r = min(int(task.rel[1] * valid.shape[0]), valid.shape[0] - 1)
+            c = min(int(task.rel[0] * valid.shape[1]), valid.shape[1] - 1)
+            if not valid[r, c]:  # the point itself must be on valid data
+                status[task.feature] = "nodata"
+                continue
             batch.append(task)
             inputs.append(preprocess_rs(data, cfg)[0])
         if not batch:
             continue
         tokens = np.asarray(model.rs_tokens(np.stack(inputs)), np.float32)
-        points = [j for j, t in enumerate(batch) if t.rel is not None]
-        if points:
-            rel = np.array([[batch[j].rel] for j in points], dtype=np.float64)
-            out = np.asarray(model.query_tokens(tokens[points], rel, mode=mode))[:, 0]
-            for j, vec in zip(points, out):
-                vectors[batch[j].feature] = vec
-        for j, task in enumerate(batch):
-            if task.coeff is not None:
-                h, w = task.coeff.shape
-                fld = np.asarray(model.dense_field(tokens[j:j + 1], h, w, mode=mode))[0]
-                vectors[task.feature] += np.tensordot(task.coeff, fld, axes=([0, 1], [0, 1]))
+        rel = np.array([[task.rel] for task in batch], dtype=np.float64)
+        out = np.asarray(model.query_tokens(tokens, rel, mode=mode))[:, 0]
+        for task, vec in zip(batch, out):
+            vectors[task.feature] = vec
+
+
+class _PolygonMeans:
+    """Polygon means of embed_raster's field (same lattice, same crops kept), crops' tokens shared between
+    neighbouring polygons while they fit a budget."""
+
+    TOKEN_BUDGET = 512  # crops' tokens kept (~0.2 GB at the official size)
+
+    def __init__(self, model, src: SourceRaster, overlap: float, mode: str, batch_size: int, cancel: Cancel) -> None:
+        from .blend import LatticeField
+        from .distributed import Shard
+        from .raster import _kept_crops, _RasterJob, raster_lattice
+
+        grid = src.output_grid(None)
+        lattice = raster_lattice(grid, *src.crop_size_px(grid.res_m), overlap, model.config.rs_grid)
+        keep = _kept_crops(src, grid, lattice, MIN_VALID)
+        self.job = _RasterJob(model, src, grid, lattice, keep, model.config.embed_dim, mode, batch_size, Shard(),
+                              None, cancel)
+        self.field = LatticeField(model, lattice, mode, None)
+
+    def mean(self, task: _PolygonTask) -> np.ndarray | None:
+        job = self.job
+        ids = [i for i in job.lattice.touching(*task.rows, *task.cols) if job.keep[i]]
+        job.encode(ids)
+        vector = self.field.mean({i: job.tokens[i] for i in ids}, *task.rows, *task.cols, task.inside)
+        for old in list(job.tokens)[:max(0, len(job.tokens) - self.TOKEN_BUDGET)]:
+            job.tokens.pop(old)
+            job.encoded.discard(old)
+        return vector
 
 
 @guarded
 def embed_features(raster: str | os.PathLike, layer: str | os.PathLike, output: str | os.PathLike, model=None, *,
                  layer_name: str | None = None, bands=None, polygons: str = "mean", space=None, mode: str = "nili",
-                 overlap: float = 0.5, batch_size: int | None = None, progress: Progress = None,
+                 overlap: float = RASTER_OVERLAP, batch_size: int | None = None, progress: Progress = None,
                  cancel: Cancel = None) -> LayerResult:
     """GeoPackage of `layer` + the GAIR embedding of `raster` at each feature.
 
@@ -218,31 +214,44 @@ def embed_features(raster: str | os.PathLike, layer: str | os.PathLike, output: 
     if polygons not in ("mean", "centroid"):
         raise GAIRError(f"polygons must be 'mean' or 'centroid', got {polygons!r}")
     model = as_model(model)
+    if polygons == "mean" and mode not in FIELD_MODES:
+        raise GAIRError(f"polygon means average the raster field, which query mode {mode!r} does not make; use "
+                        f"one of {', '.join(FIELD_MODES)}, or polygons='centroid'")
     features = read_layer(layer)
     if features.crs is None:
         raise GAIRError(f"{features.path.name} has no CRS, so its features cannot be placed on the raster; "
                         "assign one (in QGIS: Layer > Set CRS, then save) and retry")
     vectors = np.zeros((len(features), model.config.embed_dim), np.float32)
     status = np.full(len(features), OK, dtype=object)
+    batch_size = batch_size or default_batch_size(model)
     with numpy_blas_beside(model), SourceRaster(raster, model.config, bands) as src:
         geoms = reproject(features.geometries, features.crs, src.ds.crs)
+        means = None
         for start in range(0, len(features), CHUNK):
-            tasks: list[_CropTask] = []
+            points: list[_CropTask] = []
             for i in range(start, min(start + CHUNK, len(features))):
                 geom = geoms[i]
                 if geom is None or shapely.is_empty(geom):
                     status[i] = "empty geometry"
                     continue
                 if is_polygonal(geom) and polygons == "mean":
-                    made = _polygon_tasks(src, i, geom, overlap)
+                    made = _polygon_task(src, i, geom)
+                    if not isinstance(made, str):
+                        _check_cancel(cancel)
+                        means = means or _PolygonMeans(model, src, overlap, mode, batch_size, cancel)
+                        vector = means.mean(made)
+                        made = "nodata" if vector is None else vector
+                        if not isinstance(made, str):
+                            vectors[i] = made
+                            continue
                 else:
                     point = geom if is_point(geom) else shapely.centroid(geom)
                     made = _point_task(src, i, point.x, point.y)
                 if isinstance(made, str):
                     status[i] = made
                 else:
-                    tasks.extend(made if isinstance(made, list) else [made])
-            _encode_tasks(model, src, tasks, vectors, status, mode, batch_size or default_batch_size(model), cancel)
+                    points.append(made)
+            _encode_points(model, src, points, vectors, status, mode, batch_size, cancel)
             if progress is not None:
                 progress(min(start + CHUNK, len(features)) / max(1, len(features)))
         if (status == "outside raster").all() and len(features):

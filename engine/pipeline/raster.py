@@ -1,4 +1,4 @@
-"""Raster -> continuous embedding raster: crops laid with overlap, encoded in batches, NILI fields blended seamlessly.
+"""Raster -> continuous embedding raster: crops on one token lattice, encoded in batches, one NILI pass per pixel.
 
 Work goes block by block (output blocks aligned with the GeoTIFF tiles) with crop tokens cached only until their
 last block is done, so memory is bounded by the block size, not by the raster. See docs/ENGINE_API.md.
@@ -27,11 +27,11 @@ from ..io.space import model_options
 from ..params import DEFAULT_DIMS, FIELD_MODES
 from ..params.operations import RASTER_OVERLAP
 from ..runtime.protocol import GAIRModelLike
-from .blend import BlockBlender, crop_field, numpy_blas_beside, pca_field
+from .blend import LatticeField, numpy_blas_beside
 from .distributed import Shard, barrier, current_shard, gather_batches
 from .quicklook import Quicklook
 from .source import OutputGrid, SourceRaster
-from .tiling import AnchoredLayout
+from .tiling import TokenLattice
 
 Progress = Callable[[float], None] | None
 Cancel = Callable[[], bool] | None
@@ -41,14 +41,11 @@ log = logging.getLogger(__name__)
 PROGRESS_STEPS = 10  # crop progress is logged at every 10% of the crops (and after the first batch)
 
 TILE = 256
-BLOCK_BUDGET_BYTES = 128 * 2**20   # blend accumulators of one block
-FIELD_CACHE_BYTES = 256 * 2**20    # crop fields kept for the next block of the same block row
+BLOCK_BUDGET_BYTES = 128 * 2**20   # the field of one output block
 SAMPLE_CROPS, SAMPLE_PIXELS = 16, 16384
-# Token cells at each crop edge given no blend weight: their NILI neighbourhood is the zero padding of the token grid
-EDGE_TRIM_CELLS = 0.0
-# The crop grid starts this many token cells before the raster (mirrored there), its outer crops flat towards the
-# scene's edge; None: crops past the edge too, every crop tapered on every side (more crops)
-EDGE_MARGIN_CELLS: float | None = 2.0
+# The lattice starts this many token cells before the raster (the scene mirrored there): a border pixel reads cells
+# of real (mirrored) context, at least half a cell inside its crop (1.5 is the least NILI's 3 x 3 neighbourhoods allow)
+EDGE_MARGIN_CELLS = 2.0
 
 
 def estimate_output_bytes(height: int, width: int, dims: int, dtype: str = "float32") -> int:
@@ -105,17 +102,17 @@ def default_batch_size(model) -> int:
 
 
 class _RasterJob:
-    """State of one embed_raster run: which crops exist, which are encoded, their cached tokens and fields."""
+    """State of one embed_raster run: which crops exist, which are encoded, and their tokens until the last block
+    that reads them."""
 
-    def __init__(self, model, src: SourceRaster, grid: OutputGrid, layout: AnchoredLayout, keep: np.ndarray,
+    def __init__(self, model, src: SourceRaster, grid: OutputGrid, lattice: TokenLattice, keep: np.ndarray,
                  dims: int, mode: str, batch_size: int, shard: Shard, progress: Progress, cancel: Cancel) -> None:
-        self.model, self.src, self.grid, self.layout, self.keep = model, src, grid, layout, keep
+        self.model, self.src, self.grid, self.lattice, self.keep = model, src, grid, lattice, keep
         self.dims, self.mode, self.batch_size, self.shard = dims, mode, max(1, int(batch_size)), shard
         self.progress, self.cancel = progress, cancel
         self.encoded: set[int] = set()
         self.tokens: dict[int, np.ndarray] = {}
-        self.fields: dict[int, np.ndarray] = {}
-        # output blocks: tile multiples whose blend accumulators fit the budget
+        # output blocks: tile multiples whose field and mask fit the budget
         side = int(math.sqrt(BLOCK_BUDGET_BYTES / (4 * (dims + 1)))) // TILE * TILE
         self.block_side = min(max(TILE, side), 8 * TILE)
         self.blocks = block_windows(grid.height, grid.width, self.block_side, self.block_side)
@@ -147,8 +144,9 @@ class _RasterJob:
         self.next_log = (done // step + 1) * step
 
     def crop_window(self, index: int):
-        row0, col0 = self.layout.origin(index)
-        return self.src.window_of(self.grid, row0, col0, self.layout.crop_h, self.layout.crop_w)
+        row0, col0 = self.lattice.origin(index)
+        return self.src.window_of(self.grid, row0 - self.grid.row_off, col0 - self.grid.col_off,
+                                  self.lattice.rows.crop, self.lattice.cols.crop)
 
     def encode(self, ids: list[int]) -> None:
         """Make tokens of `ids` available on rank 0 (crops not yet encoded, in global batches over the ranks)."""
@@ -170,17 +168,6 @@ class _RasterJob:
             self.check_cancel()
         self.encoded.update(todo)
 
-    def field(self, index: int, projector: Callable | None, keep: bool) -> np.ndarray:
-        """A crop's (projected) field, from the cache when the previous block kept it; `keep` caches it."""
-        field = self.fields.get(index)
-        if field is None:
-            h, w = self.layout.crop_h, self.layout.crop_w
-            field = (projector(self.tokens[index], h, w) if projector is not None
-                     else crop_field(self.model, self.tokens[index], h, w, self.mode))
-            if keep:
-                self.fields[index] = field
-        return field
-
     def sample(self, seed: int) -> np.ndarray | None:
         """(N, D) model-space pixels from up to SAMPLE_CROPS valid crops spread over the raster (rank 0 only)."""
         kept = np.flatnonzero(self.keep)
@@ -191,8 +178,8 @@ class _RasterJob:
             return None
         rng = np.random.default_rng(seed)
         per_crop, rows = max(64, SAMPLE_PIXELS // len(chosen)), []
-        h, w = self.layout.crop_h, self.layout.crop_w
-        for i in chosen:  # the field at random valid pixel centres of the crop (a point query, no dense field)
+        h, w = self.lattice.rows.crop, self.lattice.cols.crop
+        for i in chosen:  # the crop's own field at random valid pixel centres (a point query, no dense field)
             valid = np.flatnonzero(self.src.valid(self.crop_window(i), (h, w)))
             if len(valid):
                 pick = np.sort(rng.choice(valid, size=min(per_crop, len(valid)), replace=False))
@@ -202,53 +189,43 @@ class _RasterJob:
             raise GAIRError(f"{Path(self.src.path).name}: no valid pixels in the crops sampled for scaling/PCA")
         return np.concatenate(rows)
 
-    def run_blocks(self, writer, pca: PCAProjection | None, quicklook: Quicklook | None) -> None:
-        """Blend and write every block (rank 0); all ranks walk the blocks to encode their share of the crops."""
-        projector = pca_field(self.model, pca, self.mode) if pca is not None and self.shard.is_main else None
+    def block_crops(self) -> list[list[int]]:
+        """For every output block, the kept crops whose tokens its pixels read."""
+        r0, c0 = self.grid.row_off, self.grid.col_off
+        return [[i for i in self.lattice.touching(r0 + int(w.row_off), r0 + int(w.row_off) + int(w.height),
+                                                  c0 + int(w.col_off), c0 + int(w.col_off) + int(w.width))
+                 if self.keep[i]] for w in self.blocks]
 
-        side, width, height = self.block_side, self.grid.width, self.grid.height
-        n_block_cols = math.ceil(width / side)
-        last_block = {}  # a crop's tokens and field are dropped after the last block (row-major) it touches
-        for i in map(int, np.flatnonzero(self.keep)):
-            r0, c0 = self.layout.origin(i)
-            last_block[i] = (min(height - 1, r0 + self.layout.crop_h - 1) // side * n_block_cols
-                             + min(width - 1, c0 + self.layout.crop_w - 1) // side)
-        field_cap = max(1, FIELD_CACHE_BYTES // (4 * self.dims * self.layout.crop_h * self.layout.crop_w))
+    def run_blocks(self, writer, pca: PCAProjection | None, quicklook: Quicklook | None) -> None:
+        """Compute and write every block (rank 0); all ranks walk the blocks to encode their share of the crops."""
+        field = LatticeField(self.model, self.lattice, self.mode, pca) if self.shard.is_main else None
+        needs = self.block_crops()
+        last_block = {i: b for b, ids in enumerate(needs) for i in ids}  # tokens are dropped after it
         for b, window in enumerate(self.blocks):
             self.check_cancel()
             row0, col0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
-            ids = [i for i in self.layout.touching(row0, row0 + h, col0, col0 + w) if self.keep[i]]
-            self.encode(ids)
-            # fields the next block of this block row uses again are cached, within the budget
-            nxt = set(self.layout.touching(row0, row0 + h, col0 + w, col0 + w + side)) if col0 + w < width else set()
-            reuse = [i for i in ids if i in nxt and last_block[i] > b][:field_cap]
-            if self.shard.is_main:
-                blender = BlockBlender(row0, col0, h, w, self.dims)
-                for i in ids:
-                    wy, wx = self.layout.weights(i)
-                    blender.add(self.field(i, projector, i in reuse), wy, wx, *self.layout.origin(i))
-                block = blender.result(self.src.valid(self.src.window_of(self.grid, row0, col0, h, w), (h, w)))
+            self.encode(needs[b])
+            if field is not None:
+                r, c = row0 + self.grid.row_off, col0 + self.grid.col_off
+                block = field.block({i: self.tokens[i] for i in needs[b]}, r, r + h, c, c + w)
+                valid = self.src.valid(self.src.window_of(self.grid, row0, col0, h, w), (h, w))
+                block[:, ~valid] = np.nan
                 writer.write(window, block)
                 if quicklook is not None:
                     quicklook.add(block, row0, col0)
-            self.fields = {i: self.fields[i] for i in reuse if i in self.fields}
-            for i in ids:
+            for i in needs[b]:
                 if last_block[i] == b:
                     self.tokens.pop(i, None)
             self.report()
 
 
-def raster_layout(grid: OutputGrid, crop_h: int, crop_w: int, overlap: float, tokens_per_side: int) -> AnchoredLayout:
-    """The crops of an output grid: on the grid anchored at the raster's origin, bounded by the raster (see
-    EDGE_MARGIN_CELLS, EDGE_TRIM_CELLS; a token cell is crop / tokens_per_side pixels)."""
-    trim_h, trim_w = (round(EDGE_TRIM_CELLS * side / tokens_per_side) for side in (crop_h, crop_w))
-    scene = (grid.scene_height, grid.scene_width) if EDGE_MARGIN_CELLS is not None else (0, 0)
-    margin_h, margin_w = (round((EDGE_MARGIN_CELLS or 0) * side / tokens_per_side) for side in (crop_h, crop_w))
-    return AnchoredLayout(grid.height, grid.width, crop_h, crop_w, overlap, grid.row_off, grid.col_off,
-                          trim_h, trim_w, *scene, margin_h, margin_w)
+def raster_lattice(grid: OutputGrid, crop_h: int, crop_w: int, overlap: float, cells: int) -> TokenLattice:
+    """The crops of an output grid's raster on its lattice (see EDGE_MARGIN_CELLS; `cells` tokens per crop side)."""
+    return TokenLattice.for_scene(grid.scene_height, grid.scene_width, crop_h, crop_w, cells, overlap,
+                                  EDGE_MARGIN_CELLS)
 
 
-def _kept_crops(src: SourceRaster, grid: OutputGrid, layout: AnchoredLayout, min_valid: float) -> np.ndarray:
+def _kept_crops(src: SourceRaster, grid: OutputGrid, lattice: TokenLattice, min_valid: float) -> np.ndarray:
     """Crops whose part inside the raster is at least min_valid valid data (on a coarse validity map of the whole
     file, so the choice does not depend on the extent); an empty extent -> clear error."""
     if not src.extent_valid():
@@ -257,12 +234,12 @@ def _kept_crops(src: SourceRaster, grid: OutputGrid, layout: AnchoredLayout, min
                         "nodata setting or the extent")
     cover = src.coverage()
     sy, sx = cover.shape[0] / src.ds.height * grid.factor_y, cover.shape[1] / src.ds.width * grid.factor_x
-    keep = np.zeros(len(layout), dtype=bool)
-    for i in range(len(layout)):
-        r0, c0 = layout.origin(i)
-        r0, c0 = r0 + grid.row_off, c0 + grid.col_off
+    crop_h, crop_w = lattice.rows.crop, lattice.cols.crop
+    keep = np.zeros(len(lattice), dtype=bool)
+    for i in range(len(lattice)):
+        r0, c0 = lattice.origin(i)
         a, c = min(cover.shape[0] - 1, max(0, int(r0 * sy))), min(cover.shape[1] - 1, max(0, int(c0 * sx)))
-        b, d = max(a + 1, math.ceil((r0 + layout.crop_h) * sy)), max(c + 1, math.ceil((c0 + layout.crop_w) * sx))
+        b, d = max(a + 1, math.ceil((r0 + crop_h) * sy)), max(c + 1, math.ceil((c0 + crop_w) * sx))
         keep[i] = cover[a:b, c:d].mean() >= min_valid
     if not keep.any():
         raise GAIRError(f"no crop of {Path(src.path).name} is at least {min_valid:.0%} valid data; the valid area is "
@@ -292,14 +269,16 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
 
     input_path: a raster, a Sentinel-2 product (.SAFE, .zip), a folder or list of band files (pipeline.products).
     extent: (xmin, ymin, xmax, ymax) in extent_crs (default: the raster's CRS): the output covers that box with
-    whole pixels of the raster's grid; crops sit on a grid anchored at the raster's origin and read the raster
-    past the box, so a pixel gets the same embedding whatever the extent (and the scene is mirrored past the
-    raster's own edge: no border frame). bands: see pipeline.bands.resolve_bands. pixel_size_m: output pixel size
-    (default: the input's; the grid of that size anchored at the raster's origin). dims: reduce to this many
-    principal components (sidecar `<stem>.pca.npz`); None, 0 or at least the model's dims keep every dim.
-    overlap: fraction of a crop shared with the next one. The default 0.25 encodes each pixel ~1.8 times, for a seam
-    figure (pipeline.quality) of 4.3-4.5 on the real samples with official-size weights and a cosine of 0.995-0.998
-    to a 0.75-overlap reference; 0.5 (4 encodes) gives ~1.6 and 0.99+, 0.2 gives 5.6 (README, "Overlap").
+    whole pixels of the raster's grid; crops sit on one lattice of token cells anchored at the raster's origin
+    (pipeline.tiling) and read the raster past the box, so a pixel gets the same embedding whatever the extent (and
+    the scene is mirrored past the raster's own edge: no border frame). bands: see pipeline.bands.resolve_bands.
+    pixel_size_m: output pixel size (default: the input's; the grid of that size anchored at the raster's origin).
+    dims: reduce to this many principal components (sidecar `<stem>.pca.npz`); None, 0 or at least the model's dims
+    keep every dim.
+    overlap: fraction of a crop shared with the next one, in whole token cells. The default 0 (crops abut; NILI
+    reads neighbouring crops' cells across the joint) encodes a whole tile's pixels ~1.04 times, for a seam figure
+    (pipeline.quality) of ~1.1 with official-size weights and a cosine of 0.9998 to a 0.75-overlap field (README,
+    "Seamless rasters").
     min_valid: crops with less valid data are skipped. radiometric_offset: the offset the input's values carry
     (-1000: raw DN of baseline >= 04.00; default: from the product's metadata). mask_clouds: L2A SCL cloud, shadow,
     snow, nodata and saturated pixels become nodata. Under torchrun, crops are sharded over the ranks and rank 0
@@ -315,6 +294,10 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         raise GAIRError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     model = as_model(model)
     cfg, shard, output_path = model.config, current_shard(), Path(output_path)
+    if mode == "nili" and cfg.nili_convention != "released":
+        raise GAIRError(f"a raster field needs the released NILI convention; this model is loaded with "
+                        f"{cfg.nili_convention!r} (its crops read only part of their token grid, which does not tile): "
+                        "load it without nili_convention, or embed points with embed-points")
     if dims is not None and int(dims) < 0:
         raise GAIRError(f"dims must be at least 1 (or 0 for all {cfg.embed_dim}), got {dims}")
     shared = shared_projection(pca_from, model.fingerprint, cfg.embed_dim) if pca_from is not None else None
@@ -333,12 +316,12 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
         if min(crop_h, crop_w) < 4:
             raise GAIRError(f"pixel size {grid.res_m[0]:g} m is too coarse: a crop ({cfg.crop_ground_m:g} m) must "
                             "span at least 4 output pixels; choose a smaller --pixel-size")
-        layout = raster_layout(grid, crop_h, crop_w, overlap, cfg.rs_grid)
+        lattice = raster_lattice(grid, crop_h, crop_w, overlap, cfg.rs_grid)
         out_dims = int(dims) if dims is not None else cfg.embed_dim
-        keep = _kept_crops(src, grid, layout, min_valid)
+        keep = _kept_crops(src, grid, lattice, min_valid)
         if shard.is_main:
             _log_estimate(OutputEstimate(grid.height, grid.width, out_dims, dtype, int(keep.sum())), output_path)
-        job = _RasterJob(model, src, grid, layout, keep, out_dims, mode,
+        job = _RasterJob(model, src, grid, lattice, keep, out_dims, mode,
                          batch_size or default_batch_size(model), shard, progress, cancel)
         sample = job.sample(seed)
         pca = scale = offset = look = None

@@ -1,10 +1,13 @@
-"""Crop layout: where the model's fixed-ground-size crops go on a pixel grid, and how much each pixel trusts them.
+"""Crop layout: one lattice of token cells per raster, the model's crops laid on it, and each cell's blend weights.
 
-Crops sit on one grid anchored at the raster's origin, `overlap` of their side shared with the next one, whatever
-window (extent) is asked for, so a pixel's embedding does not depend on it. The grid reaches past the window and past
-the raster (the reader mirrors the scene there), so border pixels are blended from crop interiors like any other.
-Each crop's blend weight is a separable sin^2 taper over the overlap (weights sum to one), flat towards the scene's
-edge. Issue 13 and README "Seamless rasters" give the measurements behind the defaults.
+A crop of `crop` pixels carries G x G tokens, one per cell of `crop / G` pixels. Every crop of a raster sits on one
+lattice of such cells anchored `margin` pixels before the raster's origin (the reader mirrors the scene there), crop
+k starting at cell k * stride (the last one pulled back to end with the lattice), whatever window (extent) is asked
+for: so a pixel's embedding does not depend on it.
+A cell's token is the weighted mean of the tokens the crops covering it give it (a sin^2 taper over the overlapping
+cells, flat at the lattice's ends), and NILI then reads the lattice like one large token grid: a pixel near a crop's
+edge sees its real neighbours, never the zero padding of one crop's grid. Issue 13 and README "Seamless rasters"
+give the measurements behind the defaults.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def metres_per_unit(crs) -> float:
 
 
 def taper(size: int, ramp_start: int, ramp_end: int) -> np.ndarray:
-    """Weights at pixel centres: sin^2 rising over the first `ramp_start` pixels, falling over the last `ramp_end`."""
+    """Weights at cell centres: sin^2 rising over the first `ramp_start` cells, falling over the last `ramp_end`."""
     t = np.arange(size, dtype=np.float64) + 0.5
     w = np.ones(size, dtype=np.float64)
     if ramp_start:
@@ -46,160 +49,135 @@ def taper(size: int, ramp_start: int, ramp_end: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def _axis_geometry(crop: int, overlap: float, trim: int) -> tuple[int, int, int]:
-    """(stride, trim, ramp) along one axis: crops `stride` apart, zero weight over `trim` pixels at each edge, a sin^2
-    ramp of `ramp` pixels after it. Neighbouring ramps overlap exactly (stride + 2 trim + ramp = crop), so the weights
-    of the crops covering any pixel sum to one."""
-    stride = max(1, crop - int(round(overlap * crop)))
-    trim = max(0, min(int(trim), (crop - stride) // 2))
-    return stride, trim, crop - stride - 2 * trim
+def overlap_cells(overlap: float, cells: int) -> int:
+    """Token cells shared by neighbouring crops for an overlap given as a fraction of a crop (rounded)."""
+    if not 0.0 <= overlap < 1.0:
+        raise GAIRError(f"crop overlap must be in [0, 1), got {overlap}")
+    return min(cells - 1, int(round(overlap * cells)))
 
 
 @dataclass(frozen=True)
-class _Axis:
-    """One axis of an anchored crop grid: crop k starts at k * stride - phase (raster pixels) and weighs its pixels
-    with the taper; with a `scene` length only crops 0..last exist, flat (no taper) on the side facing the scene's
-    edge, crop 0 starting `margin` pixels before the raster and the last one ending at least `margin` past it."""
+class LatticeAxis:
+    """One axis of a raster's lattice: `scene` output pixels, crops of `crop` pixels and `cells` tokens, `overlap`
+    cells shared by neighbours, the lattice starting `margin` pixels before the raster.
 
-    offset: int
-    length: int
-    crop: int
-    overlap: float
-    trim_asked: int
+    Positions are in the raster's output pixels (0 = its first pixel) and in lattice cells (cell i spans
+    [i, i + 1)). Crop k covers cells [k * stride, k * stride + cells) and starts at the nearest whole pixel.
+    """
+
     scene: int
+    crop: int
+    cells: int
+    overlap: int
     margin: int
 
-    @cached_property
-    def geometry(self) -> tuple[int, int, int]:
-        return _axis_geometry(self.crop, self.overlap, self.trim_asked)
+    def __post_init__(self) -> None:
+        if min(self.scene, self.crop, self.cells) < 1 or not 0 <= self.overlap < self.cells:
+            raise GAIRError(f"empty lattice or bad overlap: {self}")
+        if self.margin < 1.5 * self.cell - 0.5:
+            raise GAIRError(f"the lattice must start at least 1.5 cells before the raster: {self}")
+
+    @property
+    def cell(self) -> float:
+        """Pixels per token cell."""
+        return self.crop / self.cells
 
     @property
     def stride(self) -> int:
-        return self.geometry[0]
+        """Cells between neighbouring crops."""
+        return self.cells - self.overlap
 
-    @property
-    def phase(self) -> int:
-        return self.margin if self.scene else self.geometry[1]
+    def position(self, pixels: np.ndarray) -> np.ndarray:
+        """Lattice coordinates (cells, float64) of the centres of output pixels."""
+        return (np.asarray(pixels, np.float64) + 0.5 + self.margin) / self.cell
 
-    @property
-    def last(self) -> int | None:
-        if not self.scene:
-            return None
-        return max(0, math.ceil((self.scene + 2 * self.margin - self.crop) / self.stride))
-
-    def span(self, k: int) -> tuple[int, int]:
-        """(first, end) raster pixel of crop k's weighted part, relative to the crop's start."""
-        trim = self.geometry[1]
-        first = 0 if self.scene and k == 0 else trim
-        end = self.crop if self.scene and k == self.last else self.crop - trim
-        return first, end
+    def cells_for(self, first: int, end: int) -> tuple[int, int]:
+        """Cells [a, b) NILI reads for pixels [first, end): each pixel's four nearest cells and their neighbours."""
+        lo, hi = self.position(np.array([first, end - 1]))
+        return math.floor(lo - 0.5) - 1, math.floor(hi - 0.5) + 3
 
     @cached_property
-    def ks(self) -> np.ndarray:
-        """Grid indices of the crops whose weighted part meets the window."""
-        lo = math.floor((self.offset + self.phase - self.crop) / self.stride)
-        hi = math.ceil((self.offset + self.length + self.phase) / self.stride)
-        if self.scene:
-            lo, hi = max(lo, 0), min(hi, self.last)
-        ks = []
-        for k in range(lo, hi + 1):
-            first, end = self.span(k)
-            start = k * self.stride - self.phase
-            if start + first < self.offset + self.length and start + end > self.offset:
-                ks.append(k)
-        return np.asarray(ks, dtype=np.int64)
+    def end(self) -> int:
+        """Cells the scene's pixels read: [0, end)."""
+        return self.cells_for(0, self.scene)[1]
 
     @cached_property
-    def starts(self) -> np.ndarray:
-        """Window-relative starts of those crops."""
-        return self.ks * self.stride - self.phase - self.offset
+    def count(self) -> int:
+        """Crops along the axis: enough to give every cell the scene's pixels read a token."""
+        return max(1, math.ceil((self.end - self.cells) / self.stride) + 1)
+
+    def first_cell(self, k: int) -> int:
+        """Lattice cell of crop k's first token: k * stride, the last crop pulled back to end with the lattice (so
+        it never lies wholly past the raster and no crop is spent on mirrored scene only)."""
+        return k * self.stride if k < self.count - 1 else max(0, self.end - self.cells)
+
+    def crops_for(self, a: int, b: int) -> list[int]:
+        """Crops covering any of cells [a, b)."""
+        last = self.count - 1
+        ks = [k for k in range(max(0, -((self.cells - 1 - a) // self.stride)), min(last, (b - 1) // self.stride + 1))]
+        if self.first_cell(last) < b and self.first_cell(last) + self.cells > a and last not in ks:
+            ks.append(last)
+        return ks
+
+    def start(self, k: int) -> int:
+        """First output pixel of crop k (negative before the raster)."""
+        return round(self.first_cell(k) * self.cell) - self.margin
+
+    def shared(self, k: int) -> int:
+        """Cells crops k and k + 1 share."""
+        return max(0, self.first_cell(k) + self.cells - self.first_cell(k + 1))
 
     def weights(self, k: int) -> np.ndarray:
-        first, end = self.span(k)
-        ramp = self.geometry[2]
-        w = np.zeros(self.crop, dtype=np.float32)
-        w[first:end] = taper(end - first, 0 if self.scene and k == 0 else ramp,
-                             0 if self.scene and k == self.last else ramp)
-        return w
+        """(cells,) blend weights of crop k's cells: sin^2 over the cells it shares with each neighbour (the two
+        ramps of a shared stretch sum to one), flat at the lattice's ends."""
+        return taper(self.cells, 0 if k == 0 else self.shared(k - 1), 0 if k == self.count - 1 else self.shared(k))
 
 
 @dataclass(frozen=True)
-class AnchoredLayout:
-    """Crops on a fixed grid anchored to the raster's origin, covering a height x width window of the output grid.
+class TokenLattice:
+    """The crops of a raster (rows x cols axes) on its lattice of token cells; crop index = row-major."""
 
-    The window starts `row_off`, `col_off` output pixels from the raster's origin; crops sit on one grid of the
-    raster whatever the window, so a pixel's crops (and its embedding) do not depend on the extent asked for. Crops
-    reach past the window (the reader reads the raster there) and past the raster (the reader mirrors the scene),
-    so pixels at the border are blended from crop interiors as inside: border token cells see NILI's zero padding.
-    With the raster's size (`scene_h`, `scene_w`) the grid starts `margin` pixels before the raster and its outer
-    crops keep full weight towards the scene's edge (fewer crops than tapering there too: the border pixels still
-    sit `margin` pixels inside them); without it the grid is unbounded and every crop tapers on every side.
-    `trim` pixels at interior crop edges get no weight. Local coordinates are relative to the window.
-    """
+    rows: LatticeAxis
+    cols: LatticeAxis
 
-    height: int
-    width: int
-    crop_h: int
-    crop_w: int
-    overlap: float = 0.5
-    row_off: int = 0
-    col_off: int = 0
-    trim_h: int = 0
-    trim_w: int = 0
-    scene_h: int = 0
-    scene_w: int = 0
-    margin_h: int = 0
-    margin_w: int = 0
+    @classmethod
+    def for_scene(cls, height: int, width: int, crop_h: int, crop_w: int, cells: int, overlap: float,
+                  margin_cells: float) -> TokenLattice:
+        n = overlap_cells(overlap, cells)
+        margin_h, margin_w = (math.ceil(margin_cells * side / cells) for side in (crop_h, crop_w))
+        return cls(LatticeAxis(height, crop_h, cells, n, margin_h), LatticeAxis(width, crop_w, cells, n, margin_w))
 
-    def __post_init__(self) -> None:
-        if min(self.height, self.width, self.crop_h, self.crop_w) < 1:
-            raise GAIRError(f"empty grid or crop: {self}")
-        if not 0.0 <= self.overlap < 1.0:
-            raise GAIRError(f"crop overlap must be in [0, 1), got {self.overlap}")
-
-    @cached_property
-    def rows(self) -> _Axis:
-        return _Axis(self.row_off, self.height, self.crop_h, self.overlap, self.trim_h, self.scene_h, self.margin_h)
-
-    @cached_property
-    def cols(self) -> _Axis:
-        return _Axis(self.col_off, self.width, self.crop_w, self.overlap, self.trim_w, self.scene_w, self.margin_w)
-
-    @property
-    def row_starts(self) -> np.ndarray:
-        return self.rows.starts
-
-    @property
-    def col_starts(self) -> np.ndarray:
-        return self.cols.starts
-
-    @property
-    def stride(self) -> tuple[int, int]:
-        return self.rows.stride, self.cols.stride
+    def __len__(self) -> int:
+        return self.rows.count * self.cols.count
 
     @property
     def shape(self) -> tuple[int, int]:
-        """Crops per column and per row."""
-        return len(self.row_starts), len(self.col_starts)
-
-    def __len__(self) -> int:
-        return len(self.row_starts) * len(self.col_starts)
+        return self.rows.count, self.cols.count
 
     def origin(self, index: int) -> tuple[int, int]:
-        """Local (row0, col0) of crop `index` (row-major over the crop grid); negative before the window."""
-        r, c = divmod(index, len(self.col_starts))
-        return int(self.row_starts[r]), int(self.col_starts[c])
+        """(row, col) output pixel where crop `index` starts (relative to the raster)."""
+        r, c = divmod(index, self.cols.count)
+        return self.rows.start(r), self.cols.start(c)
+
+    def cell_origin(self, index: int) -> tuple[int, int]:
+        """(row, col) lattice cell of crop `index`'s first token."""
+        r, c = divmod(index, self.cols.count)
+        return self.rows.first_cell(r), self.cols.first_cell(c)
+
+    def cells_for(self, row0: int, row1: int, col0: int, col1: int) -> tuple[int, int, int, int]:
+        """Cell rows [a, b) and columns [c, d) that pixels [row0, row1) x [col0, col1) read."""
+        return (*self.rows.cells_for(row0, row1), *self.cols.cells_for(col0, col1))
+
+    def crops_for(self, a: int, b: int, c: int, d: int) -> list[int]:
+        """Crops covering any cell of rows [a, b) x columns [c, d), row-major."""
+        n = self.cols.count
+        return [r * n + k for r in self.rows.crops_for(a, b) for k in self.cols.crops_for(c, d)]
 
     def touching(self, row0: int, row1: int, col0: int, col1: int) -> list[int]:
-        """Crops giving weight to local pixel rows [row0, row1) and columns [col0, col1), row-major."""
-        def hits(axis: _Axis, lo: int, hi: int) -> list[int]:
-            return [j for j, (k, start) in enumerate(zip(axis.ks, axis.starts))
-                    if start + axis.span(int(k))[0] < hi and start + axis.span(int(k))[1] > lo]
-
-        n = len(self.col_starts)
-        return [r * n + c for r in hits(self.rows, row0, row1) for c in hits(self.cols, col0, col1)]
+        """Crops whose tokens pixels [row0, row1) x [col0, col1) depend on."""
+        return self.crops_for(*self.cells_for(row0, row1, col0, col1))
 
     def weights(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Separable blend weights (wy (crop_h,), wx (crop_w,)) of crop `index`."""
-        r, c = divmod(index, len(self.col_starts))
-        return self.rows.weights(int(self.rows.ks[r])), self.cols.weights(int(self.cols.ks[c]))
+        """Separable blend weights (rows (cells,), cols (cells,)) of crop `index`'s cells."""
+        r, c = divmod(index, self.cols.count)
+        return self.rows.weights(r), self.cols.weights(c)

@@ -53,26 +53,36 @@ def token_grid(tokens: np.ndarray) -> np.ndarray:
     return tokens.reshape(b, g, g, d)
 
 
-def project_cells(tokens: np.ndarray, imnet: Imnet) -> np.ndarray:
-    """imnet on every cell's zero-padded 3x3 neighbourhood, bias included: (B, G, G, K)."""
-    padded = np.pad(token_grid(tokens), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    g = padded.shape[1] - 2
-    out = np.broadcast_to(imnet.bias, (*padded.shape[:1], g, g, imnet.bias.shape[0])).copy()
+def project_ringed(ringed: np.ndarray, imnet: Imnet) -> np.ndarray:
+    """imnet on the 3x3 neighbourhood of every cell of (B, R+2, C+2, D) cells that carry a ring of neighbours (zeros
+    for one crop, the lattice's own cells for a raster block), bias included: (B, R, C, K)."""
+    r, c = ringed.shape[1] - 2, ringed.shape[2] - 2
+    out = np.broadcast_to(imnet.bias, (ringed.shape[0], r, c, imnet.bias.shape[0])).copy()
     for k in range(9):
         dy, dx = divmod(k, 3)
-        out += padded[:, dy:dy + g, dx:dx + g] @ imnet.cell[k]
+        out += ringed[:, dy:dy + r, dx:dx + c] @ imnet.cell[k]
     return out
+
+
+def project_cells(tokens: np.ndarray, imnet: Imnet) -> np.ndarray:
+    """imnet on every cell's zero-padded 3x3 neighbourhood, bias included: (B, G, G, K)."""
+    return project_ringed(np.pad(token_grid(tokens), ((0, 0), (1, 1), (1, 1), (0, 0))), imnet)
+
+
+def augment(cells: np.ndarray, imnet: Imnet) -> np.ndarray:
+    """(B, R, C, K) projected cells plus an extra column (c0's offset weight) and row (c1's): (B, R+1, C+1, K)."""
+    b, r, c, k = cells.shape
+    aug = np.zeros((b, r + 1, c + 1, k), dtype=np.float32)
+    aug[:, :r, :c] = cells
+    aug[:, :r, c] = imnet.rel[:, 0]
+    aug[:, r, :c] = imnet.rel[:, 1]
+    return aug
 
 
 def nili_grid(tokens: np.ndarray, imnet: Imnet, convention: str) -> np.ndarray:
     """Projected cells plus an extra column (c0's offset weight) and row (c1's): (B, G+1, G+1, K), as torch's."""
     cells = project_cells(np.asarray(tokens, dtype=np.float32), imnet)
-    b, g, _, k = cells.shape
-    aug = np.zeros((b, g + 1, g + 1, k), dtype=np.float32)
-    aug[:, :g, :g] = cells if convention == "released" else cells.transpose(0, 2, 1, 3)
-    aug[:, :g, g] = imnet.rel[:, 0]
-    aug[:, g, :g] = imnet.rel[:, 1]
-    return aug
+    return augment(cells if convention == "released" else cells.transpose(0, 2, 1, 3), imnet)
 
 
 def cell_grid(tokens: np.ndarray) -> np.ndarray:
@@ -109,3 +119,17 @@ def sample_dense(grid: np.ndarray, plan: FieldPlan) -> np.ndarray:
         if scale is not None:
             out[:, r0:r1] *= scale[r0:r1, :, None]
     return out
+
+
+def weighted_sum(grid: np.ndarray, plan: FieldPlan, weights: np.ndarray) -> np.ndarray:
+    """sum over the pixels of a dense plan of weights[h, w] * field[h, w] -> (K,), without the (H, W, K) field:
+    per term, rows^T (weights) cols gives each grid entry's total weight. grid (R, C, K), weights (H, W)."""
+    r, c, _ = grid.shape
+    rows, cols = plan.rows, plan.cols
+    weights = np.asarray(weights, np.float64)
+    if plan.normalised:
+        weights = weights / (rows.mass.T @ cols.mass)
+    total = np.zeros((r, c), np.float64)
+    for row_w, col_w in zip(rows.weight, cols.weight):
+        total += taps_matrix(rows.index, row_w, r).T @ weights @ taps_matrix(cols.index, col_w, c)
+    return np.tensordot(total.astype(np.float32), grid, axes=([0, 1], [0, 1]))

@@ -179,6 +179,17 @@ def field_plan(x: Array, y: Array, grid: int, mode: str, convention: str = "rele
     raise GAIRError(f"unknown query mode {mode!r}; use nili, {', '.join(INTERP_MODES)} (or transformer on torch)")
 
 
+def lattice_plan(rows_u: Array, cols_u: Array, n_rows: int, n_cols: int, mode: str) -> FieldPlan:
+    """Taps of pixel centres on a block of an R x C lattice of token cells (engine.pipeline.tiling): positions in
+    cells from the block's first cell (cell i spans [i, i + 1)), released convention; a crop is the 12 x 12 case."""
+    rows_c, cols_c = 2 * as_float64(rows_u) / n_rows - 1, 2 * as_float64(cols_u) / n_cols - 1
+    if mode == "nili":
+        return FieldPlan(rows=nili_taps(rows_c, n_rows, AREA_EPS), cols=nili_taps(cols_c, n_cols, 1.0))
+    if mode in INTERP_MODES:
+        return FieldPlan(rows=interp_taps(rows_c, n_rows, mode), cols=interp_taps(cols_c, n_cols, mode))
+    raise GAIRError(f"unknown query mode {mode!r} for a raster; use nili, {', '.join(INTERP_MODES)}")
+
+
 def points_plan(rel_xy: Array, grid: int, mode: str, convention: str = "released") -> FieldPlan:
     """The plan of N points per crop: rel_xy (B, N, 2), x from west and y from north in 0..1."""
     return field_plan(rel_xy[..., 0], rel_xy[..., 1], grid, mode, convention)

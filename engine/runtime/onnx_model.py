@@ -19,7 +19,7 @@ from ..io.read_errors import check_readable_file, one_line
 from . import field as numpy_field
 from .grid import dense_plan, points_plan, relative_positions
 from .loading import read_meta
-from .protocol import FieldFn, check_lonlat, check_positions, check_rs_input, check_sv_input, check_tokens
+from .protocol import check_lonlat, check_positions, check_rs_input, check_sv_input, check_tokens
 
 ONNX_FORMAT = "gair-onnx"
 CONFIG_FILE = "config.json"
@@ -215,20 +215,3 @@ class OnnxGAIR:
         plan = dense_plan(height, width, self.config.rs_grid, mode, self.config.nili_convention)
         return numpy_field.sample_dense(self._grid(tokens, mode, self.imnet), plan)
 
-    def projected_field(self, components, shift, mode: str = "nili") -> FieldFn:
-        """dense_field followed by x -> components @ x - shift (a PCA), computed in the K-dim space (exact, see
-        GAIRModel.projected_field). Returns fn(tokens (B, G*G, D), height, width) -> (B, H, W, K) float32."""
-        self._check_mode(mode)
-        comps = np.asarray(components, dtype=np.float32)
-        shift = np.asarray(shift, dtype=np.float32)
-        imnet = self.imnet.projected(comps, shift)
-        cfg = self.config
-
-        def field(tokens, height: int, width: int) -> np.ndarray:
-            tokens = self._tokens(tokens, mode)
-            plan = dense_plan(height, width, cfg.rs_grid, mode, cfg.nili_convention)
-            if mode == "nili":
-                return numpy_field.sample_dense(self._grid(tokens, mode, imnet), plan)
-            return numpy_field.sample_dense(numpy_field.cell_grid(tokens @ comps.T), plan) - shift
-
-        return field

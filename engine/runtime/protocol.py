@@ -5,14 +5,12 @@ below are shared so a wrong input gets the same one-line GAIRError from either.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ..config import GAIRConfig
 from ..errors import GAIRError
 
 # fn(tokens (B, G*G, D), height, width) -> (B, height, width, K) float32: a crop's field in a projected space
-FieldFn = Callable[[Any, int, int], Any]
 
 
 @runtime_checkable
@@ -44,9 +42,6 @@ class GAIRModelLike(Protocol):
 
     def dense_field(self, tokens, height: int, width: int, mode: str = "nili") -> Any:
         """(B, G*G, D) tokens -> (B, H, W, D) at the pixel centres of an H x W grid over each crop."""
-
-    def projected_field(self, components, shift, mode: str = "nili") -> FieldFn:
-        """fn(tokens, H, W) = dense_field(tokens, H, W) @ components.T - shift, computed in the projected space."""
 
 
 def check_rs_input(shape: tuple, cfg: GAIRConfig) -> None:
