@@ -309,10 +309,14 @@ def _awkward_block(seed: int = 3, dims: int = 16) -> np.ndarray:
     return block
 
 
-def test_fast_quantisers_keep_the_bytes_of_the_first_ones(tmp_path):
+@pytest.mark.parametrize("layout", ["band-major", "pixel-major"])
+def test_fast_quantisers_keep_the_bytes_of_the_first_ones(tmp_path, layout):
     """The writer's in-place int8/int16 encoders (reused buffers, NaN cleaning only where it can matter) give the
-    same bytes as the first whole-block implementations, on every awkward pixel, and through the file too."""
+    same bytes as the first whole-block implementations, on every awkward pixel, for a (K, h, w) array and for the
+    blender's (h, w, K) sums seen as (K, h, w), and through the file too."""
     block = _awkward_block()
+    if layout == "pixel-major":
+        block = np.ascontiguousarray(block.transpose(1, 2, 0)).transpose(2, 0, 1)
     want8 = _quantise_int8_reference(block)
     nodata = (want8 == INT8_NODATA).all(axis=0)
     assert nodata[0, :11].tolist() == [True] * 6 + [False, False, True, True, True] and nodata.sum() == 9
@@ -321,10 +325,18 @@ def test_fast_quantisers_keep_the_bytes_of_the_first_ones(tmp_path):
     out, scratch = np.full(block.size + 7, 99, np.int8), np.full(block.size + 5, 7.0, np.float32)
     np.testing.assert_array_equal(quantise_int8(block, out, scratch), want8)
     np.testing.assert_array_equal(quantise_int8(block[:, :5], out, scratch), want8[:, :5])  # reused, smaller
-    np.testing.assert_array_equal(quantise_int8(block.astype(np.float64)), want8)
+    np.testing.assert_array_equal(quantise_int8(block[:, :, :7]), _quantise_int8_reference(block[:, :, :7]))
+    large = np.random.default_rng(5).normal(size=(16, 150, 170)).astype(np.float32)  # casts in several chunks
+    large[:, 140:, 150:] = np.nan
+    large = np.ascontiguousarray(large.transpose(1, 2, 0)).transpose(2, 0, 1) if layout == "pixel-major" else large
+    np.testing.assert_array_equal(quantise_int8(large), _quantise_int8_reference(large))
+    lo, hi = np.full(16, -0.1), np.full(16, 0.05)
+    np.testing.assert_array_equal(quantise_int16(large, lo, hi), _quantise_int16_reference(large, lo, hi))
     scale, offset = int16_scale_offset(block[:, 2:].reshape(16, -1).T)
     want16 = _quantise_int16_reference(block, offset, scale)
     np.testing.assert_array_equal(quantise_int16(block, offset, scale), want16)
+    np.testing.assert_array_equal(quantise_int16(block, offset, scale, np.zeros(block.size, np.int16),
+                                                 np.zeros(block.size, np.float64)), want16)
     with np.errstate(divide="ignore", invalid="ignore"):  # a zero scale: NaN/inf anywhere, cleaned as before
         np.testing.assert_array_equal(quantise_int16(block, offset, np.zeros(16)),
                                       _quantise_int16_reference(block, offset, np.zeros(16)))
@@ -337,3 +349,8 @@ def test_fast_quantisers_keep_the_bytes_of_the_first_ones(tmp_path):
             writer.write(Window(0, 8, w, h - 8), block[:, 8:])
         with EmbeddingRaster(path) as er:
             np.testing.assert_array_equal(er.read_raw(Window(0, 0, w, h)), want)
+
+
+def test_int8_of_a_float64_block_is_that_of_its_float32_values():
+    block = _awkward_block()
+    np.testing.assert_array_equal(quantise_int8(block.astype(np.float64)), _quantise_int8_reference(block))
