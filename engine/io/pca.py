@@ -42,8 +42,9 @@ class PCAProjection:
         """Fit on (N, D) sample vectors (e.g. `sample_pixels` of a full-dims raster).
 
         Tall samples (N >= 10 D, as the pipeline's 16384 x 768) use the covariance solver: one D x D Gram matrix
-        and its eigendecomposition (~0.15 s on 2 cores, no copy of the sample), exact to float32 rounding, where
-        the randomized solver older scikit-learn picks is ~4x slower and approximate. scikit-learn >= 1.5 picks it
+        and its eigendecomposition (0.15 s on 2 cores, 0.23 s on the one BLAS thread the pipeline gives it; no copy
+        of the sample), exact to float32 rounding, where the randomized solver older scikit-learn picks is ~4x
+        slower and approximate. scikit-learn >= 1.5 picks it
         by itself; it is named so that the choice does not move with the library's heuristics.
         """
         from sklearn.decomposition import PCA
