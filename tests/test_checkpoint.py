@@ -23,6 +23,22 @@ def tiny_state():
     return model, {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def test_fingerprint_is_blake2b_of_names_and_float32_bytes(tiny_state):
+    """The fingerprint hashes each entry's name and float32 C-order bytes, sorted by name: bundles and rasters
+    record it, so the stream is fixed (a long buffer is hashed as float32, a transposed weight in C order)."""
+    import hashlib
+
+    model, _ = tiny_state
+    with torch.no_grad():
+        model.imnet.weight.data = model.imnet.weight.data.t().contiguous().t()  # a non-contiguous parameter
+    assert not model.imnet.weight.is_contiguous() and model.state_dict()["queue_ptr_location"].dtype == torch.long
+    h = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode() + np.ascontiguousarray(tensor.detach().numpy(), dtype=np.float32).tobytes())
+    model.invalidate_fingerprint()
+    assert model.fingerprint == h.hexdigest()
+
+
 def probe(model) -> np.ndarray:
     x = np.random.default_rng(0).random((1, 10, TINY.rs_input_size, TINY.rs_input_size)).astype(np.float32)
     return model.query_localized(x, [[0.5, 0.5]], [[0.0, 1.0, 1.0, 0.0]])

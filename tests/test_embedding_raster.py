@@ -15,6 +15,7 @@ from engine.io.embedding_raster import (
     band_names,
     int16_scale_offset,
     quantise_int8,
+    quantise_int16,
     sample_pixels,
 )
 from engine.io.files import output_files, pca_sidecar_path
@@ -266,3 +267,90 @@ def test_int8_written_as_signed_bytes_by_an_older_gdal_reads_the_same(tmp_path):
         np.testing.assert_array_equal(b.read_raw(window), raw)
         np.testing.assert_array_equal(b.read_block(window), a.read_block(window))
         np.testing.assert_array_equal(b.read_valid_mask(window), a.read_valid_mask(window))
+
+
+def _quantise_int8_reference(block):
+    """The first int8 encoder (whole-block nan_to_num): the bytes the fast one must keep."""
+    block = np.asarray(block, np.float32)
+    norms = np.sqrt(np.einsum("k...,k...->...", block, block))
+    invalid = ~(np.isfinite(norms) & (norms > 0))
+    scaled = block * (127 / np.where(invalid, 1.0, norms))
+    raw = np.clip(np.rint(np.nan_to_num(scaled)), -127, 127).astype(np.int8)
+    raw[:, invalid] = INT8_NODATA
+    return raw
+
+
+def _quantise_int16_reference(block, offset, scale):
+    invalid = ~np.isfinite(block).all(axis=0)
+    raw = np.rint((block - offset[:, None, None]) / scale[:, None, None])
+    raw = np.clip(np.nan_to_num(raw), -32767, 32767).astype(np.int16)
+    raw[:, invalid] = INT16_NODATA
+    return raw
+
+
+def _awkward_block(seed: int = 3, dims: int = 16) -> np.ndarray:
+    """Ordinary vectors plus every awkward pixel: NaN in one or all bands, +-inf, zero, lengths that overflow
+    float32 when squared, tiny and subnormal components (squares that underflow), ties at .5 after scaling."""
+    rng = np.random.default_rng(seed)
+    block = rng.normal(size=(dims, 24, 40)).astype(np.float32)
+    block[:, 0, 0] = np.nan
+    block[3, 0, 1] = np.nan
+    block[5, 0, 2], block[6, 0, 3] = np.inf, -np.inf
+    block[:, 0, 4] = 0.0
+    block[:, 0, 5] = 1e20  # |v|^2 overflows: nodata
+    block[:, 0, 6] = rng.normal(size=dims) * 3e18  # large but finite length
+    block[:, 0, 7] = rng.normal(size=dims) * 1e-20  # squares are subnormal
+    block[:, 0, 8], block[0, 0, 8] = 0.0, 1e-38  # tiny length
+    block[:, 0, 9], block[0, 0, 9] = 0.0, 1e-44  # subnormal: its square underflows to 0
+    block[:, 0, 10], block[0, 0, 10], block[1, 0, 10] = 0.0, 4e-37, 1e-45
+    block[:, 0, 11], block[0, 0, 11] = 0.0, -2.5  # a lone component: exactly -127
+    block[:, 0, 12], block[2, 0, 12] = 0.0, -1.2e-22  # its subnormal square gives |v| < |component|: clipped
+    block[:, 1, :] = rng.integers(-3, 4, size=(dims, 40)).astype(np.float32) * 0.5  # many ties
+    return block
+
+
+@pytest.mark.parametrize("layout", ["band-major", "pixel-major"])
+def test_fast_quantisers_keep_the_bytes_of_the_first_ones(tmp_path, layout):
+    """The writer's in-place int8/int16 encoders (reused buffers, NaN cleaning only where it can matter) give the
+    same bytes as the first whole-block implementations, on every awkward pixel, for a (K, h, w) array and for the
+    blender's (h, w, K) sums seen as (K, h, w), and through the file too."""
+    block = _awkward_block()
+    if layout == "pixel-major":
+        block = np.ascontiguousarray(block.transpose(1, 2, 0)).transpose(2, 0, 1)
+    want8 = _quantise_int8_reference(block)
+    nodata = (want8 == INT8_NODATA).all(axis=0)
+    assert nodata[0, :11].tolist() == [True] * 6 + [False, False, True, True, True] and nodata.sum() == 9
+    assert want8[2, 0, 12] == -127 and want8[0, 0, 11] == -127
+    np.testing.assert_array_equal(quantise_int8(block), want8)
+    out, scratch = np.full(block.size + 7, 99, np.int8), np.full(block.size + 5, 7.0, np.float32)
+    np.testing.assert_array_equal(quantise_int8(block, out, scratch), want8)
+    np.testing.assert_array_equal(quantise_int8(block[:, :5], out, scratch), want8[:, :5])  # reused, smaller
+    np.testing.assert_array_equal(quantise_int8(block[:, :, :7]), _quantise_int8_reference(block[:, :, :7]))
+    large = np.random.default_rng(5).normal(size=(16, 150, 170)).astype(np.float32)  # casts in several chunks
+    large[:, 140:, 150:] = np.nan
+    large = np.ascontiguousarray(large.transpose(1, 2, 0)).transpose(2, 0, 1) if layout == "pixel-major" else large
+    np.testing.assert_array_equal(quantise_int8(large), _quantise_int8_reference(large))
+    lo, hi = np.full(16, -0.1), np.full(16, 0.05)
+    np.testing.assert_array_equal(quantise_int16(large, lo, hi), _quantise_int16_reference(large, lo, hi))
+    scale, offset = int16_scale_offset(block[:, 2:].reshape(16, -1).T)
+    want16 = _quantise_int16_reference(block, offset, scale)
+    np.testing.assert_array_equal(quantise_int16(block, offset, scale), want16)
+    np.testing.assert_array_equal(quantise_int16(block, offset, scale, np.zeros(block.size, np.int16),
+                                                 np.zeros(block.size, np.float64)), want16)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero scale: NaN/inf anywhere, cleaned as before
+        np.testing.assert_array_equal(quantise_int16(block, offset, np.zeros(16)),
+                                      _quantise_int16_reference(block, offset, np.zeros(16)))
+    dims, h, w = block.shape
+    for dtype, want, kw in (("int8", want8, {}), ("int16", want16, {"scale": scale, "offset": offset})):
+        path = tmp_path / f"{dtype}.tif"
+        with EmbeddingRasterWriter(path, width=w, height=h, crs="EPSG:32633", transform=TRANSFORM, dims=dims,
+                                   model="abc123", dtype=dtype, tile=16, **kw) as writer:
+            writer.write(Window(0, 0, w, 8), block[:, :8])
+            writer.write(Window(0, 8, w, h - 8), block[:, 8:])
+        with EmbeddingRaster(path) as er:
+            np.testing.assert_array_equal(er.read_raw(Window(0, 0, w, h)), want)
+
+
+def test_int8_of_a_float64_block_is_that_of_its_float32_values():
+    block = _awkward_block()
+    np.testing.assert_array_equal(quantise_int8(block.astype(np.float64)), _quantise_int8_reference(block))

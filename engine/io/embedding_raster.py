@@ -23,14 +23,11 @@ from ..params import DTYPES
 from .blocks import Cancel, Progress, block_windows, one_blas_thread, walk
 from .files import PAM, PendingFile, pca_sidecar_path
 from .pca import PCAProjection
+from .quantise import INT8_LIMIT, INT8_NODATA, INT16_LIMIT, INT16_NODATA, quantise_int8, quantise_int16
 from .read_errors import check_readable_file, raster_read_errors
 from .space import EmbeddingSpace
 
 BAND_PREFIX = "gair_"
-INT16_NODATA = -32768
-INT16_LIMIT = 32767
-INT8_NODATA = -128
-INT8_LIMIT = 127
 NODATA = {"float32": float("nan"), "int16": INT16_NODATA, "int8": INT8_NODATA}
 TAG_ENCODING = "GAIR_ENCODING"
 ENCODINGS = {"float32": "float32", "int16": "int16_band_scaled", "int8": "int8_unit"}
@@ -49,17 +46,6 @@ OVERVIEW_FACTORS, OVERVIEW_MIN_PIXELS, OVERVIEW_MIN_SIDE = (4, 16, 64), 2**20, 6
 
 def band_names(dims: int) -> list[str]:
     return [f"{BAND_PREFIX}{i:03d}" for i in range(dims)]
-
-
-def quantise_int8(block: np.ndarray) -> np.ndarray:
-    """(K, ...) float vectors (NaN = nodata) -> int8 unit vectors x127; -128 in every band where nodata or zero."""
-    block = np.asarray(block, np.float32)
-    norms = np.sqrt(np.einsum("k...,k...->...", block, block))
-    invalid = ~(np.isfinite(norms) & (norms > 0))
-    scaled = block * (INT8_LIMIT / np.where(invalid, 1.0, norms))
-    raw = np.clip(np.rint(np.nan_to_num(scaled)), -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
-    raw[:, invalid] = INT8_NODATA
-    return raw
 
 
 def int16_scale_offset(sample: np.ndarray, margin: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +90,7 @@ class EmbeddingRasterWriter:
                                 "engine.io.embedding_raster.int16_scale_offset(sample)")
             self.scale = np.broadcast_to(np.asarray(scale, np.float64), (dims,)).copy()
             self.offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, np.float64), (dims,)).copy()
+        self._buffers: dict[str, np.ndarray] = {}
         self._pending = PendingFile(self.path, sidecars=(PAM,))
         profile = {"driver": "GTiff", "width": int(width), "height": int(height), "count": self.dims, "dtype": dtype,
                    "crs": crs, "transform": transform, "tiled": True, "blockxsize": tile, "blockysize": tile,
@@ -136,16 +123,21 @@ class EmbeddingRasterWriter:
         if block.shape != (self.dims, int(window.height), int(window.width)):
             raise GAIRError(f"block shape {block.shape} does not match window {window} with {self.dims} bands")
         if self.dtype == "int16":
-            invalid = ~np.isfinite(block).all(axis=0)
-            raw = np.rint((block - self.offset[:, None, None]) / self.scale[:, None, None])
-            raw = np.clip(np.nan_to_num(raw), -INT16_LIMIT, INT16_LIMIT).astype(np.int16)
-            raw[:, invalid] = INT16_NODATA
-            block = raw
+            block = quantise_int16(block, self.offset, self.scale, self._buffer("raw", block.size, np.int16),
+                                   self._buffer("scratch", block.size, np.float64))
         elif self.dtype == "int8":
-            block = quantise_int8(block)
+            block = quantise_int8(block, self._buffer("raw", block.size, np.int8),
+                                  self._buffer("scratch", block.size, np.float32))
         else:
             block = block.astype(np.float32, copy=False)
         self._ds.write(block, window=window)
+
+    def _buffer(self, name: str, size: int, dtype) -> np.ndarray:
+        """A flat reused array of at least `size` elements: blocks are encoded without fresh pages each time."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = self._buffers[name] = np.empty(size, dtype)
+        return buffer
 
     def commit(self) -> Path:
         """Build the overviews, close and move into place (sidecar first, so a raster never exists without its PCA)."""

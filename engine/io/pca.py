@@ -39,15 +39,27 @@ class PCAProjection:
 
     @classmethod
     def from_sample(cls, vectors: np.ndarray, dims: int, model: str, seed: int = 0) -> PCAProjection:
-        """Fit on (N, D) sample vectors (e.g. `sample_pixels` of a full-dims raster)."""
+        """Fit on (N, D) sample vectors (e.g. `sample_pixels` of a full-dims raster).
+
+        Tall samples (N >= 10 D, as the pipeline's 16384 x 768) use the covariance solver: one D x D Gram matrix
+        and its eigendecomposition (0.15 s on 2 cores, 0.23 s on the one BLAS thread the pipeline gives it; no copy
+        of the sample), exact to float32 rounding, where the randomized solver older scikit-learn picks is ~4x
+        slower and approximate. scikit-learn >= 1.5 picks it
+        by itself; it is named so that the choice does not move with the library's heuristics.
+        """
         from sklearn.decomposition import PCA
 
         vectors = np.asarray(vectors, dtype=np.float32)
-        vectors = vectors[np.isfinite(vectors).all(axis=1)]
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            vectors = vectors[finite]
         if not 0 < dims <= min(vectors.shape):
             raise GAIRError(f"PCA to {dims} dims needs at least {dims} valid samples of >= {dims} dims; "
                             f"got {vectors.shape}. Use fewer dims or a larger sample.")
-        pca = PCA(n_components=dims, random_state=seed).fit(vectors)
+        solver = "auto"
+        if vectors.shape[0] >= 10 * vectors.shape[1] and _has_covariance_solver():
+            solver = "covariance_eigh"
+        pca = PCA(n_components=dims, random_state=seed, svd_solver=solver).fit(vectors)
         return cls(pca.mean_, pca.components_, pca.explained_variance_ratio_, model)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
@@ -74,6 +86,16 @@ class PCAProjection:
             raise GAIRError(f"PCA sidecar {path} is damaged or from an older GAIR version (its hash does not match its "
                             "contents); re-embed the raster")
         return pca
+
+
+def _has_covariance_solver() -> bool:
+    """Whether this scikit-learn has PCA's svd_solver='covariance_eigh' (added in 1.5)."""
+    import sklearn
+
+    try:
+        return tuple(int(part) for part in sklearn.__version__.split(".")[:2]) >= (1, 5)
+    except ValueError:  # a development version string: assume new
+        return True
 
 
 def shared_projection(source: PCAProjection | str | os.PathLike, model: str, model_dims: int) -> PCAProjection:

@@ -88,12 +88,16 @@ class GAIRModel(nn.Module):
 
     @property
     def fingerprint(self) -> str:
-        """Short hash of the weights: the identity of the embedding space this model produces."""
+        """Short hash of the weights: the identity of the embedding space this model produces.
+
+        blake2b over each state-dict entry's name and float32 C-order bytes (bundles and rasters record the value,
+        so the byte stream is fixed); float32 CPU tensors are fed as buffers, without a copy.
+        """
         if self._fingerprint is None:
             h = hashlib.blake2b(digest_size=8)
             for name, tensor in sorted(self.state_dict().items()):
                 h.update(name.encode())
-                h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+                h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1))
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
