@@ -88,6 +88,7 @@ def test_warns_before_the_work_when_the_disk_is_too_small(tiny_model, tmp_path, 
     with caplog.at_level(logging.INFO, logger="engine.pipeline.raster"):
         embed_raster(src, tmp_path / "big.tif", tiny_model, dtype="float32", quicklook=False)
     warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
-    assert "big.tif may need up to 1.2 MB" in warning.getMessage() and "only 1.0 KB free" in warning.getMessage()
+    assert "big.tif may need up to 2.4 MB while it is written" in warning.getMessage()  # 1.2 MB, then its COG copy
+    assert "only 1.0 KB free" in warning.getMessage()
     assert "fewer dims" in warning.getMessage()
     assert caplog.records.index(warning) == 1  # right after the estimate, before any crop

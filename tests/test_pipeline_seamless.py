@@ -103,11 +103,21 @@ def test_seam_figure():
     assert np.isfinite(step_profile(framed, 1)).all()
 
 
-def test_embedding_raster_is_tiled(tmp_path, s2_raster, tiny_model):
+def _cog_errors(path) -> list[str]:
+    """GDAL's own COG validator (osgeo_utils, from the GDAL Python bindings QGIS brings)."""
+    from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
+
+    warnings_, errors, _ = validate(str(path), full_check=True)
+    return errors
+
+
+def test_embedding_raster_is_a_cloud_optimized_geotiff(tmp_path, s2_raster, tiny_model):
     out = embed_raster(s2_raster, tmp_path / "e.tif", tiny_model, quicklook=False)  # int8, 260 x 200 px
     with rasterio.open(out) as ds:
         assert ds.profile["tiled"] and ds.block_shapes[0] == (256, 256)
         assert ds.overviews(1) == []  # under a megapixel: nothing to gain
+    assert _cog_errors(out) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["e.tif"]  # no staging file left
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int16", "int8"])
@@ -126,6 +136,7 @@ def test_overviews_hold_stored_vectors_and_nodata(tmp_path, dtype):
         writer.write(Window(0, 0, 1040, 1100), field)
     with rasterio.open(tmp_path / "o.tif") as ds:
         assert ds.overviews(1) == [4, 16]
+    assert _cog_errors(tmp_path / "o.tif") == []  # IFDs first, then the overviews, then the full resolution
     with rasterio.open(tmp_path / "o.tif", OVERVIEW_LEVEL=0) as ds:
         quarter = ds.read().astype(np.float64)
     with EmbeddingRaster(tmp_path / "o.tif") as raster:

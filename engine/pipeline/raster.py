@@ -251,10 +251,11 @@ def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
     """Say what the run will write before it starts, and warn when it cannot fit on the disk."""
     log.info(f"{output_path.name}: {estimate.describe()}")
     folder = output_path.parent if output_path.parent.exists() else Path.cwd()
-    free = shutil.disk_usage(folder).free
-    if estimate.bytes > free:
-        log.warning(f"{output_path.name} may need up to {format_bytes(estimate.bytes)} but {folder} has only "
-                    f"{format_bytes(free)} free; keep fewer dims, use int16 or a larger pixel size")
+    free, needed = shutil.disk_usage(folder).free, 2 * estimate.bytes  # the tiled file, then its COG copy
+    if needed > free:
+        log.warning(f"{output_path.name} may need up to {format_bytes(needed)} while it is written (the raster, "
+                    f"then its cloud-optimized copy) but {folder} has only {format_bytes(free)} free; keep fewer "
+                    "dims, use int16 or a larger pixel size")
 
 
 @guarded

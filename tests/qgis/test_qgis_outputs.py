@@ -37,7 +37,7 @@ def tagged_copy(source, target, kind: str) -> QgsRasterLayer:
     import rasterio
 
     shutil.copy(source, target)
-    with rasterio.open(target, "r+") as dataset:
+    with rasterio.open(target, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dataset:  # embedding rasters are COGs
         dataset.update_tags(GAIR_KIND=kind)
     layer = QgsRasterLayer(str(target), target.stem, "gdal")
     assert layer.isValid()
