@@ -33,7 +33,8 @@ from engine import params
 from engine.analysis import apply_model, cluster_embeddings, similarity_search, train_classifier
 from engine.analysis.fewshot import fewshot_search
 from engine.analysis.similarity import cosine_scan, query_matrix
-from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
+from engine.io.embedding_raster import EmbeddingRaster
+from engine.io.embedding_writer import EmbeddingRasterWriter
 
 DEFAULT_DTYPE = params.operation("embed_raster").param("dtype").default
 

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.analysis import apply_model, cluster_embeddings, similarity_search, train_classifier  # noqa: E402
-from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter, int16_scale_offset  # noqa: E402
+from engine.io.embedding_raster import EmbeddingRaster  # noqa: E402
+from engine.io.embedding_writer import EmbeddingRasterWriter, int16_scale_offset  # noqa: E402
 
 SAMPLES = ("detroit", "sacramento", "tokyo")
 

@@ -17,7 +17,7 @@ import engine
 from engine import Cancelled, GAIRError
 from engine.analysis.change import change, otsu_threshold
 from engine.cli.main import main
-from engine.io.embedding_raster import EmbeddingRasterWriter
+from engine.io.embedding_writer import EmbeddingRasterWriter
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 REPLACED = (slice(50, 140), slice(120, 220))  # rows, cols of detroit replaced by tokyo's ground in the second date

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from engine.analysis.synthetic import labelled_points, make_planted_raster, pixel_xy
 from engine.cli.main import main
-from engine.io.embedding_raster import EmbeddingRasterWriter
+from engine.io.embedding_writer import EmbeddingRasterWriter
 from engine.io.feature_layer import embedding_tags
 from engine.io.space import EmbeddingSpace
 from engine.io.vectors import reproject, write_gpkg

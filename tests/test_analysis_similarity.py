@@ -15,7 +15,8 @@ from engine.analysis import rank_features, similarity_search
 from engine.analysis.pixels import read_pixels_at
 from engine.analysis.similarity import cosine_scan, query_matrix
 from engine.analysis.synthetic import make_planted_raster, pixel_xy
-from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter, sample_pixels
+from engine.io.embedding_raster import EmbeddingRaster, sample_pixels
+from engine.io.embedding_writer import EmbeddingRasterWriter
 from engine.io.feature_layer import embedding_tags
 from engine.io.pca import PCAProjection
 from engine.io.space import EmbeddingSpace

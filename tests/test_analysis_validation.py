@@ -15,7 +15,8 @@ from scipy.ndimage import gaussian_filter
 
 from engine.analysis import train_classifier, train_regressor
 from engine.analysis.validation import LEARNING_FRACTIONS, autocorrelation_range
-from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
+from engine.io.embedding_raster import EmbeddingRaster
+from engine.io.embedding_writer import EmbeddingRasterWriter
 from engine.io.vectors import write_gpkg
 
 SIZE, PIXEL_M, SMOOTH_PX = 160, 10.0, 6.0

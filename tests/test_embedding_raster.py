@@ -11,15 +11,13 @@ from engine.io.embedding_raster import (
     INT8_NODATA,
     INT16_NODATA,
     EmbeddingRaster,
-    EmbeddingRasterWriter,
     band_names,
-    int16_scale_offset,
-    quantise_int8,
-    quantise_int16,
     sample_pixels,
 )
+from engine.io.embedding_writer import EmbeddingRasterWriter, int16_scale_offset
 from engine.io.files import output_files, pca_sidecar_path
 from engine.io.pca import PCAProjection
+from engine.io.quantise import quantise_int8, quantise_int16
 from engine.io.space import EmbeddingSpace, check_same_space
 
 H, W, K = 70, 90, 6

@@ -10,7 +10,7 @@ import torch
 from rasterio.windows import Window
 
 import engine
-from engine.io.embedding_raster import EmbeddingRasterWriter
+from engine.io.embedding_writer import EmbeddingRasterWriter
 from engine.pipeline import embed_raster
 from engine.pipeline.raster import (
     DEFAULT_DIMS,

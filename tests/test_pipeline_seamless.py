@@ -124,7 +124,8 @@ def test_embedding_raster_is_a_cloud_optimized_geotiff(tmp_path, s2_raster, tiny
 def test_overviews_hold_stored_vectors_and_nodata(tmp_path, dtype):
     """Nearest overviews: every overview pixel is one of the stored vectors of its block (never a blend, so an
     int8 vector stays unit length), and nodata stays nodata."""
-    from engine.io.embedding_raster import EmbeddingRaster, EmbeddingRasterWriter
+    from engine.io.embedding_raster import EmbeddingRaster
+    from engine.io.embedding_writer import EmbeddingRasterWriter
 
     rng = np.random.default_rng(0)
     field = rng.standard_normal((4, 1100, 1040)).astype(np.float32)

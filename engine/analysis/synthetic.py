@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.embedding_raster import EmbeddingRasterWriter, int16_scale_offset
+from ..io.embedding_writer import EmbeddingRasterWriter, int16_scale_offset
 
 SYNTHETIC_MODEL = "synthetic0000"
 

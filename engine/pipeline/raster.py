@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import Cancelled, GAIRError
 from ..io.blocks import block_windows
-from ..io.embedding_raster import DTYPES, EmbeddingRasterWriter, int16_scale_offset
+from ..io.embedding_raster import DTYPES
+from ..io.embedding_writer import EmbeddingRasterWriter, int16_scale_offset
 from ..io.files import PAM, quicklook_path
 from ..io.guard import guarded
 from ..io.pca import PCAProjection, shared_projection
