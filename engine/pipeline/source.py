@@ -101,15 +101,21 @@ class SourceRaster:
             self.close()
             raise
 
-    def _below_offset(self, side: int = 256) -> bool:
+    def _below_offset(self, grid: int = 8, side: int = 64) -> bool:
         """Whether the first model band (blue) has values below 1000 often: with the +1000 offset still in they would
-        be negative reflectance, which is rare; without it dark ground (water, vegetation) is mostly below 1000."""
-        from rasterio.enums import Resampling
+        be negative reflectance, which is rare; without it dark ground (water, vegetation) is mostly below 1000.
 
+        Read in grid x grid small windows spread over the raster: a decimated read of a whole-tile stack would
+        decode every tile (and, pixel-interleaved, every band: ~3 GB) for 65k values.
+        """
+        from rasterio.windows import Window
+
+        h, w = min(side, self.ds.height), min(side, self.ds.width)
+        rows = np.unique(np.linspace(0, self.ds.height - h, grid).astype(int))
+        cols = np.unique(np.linspace(0, self.ds.width - w, grid).astype(int))
         with raster_read_errors(self.path):
-            band = self.ds.read(self.indexes[0], out_shape=(min(side, self.ds.height), min(side, self.ds.width)),
-                                resampling=Resampling.nearest, masked=True)
-        values = band.compressed()
+            values = np.concatenate([self.ds.read(self.indexes[0], window=Window(c, r, w, h), masked=True).compressed()
+                                     for r in rows for c in cols])
         return values.size > 0 and float(np.mean(values < 1000)) >= DARK_SHARE
 
     def _scl_band(self, labels) -> int:
