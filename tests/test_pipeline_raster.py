@@ -292,3 +292,19 @@ def test_peak_memory_does_not_grow_with_the_raster(tmp_path, monkeypatch):
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.2 * peaks[0], peaks
+
+
+def test_every_valid_pixel_beside_a_nodata_wedge_gets_an_embedding(tmp_path, tiny_model):
+    """A swath edge (nodata wedge): by default every crop with a valid pixel is encoded, and the nodata-only crops
+    beside them too (their cells are read by valid pixels near the joint); min_valid 0.5 leaves pixels without one."""
+    data = synthetic_s2(256, 256, seed=2)
+    rows, cols = np.mgrid[0:256, 0:256]
+    data[:, cols > rows * 0.6 + 70] = 0
+    src = write_raster(tmp_path / "wedge.tif", data)
+    valid = (data != 0).any(axis=0)
+    for min_valid, lost in ((None, False), (0.5, True)):
+        kwargs = {} if min_valid is None else {"min_valid": min_valid}
+        field = _read(embed_raster(src, tmp_path / f"w{min_valid}.tif", tiny_model, dtype="float32",
+                                   quicklook=False, **kwargs))[0]
+        assert np.isnan(field[~valid]).all()
+        assert (~np.isfinite(field[valid])).any() == lost

@@ -24,6 +24,10 @@ BANDS = Param("bands", "str", None, optional=True, advanced=True, label="Band ma
 # whole tile; with official-size weights the seam figure is 1.1 and the cosine to a 0.75-overlap field 0.9998
 # (README, "Seamless rasters"): overlap buys little, at 1.2x (1/12), 1.8x (0.25) or 4x (0.5) the encoder work.
 RASTER_OVERLAP = 0.0
+# Crops with less valid data are not encoded. With abutting crops their valid pixels then have no embedding: 9 % of
+# the valid pixels of a scene with a swath-edge nodata wedge at 0.5 (tiny model, 512 px), none at 0. The model sees
+# nodata as zeros, as the reference does; raise it to keep such context out at the cost of those pixels.
+MIN_VALID = 0.0
 RASTER_OVERLAP_PARAM = Param("overlap", "float", RASTER_OVERLAP, minimum=0.0, maximum=0.9, advanced=True,
                              label="Overlap of neighbouring crops (fraction)",
                              help="fraction of a crop shared with its neighbour, in whole token cells (1/12 of a "

@@ -23,7 +23,7 @@ from ..io.guard import guarded
 from ..io.space import EmbeddingSpace, check_same_space
 from ..io.vectors import VectorLayer, is_point, is_polygonal, read_layer, reproject
 from ..params import FIELD_MODES
-from ..params.common import RASTER_OVERLAP
+from ..params.common import MIN_VALID, RASTER_OVERLAP
 from .blend import numpy_blas_beside
 from .raster import as_model, default_batch_size
 from .source import SourceRaster
@@ -32,7 +32,6 @@ Progress = Callable[[float], None] | None
 Cancel = Callable[[], bool] | None
 OK = "ok"
 CHUNK = 64  # features prepared at a time (bounds memory for large polygon layers)
-MIN_VALID = 0.5  # embed_raster's default: crops with less valid data are skipped, in polygon means too
 
 
 @dataclass

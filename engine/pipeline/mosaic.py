@@ -120,7 +120,7 @@ def _broadcast(shard: Shard, value):
 def _sample_input(path: Path, model, options: dict, seed: int, rows: int, batch_size: int | None,
                   cancel) -> np.ndarray:
     """(N, D) model-space pixels of one input: its own embed_raster sample (spread-out crops), cut to `rows`."""
-    from .raster import RASTER_OVERLAP, _kept_crops, _RasterJob, default_batch_size, raster_lattice
+    from .raster import MIN_VALID, RASTER_OVERLAP, _kept_crops, _RasterJob, default_batch_size, raster_lattice
     from .source import SourceRaster
 
     cfg = model.config
@@ -131,7 +131,7 @@ def _sample_input(path: Path, model, options: dict, seed: int, rows: int, batch_
         grid = src.output_grid(options.get("pixel_size_m"))
         crop_h, crop_w = src.crop_size_px(grid.res_m)
         lattice = raster_lattice(grid, crop_h, crop_w, options.get("overlap", RASTER_OVERLAP), cfg.rs_grid)
-        keep = _kept_crops(src, grid, lattice, options.get("min_valid", 0.5))
+        keep = _kept_crops(src, grid, lattice, options.get("min_valid", MIN_VALID))
         job = _RasterJob(model, src, grid, lattice, keep, cfg.embed_dim, options.get("mode", "nili"),
                          batch_size or default_batch_size(model), Shard(), None, cancel)
         sample = job.sample(seed)

@@ -26,7 +26,7 @@ from ..io.guard import guarded
 from ..io.pca import PCAProjection, shared_projection
 from ..io.space import model_options
 from ..params import DEFAULT_DIMS, FIELD_MODES
-from ..params.operations import RASTER_OVERLAP
+from ..params.operations import MIN_VALID, RASTER_OVERLAP
 from ..runtime.protocol import GAIRModelLike
 from .blend import LatticeField, numpy_blas_beside
 from .distributed import Shard, barrier, current_shard, gather_batches
@@ -227,8 +227,9 @@ def raster_lattice(grid: OutputGrid, crop_h: int, crop_w: int, overlap: float, c
 
 
 def _kept_crops(src: SourceRaster, grid: OutputGrid, lattice: TokenLattice, min_valid: float) -> np.ndarray:
-    """Crops whose part inside the raster is at least min_valid valid data (on a coarse validity map of the whole
-    file, so the choice does not depend on the extent); an empty extent -> clear error."""
+    """Crops to encode: those whose part inside the raster has valid data, at least min_valid of it (on a coarse
+    validity map of the whole file, so the choice does not depend on the extent), and the nodata-only crops beside
+    them, whose cells the valid pixels near them read; an empty extent -> clear error."""
     if not src.extent_valid():
         raise GAIRError(f"{Path(src.path).name} holds only nodata in the model's bands "
                         f"(nodata value {src.ds.nodata}) in the area asked; nothing to embed. Check the file, its "
@@ -236,16 +237,23 @@ def _kept_crops(src: SourceRaster, grid: OutputGrid, lattice: TokenLattice, min_
     cover = src.coverage()
     sy, sx = cover.shape[0] / src.ds.height * grid.factor_y, cover.shape[1] / src.ds.width * grid.factor_x
     crop_h, crop_w = lattice.rows.crop, lattice.cols.crop
-    keep = np.zeros(len(lattice), dtype=bool)
+    share = np.zeros(len(lattice))
     for i in range(len(lattice)):
         r0, c0 = lattice.origin(i)
         a, c = min(cover.shape[0] - 1, max(0, int(r0 * sy))), min(cover.shape[1] - 1, max(0, int(c0 * sx)))
         b, d = max(a + 1, math.ceil((r0 + crop_h) * sy)), max(c + 1, math.ceil((c0 + crop_w) * sx))
-        keep[i] = cover[a:b, c:d].mean() >= min_valid
+        share[i] = cover[a:b, c:d].mean()
+    share = share.reshape(lattice.shape)
+    keep = (share > 0) & (share >= min_valid)
     if not keep.any():
         raise GAIRError(f"no crop of {Path(src.path).name} is at least {min_valid:.0%} valid data; the valid area is "
                         "too small or too scattered for the model's crops")
-    return keep
+    beside = np.zeros_like(keep)
+    padded = np.pad(keep, 1)
+    for dr in range(3):
+        for dc in range(3):
+            beside |= padded[dr:dr + keep.shape[0], dc:dc + keep.shape[1]]
+    return (keep | (beside & (share == 0))).ravel()
 
 
 def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
@@ -263,7 +271,7 @@ def _log_estimate(estimate: OutputEstimate, output_path: Path) -> None:
 def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, model=None, *, extent=None,
                  extent_crs=None, bands=None, pixel_size_m: float | None = None, dims: int | None = DEFAULT_DIMS,
                  dtype: str = "int8", mode: str = "nili", overlap: float = RASTER_OVERLAP,
-                 batch_size: int | None = None, min_valid: float = 0.5, quicklook: bool = True, seed: int = 0,
+                 batch_size: int | None = None, min_valid: float = MIN_VALID, quicklook: bool = True, seed: int = 0,
                  radiometric_offset: float | None = None, mask_clouds: bool = False,
                  pca_from: PCAProjection | str | os.PathLike | None = None, tags: dict | None = None,
                  progress: Progress = None, cancel: Cancel = None) -> Path:
@@ -281,7 +289,8 @@ def embed_raster(input_path: str | os.PathLike, output_path: str | os.PathLike, 
     reads neighbouring crops' cells across the joint) encodes a whole tile's pixels ~1.04 times, for a seam figure
     (pipeline.quality) of ~1.1 with official-size weights and a cosine of 0.9998 to a 0.75-overlap field (README,
     "Seamless rasters").
-    min_valid: crops with less valid data are skipped. radiometric_offset: the offset the input's values carry
+    min_valid: crops with less valid data are skipped (default 0: every crop with a valid pixel).
+    radiometric_offset: the offset the input's values carry
     (-1000: raw DN of baseline >= 04.00; default: from the product's metadata). mask_clouds: L2A SCL cloud, shadow,
     snow, nodata and saturated pixels become nodata. Under torchrun, crops are sharded over the ranks and rank 0
     writes. The raster is tiled (256 px), with internal overviews from a megapixel up. pca_from: reduce through
