@@ -78,9 +78,10 @@ def _step_profile(field: np.ndarray, axis: int) -> np.ndarray:
     return np.nanmean(steps, axis=0 if axis == 2 else 1)
 
 
-def crop_by_crop_field(model, path) -> np.ndarray:
+def crop_by_crop_field(model, path) -> tuple[np.ndarray, object]:
     """(D, H, W) field with every pixel from the one crop holding it, each crop read through its own zero-padded
-    token grid (how rasters were tiled before the token lattice): the control showing the seam measures see seams."""
+    token grid (how rasters were tiled before the token lattice), and the lattice: the control showing the seam
+    measures see seams."""
     with SourceRaster(path, model.config) as src:
         grid = src.output_grid(None)
         crop = src.crop_size_px(grid.res_m)[0]

@@ -55,15 +55,20 @@ def _modal_search(args: argparse.Namespace) -> int:
     return _print_similarity(args, run(args, model=load_model(args)))
 
 
+def _print_hits(result) -> None:
+    """The top places of a search, and where their layer went."""
+    for hit in result.hits:
+        print(f"  #{hit.rank:<3d} score {hit.score:.4f}  x {hit.x:.6f}  y {hit.y:.6f}  (row {hit.row}, col {hit.col})")
+    if result.hits_path:
+        print(f"wrote {result.hits_path}")
+
+
 def _print_similarity(args: argparse.Namespace, result) -> int:
     print(f"wrote {result.path} ({result.valid_pixels} pixels, {result.references} reference(s)) "
           f"in {result.seconds:.1f}s")
-    for hit in result.hits:
-        print(f"  #{hit.rank:<3d} score {hit.score:.4f}  x {hit.x:.6f}  y {hit.y:.6f}  (row {hit.row}, col {hit.col})")
+    _print_hits(result)
     if result.mask_path:
         print(f"wrote {result.mask_path} ({result.mask_pixels} pixels >= {args.threshold})")
-    if result.hits_path:
-        print(f"wrote {result.hits_path}")
     return 0
 
 
@@ -131,10 +136,7 @@ def _fewshot(args: argparse.Namespace) -> int:
     grid = "full resolution" if result.factor == 1 else f"every {result.factor}th pixel"
     print(f"wrote {result.path} ({result.width} x {result.height} px, {grid}; {result.positives} positive, "
           f"{result.negatives} negative example(s); {result.method}) in {result.seconds:.2f}s")
-    for hit in result.hits:
-        print(f"  #{hit.rank:<3d} score {hit.score:.4f}  x {hit.x:.6f}  y {hit.y:.6f}  (row {hit.row}, col {hit.col})")
-    if result.hits_path:
-        print(f"wrote {result.hits_path}")
+    _print_hits(result)
     return 0
 
 

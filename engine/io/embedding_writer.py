@@ -84,15 +84,12 @@ class EmbeddingRasterWriter:
                    "interleave": "band", "BIGTIFF": "IF_SAFER", "nodata": NODATA[dtype]}
         if compress == "auto":
             compress = "none" if dtype == "int8" else "zstd"
-        if compress not in (None, "none"):
-            profile.update(compress=compress, predictor=3 if dtype == "float32" else 2)
-            if compress == "zstd":
-                profile["zstd_level"] = 1
         tags = {**(extra_tags or {}), TAG_KIND: KIND_EMBEDDING, **self.space.tags(), TAG_ENCODING: ENCODINGS[dtype],
                 TAG_CROP_PIXELS: "" if crop_pixels is None else str(int(crop_pixels)),
                 TAG_CROP_GROUND_M: "" if crop_ground_m is None else repr(float(crop_ground_m)),
                 TAG_DIMS: str(self.dims), TAG_MODEL_DIMS: str(pca.input_dims if pca else self.dims),
                 TAG_PCA: pca_sidecar_path(self.path).name if pca else ""}
+        # the staging file is plain (the COG copy compresses once); its disk use is the estimate's bytes
         self._cog_options = {"BLOCKSIZE": tile, "BIGTIFF": "IF_SAFER", "COMPRESS": (compress or "none").upper()}
         if compress not in (None, "none"):
             self._cog_options["PREDICTOR"] = "FLOATING_POINT" if dtype == "float32" else "STANDARD"

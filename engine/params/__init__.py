@@ -28,9 +28,11 @@ from .definitions import (
     Operation,
     Param,
 )
+from .mosaic import MOSAIC_OPERATIONS
 from .operations import CLI_COMMANDS, OPERATIONS, operation
 from .search import SEARCH_OPERATIONS
 
+OPERATIONS.update({op.id: op for op in MOSAIC_OPERATIONS})
 OPERATIONS.update({op.id: op for op in SEARCH_OPERATIONS})  # by photo, by location, change (they share the above's)
 
 __all__ = [

@@ -164,6 +164,15 @@ def interp_taps(c: Array, grid: int, mode: str) -> AxisTaps:
     return AxisTaps(_long(xp.clip(index, 0, grid - 1)), weight[None])
 
 
+def _plan(rows_c: Array, cols_c: Array, n_rows: int, n_cols: int, mode: str) -> FieldPlan:
+    """Taps of rows at grid coordinates rows_c over n_rows cells and columns at cols_c over n_cols."""
+    if mode == "nili":
+        return FieldPlan(rows=nili_taps(rows_c, n_rows, AREA_EPS), cols=nili_taps(cols_c, n_cols, 1.0))
+    if mode in INTERP_MODES:
+        return FieldPlan(rows=interp_taps(rows_c, n_rows, mode), cols=interp_taps(cols_c, n_cols, mode))
+    raise GAIRError(f"unknown query mode {mode!r}; use nili, {', '.join(INTERP_MODES)} (or transformer on torch)")
+
+
 def field_plan(x: Array, y: Array, grid: int, mode: str, convention: str = "released") -> FieldPlan:
     """Taps of NILI or bilinear/bicubic at relative positions x (from west) and y (from north), 0..1.
 
@@ -172,22 +181,14 @@ def field_plan(x: Array, y: Array, grid: int, mode: str, convention: str = "rele
     """
     if mode == "nili":
         c0, c1 = grid_coords(as_float64(x), as_float64(y), convention)
-        return FieldPlan(rows=nili_taps(c1, grid, AREA_EPS), cols=nili_taps(c0, grid, 1.0))
-    if mode in INTERP_MODES:
-        rows, cols = interp_taps(2 * as_float64(y) - 1, grid, mode), interp_taps(2 * as_float64(x) - 1, grid, mode)
-        return FieldPlan(rows=rows, cols=cols)
-    raise GAIRError(f"unknown query mode {mode!r}; use nili, {', '.join(INTERP_MODES)} (or transformer on torch)")
+        return _plan(c1, c0, grid, grid, mode)
+    return _plan(2 * as_float64(y) - 1, 2 * as_float64(x) - 1, grid, grid, mode)
 
 
 def lattice_plan(rows_u: Array, cols_u: Array, n_rows: int, n_cols: int, mode: str) -> FieldPlan:
     """Taps of pixel centres on a block of an R x C lattice of token cells (engine.pipeline.tiling): positions in
     cells from the block's first cell (cell i spans [i, i + 1)), released convention; a crop is the 12 x 12 case."""
-    rows_c, cols_c = 2 * as_float64(rows_u) / n_rows - 1, 2 * as_float64(cols_u) / n_cols - 1
-    if mode == "nili":
-        return FieldPlan(rows=nili_taps(rows_c, n_rows, AREA_EPS), cols=nili_taps(cols_c, n_cols, 1.0))
-    if mode in INTERP_MODES:
-        return FieldPlan(rows=interp_taps(rows_c, n_rows, mode), cols=interp_taps(cols_c, n_cols, mode))
-    raise GAIRError(f"unknown query mode {mode!r} for a raster; use nili, {', '.join(INTERP_MODES)}")
+    return _plan(2 * as_float64(rows_u) / n_rows - 1, 2 * as_float64(cols_u) / n_cols - 1, n_rows, n_cols, mode)
 
 
 def points_plan(rel_xy: Array, grid: int, mode: str, convention: str = "released") -> FieldPlan:
